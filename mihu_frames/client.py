@@ -1,0 +1,486 @@
+"""HTTP for the Mihu AI API: configuration, cache, retries, and errors from responses.
+
+One :class:`MihuClient` holds one ``requests`` session: a requests-cache ``CachedSession`` on a
+SQLite file (or a plain session with ``cache=None``) whose adapter retries with urllib3's
+``Retry`` (429 with ``Retry-After``, 5xx, dropped connections, read timeouts). Planning and
+fetching many pages concurrently lives in :mod:`mihu_frames.pages`.
+
+The token lives in the session's default headers and nowhere else: not in the repr, not in
+cache keys or stored requests (``ignored_parameters``), not in any message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from mihu_frames._version import __version__
+from mihu_frames.errors import (
+    AuthenticationError,
+    CacheMissError,
+    MihuError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger("mihu_frames")
+
+API_PATH = "/api/v1/conversations/{uuid}/sessions"
+DEFAULT_EXPIRE_AFTER = timedelta(hours=1)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_ENVELOPE_START = re.compile(rb'^\s*\{\s*"success"\s*:\s*true')
+
+
+@dataclass(frozen=True)
+class PageResponse:
+    """One page as it came back: body and where it came from."""
+
+    body: bytes
+    fetched_at: datetime
+    from_cache: bool
+    retries: int
+    cache_key: str | None
+
+
+def check_uuid(value: object) -> str:
+    """Return ``value`` if it is a UUID string, else raise ``ValueError``.
+
+    Only the canonical 8-4-4-4-12 hex form passes, so a conversation id can never add a path
+    segment, a query or anything else to the request URL.
+    """
+    if not isinstance(value, str) or not _UUID.match(value):
+        raise ValueError(f"not a conversation UUID: {value!r:.60}")
+    return value.lower()
+
+
+def default_cache_path() -> Path:
+    """The default requests-cache SQLite file, in the user's cache directory."""
+    import platformdirs
+
+    return platformdirs.user_cache_path("mihu_frames") / "http_cache.sqlite"
+
+
+def resolve_base_url(base_url: str | None, subdomain: str | None) -> str:
+    """Base URL from the arguments or ``MIHU_BASE_URL`` / ``MIHU_SUBDOMAIN``."""
+    if base_url and subdomain:
+        raise ValueError("pass base_url or subdomain, not both")
+    if not base_url and not subdomain:
+        base_url = os.environ.get("MIHU_BASE_URL") or None
+        subdomain = os.environ.get("MIHU_SUBDOMAIN") or None
+    if subdomain:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", subdomain):
+            raise ValueError(f"not a valid subdomain: {subdomain!r}")
+        return f"https://{subdomain.lower()}.mihu.ai"
+    if not base_url:
+        raise ValueError(
+            "no API address: pass base_url= or subdomain=, or set MIHU_BASE_URL or MIHU_SUBDOMAIN"
+        )
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("base_url must not carry credentials, a query or a fragment")
+    return base_url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class MihuClient:
+    """A client for the Mihu AI sessions endpoint, with a cache, retries and a worker pool.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        ``https://{subdomain}.mihu.ai``; defaults to ``MIHU_BASE_URL``.
+    subdomain : str, optional
+        Instead of ``base_url``; defaults to ``MIHU_SUBDOMAIN``.
+    token : str, optional
+        Bearer token; defaults to ``MIHU_API_TOKEN``. Never logged, cached, written or shown.
+    cache : "default", str, Path or None
+        ``"default"``: a requests-cache SQLite file in the user cache directory; a path: that
+        file; ``None``: no cache. The file holds contact data and is created owner-only.
+    expire_after : timedelta, int seconds or None
+        How long a cached page stays fresh (default one hour; ``None``: never expires).
+    max_workers : int
+        Pages fetched at once, across all conversations (default 8).
+    timeout : float
+        Seconds to wait for a connection and for each read (default 30).
+    retries : int
+        Retries per page for 429, 5xx, dropped connections and timeouts (default 5).
+    backoff_factor : float
+        urllib3 backoff between retries that carry no ``Retry-After`` (default 0.5 s, doubling).
+
+    Examples
+    --------
+    >>> import mihu_frames as mf
+    >>> with mf.MihuClient(subdomain="acme") as client:           # doctest: +SKIP
+    ...     df = client.sessions(["3c90c3cc-0d44-4b50-8888-8dd25736052a"], status="all")
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        subdomain: str | None = None,
+        token: str | None = None,
+        cache: str | os.PathLike[str] | None = "default",
+        expire_after: timedelta | int | float | None = DEFAULT_EXPIRE_AFTER,
+        max_workers: int = 8,
+        timeout: float = 30,
+        retries: int = 5,
+        backoff_factor: float = 0.5,
+    ) -> None:
+        self.base_url = resolve_base_url(base_url, subdomain)
+        token = token if token is not None else os.environ.get("MIHU_API_TOKEN")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ValueError("token must be a non-empty string")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        parts = urlsplit(self.base_url)
+        if token and parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            raise ValueError(
+                f"refusing to send the API token over plain http to {parts.hostname}; use https"
+            )
+        self.max_workers = max_workers
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.expire_after = expire_after
+        self.cache_path: Path | None = None
+        if cache is not None:
+            self.cache_path = default_cache_path() if cache == "default" else Path(cache)
+        self._has_token = bool(token)
+        self._session = self._make_session(backoff_factor)
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        self._secret = token or None
+
+    # ------------------------------------------------------------------ set-up
+
+    def _make_session(self, backoff_factor: float) -> requests.Session:
+        if self.cache_path is None:
+            session = requests.Session()
+        else:
+            session = _cached_session(self.cache_path, self.expire_after)
+        retry = Retry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            backoff_factor=backoff_factor,
+            backoff_max=60,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=4, pool_maxsize=max(self.max_workers, 10)
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["Accept"] = "application/json"
+        session.headers["User-Agent"] = f"mihu_frames/{__version__}"
+        return session
+
+    def __repr__(self) -> str:
+        cache = str(self.cache_path) if self.cache_path else None
+        token = "set" if self._has_token else "none"
+        return f"MihuClient(base_url={self.base_url!r}, cache={cache!r}, token={token})"
+
+    def close(self) -> None:
+        """Close the HTTP session and the cache file."""
+        self._session.close()
+
+    def __enter__(self) -> MihuClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("MihuClient holds a live session and a secret; it cannot be pickled")
+
+    # ------------------------------------------------------------------ one page
+
+    def page_url(self, conversation: str) -> str:
+        """The sessions URL of one conversation (the UUID is checked, then quoted)."""
+        return self.base_url + API_PATH.format(uuid=quote(check_uuid(conversation), safe=""))
+
+    def fetch_page(
+        self,
+        conversation: str,
+        params: Mapping[str, str | int],
+        *,
+        refresh: bool = False,
+        offline: bool = False,
+    ) -> PageResponse:
+        """Fetch one page, through the cache and retries, and map failures to typed errors.
+
+        The body is returned unparsed; :mod:`mihu_frames.frame` decodes it.
+        """
+        page = int(params.get("page", 1))
+        url = self.page_url(conversation)
+        kwargs: dict[str, Any] = {"params": dict(params), "timeout": self.timeout}
+        if self.cache_path is not None:
+            kwargs["force_refresh"] = refresh
+            kwargs["only_if_cached"] = offline
+        try:
+            response = self._session.get(url, **kwargs)
+        except requests.RequestException as exc:
+            raise ServerError(
+                f"no response after {self.retries} retries ({_describe(exc)})",
+                conversation=conversation,
+                page=page,
+            ) from None
+        from_cache = bool(getattr(response, "from_cache", False))
+        if offline and response.status_code == 504 and from_cache:
+            raise CacheMissError(
+                "not in the cache and offline=True; load once online (or drop offline=True)",
+                conversation=conversation,
+                page=page,
+            )
+        if response.status_code != 200:
+            raise self._error(response, conversation, page)
+        fetched_at = _served_at(response)
+        retry_state = getattr(response.raw, "retries", None)
+        retries = len(retry_state.history) if retry_state is not None else 0
+        return PageResponse(
+            body=response.content,
+            fetched_at=fetched_at,
+            from_cache=from_cache,
+            retries=retries,
+            cache_key=getattr(response, "cache_key", None),
+        )
+
+    def forget(self, cache_key: str | None) -> None:
+        """Drop one response from the cache (used when its body turned out to be invalid)."""
+        if cache_key and self.cache_path is not None:
+            self._session.cache.delete(cache_key)  # type: ignore[attr-defined]
+            logger.debug("dropped cache entry %s: body is not the documented envelope", cache_key)
+
+    def _error(self, response: requests.Response, conversation: str, page: int) -> MihuError:
+        status = response.status_code
+        payload = _json_or_none(response)
+        message = payload.get("message") if isinstance(payload, dict) else None
+        if not isinstance(message, str) or not message:
+            message = _plain_text(response)
+        message = self._scrub(message)
+        where = {"conversation": conversation, "page": page, "status_code": status}
+        if status in (401, 403):
+            return AuthenticationError(f"{message} (check MIHU_API_TOKEN or token=)", **where)
+        if status == 404:
+            return NotFoundError(message, **where)
+        if status == 422:
+            errors = payload.get("errors") if isinstance(payload, dict) else None
+            clean = (
+                {
+                    str(k): [self._scrub(str(m)) for m in (v if isinstance(v, list) else [v])]
+                    for k, v in (errors or {}).items()
+                }
+                if isinstance(errors, dict)
+                else {}
+            )
+            return ValidationError(message, errors=clean, **where)
+        if status == 429:
+            return RateLimitError(
+                f"{message} (still rate limited after {self.retries} retries)", **where
+            )
+        if status >= 500:
+            return ServerError(f"{message} (after {self.retries} retries)", **where)
+        return MihuError(message, **where)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    # ------------------------------------------------------------------ many pages
+
+    def sessions(
+        self,
+        conversations: str | Iterable[str],
+        *,
+        status: str | Iterable[str] | None = None,
+        type: str | Iterable[str] | None = None,
+        sort_by: str = "created_at",
+        sort_dir: str = "asc",
+        per_page: int = 100,
+        progress: bool | None = None,
+        on_error: str = "raise",
+        refresh: bool = False,
+        offline: bool = False,
+    ) -> pd.DataFrame:
+        """Load every session of one or more conversations into one typed DataFrame.
+
+        Each conversation's first page is fetched, then all later pages of every conversation
+        concurrently on one pool of ``max_workers`` threads. Pages are decoded in batches with
+        pyarrow as they arrive.
+
+        Parameters
+        ----------
+        conversations : str or iterable of str
+            Conversation UUIDs; duplicates are loaded once.
+        status : {"active", "completed", "timed_out"}, list of them, or "all", optional
+            Each value is its own query; rows carry the value in the ``status`` column.
+        type : {"text", "voice"}, list of them, or "all", optional
+            Likewise, into the ``type`` column.
+        sort_by : {"created_at", "updated_at", "started_at", "last_activity_at"}
+            The API's sort key. The default ``created_at`` with ``asc`` keeps pages stable while
+            new sessions arrive.
+        sort_dir : {"asc", "desc"}
+        per_page : int
+            1 to 100 (default 100: fewest requests).
+        progress : bool, optional
+            A tqdm progress bar counting pages; default: shown on a terminal or in Jupyter.
+        on_error : {"raise", "warn", "skip"}
+            With ``warn`` / ``skip``, a failing conversation is left out (whole, never half)
+            and ``df.attrs["mihu_frames"]["errors"]`` lists what failed; ``warn`` also warns.
+        refresh : bool
+            Bypass the cache for this call (responses are still saved).
+        offline : bool
+            Serve only from the cache; a missing page raises :class:`CacheMissError`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per session in the documented schema. ``df.attrs["mihu_frames"]`` records
+            requests, retries, cache hits, pages, seconds and errors.
+
+        Raises
+        ------
+        ValueError
+            A bad argument, before any request is sent.
+        MihuError
+            With ``on_error="raise"``, the first failure (a subclass says which kind).
+        """
+        from mihu_frames.pages import Plan, fetch_frame
+
+        if offline and self.cache_path is None:
+            raise ValueError("offline=True needs a cache; this client has cache=None")
+        plan = Plan.build(
+            conversations,
+            status=status,
+            type=type,
+            sort_by=sort_by,
+            sort_dir=sort_dir,
+            per_page=per_page,
+            on_error=on_error,
+        )
+        if progress is not None and not isinstance(progress, bool):
+            raise ValueError(f"progress must be True, False or None, got {progress!r}")
+        return fetch_frame(self, plan, progress=progress, refresh=refresh, offline=offline)
+
+
+def _cached_session(path: Path, expire_after: Any) -> requests.Session:
+    import requests_cache
+
+    _create_private_file(path)
+    return requests_cache.CachedSession(
+        str(path),
+        backend="sqlite",
+        wal=True,
+        expire_after=-1 if expire_after is None else expire_after,
+        allowable_codes=(200,),
+        allowable_methods=("GET",),
+        ignored_parameters=("Authorization",),
+        filter_fn=is_cacheable,
+        stale_if_error=False,
+    )
+
+
+def is_cacheable(response: requests.Response) -> bool:
+    """requests-cache ``filter_fn``: keep only what looks like the documented envelope.
+
+    A cheap look at the start of the body; the full check happens when the page is decoded,
+    and a body that fails it is dropped from the cache then (:meth:`MihuClient.forget`).
+    """
+    criteria = {
+        "status is 200": response.status_code == 200,
+        "JSON content type": "json" in response.headers.get("Content-Type", ""),
+        "body starts like the envelope": bool(_ENVELOPE_START.match(response.content or b"")),
+    }
+    cacheable = all(criteria.values())
+    if not cacheable:
+        logger.debug("not caching %s: %s", response.url, criteria)
+    return cacheable
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the cache file (and its folder) readable by the owner only, before SQLite does.
+
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        candidate = Path(f"{path}{suffix}")
+        if candidate.exists():
+            os.chmod(candidate, 0o600)
+
+
+def _served_at(response: requests.Response) -> datetime:
+    """When the API produced this page: its ``Date`` header (the same clock as the sessions'
+    timestamps, and the same value whether the page comes fresh or from the cache)."""
+    header = response.headers.get("Date")
+    if header:
+        try:
+            served = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            served = None
+        if served is not None and served.tzinfo is not None:
+            return served.astimezone(timezone.utc)
+    created = getattr(response, "created_at", None)
+    return created if isinstance(created, datetime) else datetime.now(timezone.utc)
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _plain_text(response: requests.Response) -> str:
+    text = response.text or ""
+    title = re.search(r"<title>(.*?)</title>|<h1>(.*?)</h1>", text, re.I | re.S)
+    if title:
+        text = title.group(1) or title.group(2)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+    return (text[:200] or response.reason or "no message").strip()
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line cause: the exception's class and its reason's class, never its URL."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return type(exc).__name__ + (f": {type(reason).__name__}" if reason is not None else "")

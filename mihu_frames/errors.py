@@ -1,0 +1,129 @@
+"""The exception tree of mihu_frames, documented in one place.
+
+::
+
+    MihuError                      every failure the API or its responses cause
+    ├── AuthenticationError        401 / 403: token missing, wrong or without access
+    ├── NotFoundError              404: the conversation does not exist (or is not yours)
+    ├── ValidationError            422: the server rejected the query (field errors in ``.errors``)
+    ├── RateLimitError             429 still returned after every retry
+    ├── ServerError                5xx, a dropped connection or a timeout after every retry
+    ├── ResponseFormatError        a body that is not the documented envelope or session shape
+    └── CacheMissError             ``offline=True`` and a page is not in the cache
+
+Bad arguments raise the built-in ``ValueError`` before any request is sent.
+
+Every error says which request failed (conversation, page) and carries the server's message.
+None of them ever holds the token: messages are built from the URL path and the server's text,
+and the server's text is scrubbed of the token in case a backend echoes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MihuError(Exception):
+    """Base class of every error raised for an API call or response.
+
+    Attributes
+    ----------
+    message : str
+        The server's message, or ours when the server gave none.
+    conversation : str or None
+        The conversation UUID the failing request was for.
+    page : int or None
+        The page number of the failing request.
+    status_code : int or None
+        The HTTP status, when a response arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        conversation: str | None = None,
+        page: int | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.message = message
+        self.conversation = conversation
+        self.page = page
+        self.status_code = status_code
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = []
+        if self.conversation is not None:
+            where.append(f"conversation {self.conversation}")
+        if self.page is not None:
+            where.append(f"page {self.page}")
+        status = f"HTTP {self.status_code}: " if self.status_code is not None else ""
+        prefix = f"{', '.join(where)}: " if where else ""
+        return f"{prefix}{status}{self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[MihuError], message: str, state: dict[str, Any]) -> MihuError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    Exception.__init__(error, error._describe())
+    return error
+
+
+class AuthenticationError(MihuError):
+    """The API refused the token (HTTP 401 or 403)."""
+
+
+class NotFoundError(MihuError):
+    """The conversation does not exist or is not visible to this token (HTTP 404)."""
+
+
+class ValidationError(MihuError):
+    """The API rejected the query (HTTP 422).
+
+    Attributes
+    ----------
+    errors : dict[str, list[str]]
+        The server's field errors, e.g. ``{"per_page": ["The per page field must not be ..."]}``.
+    """
+
+    def __init__(self, message: str, *, errors: dict[str, list[str]] | None = None, **kw: Any):
+        self.errors = errors or {}
+        super().__init__(message, **kw)
+
+    def _describe(self) -> str:
+        text = super()._describe()
+        if self.errors:
+            fields = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in self.errors.items())
+            text = f"{text} ({fields})"
+        return text
+
+
+class RateLimitError(MihuError):
+    """The API kept answering 429 Too Many Requests after every retry."""
+
+
+class ServerError(MihuError):
+    """The API failed (5xx), dropped the connection or timed out after every retry."""
+
+
+class ResponseFormatError(MihuError):
+    """A response body is not the documented envelope, or a session has an impossible field.
+
+    Attributes
+    ----------
+    field : str or None
+        The offending field (``"data.last_page"``, ``"task_uuids"``, ...), when known.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, **kw: Any) -> None:
+        self.field = field
+        super().__init__(message, **kw)
+
+
+class CacheMissError(MihuError):
+    """``offline=True`` was asked for and a page is not in the cache."""

@@ -1,0 +1,624 @@
+"""From API bytes or session dicts to the sessions frame, column-wise through Arrow.
+
+Two entry points share one column builder:
+
+- :func:`decode_pages` turns a batch of raw page bodies into an Arrow table with pyarrow's JSON
+  reader and the explicit envelope schema: no Python object per session. When the reader cannot
+  take a batch (a wrong type, garbage), each page is decoded with :mod:`json` instead, so the
+  error can name the page, the field and the value.
+- :func:`sessions_frame` takes session dicts a user already holds.
+
+Fields the documentation does not list are kept as JSON in ``extra``. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import pairwise, repeat
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from mihu_frames.errors import ResponseFormatError
+from mihu_frames.schema import (
+    API_PAGE_SCHEMA,
+    API_SESSION_TYPE,
+    CONTACT_FIELDS,
+    CONTACT_TYPE,
+    SESSIONS_SCHEMA,
+    STRING_FIELDS,
+    TIMESTAMP_FIELDS,
+    empty_table,
+    to_pandas,
+)
+
+_TS = pa.timestamp("us", tz="UTC")
+_LIST = pa.list_(pa.string())
+_ENVELOPE_INTS = ("current_page", "total", "last_page", "per_page")
+#: Hidden columns that keep the frame in fetch order after concurrent fetching.
+ORDER_COLUMNS = ("_query", "_page", "_row")
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """What is known about one page before its body is read."""
+
+    conversation: str
+    page: int
+    query: int = 0
+    status: str | None = None
+    type: str | None = None
+    fetched_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PageEnvelope:
+    """The paginator fields of one decoded page."""
+
+    current_page: int
+    last_page: int
+    total: int
+    per_page: int
+    rows: int
+
+
+class _FieldError(Exception):
+    """A bad value at a known session row; the caller turns it into ResponseFormatError."""
+
+    def __init__(self, field: str, row: int, detail: str) -> None:
+        super().__init__(detail)
+        self.field, self.row, self.detail = field, row, detail
+
+
+# --------------------------------------------------------------------------- page decoding
+
+
+def decode_pages(
+    bodies: Sequence[bytes], infos: Sequence[PageInfo]
+) -> tuple[pa.Table, list[PageEnvelope]]:
+    """Decode a batch of page bodies into one Arrow table in the frame schema.
+
+    Parameters
+    ----------
+    bodies : sequence of bytes
+        Raw response bodies, one per page.
+    infos : sequence of PageInfo
+        The request behind each body (conversation, page, filter tags, fetch time).
+
+    Returns
+    -------
+    table : pyarrow.Table
+        ``SESSIONS_SCHEMA`` plus the hidden ``ORDER_COLUMNS``.
+    envelopes : list of PageEnvelope
+        The paginator fields of each page, in input order.
+
+    Raises
+    ------
+    ResponseFormatError
+        A body is not the documented envelope, or a session field has an impossible value;
+        the error names the conversation, the page and the field.
+    """
+    if not bodies:
+        return _with_order(empty_table(), [], [], []), []
+    try:
+        pages = _read_envelopes(bodies)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        pages = None
+    if pages is not None and pages.num_rows == len(bodies):
+        data = pages.column("data").combine_chunks()
+        envelopes = _check_envelopes(pages, data, infos)
+        lists = data.field("data")
+        sessions = pc.list_flatten(lists)
+        parents = pc.list_parent_indices(lists).to_numpy()
+        offsets = lists.offsets.to_numpy()
+        rows = np.arange(len(parents)) - offsets[parents]
+        try:
+            return _build_batch(sessions, parents, rows, infos), envelopes
+        except _FieldError:
+            pass  # decode page by page below, so the error names its page
+    # The fast reader refused the batch: decode page by page to find and name the problem.
+    tables, envelopes = [], []
+    for body, info in zip(bodies, infos, strict=True):
+        table, envelope = _decode_page_slowly(body, info)
+        tables.append(table)
+        envelopes.append(envelope)
+    return pa.concat_tables(tables), envelopes
+
+
+def _read_envelopes(bodies: Sequence[bytes]) -> pa.Table:
+    # One page per line: raw newlines in JSON are only ever whitespace, so folding them is safe.
+    lines = [b.replace(b"\n", b" ") if b"\n" in b else b for b in bodies]
+    block = max(1 << 20, max(len(b) for b in lines) + 2)
+    return pa_json.read_json(
+        pa.BufferReader(b"\n".join(lines)),
+        read_options=pa_json.ReadOptions(use_threads=len(lines) > 4, block_size=block),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=API_PAGE_SCHEMA, unexpected_field_behavior="infer"
+        ),
+    )
+
+
+def _check_envelopes(
+    pages: pa.Table, data: pa.StructArray, infos: Sequence[PageInfo]
+) -> list[PageEnvelope]:
+    success = pages.column("success").combine_chunks()
+    columns = {name: data.field(name) for name in _ENVELOPE_INTS}
+    checks = [("success", pc.fill_null(success, False)), ("data", data.is_valid())]
+    checks += [(f"data.{n}", col.is_valid()) for n, col in columns.items()]
+    checks.append(("data.data", data.field("data").is_valid()))
+    for field, ok in checks:
+        ok = pc.and_(ok, data.is_valid()) if field != "success" else ok
+        if not pc.all(pc.fill_null(ok, False)).as_py():
+            bad = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
+            raise _format_error(infos[bad], field, _missing_detail(field, pages, bad))
+    values = {n: c.to_numpy() for n, c in columns.items()}
+    counts = pc.list_value_length(data.field("data")).to_numpy()
+    envelopes = []
+    for i, info in enumerate(infos):
+        envelope = PageEnvelope(
+            current_page=int(values["current_page"][i]),
+            last_page=int(values["last_page"][i]),
+            total=int(values["total"][i]),
+            per_page=int(values["per_page"][i]),
+            rows=int(counts[i]),
+        )
+        _check_paginator(envelope, info)
+        envelopes.append(envelope)
+    return envelopes
+
+
+def _missing_detail(field: str, pages: pa.Table, row: int) -> str:
+    if field == "success":
+        message = pages.column("message")[row].as_py()
+        return f"'success' is not true (message: {message!r})"
+    return f"'{field}' is missing or null"
+
+
+def _check_paginator(envelope: PageEnvelope, info: PageInfo) -> None:
+    if envelope.current_page != info.page:
+        raise _format_error(
+            info, "data.current_page", f"asked for page {info.page}, got {envelope.current_page}"
+        )
+    if envelope.last_page < 1 or envelope.per_page < 1 or envelope.total < 0:
+        raise _format_error(
+            info,
+            "data.last_page",
+            f"impossible paginator (last_page={envelope.last_page}, "
+            f"per_page={envelope.per_page}, total={envelope.total})",
+        )
+    if envelope.rows > envelope.per_page:
+        raise _format_error(
+            info, "data.data", f"{envelope.rows} sessions on a page of {envelope.per_page}"
+        )
+
+
+def _decode_page_slowly(body: bytes, info: PageInfo) -> tuple[pa.Table, PageEnvelope]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        snippet = body[:80].decode("utf-8", "replace")
+        raise _format_error(
+            info, None, f"body is not JSON ({exc}); it starts {snippet!r}"
+        ) from None
+    envelope, records = parse_envelope(payload, info)
+    try:
+        sessions = _records_to_struct(records)
+        rows = np.arange(len(records))
+        table = _build_batch(sessions, np.zeros(len(records), dtype=np.int64), rows, [info])
+    except _FieldError as exc:
+        raise _format_error(info, exc.field, f"session {exc.row}: {exc.detail}") from None
+    return table, envelope
+
+
+def parse_envelope(payload: Any, info: PageInfo) -> tuple[PageEnvelope, list[Any]]:
+    """Check a decoded JSON body against the documented envelope.
+
+    Returns the paginator fields and the list of session records; raises
+    :class:`ResponseFormatError` naming the first field that is wrong.
+    """
+    if not isinstance(payload, Mapping):
+        raise _format_error(info, None, f"body is a JSON {type(payload).__name__}, not an object")
+    if payload.get("success") is not True:
+        detail = f"'success' is not true (message: {payload.get('message')!r})"
+        raise _format_error(info, "success", detail)
+    data = payload.get("data")
+    if not isinstance(data, Mapping):
+        raise _format_error(info, "data", "'data' is missing or not an object")
+    values = {}
+    for name in _ENVELOPE_INTS:
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _format_error(info, f"data.{name}", f"expected an integer, got {value!r}")
+        values[name] = value
+    records = data.get("data")
+    if not isinstance(records, list):
+        raise _format_error(info, "data.data", f"expected a list, got {type(records).__name__}")
+    envelope = PageEnvelope(**values, rows=len(records))
+    _check_paginator(envelope, info)
+    return envelope, records
+
+
+def _format_error(info: PageInfo, field: str | None, detail: str) -> ResponseFormatError:
+    where = f"field '{field}': " if field else ""
+    return ResponseFormatError(
+        f"response is not the documented format: {where}{detail}",
+        field=field,
+        conversation=info.conversation,
+        page=info.page,
+    )
+
+
+# --------------------------------------------------------------------------- records
+
+
+_KNOWN_KEYS = frozenset(API_SESSION_TYPE.names)
+_CONTACT_KEYS = frozenset(CONTACT_FIELDS)
+
+
+def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
+    """Session dicts to a struct array of the API's types, with undocumented keys as JSON.
+
+    Column by column: one C-level ``dict.get`` sweep per field, then one Arrow conversion per
+    column, which is several times faster than converting whole dicts to a struct.
+    """
+    if not all(type(r) is dict for r in records):
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise _FieldError(
+                    "data.data", i, f"expected an object, got {type(record).__name__}"
+                )
+        records = [dict(r) for r in records]
+    try:
+        arrays = [
+            pa.array(list(map(dict.get, records, repeat(f.name))), type=f.type)
+            for f in API_SESSION_TYPE
+            if f.name != "contact"
+        ]
+        contacts = list(map(dict.get, records, repeat("contact")))
+        contact = pa.array(contacts, type=CONTACT_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        _find_bad_value(records)
+        raise
+    names = [f.name for f in API_SESSION_TYPE if f.name != "contact"]
+    arrays.append(contact)
+    names.append("contact")
+    # Key-view comparisons run in C; only the rare records with extras reach Python below.
+    odd = {i for i, r in enumerate(records) if not r.keys() <= _KNOWN_KEYS}
+    odd.update(
+        i for i, c in enumerate(contacts) if c.__class__ is dict and not c.keys() <= _CONTACT_KEYS
+    )
+    if odd:
+        extras: list[str | None] = [None] * len(records)
+        for i in sorted(odd):
+            extras[i] = _extra_of(records[i])
+        arrays.append(pa.array(extras, type=pa.string()))
+        names.append("__extra__")
+    return pa.StructArray.from_arrays(arrays, names=names)
+
+
+def _extra_of(record: dict[str, Any]) -> str | None:
+    extra = {k: v for k, v in record.items() if k not in _KNOWN_KEYS}
+    contact = record.get("contact")
+    if type(contact) is dict:
+        nested = {k: v for k, v in contact.items() if k not in _CONTACT_KEYS}
+        if nested:
+            extra["contact"] = nested
+    return json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
+
+
+def _find_bad_value(records: Sequence[Mapping[str, Any]]) -> None:
+    """Raise a _FieldError for the first value that does not fit the documented type."""
+    for i, record in enumerate(records):
+        for name in API_SESSION_TYPE.names:
+            value = record.get(name)
+            if value is None:
+                continue
+            if name == "contact":
+                if not isinstance(value, Mapping):
+                    raise _FieldError(name, i, f"expected an object or null, got {value!r:.80}")
+                for key in CONTACT_FIELDS:
+                    if value.get(key) is not None and not isinstance(value.get(key), str):
+                        got = f"{value.get(key)!r:.80}"
+                        raise _FieldError(f"contact.{key}", i, f"expected a string, got {got}")
+            elif name == "task_uuids":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise _FieldError(name, i, f"expected a list of strings, got {value!r:.80}")
+            elif not isinstance(value, str):
+                raise _FieldError(name, i, f"expected a string, got {value!r:.80}")
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _build_batch(
+    sessions: pa.StructArray,
+    parents: np.ndarray,
+    rows: np.ndarray,
+    infos: Sequence[PageInfo],
+) -> pa.Table:
+    """Sessions of API types, each with the index of its page in ``infos``, to frame columns."""
+    parents_arr = pa.array(parents, type=pa.int64())
+
+    def per_page(values: list[Any], type_: pa.DataType) -> pa.Array:
+        return pa.array(values, type=type_).take(parents_arr)
+
+    table = build_columns(
+        sessions,
+        conversation=per_page([i.conversation for i in infos], pa.string()),
+        status=per_page([i.status for i in infos], pa.string()),
+        type_=per_page([i.type for i in infos], pa.string()),
+        fetched_at=per_page([_utc(i.fetched_at) for i in infos], _TS),
+    )
+    return _with_order(
+        table,
+        per_page([i.query for i in infos], pa.int64()),
+        per_page([i.page for i in infos], pa.int64()),
+        pa.array(rows, type=pa.int64()),
+    )
+
+
+def _with_order(table: pa.Table, query: Any, page: Any, row: Any) -> pa.Table:
+    for name, values in zip(ORDER_COLUMNS, (query, page, row), strict=True):
+        table = table.append_column(name, pa.array(values, type=pa.int64()))
+    return table
+
+
+def build_columns(
+    sessions: pa.StructArray,
+    *,
+    conversation: pa.Array,
+    status: pa.Array,
+    type_: pa.Array,
+    fetched_at: pa.Array,
+) -> pa.Table:
+    """Flatten, parse and derive every frame column from a struct array of API sessions.
+
+    Raises ``_FieldError`` for a timestamp that is not ISO 8601.
+    """
+    if isinstance(sessions, pa.ChunkedArray):
+        sessions = sessions.combine_chunks()
+    n = len(sessions)
+    field_names = set(sessions.type.names) if n or sessions.type.num_fields else set()
+
+    def field(name: str, type_: pa.DataType) -> pa.Array:
+        if name not in field_names:
+            return pa.nulls(n, type=type_)
+        values = sessions.field(name)
+        return values if values.type == type_ else values.cast(type_)
+
+    times = {name: parse_timestamps(_raw(sessions, name, n), name) for name in TIMESTAMP_FIELDS}
+    started, ended = times["started_at"], times["ended_at"]
+    contact = field("contact", CONTACT_TYPE)
+    contact_values = _struct_children(contact, CONTACT_FIELDS)
+    tasks = pc.fill_null(field("task_uuids", _LIST), pa.scalar([], type=_LIST))
+    columns: dict[str, pa.Array] = {
+        "conversation_uuid": pc.coalesce(field("conversation_uuid", pa.string()), conversation),
+        "uuid": field("uuid", pa.string()),
+        "status": status,
+        "type": type_,
+        **times,
+        "duration": pc.subtract(ended, started),
+        "time_to_evaluation": pc.subtract(times["evaluated_at"], ended),
+        "time_to_summary": pc.subtract(times["summary_generated_at"], ended),
+        "idle_before_end": pc.subtract(ended, times["last_activity_at"]),
+        "is_open": pc.is_null(ended),
+        **{name: field(name, pa.string()) for name in STRING_FIELDS},
+        **{f"contact_{name}": contact_values[name] for name in CONTACT_FIELDS},
+        "task_uuids": tasks,
+        "task_count": pc.list_value_length(tasks).cast(pa.int64()),
+        "extra": _extra_column(sessions),
+        "fetched_at": fetched_at,
+    }
+    uuids = columns["uuid"]
+    if uuids.null_count:
+        row = int(np.flatnonzero(uuids.is_null().to_numpy(zero_copy_only=False))[0])
+        raise _FieldError("uuid", row, "a session has no uuid")
+    return pa.Table.from_arrays([columns[f.name] for f in SESSIONS_SCHEMA], schema=SESSIONS_SCHEMA)
+
+
+def _raw(sessions: pa.StructArray, name: str, n: int) -> pa.Array:
+    names = sessions.type.names if n or sessions.type.num_fields else []
+    return sessions.field(name) if name in names else pa.nulls(n, pa.string())
+
+
+def _struct_children(struct: pa.StructArray, names: Iterable[str]) -> dict[str, pa.Array]:
+    present = {struct.type.field(i).name: i for i in range(struct.type.num_fields)}
+    flat = struct.flatten()  # children with the parent's nulls applied
+    return {
+        name: flat[present[name]].cast(pa.string())
+        if name in present
+        else pa.nulls(len(struct), pa.string())
+        for name in names
+    }
+
+
+def _extra_column(sessions: pa.StructArray) -> pa.Array:
+    """JSON text of the fields the documentation does not list, null where there are none."""
+    n = len(sessions)
+    names = [sessions.type.field(i).name for i in range(sessions.type.num_fields)]
+    if "__extra__" in names:  # built from records, where the JSON was made per record
+        return sessions.field("__extra__")
+    extra = [name for name in names if name not in API_SESSION_TYPE.names]
+    contact_extra: list[str] = []
+    if "contact" in names:
+        contact_type = sessions.type.field("contact").type
+        if pa.types.is_struct(contact_type):
+            contact_extra = [
+                contact_type.field(i).name
+                for i in range(contact_type.num_fields)
+                if contact_type.field(i).name not in CONTACT_FIELDS
+            ]
+    extra = [name for name in extra if not pa.types.is_null(sessions.type.field(name).type)]
+    if not extra and not contact_extra:
+        return pa.nulls(n, pa.string())
+    flat = sessions.flatten()
+    parts = {name: flat[names.index(name)] for name in extra}
+    if contact_extra:
+        contact = flat[names.index("contact")]
+        sub = contact.flatten()
+        child_names = [contact.type.field(i).name for i in range(contact.type.num_fields)]
+        kept = [c for c in contact_extra if not pa.types.is_null(contact.type.field(c).type)]
+        if kept:
+            parts["contact"] = pa.StructArray.from_arrays(
+                [sub[child_names.index(c)] for c in kept], names=kept
+            )
+    if not parts:
+        return pa.nulls(n, pa.string())
+    present = None
+    for values in parts.values():
+        valid = values.is_valid()
+        present = valid if present is None else pc.or_(present, valid)
+    rows = np.flatnonzero(present.to_numpy(zero_copy_only=False))
+    out: list[str | None] = [None] * n
+    if len(rows):
+        index = pa.array(rows)
+        taken = {name: values.take(index).to_pylist() for name, values in parts.items()}
+        for j, row in enumerate(rows):
+            item = {k: v[j] for k, v in taken.items() if v[j] is not None}
+            if isinstance(item.get("contact"), dict):
+                item["contact"] = {k: v for k, v in item["contact"].items() if v is not None}
+                if not item["contact"]:
+                    del item["contact"]
+            if item:
+                out[row] = json.dumps(item, ensure_ascii=False, sort_keys=True)
+    return pa.array(out, type=pa.string())
+
+
+def parse_timestamps(values: pa.Array, field: str = "timestamp") -> pa.Array:
+    """Parse ISO 8601 strings to ``timestamp[us, UTC]``, normalising every offset to UTC.
+
+    Strings without an offset are taken as UTC; fractions finer than a microsecond are
+    truncated. Anything else raises ``_FieldError`` naming the field and the value.
+    """
+    if values.type == _TS:
+        return values
+    try:
+        return pc.cast(values, _TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    text = values.to_pylist()
+    parsed = pd.to_datetime(
+        pd.Series(text, dtype=object), utc=True, format="ISO8601", errors="coerce"
+    )
+    bad = parsed.isna() & pd.Series(text, dtype=object).notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _FieldError(field, row, f"'{field}' is not an ISO 8601 timestamp: {text[row]!r:.80}")
+    return pa.array(parsed.dt.as_unit("us"), type=_TS, from_pandas=True)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+# --------------------------------------------------------------------------- whole frames
+
+
+def finish(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate batches in fetch order and keep one row per uuid (latest ``updated_at``).
+
+    Batches arrive in completion order, but each page's rows are contiguous inside its batch,
+    so ordering whole pages (zero-copy slices) restores the API's order without a row sort.
+    """
+    pieces: list[tuple[tuple[int, int], pa.Table]] = []
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        query = table.column("_query").to_numpy()
+        page = table.column("_page").to_numpy()
+        cuts = np.flatnonzero((query[1:] != query[:-1]) | (page[1:] != page[:-1])) + 1
+        bounds = [0, *cuts.tolist(), table.num_rows]
+        for start, stop in pairwise(bounds):
+            key = (int(query[start]), int(page[start]))
+            pieces.append((key, table.slice(start, stop - start)))
+    pieces.sort(key=lambda piece: piece[0])
+    if not pieces:
+        return empty_table()
+    table = pa.concat_tables([piece for _, piece in pieces]).drop_columns(list(ORDER_COLUMNS))
+    return deduplicate(table)
+
+
+def deduplicate(table: pa.Table) -> pa.Table:
+    """Keep one row per ``uuid``: the most recently updated, then the most recently fetched."""
+    if table.num_rows == 0:
+        return table
+    uuids = table.column("uuid").combine_chunks()
+    if pc.count_distinct(uuids).as_py() == table.num_rows:
+        return table
+    # Nulls sort last by default: a row without updated_at loses to one with it.
+    order = pc.sort_indices(table, [("updated_at", "descending"), ("fetched_at", "descending")])
+    codes = uuids.take(order).dictionary_encode().indices.to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    keep = np.sort(order.to_numpy()[first])
+    return table.take(pa.array(keep))
+
+
+def sessions_frame(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    status: str | None = None,
+    type: str | None = None,
+    fetched_at: datetime | str | None = None,
+) -> pd.DataFrame:
+    """Build the sessions frame from session dicts already in hand.
+
+    The same columns, dtypes and rules as :func:`mihu_frames.load_sessions`: ``contact`` is
+    flattened, timestamps parsed to UTC, durations derived, undocumented fields kept as JSON in
+    ``extra``, one row per ``uuid`` (the most recently updated wins).
+
+    Parameters
+    ----------
+    records : iterable of dict
+        Sessions as the API sends them (the items of ``data.data``).
+    status, type : str, optional
+        Tag every row with the filter value these sessions were fetched under.
+    fetched_at : datetime or str, optional
+        When the sessions were fetched; open sessions count as running until then in
+        :func:`mihu_frames.activity`. Null when not given.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per session in the documented schema.
+
+    Raises
+    ------
+    ResponseFormatError
+        A record is not an object, or a field has a value of the wrong type.
+
+    Examples
+    --------
+    >>> import mihu_frames as mf
+    >>> df = mf.sessions_frame([{"uuid": "3c90c3cc-0d44-4b50-8888-8dd25736052a",
+    ...                          "started_at": "2026-03-01T10:00:00Z",
+    ...                          "ended_at": "2026-03-01T10:05:30+00:00"}])
+    >>> df.loc[0, "duration"]
+    Timedelta('0 days 00:05:30')
+    """
+    records = records if isinstance(records, list) else list(records)
+    fetched = _utc(pd.Timestamp(fetched_at).to_pydatetime()) if fetched_at is not None else None
+    info = PageInfo(conversation=None, page=0, status=status, type=type, fetched_at=fetched)  # type: ignore[arg-type]
+    try:
+        sessions = _records_to_struct(records)
+        table = _build_batch(
+            sessions, np.zeros(len(records), dtype=np.int64), np.arange(len(records)), [info]
+        )
+    except _FieldError as exc:
+        raise ResponseFormatError(f"session {exc.row}: {exc.detail}", field=exc.field) from None
+    return to_pandas(finish([table]))
+
+
+def batch_size(per_page: int) -> int:
+    """How many pages to decode at once: about 2,000 sessions, so the reader's threads pay off."""
+    return max(4, math.ceil(2000 / max(per_page, 1)) * max(1, (os.cpu_count() or 1) // 2))

@@ -1,0 +1,363 @@
+"""Planning and fetching pages concurrently, across every conversation at once.
+
+A :class:`Plan` is the validated form of a load: one query per (conversation, status value,
+type value). :func:`fetch_frame` runs it on one bounded thread pool:
+
+1. page 1 of every query is submitted;
+2. as soon as a query's page 1 answers, its pages 2..last_page are submitted (no waiting for
+   the other first pages);
+3. page bodies are decoded in batches as they arrive, while the pool keeps fetching;
+4. if a later page reports a larger ``last_page`` (sessions arrived while reading), the new
+   pages are fetched too;
+5. batches are joined in fetch order and de-duplicated by ``uuid`` (latest ``updated_at``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mihu_frames.client import PageResponse, check_uuid
+from mihu_frames.errors import MihuError, ResponseFormatError
+from mihu_frames.frame import PageInfo, batch_size, decode_pages, finish
+from mihu_frames.schema import (
+    SORT_BY_VALUES,
+    SORT_DIR_VALUES,
+    STATUS_VALUES,
+    TYPE_VALUES,
+    to_pandas,
+)
+
+if TYPE_CHECKING:
+    from mihu_frames.client import MihuClient
+
+logger = logging.getLogger("mihu_frames")
+ON_ERROR_VALUES = ("raise", "warn", "skip")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One paginated listing: a conversation under one status and one type value."""
+
+    index: int
+    conversation: str
+    status: str | None
+    type: str | None
+
+    def params(self, page: int, plan: Plan) -> dict[str, str | int]:
+        params: dict[str, str | int] = {
+            "page": page,
+            "per_page": plan.per_page,
+            "sort_by": plan.sort_by,
+            "sort_dir": plan.sort_dir,
+        }
+        if self.status is not None:
+            params["status"] = self.status
+        if self.type is not None:
+            params["type"] = self.type
+        return params
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated load: every argument checked before any request is sent."""
+
+    conversations: tuple[str, ...]
+    queries: tuple[Query, ...]
+    statuses: tuple[str | None, ...]
+    types: tuple[str | None, ...]
+    sort_by: str
+    sort_dir: str
+    per_page: int
+    on_error: str
+
+    @classmethod
+    def build(
+        cls,
+        conversations: str | Iterable[str],
+        *,
+        status: str | Iterable[str] | None = None,
+        type: str | Iterable[str] | None = None,
+        sort_by: str = "created_at",
+        sort_dir: str = "asc",
+        per_page: int = 100,
+        on_error: str = "raise",
+    ) -> Plan:
+        """Validate the arguments of a load; raise ``ValueError`` naming the first bad one."""
+        if isinstance(conversations, (bytes, bytearray)) or conversations is None:
+            raise ValueError("conversations must be a UUID string or an iterable of them")
+        items = [conversations] if isinstance(conversations, str) else list(conversations)
+        uuids = tuple(dict.fromkeys(check_uuid(c) for c in items))
+        statuses = _filter_values("status", status, STATUS_VALUES)
+        types = _filter_values("type", type, TYPE_VALUES)
+        _one_of("sort_by", sort_by, SORT_BY_VALUES)
+        _one_of("sort_dir", sort_dir, SORT_DIR_VALUES)
+        _one_of("on_error", on_error, ON_ERROR_VALUES)
+        if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= 100:
+            raise ValueError(f"per_page must be an integer from 1 to 100, got {per_page!r}")
+        combos = itertools.product(uuids, statuses, types)
+        queries = tuple(Query(i, c, s, t) for i, (c, s, t) in enumerate(combos))
+        return cls(uuids, queries, statuses, types, sort_by, sort_dir, per_page, on_error)
+
+    def describe(self) -> dict[str, Any]:
+        """The filters, for ``df.attrs`` and snapshot metadata."""
+        return {
+            "status": [s for s in self.statuses if s is not None] or None,
+            "type": [t for t in self.types if t is not None] or None,
+            "sort_by": self.sort_by,
+            "sort_dir": self.sort_dir,
+            "per_page": self.per_page,
+        }
+
+
+def _filter_values(
+    name: str, value: str | Iterable[str] | None, allowed: tuple[str, ...]
+) -> tuple[str | None, ...]:
+    if value is None:
+        return (None,)
+    if value == "all":
+        return allowed
+    values = [value] if isinstance(value, str) else list(value)
+    if not values:
+        raise ValueError(f"{name} must not be an empty list (use None for no filter)")
+    for v in values:
+        _one_of(name, v, allowed)
+    return tuple(dict.fromkeys(values))
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass
+class LoadStats:
+    """What a load cost; lands in ``df.attrs["mihu_frames"]``."""
+
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    pages: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Run:
+    """The state of one load: futures in flight, pages known, batches decoded."""
+
+    def __init__(
+        self, client: MihuClient, plan: Plan, *, progress: bool | None, refresh: bool, offline: bool
+    ) -> None:
+        self.client, self.plan = client, plan
+        self.refresh, self.offline = refresh, offline
+        self.stats = LoadStats()
+        self.last_page: dict[int, int] = {}
+        self.failed: dict[str, MihuError] = {}
+        self.tables: list[pa.Table] = []
+        self.pending: dict[Future[PageResponse], tuple[Query, int]] = {}
+        self.batch: list[tuple[PageResponse, PageInfo]] = []
+        self.batch_limit = batch_size(plan.per_page)
+        self.bar = _progress_bar(progress, len(plan.queries))
+
+    def run(self) -> None:
+        self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu")
+        try:
+            for query in self.plan.queries:
+                self.submit(query, 1)
+            while self.pending:
+                done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    self.collect(future)
+                if len(self.batch) >= self.batch_limit or (not self.pending and self.batch):
+                    self.decode_batch()
+        except BaseException:
+            # Do not wait for pages still in flight: the caller gets the error now.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        else:
+            self.pool.shutdown(wait=True)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def submit(self, query: Query, page: int) -> None:
+        future = self.pool.submit(
+            self.client.fetch_page,
+            query.conversation,
+            query.params(page, self.plan),
+            refresh=self.refresh,
+            offline=self.offline,
+        )
+        self.pending[future] = (query, page)
+
+    def collect(self, future: Future[PageResponse]) -> None:
+        query, page = self.pending.pop(future)
+        if query.conversation in self.failed:
+            return
+        try:
+            response = future.result()
+        except MihuError as exc:
+            self.fail(query.conversation, exc)
+            return
+        self.count(response)
+        info = PageInfo(
+            conversation=query.conversation,
+            page=page,
+            query=query.index,
+            status=query.status,
+            type=query.type,
+            fetched_at=response.fetched_at,
+        )
+        if page == 1:
+            # Decoded at once: its last_page tells which pages to request next.
+            self.decode([(response, info)])
+        else:
+            self.batch.append((response, info))
+
+    def count(self, response: PageResponse) -> None:
+        self.stats.pages += 1
+        self.stats.retries += response.retries
+        if response.from_cache:
+            self.stats.cache_hits += 1
+        else:
+            self.stats.requests += 1 + response.retries
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def decode_batch(self) -> None:
+        batch, self.batch = self.batch, []
+        self.decode(batch)
+
+    def decode(self, pages: list[tuple[PageResponse, PageInfo]]) -> None:
+        pages = [(r, i) for r, i in pages if i.conversation not in self.failed]
+        if not pages:
+            return
+        try:
+            table, envelopes = decode_pages([r.body for r, _ in pages], [i for _, i in pages])
+        except ResponseFormatError:
+            if len(pages) == 1:
+                self.reject(*pages[0])
+                return
+            for page in pages:  # find the bad page(s); the good ones still count
+                self.decode([page])
+            return
+        self.tables.append(table)
+        for (_, info), envelope in zip(pages, envelopes, strict=True):
+            self.grow(self.plan.queries[info.query], envelope.last_page)
+
+    def reject(self, response: PageResponse, info: PageInfo) -> None:
+        self.client.forget(response.cache_key)
+        try:
+            decode_pages([response.body], [info])
+        except ResponseFormatError as exc:
+            self.fail(info.conversation, exc)
+
+    def grow(self, query: Query, last_page: int) -> None:
+        """Submit the pages of ``query`` beyond those already asked for."""
+        known = self.last_page.get(query.index, 1)
+        if last_page > known:
+            if query.index in self.last_page:
+                logger.debug(
+                    "conversation %s grew to %d pages while reading", query.conversation, last_page
+                )
+            self.last_page[query.index] = last_page
+            for page in range(known + 1, last_page + 1):
+                self.submit(query, page)
+            if self.bar is not None:
+                self.bar.total = (self.bar.total or 0) + last_page - known
+                self.bar.refresh()
+        else:
+            self.last_page.setdefault(query.index, known)
+
+    def fail(self, conversation: str, error: MihuError) -> None:
+        if self.plan.on_error == "raise":
+            raise error
+        if conversation in self.failed:
+            return
+        self.failed[conversation] = error
+        self.stats.errors.append(
+            {
+                "conversation": conversation,
+                "page": error.page,
+                "error": type(error).__name__,
+                "status_code": error.status_code,
+                "message": str(error),
+            }
+        )
+        if self.plan.on_error == "warn":
+            warnings.warn(f"left out {error}", RuntimeWarning, stacklevel=5)
+        logger.warning("left out conversation %s: %s", conversation, error)
+
+    def table(self) -> pa.Table:
+        table = finish(self.tables)
+        if self.failed and table.num_rows:
+            failed = pa.array(list(self.failed), type=pa.string())
+            table = table.filter(pc.invert(pc.is_in(table.column("conversation_uuid"), failed)))
+        return table
+
+
+def _progress_bar(progress: bool | None, total: int) -> Any:
+    if progress is None:
+        progress = _interactive()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="page", desc="mihu sessions", leave=True)
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            return shell is not None and "IPKernelApp" in shell.config
+        except Exception:
+            return False
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def fetch_frame(
+    client: MihuClient, plan: Plan, *, progress: bool | None, refresh: bool, offline: bool
+) -> pd.DataFrame:
+    """Run ``plan`` with ``client`` and return the sessions frame with its load record."""
+    started = time.perf_counter()
+    run = _Run(client, plan, progress=progress, refresh=refresh, offline=offline)
+    run.run()
+    df = to_pandas(run.table())
+    stats = run.stats
+    df.attrs["mihu_frames"] = {
+        "base_url": client.base_url,
+        "conversations": list(plan.conversations),
+        "filters": plan.describe(),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "cache_hits": stats.cache_hits,
+        "pages": stats.pages,
+        "fetch_seconds": round(time.perf_counter() - started, 6),
+        "loaded_at": datetime.now(timezone.utc).isoformat(),
+        "errors": stats.errors,
+    }
+    logger.debug(
+        "loaded %d sessions from %d pages (%d requests, %d cache hits, %d retries) in %.3fs",
+        len(df),
+        stats.pages,
+        stats.requests,
+        stats.cache_hits,
+        stats.retries,
+        df.attrs["mihu_frames"]["fetch_seconds"],
+    )
+    return df

@@ -1,0 +1,195 @@
+"""The sessions frame's schema: the one place it is defined.
+
+Everything else derives from here: the JSON decoder's explicit schema, frame building, empty
+frames, snapshot reading and the documentation table. Change a column here and only here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: Bump when the frame's columns or types change; recorded in every snapshot.
+SCHEMA_VERSION = 1
+
+#: Values the API accepts for the ``status`` and ``type`` filters (documented enums).
+STATUS_VALUES: tuple[str, ...] = ("active", "completed", "timed_out")
+TYPE_VALUES: tuple[str, ...] = ("text", "voice")
+SORT_BY_VALUES: tuple[str, ...] = ("created_at", "updated_at", "started_at", "last_activity_at")
+SORT_DIR_VALUES: tuple[str, ...] = ("asc", "desc")
+
+#: The seven timestamps a session carries, in frame order.
+TIMESTAMP_FIELDS: tuple[str, ...] = (
+    "started_at",
+    "ended_at",
+    "last_activity_at",
+    "evaluated_at",
+    "summary_generated_at",
+    "created_at",
+    "updated_at",
+)
+#: Plain string fields of a session, as sent.
+STRING_FIELDS: tuple[str, ...] = (
+    "summary",
+    "agent_uuid",
+    "call_uuid",
+    "campaign_uuid",
+    "listing_uuid",
+)
+CONTACT_FIELDS: tuple[str, ...] = ("uuid", "name", "surname", "phone_number", "email")
+#: Every field the documentation lists for a session.
+SESSION_FIELDS: tuple[str, ...] = (
+    "uuid",
+    *TIMESTAMP_FIELDS,
+    "summary",
+    "conversation_uuid",
+    "agent_uuid",
+    "contact",
+    "call_uuid",
+    "campaign_uuid",
+    "listing_uuid",
+    "task_uuids",
+)
+
+_TS = pa.timestamp("us", tz="UTC")
+_TD = pa.duration("us")
+
+#: A session as the API sends it; timestamps stay strings until parsed (offsets vary).
+CONTACT_TYPE = pa.struct([(name, pa.string()) for name in CONTACT_FIELDS])
+API_SESSION_TYPE = pa.struct(
+    [
+        ("uuid", pa.string()),
+        *[(name, pa.string()) for name in TIMESTAMP_FIELDS],
+        ("summary", pa.string()),
+        ("conversation_uuid", pa.string()),
+        ("agent_uuid", pa.string()),
+        ("contact", CONTACT_TYPE),
+        ("call_uuid", pa.string()),
+        ("campaign_uuid", pa.string()),
+        ("listing_uuid", pa.string()),
+        ("task_uuids", pa.list_(pa.string())),
+    ]
+)
+#: A session for pyarrow's JSON reader, which parses ISO 8601 offsets itself while reading.
+_READER_SESSION_TYPE = pa.struct(
+    [pa.field(f.name, _TS) if f.name in TIMESTAMP_FIELDS else f for f in API_SESSION_TYPE]
+)
+#: The documented response envelope, for the JSON decoder.
+API_PAGE_SCHEMA = pa.schema(
+    [
+        ("success", pa.bool_()),
+        ("message", pa.string()),
+        (
+            "data",
+            pa.struct(
+                [
+                    ("current_page", pa.int64()),
+                    ("total", pa.int64()),
+                    ("last_page", pa.int64()),
+                    ("per_page", pa.int64()),
+                    ("data", pa.list_(_READER_SESSION_TYPE)),
+                ]
+            ),
+        ),
+    ]
+)
+
+#: The sessions frame, column by column, in its stable order.
+SESSIONS_SCHEMA = pa.schema(
+    [
+        pa.field("conversation_uuid", pa.string()),
+        pa.field("uuid", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("type", pa.string()),
+        *[pa.field(name, _TS) for name in TIMESTAMP_FIELDS],
+        pa.field("duration", _TD),
+        pa.field("time_to_evaluation", _TD),
+        pa.field("time_to_summary", _TD),
+        pa.field("idle_before_end", _TD),
+        pa.field("is_open", pa.bool_(), nullable=False),
+        pa.field("summary", pa.string()),
+        pa.field("agent_uuid", pa.string()),
+        pa.field("call_uuid", pa.string()),
+        pa.field("campaign_uuid", pa.string()),
+        pa.field("listing_uuid", pa.string()),
+        *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
+        pa.field("task_uuids", pa.list_(pa.string()), nullable=False),
+        pa.field("task_count", pa.int64(), nullable=False),
+        pa.field("extra", pa.string()),
+        pa.field("fetched_at", _TS),
+    ],
+    metadata={b"mihu_frames.schema_version": str(SCHEMA_VERSION).encode()},
+)
+COLUMNS: tuple[str, ...] = tuple(SESSIONS_SCHEMA.names)
+
+#: Columns that become pandas categoricals, with their fixed categories (stable across frames).
+CATEGORIES: dict[str, tuple[str, ...]] = {"status": STATUS_VALUES, "type": TYPE_VALUES}
+
+_STRING_DTYPE = pd.StringDtype("pyarrow")
+_LIST_DTYPE = pd.ArrowDtype(pa.list_(pa.string()))
+
+
+def pandas_dtypes() -> dict[str, object]:
+    """Return the pandas dtype of every frame column, derived from ``SESSIONS_SCHEMA``."""
+    dtypes: dict[str, object] = {}
+    for field in SESSIONS_SCHEMA:
+        if field.name in CATEGORIES:
+            dtypes[field.name] = pd.CategoricalDtype(list(CATEGORIES[field.name]))
+        elif pa.types.is_string(field.type):
+            dtypes[field.name] = _STRING_DTYPE
+        elif pa.types.is_list(field.type):
+            dtypes[field.name] = _LIST_DTYPE
+        elif pa.types.is_timestamp(field.type):
+            dtypes[field.name] = pd.DatetimeTZDtype(unit="us", tz="UTC")
+        elif pa.types.is_duration(field.type):
+            dtypes[field.name] = "timedelta64[us]"
+        else:
+            dtypes[field.name] = np.dtype(field.type.to_pandas_dtype())
+    return dtypes
+
+
+def _types_mapper(arrow_type: pa.DataType) -> object | None:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return _STRING_DTYPE
+    if pa.types.is_list(arrow_type):
+        return _LIST_DTYPE
+    return None
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Convert an Arrow table in ``SESSIONS_SCHEMA`` to the sessions frame with exact dtypes."""
+    table = table.select(list(COLUMNS)).cast(SESSIONS_SCHEMA)
+    tags = {name: table.column(name) for name in CATEGORIES}
+    table = table.drop_columns(list(CATEGORIES))
+    df = table.to_pandas(types_mapper=_types_mapper, coerce_temporal_nanoseconds=False)
+    for column, categories in CATEGORIES.items():
+        codes = pc.fill_null(pc.index_in(tags[column], value_set=pa.array(categories)), -1)
+        values = pd.Categorical.from_codes(codes.to_numpy(), categories=list(categories))
+        df.insert(COLUMNS.index(column), column, values)
+    return df
+
+
+def from_pandas(df: pd.DataFrame) -> pa.Table:
+    """Convert a sessions frame back to an Arrow table in ``SESSIONS_SCHEMA``."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"not a sessions frame: missing columns {missing}")
+    columns = []
+    for field in SESSIONS_SCHEMA:
+        series = df[field.name]
+        if field.name in CATEGORIES:
+            series = series.astype(object).where(series.notna(), None)
+        columns.append(pa.array(series, type=field.type, from_pandas=True))
+    return pa.Table.from_arrays(columns, schema=SESSIONS_SCHEMA)
+
+
+def empty_table() -> pa.Table:
+    """Return an empty Arrow table with the sessions schema."""
+    return SESSIONS_SCHEMA.empty_table()
+
+
+def empty_frame() -> pd.DataFrame:
+    """Return an empty sessions frame with every column and dtype."""
+    return to_pandas(empty_table())

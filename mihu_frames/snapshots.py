@@ -1,0 +1,208 @@
+"""Parquet snapshots: a hive-partitioned dataset any Parquet reader takes unchanged.
+
+Layout: ``root/sessions/fetched_date=YYYY-MM-DD/<snapshot_id>.parquet``. Each file is one
+snapshot: the sessions frame plus a ``snapshot_id`` column, zstd-compressed, with key-value
+metadata (library and schema version, snapshot id, fetch time, base URL, filters, counts; never
+the token). Files are written under a hidden temporary name, flushed, then renamed, so a reader
+never sees a partial file; files are ``0600`` and folders ``0700`` (contacts are personal data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from mihu_frames._version import __version__
+from mihu_frames.frame import deduplicate
+from mihu_frames.schema import SCHEMA_VERSION, SESSIONS_SCHEMA, from_pandas, to_pandas
+
+DATASET = "sessions"
+SNAPSHOT_ID = "snapshot_id"
+PARTITION = "fetched_date"
+_FILE_SCHEMA = SESSIONS_SCHEMA.append(pa.field(SNAPSHOT_ID, pa.string()))
+_STRING = {pa.string(): pd.StringDtype("pyarrow")}
+
+
+def new_snapshot_id(now: datetime | None = None) -> str:
+    """A snapshot id that sorts by creation time: ``20261125T183000123456Z-1a2b3c4d``."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(4)
+
+
+def write_snapshot(
+    df: pd.DataFrame,
+    root: str | os.PathLike[str] = "data/snapshots",
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a sessions frame as one Parquet snapshot, atomically.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (from :func:`load_sessions`, :func:`sessions_frame` or a read).
+    root : str or Path
+        The snapshot root; the file lands in ``root/sessions/fetched_date=YYYY-MM-DD/``
+        (the UTC date of the newest ``fetched_at``, or today for a frame without one).
+    metadata : mapping, optional
+        Extra key-value metadata to record (JSON-serialisable values).
+
+    Returns
+    -------
+    pathlib.Path
+        The snapshot file.
+
+    Examples
+    --------
+    >>> path = mf.write_snapshot(df, root="data/snapshots")          # doctest: +SKIP
+    >>> mf.read_snapshots("data/snapshots").equals(df)               # doctest: +SKIP
+    True
+    """
+    table = from_pandas(df)
+    now = datetime.now(timezone.utc)
+    snapshot_id = new_snapshot_id(now)
+    newest = pc.max(table.column("fetched_at")).as_py() if table.num_rows else None
+    fetched_at = newest or now
+    folder = Path(root) / DATASET / f"{PARTITION}={fetched_at.strftime('%Y-%m-%d')}"
+    _private_dirs(folder)
+    ids = pa.DictionaryArray.from_arrays(
+        pa.array([0] * table.num_rows, pa.int32()), pa.array([snapshot_id])
+    )
+    table = table.append_column(SNAPSHOT_ID, ids.cast(pa.string()))
+    attrs = df.attrs.get("mihu_frames", {}) if isinstance(df.attrs, dict) else {}
+    record = {
+        "library_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "snapshot_id": snapshot_id,
+        "fetched_at": fetched_at.isoformat(),
+        "written_at": now.isoformat(),
+        "base_url": attrs.get("base_url"),
+        "filters": attrs.get("filters"),
+        "rows": table.num_rows,
+        "conversations": pc.count_distinct(table.column("conversation_uuid")).as_py(),
+        "requests": attrs.get("requests"),
+        **(dict(metadata) if metadata else {}),
+    }
+    kv = {f"mihu_frames.{k}": json.dumps(v, default=str) for k, v in record.items()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **kv})
+    final = folder / f"{snapshot_id}.parquet"
+    _write_atomically(table, final)
+    return final
+
+
+def _private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents owner-only (the umask may not be 077)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)  # another process may race us here
+        os.chmod(path, 0o700)
+
+
+def _write_atomically(table: pa.Table, final: Path) -> None:
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd", use_dictionary=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def snapshot_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Every complete snapshot file under ``root``, oldest first."""
+    base = Path(root) / DATASET
+    return sorted(base.glob(f"{PARTITION}=*/*.parquet"), key=lambda p: p.stem)
+
+
+def read_snapshots(
+    root: str | os.PathLike[str] = "data/snapshots",
+    latest: bool = True,
+    *,
+    conversations: str | Iterable[str] | None = None,
+    columns: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Read snapshots back as a sessions frame.
+
+    Parameters
+    ----------
+    root : str or Path
+        The snapshot root given to :func:`write_snapshot`.
+    latest : bool
+        ``True``: the latest state of every session across all snapshots (one row per
+        ``uuid``: newest ``updated_at``, then newest fetch). ``False``: every row of every
+        snapshot, with its ``snapshot_id``.
+    conversations : str or iterable of str, optional
+        Read only these conversations (pushed down to the Parquet scan).
+    columns : iterable of str, optional
+        Read only these columns (the keys needed for ``latest`` are read regardless).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The sessions frame, dtype for dtype as written; empty with every column when the root
+        holds no snapshot.
+
+    Examples
+    --------
+    >>> df = mf.read_snapshots("data/snapshots")                     # doctest: +SKIP
+    """
+    base = Path(root)
+    if not base.exists():
+        raise FileNotFoundError(f"no snapshot root at {base}")
+    files = snapshot_files(base)
+    wanted = list(columns) if columns is not None else None
+    if wanted is not None:
+        unknown = [c for c in wanted if c not in _FILE_SCHEMA.names]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; columns are {list(_FILE_SCHEMA.names)}")
+    scan_filter = None
+    if conversations is not None:
+        ids = [conversations] if isinstance(conversations, str) else list(conversations)
+        scan_filter = pc.field("conversation_uuid").isin([c.lower() for c in ids])
+    if files:
+        dataset = ds.dataset([str(f) for f in files], schema=_FILE_SCHEMA, format="parquet")
+        table = dataset.to_table(filter=scan_filter)
+    else:
+        table = _FILE_SCHEMA.empty_table()
+    if latest:
+        table = deduplicate(table.drop_columns([SNAPSHOT_ID]))
+        df = to_pandas(table)
+    else:
+        ids = table.column(SNAPSHOT_ID).to_pandas(types_mapper=_STRING.get)
+        df = to_pandas(table.drop_columns([SNAPSHOT_ID]))
+        df[SNAPSHOT_ID] = ids
+    if wanted is not None:
+        df = df[[c for c in df.columns if c in wanted]]
+    return df
+
+
+def snapshot_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``mihu_frames.*`` key-value metadata of one snapshot file, decoded."""
+    meta = pq.read_schema(path).metadata or {}
+    prefix = b"mihu_frames."
+    return {
+        k[len(prefix) :].decode(): json.loads(v) for k, v in meta.items() if k.startswith(prefix)
+    }

@@ -1,0 +1,711 @@
+"""Session statistics on a sessions frame: durations, activity over time, weekly profile, tasks.
+
+Everything here works on any pandas frame with the sessions columns it names (see
+:mod:`mihu_frames.schema`); it knows nothing of HTTP or the API. The functions are vectorised:
+timestamps are read as int64 microseconds since the epoch (UTC) and reduced with numpy (sorts,
+``searchsorted``, ``bincount``, cumulative sums), so a million sessions take well under a second
+per call and no Python loop runs per session or per row.
+
+Time model used by :func:`activity`: a session occupies the half-open interval
+``[started_at, end)`` where ``end`` is ``ended_at`` or, for a session still open, its row's
+``fetched_at`` (the last instant it was known to be running). One session ending at the instant
+another starts does not overlap it.
+
+Grouping (``by=``) follows ``DataFrame.groupby(by, observed=True, dropna=False, sort=True)``:
+categorical columns produce only the groups that occur, and missing keys form their own group
+(so the per-group counts always add up to the frame's length).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import BaseOffset, Day, Tick
+
+__all__ = ["activity", "explode_tasks", "hourly_profile", "session_stats"]
+
+logger = logging.getLogger("mihu_frames")
+
+_NAT = np.iinfo(np.int64).min
+_INT64_MAX = np.iinfo(np.int64).max
+_TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+_TD_DTYPE = np.dtype("timedelta64[us]")
+_STRING_DTYPE = pd.StringDtype("pyarrow")
+#: Sort keys combining a group code and a time must stay below this to fit in int64.
+_KEY_LIMIT = 2**62
+
+#: Columns of :func:`session_stats`, in order.
+STATS_COLUMNS: tuple[str, ...] = (
+    "sessions",
+    "open_sessions",
+    "total_duration",
+    "mean_duration",
+    "median_duration",
+    "p90_duration",
+    "max_duration",
+    "first_started_at",
+    "last_activity_at",
+    "tasks_per_session",
+    "evaluated_share",
+    "summarized_share",
+)
+#: Columns of :func:`activity`, in order.
+ACTIVITY_COLUMNS: tuple[str, ...] = (
+    "started",
+    "ended",
+    "active_sessions",
+    "peak_concurrent",
+    "busy_time",
+)
+WEEKDAYS: tuple[str, ...] = (
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+)
+
+By = str | Sequence[str] | None
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], func: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{func}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{func}: not a sessions frame, missing columns {missing}")
+
+
+def _normalize_by(df: pd.DataFrame, by: By, func: str) -> list[Hashable] | None:
+    """Return ``by`` as a list of column names (None: no grouping), checked against ``df``."""
+    if by is None:
+        return None
+    keys: list[Hashable] = [by] if isinstance(by, str) else list(by)
+    if not keys:
+        raise ValueError(f"{func}: by= is an empty list; pass None for no grouping")
+    missing = [k for k in keys if k not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{func}: by= column(s) {missing} not in the frame; columns are {list(df.columns)}"
+        )
+    return keys
+
+
+def _group_codes(df: pd.DataFrame, keys: list[Hashable] | None) -> tuple[np.ndarray, pd.Index]:
+    """Return (int64 group code per row, index of group keys in code order).
+
+    Without keys every row is group 0 and the index is a ``RangeIndex`` (length 1, or 0 for an
+    empty frame).
+    """
+    if keys is None:
+        return np.zeros(len(df), dtype=np.int64), pd.RangeIndex(1 if len(df) else 0)
+    grouped = df.groupby(keys, observed=True, dropna=False, sort=True)
+    codes = grouped.ngroup().to_numpy(dtype=np.int64)
+    return codes, grouped.size().index
+
+
+def _as_us(series: pd.Series, *, kind: str) -> np.ndarray:
+    """Return a datetime (``kind="M"``) or timedelta (``kind="m"``) column as int64 microseconds.
+
+    Missing values become ``_NAT`` (the int64 minimum, as in numpy's NaT). Timestamps are
+    absolute instants (UTC); a naive column is read as UTC.
+    """
+    if kind == "M":
+        if not isinstance(series.dtype, pd.DatetimeTZDtype):
+            try:
+                series = series.astype(_TS_DTYPE)
+            except (TypeError, ValueError):
+                series = pd.to_datetime(series, utc=True)
+        values = series.array.as_unit("us")
+    else:
+        if not (isinstance(series.dtype, np.dtype) and series.dtype.kind == "m"):
+            series = series.astype(_TD_DTYPE)
+        values = series.array.as_unit("us")
+    return np.asarray(values.asi8, dtype=np.int64)
+
+
+def _group_reduce(values: np.ndarray, codes: np.ndarray, ngroups: int, *, how: str) -> np.ndarray:
+    """Group-wise min or max of int64 ``values``; empty groups get ``_NAT``."""
+    if how == "min":
+        out = np.full(ngroups, _INT64_MAX, dtype=np.int64)
+        np.minimum.at(out, codes, values)
+        out[out == _INT64_MAX] = _NAT
+    else:
+        out = np.full(ngroups, _NAT, dtype=np.int64)
+        np.maximum.at(out, codes, values)
+    return out
+
+
+def _sort_within_groups(values: np.ndarray, codes: np.ndarray, ngroups: int) -> np.ndarray:
+    """Return ``values`` sorted by (group code, value): one ``np.sort`` on a combined key when
+    it fits in int64, else a lexsort."""
+    if values.size == 0:
+        return values
+    if ngroups <= 1:
+        return np.sort(values)
+    vmin = int(values.min())
+    span = int(values.max()) - vmin + 1
+    if ngroups * span < _KEY_LIMIT:
+        key = codes * np.int64(span) + (values - np.int64(vmin))
+        key.sort()
+        return key % np.int64(span) + np.int64(vmin)
+    return values[np.lexsort((values, codes))]
+
+
+def _lerp_quantile(
+    sorted_values: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: float
+) -> np.ndarray:
+    """Quantile ``q`` of each segment ``sorted_values[starts : starts + counts]``.
+
+    Same arithmetic as ``numpy.quantile(..., method="linear")``, rounded to the nearest integer
+    (half to even). Segments must be non-empty.
+    """
+    virtual = (counts - 1) * q
+    previous = np.floor(virtual)
+    gamma = virtual - previous
+    previous = previous.astype(np.int64)
+    following = np.minimum(previous + 1, counts - 1)
+    a = sorted_values[starts + previous]
+    b = sorted_values[starts + following]
+    diff = b - a
+    result = a + diff * gamma
+    high = gamma >= 0.5
+    result[high] = (b - diff * (1 - gamma))[high]
+    return np.rint(result).astype(np.int64)
+
+
+def _round_div(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Exact integer ``total / count`` rounded half to even (``count`` > 0)."""
+    quotient, remainder = np.divmod(total, count)
+    twice = 2 * remainder
+    up = (twice > count) | ((twice == count) & (quotient % 2 == 1))
+    return quotient + up
+
+
+def _timestamps(values: np.ndarray) -> pd.arrays.DatetimeArray:
+    return pd.array(values.view("datetime64[us]")).tz_localize("UTC")
+
+
+def _check_tz(tz: object, func: str) -> object:
+    try:
+        return pd.Timestamp(0, tz="UTC").tz_convert(tz).tz
+    except Exception as exc:
+        raise ValueError(f"{func}: unknown time zone {tz!r}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# session_stats
+# --------------------------------------------------------------------------------------------
+
+_STATS_INPUT = (
+    "duration",
+    "is_open",
+    "started_at",
+    "last_activity_at",
+    "task_count",
+    "evaluated_at",
+    "summary_generated_at",
+)
+
+
+def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
+    """Session counts and duration statistics, overall or per group.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (any frame with the columns ``duration``, ``is_open``, ``started_at``,
+        ``last_activity_at``, ``task_count``, ``evaluated_at``, ``summary_generated_at`` and
+        those named in ``by``).
+    by : str or list of str, optional
+        Column(s) to group by. Groups follow ``df.groupby(by, observed=True, dropna=False,
+        sort=True)``: only observed categories, missing keys as their own group, sorted keys.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Without ``by``: one row with a ``RangeIndex`` (``0``). With ``by``: one row per group,
+        indexed by the group keys (an ``Index`` named after the column, or a ``MultiIndex`` for
+        several columns), like ``groupby().agg()``. An empty frame gives zero rows with the same
+        columns and dtypes. Columns, in order:
+
+        - ``sessions``, ``open_sessions`` (int64): rows, and rows with ``is_open``.
+        - ``total_duration``, ``mean_duration``, ``median_duration``, ``p90_duration``,
+          ``max_duration`` (timedelta64[us]): over *ended* sessions only (``duration`` not
+          null); ``NaT`` for a group with no ended session. Quantiles use linear interpolation
+          between order statistics (numpy's default ``method="linear"``); mean and quantiles
+          are rounded to the nearest microsecond.
+        - ``first_started_at`` (min ``started_at``), ``last_activity_at`` (max
+          ``last_activity_at``), datetime64[us, UTC]; ``NaT`` when the group has none.
+        - ``tasks_per_session`` (float64): mean ``task_count``.
+        - ``evaluated_share``, ``summarized_share`` (float64, 0..1): share of sessions with
+          ``evaluated_at`` / ``summary_generated_at`` set.
+
+    Raises
+    ------
+    ValueError
+        If a ``by`` column, or a column the statistics need, is not in the frame.
+
+    Examples
+    --------
+    >>> stats = session_stats(df)                        # doctest: +SKIP
+    >>> stats.loc[0, "median_duration"]                  # doctest: +SKIP
+    Timedelta('0 days 00:04:12')
+    >>> session_stats(df, by=["agent_uuid", "type"])     # doctest: +SKIP
+    """
+    keys = _normalize_by(df, by, "session_stats")
+    _require_columns(df, _STATS_INPUT, "session_stats")
+    codes, index = _group_codes(df, keys)
+    ngroups = len(index)
+
+    sessions = np.bincount(codes, minlength=ngroups).astype(np.int64)
+    is_open = df["is_open"].to_numpy(dtype=bool, na_value=False)
+    open_sessions = np.bincount(codes[is_open], minlength=ngroups).astype(np.int64)
+
+    # Durations of ended sessions, sorted within each group.
+    duration = _as_us(df["duration"], kind="m")
+    ended = duration != _NAT
+    ended_codes = codes[ended]
+    counts = np.bincount(ended_codes, minlength=ngroups).astype(np.int64)
+    sorted_durations = _sort_within_groups(duration[ended], ended_codes, ngroups)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    some = counts > 0
+    cumulative = np.concatenate(([0], np.cumsum(sorted_durations, dtype=np.int64)))
+
+    total = np.full(ngroups, _NAT, dtype=np.int64)
+    mean = total.copy()
+    median = total.copy()
+    p90 = total.copy()
+    maximum = total.copy()
+    total[some] = cumulative[ends[some]] - cumulative[starts[some]]
+    mean[some] = _round_div(total[some], counts[some])
+    median[some] = _lerp_quantile(sorted_durations, starts[some], counts[some], 0.5)
+    p90[some] = _lerp_quantile(sorted_durations, starts[some], counts[some], 0.9)
+    maximum[some] = sorted_durations[ends[some] - 1]
+
+    started_at = _as_us(df["started_at"], kind="M")
+    has_start = started_at != _NAT
+    first_started = _group_reduce(started_at[has_start], codes[has_start], ngroups, how="min")
+    last_activity_at = _as_us(df["last_activity_at"], kind="M")
+    has_activity = last_activity_at != _NAT
+    last_activity = _group_reduce(
+        last_activity_at[has_activity], codes[has_activity], ngroups, how="max"
+    )
+
+    task_count = df["task_count"].to_numpy(dtype=np.float64, na_value=np.nan)
+    has_tasks = ~np.isnan(task_count)
+    task_sum = np.bincount(codes[has_tasks], weights=task_count[has_tasks], minlength=ngroups)
+    task_n = np.bincount(codes[has_tasks], minlength=ngroups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tasks_per_session = task_sum / task_n
+        evaluated = _as_us(df["evaluated_at"], kind="M") != _NAT
+        summarized = _as_us(df["summary_generated_at"], kind="M") != _NAT
+        evaluated_share = np.bincount(codes[evaluated], minlength=ngroups) / sessions
+        summarized_share = np.bincount(codes[summarized], minlength=ngroups) / sessions
+
+    return pd.DataFrame(
+        {
+            "sessions": sessions,
+            "open_sessions": open_sessions,
+            "total_duration": total.view(_TD_DTYPE),
+            "mean_duration": mean.view(_TD_DTYPE),
+            "median_duration": median.view(_TD_DTYPE),
+            "p90_duration": p90.view(_TD_DTYPE),
+            "max_duration": maximum.view(_TD_DTYPE),
+            "first_started_at": _timestamps(first_started),
+            "last_activity_at": _timestamps(last_activity),
+            "tasks_per_session": tasks_per_session.astype(np.float64),
+            "evaluated_share": evaluated_share.astype(np.float64),
+            "summarized_share": summarized_share.astype(np.float64),
+        },
+        index=index,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# activity
+# --------------------------------------------------------------------------------------------
+
+
+def _to_offset(freq: str | BaseOffset | pd.Timedelta) -> BaseOffset:
+    try:
+        offset = to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"activity: invalid frequency {freq!r}") from exc
+    if offset is None or offset.n <= 0:
+        raise ValueError(f"activity: frequency must be positive, got {freq!r}")
+    return offset
+
+
+def _bucket_edges(lo: int, hi: int, offset: BaseOffset, tz: object) -> np.ndarray:
+    """Bucket edges (int64 µs UTC, strictly increasing) with ``edges[0] <= lo < hi < edges[-1]``.
+
+    Fixed frequencies (``Tick``: hours, minutes, seconds …) are steps of constant length,
+    aligned to the local wall clock at the first bucket. Calendar frequencies (days, weeks,
+    months …) step in local wall time and are then localised, so a day is 23 or 25 hours on
+    a DST change; non-existent local times move forward, ambiguous ones take the first instant.
+    """
+    first_local = pd.Timestamp(lo, unit="us", tz="UTC").tz_convert(tz)
+    if isinstance(offset, Tick):
+        step = offset.nanos // 1000
+        if step <= 0 or offset.nanos % 1000:
+            raise ValueError(f"activity: frequency {offset.freqstr!r} is below one microsecond")
+        utc_offset = first_local.utcoffset()
+        shift = (utc_offset // pd.Timedelta(microseconds=1)) if utc_offset is not None else 0
+        local = lo + shift
+        first = local - local % step - shift
+        nbuckets = (hi - first) // step + 1
+        return first + step * np.arange(nbuckets + 1, dtype=np.int64)
+
+    wall_lo = first_local.tz_localize(None)
+    wall_hi = pd.Timestamp(hi, unit="us", tz="UTC").tz_convert(tz).tz_localize(None)
+    day = wall_lo.normalize()
+    if isinstance(offset, Day):
+        days = (day - pd.Timestamp("1970-01-01")).days
+        start = day - pd.Timedelta(days=days % offset.n)
+    else:
+        start = offset.rollback(day)
+    walls = pd.date_range(start=start, end=wall_hi, freq=offset, unit="us")
+    walls = walls.append(pd.DatetimeIndex([walls[-1] + offset]).as_unit("us"))
+    edges = walls.tz_localize(
+        tz, ambiguous=np.ones(len(walls), dtype=bool), nonexistent="shift_forward"
+    )
+    values = np.unique(np.asarray(edges.as_unit("us").asi8, dtype=np.int64))
+    # Defensive: wall-clock arithmetic around DST must still cover [lo, hi].
+    while values[-1] <= hi:
+        following = pd.Timestamp(values[-1], unit="us", tz="UTC").tz_convert(tz) + offset
+        values = np.append(values, following.as_unit("us").value)
+    while values[0] > lo:
+        preceding = pd.Timestamp(values[0], unit="us", tz="UTC").tz_convert(tz) - offset
+        values = np.insert(values, 0, preceding.as_unit("us").value)
+    return values
+
+
+def _empty_activity(index: pd.Index | None, tz: object) -> pd.DataFrame:
+    buckets = pd.DatetimeIndex([], dtype=pd.DatetimeTZDtype(unit="us", tz=tz), name="bucket")
+    if index is not None:
+        levels = [index.get_level_values(i)[:0] for i in range(index.nlevels)]
+        buckets = pd.MultiIndex.from_arrays([*levels, buckets], names=[*index.names, "bucket"])
+    return pd.DataFrame(
+        {
+            "started": np.zeros(0, dtype=np.int64),
+            "ended": np.zeros(0, dtype=np.int64),
+            "active_sessions": np.zeros(0, dtype=np.int64),
+            "peak_concurrent": np.zeros(0, dtype=np.int64),
+            "busy_time": np.zeros(0, dtype=_TD_DTYPE),
+        },
+        index=buckets,
+    )
+
+
+def activity(
+    df: pd.DataFrame,
+    freq: str | BaseOffset | pd.Timedelta = "1D",
+    tz: str | object = "UTC",
+    by: By = None,
+) -> pd.DataFrame:
+    """Sessions started, ended, active and running concurrently per time bucket.
+
+    A session occupies the half-open interval ``[started_at, end)``: ``end`` is ``ended_at``,
+    or ``fetched_at`` for a session still open (``ended_at`` null). Sessions without
+    ``started_at`` are ignored. A zero-length session (``end == started_at``) occupies no time:
+    it counts in ``started``/``ended`` but not in ``active_sessions``, ``peak_concurrent`` or
+    ``busy_time``; so does a session whose end precedes its start, or an open session without
+    ``fetched_at`` (its end is unknown).
+
+    Everything is computed exactly by one sweep over start/end events (sorts, ``searchsorted``
+    and cumulative sums; O(n log n), no per-session Python loop).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (columns ``started_at``, ``ended_at``, ``fetched_at`` and those in
+        ``by``).
+    freq : str, DateOffset or Timedelta, default ``"1D"``
+        Bucket length as a pandas offset. Calendar offsets (``"1D"``, ``"W-MON"``, ``"MS"`` …)
+        are laid out in local time of ``tz``, so a daily bucket on a DST change lasts 23 or
+        25 hours. Fixed offsets (``"1h"``, ``"15min"``) are buckets of constant length aligned
+        to the local clock at the first bucket.
+    tz : str or tzinfo, default ``"UTC"``
+        Time zone of the buckets.
+    by : str or list of str, optional
+        Column(s) to group by (as in :func:`session_stats`); each group is computed on its own,
+        over its own range of buckets.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per bucket ``[b0, b1)`` from the first bucket with an event to the last one
+        (empty buckets in between are present, with zeros). Index: a tz-aware
+        ``DatetimeIndex`` of bucket starts in ``tz``, named ``bucket``; with ``by``, a
+        ``MultiIndex`` (group keys …, ``bucket``). Columns:
+
+        - ``started``, ``ended`` (int64): sessions whose ``started_at`` / ``ended_at`` falls in
+          the bucket.
+        - ``active_sessions`` (int64): sessions whose interval overlaps ``[b0, b1)``.
+        - ``peak_concurrent`` (int64): the most sessions running at one instant of the bucket,
+          counting those already running at ``b0``.
+        - ``busy_time`` (timedelta64[us]): total session time inside the bucket.
+
+        An empty frame gives zero rows with the same columns and dtypes.
+
+    Examples
+    --------
+    >>> daily = activity(df, "1D", tz="Europe/Berlin")           # doctest: +SKIP
+    >>> daily[["started", "peak_concurrent", "busy_time"]].tail()  # doctest: +SKIP
+    >>> activity(df, "1h", by="agent_uuid").loc["agent-1"]        # doctest: +SKIP
+    """
+    offset = _to_offset(freq)
+    tz = _check_tz(tz, "activity")
+    keys = _normalize_by(df, by, "activity")
+    _require_columns(df, ("started_at", "ended_at", "fetched_at"), "activity")
+    codes, index = _group_codes(df, keys)
+    key_index = index if keys is not None else None
+    ngroups = len(index)
+
+    started_at = _as_us(df["started_at"], kind="M")
+    keep = started_at != _NAT
+    if not keep.any():
+        return _empty_activity(key_index, tz)
+    s = started_at[keep]
+    ended_at = _as_us(df["ended_at"], kind="M")[keep]
+    fetched_at = _as_us(df["fetched_at"], kind="M")[keep]
+    group = codes[keep]
+
+    has_end = ended_at != _NAT
+    end = np.where(has_end, ended_at, fetched_at)
+    occupies = (end != _NAT) & (end > s)
+
+    # Range of every session's events: first and last instant that lands in a bucket.
+    lo = np.where(has_end, np.minimum(s, ended_at), s)
+    hi = np.where(has_end, np.maximum(s, ended_at), s)
+    hi = np.where(occupies, np.maximum(hi, end - 1), hi)
+
+    edges = _bucket_edges(int(lo.min()), int(hi.max()), offset, tz)
+    if ngroups == 1:
+        group_lo = np.array([lo.min()], dtype=np.int64)
+        group_hi = np.array([hi.max()], dtype=np.int64)
+    else:
+        group_lo = _group_reduce(lo, group, ngroups, how="min")
+        group_hi = _group_reduce(hi, group, ngroups, how="max")
+    present = group_hi != _NAT
+    first = np.searchsorted(edges, group_lo, side="right") - 1
+    last = np.searchsorted(edges, group_hi, side="right") - 1
+    lengths = np.where(present, last - first + 1, 0)
+    offsets = np.cumsum(lengths) - lengths
+    ncells = int(lengths.sum())
+    # cell = offsets[g] + bucket - first[g]; base[g] = offsets[g] - first[g]
+    base = offsets - first
+    cell_bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
+    width = edges[cell_bucket + 1] - edges[cell_bucket]
+
+    def bucket_of(t: np.ndarray) -> np.ndarray:
+        return np.searchsorted(edges, t, side="right") - 1
+
+    started = np.bincount(base[group] + bucket_of(s), minlength=ncells)
+    ended = np.bincount(base[group[has_end]] + bucket_of(ended_at[has_end]), minlength=ncells)
+
+    # Occupying sessions: first and last bucket they touch.
+    os_, oe, og = s[occupies], end[occupies], group[occupies]
+    first_bucket = bucket_of(os_)
+    last_bucket = bucket_of(oe - 1)
+    first_cell = base[og] + first_bucket
+    last_cell = base[og] + last_bucket
+
+    boundary = np.bincount(first_cell, minlength=ncells + 1) - np.bincount(
+        last_cell + 1, minlength=ncells + 1
+    )
+    active = np.cumsum(boundary)[:ncells]
+
+    # Busy time: partial first/last buckets plus whole buckets in between.
+    busy = np.zeros(ncells, dtype=np.int64)
+    single = first_cell == last_cell
+    np.add.at(busy, first_cell[single], (oe - os_)[single])
+    multi = ~single
+    np.add.at(busy, first_cell[multi], edges[first_bucket[multi] + 1] - os_[multi])
+    np.add.at(busy, last_cell[multi], oe[multi] - edges[last_bucket[multi]])
+    cover = np.bincount(first_cell[multi] + 1, minlength=ncells + 1) - np.bincount(
+        last_cell[multi], minlength=ncells + 1
+    )
+    busy += np.cumsum(cover)[:ncells] * width
+
+    # Peak: running level at each bucket start, then at every event instant in the bucket.
+    starts_in_cell = np.bincount(first_cell, minlength=ncells)
+    at_start = os_ == edges[first_bucket]
+    starts_at_b0 = np.bincount(first_cell[at_start], minlength=ncells)
+    peak = active - starts_in_cell + starts_at_b0
+    if os_.size:
+        level, times, groups = _event_levels(os_, oe, og, ngroups)
+        buckets = bucket_of(times)
+        valid = buckets <= last[groups]
+        cells = base[groups[valid]] + buckets[valid]
+        levels = level[valid]
+        # cells is non-decreasing: reduce each run of equal cells.
+        run_starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+        run_max = np.maximum.reduceat(levels, run_starts)
+        run_cells = cells[run_starts]
+        peak[run_cells] = np.maximum(peak[run_cells], run_max)
+
+    bucket_index = pd.DatetimeIndex(_timestamps(edges[cell_bucket]).tz_convert(tz), name="bucket")
+    if key_index is None:
+        result_index: pd.Index = bucket_index
+    else:
+        levels_ = [key_index.get_level_values(i).repeat(lengths) for i in range(key_index.nlevels)]
+        result_index = pd.MultiIndex.from_arrays(
+            [*levels_, bucket_index], names=[*key_index.names, "bucket"]
+        )
+    logger.debug(
+        "activity: %d sessions, %d groups, %d buckets of %s in %s",
+        s.size,
+        int(present.sum()),
+        ncells,
+        offset.freqstr,
+        tz,
+    )
+    return pd.DataFrame(
+        {
+            "started": started.astype(np.int64),
+            "ended": ended.astype(np.int64),
+            "active_sessions": active.astype(np.int64),
+            "peak_concurrent": peak.astype(np.int64),
+            "busy_time": busy.view(_TD_DTYPE),
+        },
+        index=result_index,
+    )
+
+
+def _event_levels(
+    starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, ngroups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Running concurrency after all events at each distinct (group, instant).
+
+    Events are sorted by group, time, and ends before starts at the same instant (half-open
+    intervals), encoded into one int64 key ``group * span2 + 2 * (t - t0) + is_start`` when
+    that fits, so one ``np.sort`` does it. Returns (level, time, group) per distinct instant.
+    """
+    t0 = int(starts.min())
+    span2 = 2 * (int(ends.max()) - t0 + 1)
+    times = np.concatenate((starts, ends)) - np.int64(t0)
+    bits = np.concatenate((np.ones(starts.size, np.int64), np.zeros(ends.size, np.int64)))
+    group = np.concatenate((groups, groups))
+    if ngroups * span2 < _KEY_LIMIT:
+        key = group * np.int64(span2) + 2 * times + bits
+        key.sort()
+        instant = key >> 1  # identifies (group, time)
+        level = np.cumsum((key & 1) * 2 - 1)
+        last = np.flatnonzero(np.concatenate((instant[1:] != instant[:-1], [True])))
+        sel = key[last]
+        return level[last], (sel % span2) // 2 + t0, sel // span2
+    order = np.lexsort((bits, times, group))
+    times, bits, group = times[order], bits[order], group[order]
+    level = np.cumsum(bits * 2 - 1)
+    change = (times[1:] != times[:-1]) | (group[1:] != group[:-1])
+    last = np.flatnonzero(np.concatenate((change, [True])))
+    return level[last], times[last] + t0, group[last]
+
+
+# --------------------------------------------------------------------------------------------
+# hourly_profile, explode_tasks
+# --------------------------------------------------------------------------------------------
+
+
+def hourly_profile(df: pd.DataFrame, tz: str | object = "UTC") -> pd.DataFrame:
+    """Sessions started per weekday and hour of day, in local time.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (column ``started_at``; rows without it are ignored).
+    tz : str or tzinfo, default ``"UTC"``
+        Time zone whose wall clock defines weekday and hour.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Always 7 x 24 int64 counts: index ``weekday`` (``"Monday"`` … ``"Sunday"``), columns
+        ``hour`` (0 … 23), zeros where nothing started.
+
+    Examples
+    --------
+    >>> profile = hourly_profile(df, tz="Europe/Istanbul")   # doctest: +SKIP
+    >>> profile.loc["Monday", 9]                            # doctest: +SKIP
+    42
+    """
+    tz = _check_tz(tz, "hourly_profile")
+    _require_columns(df, ("started_at",), "hourly_profile")
+    started = _as_us(df["started_at"], kind="M")
+    started = started[started != _NAT]
+    local = pd.DatetimeIndex(_timestamps(started)).tz_convert(tz)
+    cells = np.asarray(local.day_of_week, dtype=np.int64) * 24 + np.asarray(
+        local.hour, dtype=np.int64
+    )
+    counts = np.bincount(cells, minlength=7 * 24).astype(np.int64).reshape(7, 24)
+    return pd.DataFrame(
+        counts,
+        index=pd.Index(list(WEEKDAYS), name="weekday"),
+        columns=pd.RangeIndex(24, name="hour"),
+    )
+
+
+def explode_tasks(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (session, task): the long form of ``task_uuids``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (columns ``conversation_uuid``, ``uuid``, ``task_uuids``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``conversation_uuid``, ``uuid``, ``task_uuid`` (``string[pyarrow]``) with a
+        ``RangeIndex``, in frame order then list order. Sessions without tasks produce no row;
+        null entries inside a list are dropped. Built with Arrow (``list_flatten``,
+        ``list_parent_indices``), not a Python loop.
+
+    Examples
+    --------
+    >>> explode_tasks(df).groupby("task_uuid").size()   # doctest: +SKIP
+    """
+    _require_columns(df, ("conversation_uuid", "uuid", "task_uuids"), "explode_tasks")
+    lists = pa.array(df["task_uuids"], from_pandas=True)
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if not pa.types.is_list(lists.type) and not pa.types.is_large_list(lists.type):
+        if len(lists) == 0:
+            lists = pa.array([], type=pa.list_(pa.string()))
+        else:
+            raise ValueError("explode_tasks: task_uuids must hold lists of strings")
+    tasks = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists)
+    if tasks.null_count:
+        valid = pc.is_valid(tasks)
+        tasks = tasks.filter(valid)
+        parents = parents.filter(valid)
+
+    def take(column: str) -> pa.Array:
+        values = pa.array(df[column], type=pa.string(), from_pandas=True)
+        return values.take(parents)
+
+    table = pa.table(
+        {
+            "conversation_uuid": take("conversation_uuid"),
+            "uuid": take("uuid"),
+            "task_uuid": tasks.cast(pa.string()),
+        }
+    )
+    return table.to_pandas(types_mapper=lambda _t: _STRING_DTYPE)

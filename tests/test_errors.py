@@ -1,0 +1,182 @@
+"""Typed errors, bad arguments, retries under faults, on_error, drift."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+
+import pytest
+from conftest import assert_matches_truth
+
+import mihu_frames as mf
+
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"conversations": "not-a-uuid"}, "not a conversation UUID"),
+        ({"conversations": ["../../admin"]}, "not a conversation UUID"),
+        ({"conversations": UNKNOWN + "/x"}, "not a conversation UUID"),
+        ({"per_page": 500}, "per_page"),
+        ({"per_page": 0}, "per_page"),
+        ({"per_page": True}, "per_page"),
+        ({"status": "done"}, "status must be one of"),
+        ({"status": []}, "status must not be an empty list"),
+        ({"type": ["text", "fax"]}, "type must be one of"),
+        ({"sort_by": "name"}, "sort_by"),
+        ({"sort_dir": "up"}, "sort_dir"),
+        ({"on_error": "ignore"}, "on_error"),
+        ({"progress": "yes"}, "progress"),
+    ],
+)
+def test_bad_arguments_raise_before_any_request(fresh_sim, make_client, args, match):
+    client = make_client(fresh_sim)
+    conversations = args.pop("conversations", fresh_sim.conversation_uuids)
+    with pytest.raises(ValueError, match=match):
+        client.sessions(conversations, **args)
+    assert fresh_sim.request_count == 0
+
+
+def test_bad_client_options(fresh_sim):
+    for options in ({"max_workers": 0}, {"retries": -1}, {"timeout": 0}):
+        with pytest.raises(ValueError):
+            mf.MihuClient(fresh_sim.base_url, cache=None, **options)
+    with pytest.raises(ValueError, match="refusing to send the API token over plain http"):
+        mf.MihuClient("http://api.example.com", token="secret-token-123", cache=None)
+    with pytest.raises(ValueError, match="base_url or subdomain"):
+        mf.MihuClient("https://a.mihu.ai", subdomain="a", cache=None)
+    with pytest.raises(ValueError):
+        mf.MihuClient(subdomain="bad/sub", cache=None)
+    with pytest.raises(ValueError, match="offline=True needs a cache"):
+        mf.MihuClient(fresh_sim.base_url, cache=None).sessions(UNKNOWN, offline=True)
+    # loopback names are fine over http, and any host over https
+    mf.MihuClient("http://localhost:9", token="t", cache=None)
+    mf.MihuClient("http://[::1]:9", token="t", cache=None)
+    mf.MihuClient("https://acme.mihu.ai", token="t", cache=None)
+
+
+def test_wrong_token_is_authentication_error(fresh_sim, cache_path):
+    client = mf.MihuClient(fresh_sim.base_url, token="wrong-token-xyz", cache=cache_path)
+    with pytest.raises(mf.AuthenticationError) as info:
+        client.sessions(fresh_sim.conversation_uuids[1])
+    assert info.value.status_code == 401
+    assert info.value.conversation == fresh_sim.conversation_uuids[1]
+    assert "Unauthenticated" in str(info.value)
+    assert "wrong-token-xyz" not in str(info.value) + repr(info.value)
+
+
+def test_unknown_conversation_is_not_found(fresh_sim, make_client):
+    with pytest.raises(mf.NotFoundError) as info:
+        make_client(fresh_sim).sessions(UNKNOWN)
+    assert info.value.conversation == UNKNOWN and info.value.page == 1
+    assert "Conversation not found" in str(info.value)
+
+
+def test_server_422_is_validation_error_with_field_errors(fresh_sim, make_client):
+    client = make_client(fresh_sim)
+    with pytest.raises(mf.ValidationError) as info:
+        client.fetch_page(fresh_sim.conversation_uuids[1], {"page": 1, "per_page": 500})
+    assert "per_page" in info.value.errors
+    assert "per page" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["invalid_json", "bad_envelope", "html200"])
+def test_body_that_is_not_the_envelope_raises_and_is_not_cached(
+    fresh_sim, make_client, cache_path, kind
+):
+    client = make_client(fresh_sim)
+    conversation = fresh_sim.conversation_uuids[2]
+    fresh_sim.fail_next(kind, conversation=conversation, page=2)
+    with pytest.raises(mf.ResponseFormatError) as info:
+        client.sessions(conversation)
+    assert info.value.conversation == conversation and info.value.page == 2
+    # the good page 1 stays cached; the bad page 2 does not
+    with sqlite3.connect(cache_path) as db:
+        urls = [r[0] for r in db.execute("select key from responses")]
+    assert len(urls) == 1
+    fresh_sim.reset_requests()
+    df = client.sessions(conversation)
+    assert_matches_truth(df, fresh_sim.ground_truth(conversation))
+    assert [r.page for r in fresh_sim.requests] == [2]
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "502", "503", "drop"])
+def test_transient_faults_are_retried_and_lose_nothing(fresh_sim, make_client, kind):
+    client = make_client(fresh_sim, cache=None)
+    conversation = fresh_sim.conversation_uuids[3]
+    fresh_sim.fail_next(kind, n=2, conversation=conversation, page=2)
+    fresh_sim.reset_requests()
+    df = client.sessions(conversation)
+    assert_matches_truth(df, fresh_sim.ground_truth(conversation))
+    assert df.attrs["mihu_frames"]["retries"] == 2
+    assert fresh_sim.request_count == 3 + 2
+    assert df.attrs["mihu_frames"]["requests"] == 5
+
+
+def test_stall_longer_than_timeout_is_retried(fresh_sim, make_client):
+    fresh_sim.stall_seconds = 1.5
+    client = make_client(fresh_sim, cache=None, timeout=0.3)
+    conversation = fresh_sim.conversation_uuids[2]
+    fresh_sim.fail_next("stall", conversation=conversation, page=1)
+    df = client.sessions(conversation)
+    assert_matches_truth(df, fresh_sim.ground_truth(conversation))
+    assert df.attrs["mihu_frames"]["retries"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("429", mf.RateLimitError), ("503", mf.ServerError), ("drop", mf.ServerError)],
+)
+def test_exhausted_retries_raise_typed_errors(fresh_sim, make_client, kind, error):
+    client = make_client(fresh_sim, cache=None, retries=2)
+    conversation = fresh_sim.conversation_uuids[2]
+    fresh_sim.fail_next(kind, n=3, conversation=conversation, page=1)
+    with pytest.raises(error) as info:
+        client.sessions(conversation)
+    assert info.value.conversation == conversation and info.value.page == 1
+
+
+def test_on_error_warn_and_skip_load_the_rest(fresh_sim, make_client):
+    client = make_client(fresh_sim, cache=None, retries=1)
+    bad, good = fresh_sim.conversation_uuids[2], fresh_sim.conversation_uuids[3]
+    fresh_sim.fail_next("500", n=2, conversation=bad, page=2)
+    with pytest.warns(RuntimeWarning, match=bad):
+        df = client.sessions([bad, good, UNKNOWN], on_error="warn")
+    assert_matches_truth(df, fresh_sim.ground_truth(good))  # nothing half-loaded from `bad`
+    errors = df.attrs["mihu_frames"]["errors"]
+    assert {(e["conversation"], e["error"]) for e in errors} == {
+        (bad, "ServerError"),
+        (UNKNOWN, "NotFoundError"),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = client.sessions([UNKNOWN, good], on_error="skip")
+    assert len(df) == 230 and len(df.attrs["mihu_frames"]["errors"]) == 1
+    with pytest.raises(mf.NotFoundError):
+        client.sessions([good, UNKNOWN])
+
+
+def test_drift_during_load_loses_and_duplicates_nothing(fresh_sim, make_client):
+    conversation = fresh_sim.conversation_uuids[3]
+    before = {s["uuid"] for s in fresh_sim.ground_truth(conversation)}
+    fresh_sim.drift = 40  # 40 new and 40 touched sessions before every request
+    client = make_client(fresh_sim, cache=None, max_workers=2)
+    df = client.sessions(conversation, per_page=50)
+    fresh_sim.drift = 0
+    assert df["uuid"].is_unique
+    assert before <= set(df["uuid"])
+    after = {s["uuid"]: s for s in fresh_sim.ground_truth(conversation)}
+    assert set(df["uuid"]) <= set(after)
+    assert len(df) > len(before)  # last_page grew while reading, and the new pages were read
+
+
+def test_drift_under_unstable_sort_is_deduplicated(fresh_sim, make_client):
+    conversation = fresh_sim.conversation_uuids[3]
+    fresh_sim.drift = 5
+    df = make_client(fresh_sim, cache=None, max_workers=1).sessions(
+        conversation, sort_by="updated_at", sort_dir="desc", per_page=20
+    )
+    fresh_sim.drift = 0
+    assert df["uuid"].is_unique

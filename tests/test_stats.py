@@ -1,0 +1,684 @@
+"""Tests for mihu_frames.stats: every statistic against a brute-force computation.
+
+Frames are generated here from plain Python records (microseconds since the epoch, or None);
+the brute-force references loop over those records directly, so they share nothing with the
+vectorised code under test beyond the definitions in the docstrings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mihu_frames import schema, stats
+from mihu_frames.stats import activity, explode_tasks, hourly_profile, session_stats
+
+SECOND = 1_000_000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+STATS_COLUMNS = [
+    "sessions",
+    "open_sessions",
+    "total_duration",
+    "mean_duration",
+    "median_duration",
+    "p90_duration",
+    "max_duration",
+    "first_started_at",
+    "last_activity_at",
+    "tasks_per_session",
+    "evaluated_share",
+    "summarized_share",
+]
+ACTIVITY_COLUMNS = ["started", "ended", "active_sessions", "peak_concurrent", "busy_time"]
+
+
+def us(text: str) -> int:
+    """Microseconds since the epoch of an ISO timestamp (UTC unless it carries an offset)."""
+    stamp = dt.datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return (stamp - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def to_datetime(value: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=value)
+
+
+# --------------------------------------------------------------------------------------------
+# Frame generation
+# --------------------------------------------------------------------------------------------
+
+_TS_FIELDS = set(schema.TIMESTAMP_FIELDS) | {"fetched_at"}
+_TD_FIELDS = {"duration", "time_to_evaluation", "time_to_summary", "idle_before_end"}
+
+
+def frame_from_records(records: list[dict]) -> pd.DataFrame:
+    """Build a sessions frame (exact schema dtypes) from records of ints / strings / None."""
+    columns = {}
+    for field in schema.SESSIONS_SCHEMA:
+        values = [record.get(field.name) for record in records]
+        if field.name in _TS_FIELDS or field.name in _TD_FIELDS:
+            columns[field.name] = pa.array(values, type=pa.int64()).cast(field.type)
+        elif field.name == "task_uuids":
+            columns[field.name] = pa.array([v or [] for v in values], type=field.type)
+        elif field.name == "task_count":
+            columns[field.name] = pa.array(
+                [len(r.get("task_uuids") or []) for r in records], type=pa.int64()
+            )
+        elif field.name == "is_open":
+            columns[field.name] = pa.array([r.get("ended_at") is None for r in records])
+        else:
+            columns[field.name] = pa.array(values, type=field.type)
+    return schema.to_pandas(pa.table(columns, schema=schema.SESSIONS_SCHEMA))
+
+
+def make_records(seed: int, n: int, t0: int, span: int) -> list[dict]:
+    """Random sessions in [t0, t0 + span): short, long (crossing days), zero-length, open,
+    back-to-back chains, reversed (end before start), without start; starts and ends often on
+    whole hours so bucket edges are hit exactly."""
+    rng = np.random.default_rng(seed)
+    records: list[dict] = []
+    previous_end: int | None = None
+    for i in range(n):
+        kind = rng.choice(
+            ["short", "long", "zero", "open", "chain", "reversed", "nostart"],
+            p=[0.5, 0.12, 0.08, 0.12, 0.12, 0.02, 0.04],
+        )
+        start = t0 + int(rng.integers(0, span))
+        if rng.random() < 0.2:
+            start -= start % HOUR
+        if kind == "chain" and previous_end is not None:
+            start = previous_end
+        end: int | None
+        if kind == "zero":
+            end = start
+        elif kind == "long":
+            end = start + int(rng.integers(HOUR, 40 * HOUR))
+        elif kind == "reversed":
+            end = start - int(rng.integers(1, HOUR))
+        elif kind == "open":
+            end = None
+        else:
+            end = start + int(rng.integers(1, 3 * HOUR))
+        if end is not None and kind not in ("zero", "reversed") and rng.random() < 0.15:
+            end = max(end - end % HOUR, start + 1)
+        record: dict = {
+            "conversation_uuid": f"c{int(rng.integers(0, 3))}",
+            "uuid": f"s{seed}-{i}",
+            "status": ["active", "completed", None][int(rng.integers(0, 3))],
+            "type": ["text", "voice", None][int(rng.integers(0, 3))],
+            "agent_uuid": ["a1", "a2", "a3", None][int(rng.integers(0, 4))],
+            "started_at": start,
+            "ended_at": end,
+        }
+        if kind == "nostart":
+            record["started_at"] = None
+        if kind == "open":
+            # Open sessions run to fetched_at (sometimes right at the start: zero length).
+            fetched = start + (0 if rng.random() < 0.1 else int(rng.integers(1, 20 * HOUR)))
+        else:
+            fetched = (end if end is not None else start) + int(rng.integers(0, 5 * HOUR))
+        record["fetched_at"] = fetched
+        if record["started_at"] is not None and end is not None:
+            record["duration"] = end - start
+        if rng.random() < 0.9:
+            record["last_activity_at"] = start + int(rng.integers(0, HOUR))
+        if end is not None and rng.random() < 0.5:
+            record["evaluated_at"] = end + int(rng.integers(0, HOUR))
+        if end is not None and rng.random() < 0.4:
+            record["summary_generated_at"] = end + int(rng.integers(0, HOUR))
+        record["task_uuids"] = [
+            f"t{int(k)}" for k in rng.integers(0, 10, size=int(rng.integers(0, 4)))
+        ]
+        if end is not None and kind != "reversed":
+            previous_end = end
+        records.append(record)
+    # A group whose sessions are all open: NaT durations in session_stats.
+    for j in range(3):
+        start = t0 + int(rng.integers(0, span))
+        records.append(
+            {
+                "conversation_uuid": "c9",
+                "uuid": f"s{seed}-open-{j}",
+                "agent_uuid": "only-open",
+                "status": "active",
+                "type": "voice",
+                "started_at": start,
+                "ended_at": None,
+                "fetched_at": start + int(rng.integers(1, 30 * HOUR)),
+                "last_activity_at": start,
+                "task_uuids": ["t1"] * j,
+            }
+        )
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# Brute-force references
+# --------------------------------------------------------------------------------------------
+
+
+def brute_session_stats(records: list[dict]) -> dict:
+    durations = sorted(r["duration"] for r in records if r.get("duration") is not None)
+    row: dict = {
+        "sessions": len(records),
+        "open_sessions": sum(r.get("ended_at") is None for r in records),
+    }
+    if durations:
+        total = sum(durations)
+        row["total_duration"] = total
+        row["mean_duration"] = round(Fraction(total, len(durations)))  # half to even
+        # The documented contract: numpy's linear quantile, rounded to the microsecond.
+        row["median_duration"] = int(np.rint(np.quantile(np.array(durations), 0.5)))
+        row["p90_duration"] = int(np.rint(np.quantile(np.array(durations), 0.9)))
+        row["max_duration"] = max(durations)
+    else:
+        for name in STATS_COLUMNS[2:7]:
+            row[name] = None
+    starts = [r["started_at"] for r in records if r.get("started_at") is not None]
+    row["first_started_at"] = min(starts) if starts else None
+    activities = [r["last_activity_at"] for r in records if r.get("last_activity_at") is not None]
+    row["last_activity_at"] = max(activities) if activities else None
+    row["tasks_per_session"] = sum(len(r.get("task_uuids") or []) for r in records) / len(records)
+    row["evaluated_share"] = sum(r.get("evaluated_at") is not None for r in records) / len(records)
+    row["summarized_share"] = sum(r.get("summary_generated_at") is not None for r in records) / len(
+        records
+    )
+    return row
+
+
+def stats_frame(rows: list[dict], index: pd.Index) -> pd.DataFrame:
+    data = {}
+    for name in STATS_COLUMNS:
+        values = [row[name] for row in rows]
+        if name in ("sessions", "open_sessions"):
+            data[name] = np.array(values, dtype=np.int64)
+        elif name.endswith("_duration"):
+            data[name] = pd.array(
+                [pd.NaT if v is None else pd.Timedelta(microseconds=v) for v in values],
+                dtype="timedelta64[us]",
+            )
+        elif name.endswith("_at"):
+            data[name] = pd.array(
+                [pd.NaT if v is None else pd.Timestamp(to_datetime(v)) for v in values],
+                dtype="datetime64[us, UTC]",
+            )
+        else:
+            data[name] = np.array(values, dtype=np.float64)
+    return pd.DataFrame(data, index=index)
+
+
+def interval(record: dict) -> tuple[int, int] | None:
+    """The occupied half-open interval of a record, or None if it occupies nothing."""
+    start = record.get("started_at")
+    if start is None:
+        return None
+    end = record.get("ended_at")
+    if end is None:
+        end = record.get("fetched_at")
+    if end is None or end <= start:
+        return None
+    return start, end
+
+
+def local_midnight(day: dt.date, tz: str) -> int:
+    return us(dt.datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)).isoformat())
+
+
+def expected_edges(freq: str, tz: str, lo: int, hi: int) -> list[int]:
+    """Bucket edges computed with zoneinfo, covering [lo, hi] with a margin of one bucket."""
+    if freq == "1h":  # whole-hour UTC offsets only (UTC, Berlin, New York)
+        first = lo - lo % HOUR - HOUR
+        return list(range(first, hi + 2 * HOUR, HOUR))
+    first_day = to_datetime(lo).astimezone(ZoneInfo(tz)).date() - dt.timedelta(days=1)
+    last_day = to_datetime(hi).astimezone(ZoneInfo(tz)).date() + dt.timedelta(days=2)
+    if freq == "1D":
+        step = 1
+    elif freq == "W-MON":
+        first_day -= dt.timedelta(days=first_day.weekday())
+        step = 7
+    else:
+        raise AssertionError(freq)
+    days = []
+    day = first_day
+    while day <= last_day + dt.timedelta(days=step):
+        days.append(day)
+        day += dt.timedelta(days=step)
+    return [local_midnight(d, tz) for d in days]
+
+
+def brute_activity(records: list[dict], freq: str, tz: str) -> pd.DataFrame:
+    """Per bucket, by direct counting, interval intersection, and concurrency sampled at the
+    bucket start and at every event instant inside the bucket; then trimmed to the first and
+    last non-empty bucket."""
+    records = [r for r in records if r.get("started_at") is not None]
+    intervals = [iv for iv in map(interval, records) if iv is not None]
+    instants = [r["started_at"] for r in records]
+    instants += [r["ended_at"] for r in records if r.get("ended_at") is not None]
+    instants += [end - 1 for _, end in intervals]
+    edges = expected_edges(freq, tz, min(instants), max(instants))
+    events = sorted({t for iv in intervals for t in iv})
+
+    def running(t: int) -> int:
+        return sum(1 for s, e in intervals if s <= t < e)
+
+    rows = []
+    for b0, b1 in itertools.pairwise(edges):
+        started = sum(1 for r in records if b0 <= r["started_at"] < b1)
+        ended = sum(
+            1 for r in records if r.get("ended_at") is not None and b0 <= r["ended_at"] < b1
+        )
+        active = sum(1 for s, e in intervals if s < b1 and e > b0)
+        busy = sum(max(0, min(e, b1) - max(s, b0)) for s, e in intervals)
+        peak = max(running(t) for t in [b0, *(t for t in events if b0 < t < b1)])
+        rows.append((b0, started, ended, active, peak, busy))
+    nonzero = [i for i, row in enumerate(rows) if any(row[1:])]
+    rows = rows[nonzero[0] : nonzero[-1] + 1]
+    index = pd.DatetimeIndex(
+        pd.array([pd.Timestamp(to_datetime(r[0])) for r in rows], dtype="datetime64[us, UTC]"),
+        name="bucket",
+    ).tz_convert(tz)
+    return pd.DataFrame(
+        {
+            "started": np.array([r[1] for r in rows], dtype=np.int64),
+            "ended": np.array([r[2] for r in rows], dtype=np.int64),
+            "active_sessions": np.array([r[3] for r in rows], dtype=np.int64),
+            "peak_concurrent": np.array([r[4] for r in rows], dtype=np.int64),
+            "busy_time": np.array([r[5] for r in rows], dtype=np.int64).view("timedelta64[us]"),
+        },
+        index=index,
+    )
+
+
+def group_key(record: dict, by: list[str]) -> tuple:
+    return tuple(record.get(column) for column in by)
+
+
+def sorted_keys(keys: set[tuple]) -> list[tuple]:
+    """Sort group keys as pandas does: values ascending, missing last, column by column."""
+    return sorted(keys, key=lambda key: [(v is None, v or "") for v in key])
+
+
+# --------------------------------------------------------------------------------------------
+# session_stats
+# --------------------------------------------------------------------------------------------
+
+WINDOWS = {
+    "berlin-march": (us("2024-03-29T12:00:00"), 3 * DAY),
+    "berlin-october": (us("2024-10-25T12:00:00"), 4 * DAY),
+    "new-york-march": (us("2024-03-08T12:00:00"), 4 * DAY),
+    "new-york-november": (us("2024-11-01T12:00:00"), 4 * DAY),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_session_stats_overall(seed):
+    records = make_records(seed, 300, *WINDOWS["berlin-march"])
+    result = session_stats(frame_from_records(records))
+    expected = stats_frame([brute_session_stats(records)], pd.RangeIndex(1))
+    pd.testing.assert_frame_equal(result, expected)
+    assert list(result.columns) == STATS_COLUMNS
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("by", ["agent_uuid", ["agent_uuid", "type"], ["status"]])
+def test_session_stats_by(seed, by):
+    check_session_stats_by(seed, by)
+
+
+def test_session_stats_by_lexsort_fallback(monkeypatch):
+    monkeypatch.setattr(stats, "_KEY_LIMIT", 0)
+    check_session_stats_by(5, ["type", "agent_uuid"])
+
+
+def check_session_stats_by(seed, by):
+    records = make_records(seed, 300, *WINDOWS["new-york-november"])
+    df = frame_from_records(records)
+    columns = [by] if isinstance(by, str) else by
+    keys = sorted_keys({group_key(r, columns) for r in records})
+    rows = [brute_session_stats([r for r in records if group_key(r, columns) == k]) for k in keys]
+    result = session_stats(df, by=by)
+    if len(columns) == 1:
+        assert [None if pd.isna(v) else v for v in result.index] == [k[0] for k in keys]
+        assert result.index.name == columns[0]
+    else:
+        assert isinstance(result.index, pd.MultiIndex)
+        assert list(result.index.names) == columns
+        assert [tuple(None if pd.isna(v) else v for v in key) for key in result.index] == keys
+    expected = stats_frame(rows, result.index)
+    pd.testing.assert_frame_equal(result, expected)
+    assert result["sessions"].sum() == len(records)
+
+
+def test_session_stats_open_only_group_has_nat_durations():
+    records = make_records(7, 100, *WINDOWS["berlin-october"])
+    result = session_stats(frame_from_records(records), by="agent_uuid")
+    row = result.loc["only-open"]
+    assert row["sessions"] == 3
+    assert row["open_sessions"] == 3
+    for name in STATS_COLUMNS[2:7]:
+        assert pd.isna(row[name]), name
+    assert result.loc["a1", "sessions"] > 0
+
+
+def test_session_stats_categorical_only_observed_groups():
+    records = make_records(8, 200, *WINDOWS["berlin-october"])
+    result = session_stats(frame_from_records(records), by="status")
+    # "timed_out" is a category of the column but no session has it.
+    assert [None if pd.isna(v) else v for v in result.index] == ["active", "completed", None]
+
+
+def test_session_stats_small_exact_values():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": t + 10 * SECOND, "duration": 10 * SECOND},
+        {
+            "uuid": "b",
+            "started_at": t + 1,
+            "ended_at": t + 21 * SECOND,
+            "duration": 21 * SECOND - 1,
+        },
+        {"uuid": "c", "started_at": t + 5, "ended_at": None, "evaluated_at": t},
+        {
+            "uuid": "d",
+            "started_at": t - 3,
+            "ended_at": t + 100 * SECOND,
+            "duration": 100 * SECOND + 3,
+        },
+    ]
+    row = session_stats(frame_from_records(records)).iloc[0]
+    assert row["sessions"] == 4
+    assert row["open_sessions"] == 1
+    assert row["total_duration"] == pd.Timedelta(microseconds=131 * SECOND + 2)
+    assert row["median_duration"] == pd.Timedelta(microseconds=21 * SECOND - 1)
+    # p90 of [10 s, 21 s - 1 µs, 100 s + 3 µs]: position 1.8 → 21 s - 1 + 0.8 * (79 s + 4 µs)
+    assert row["p90_duration"] == pd.Timedelta(microseconds=21 * SECOND - 1 + 63_200_003)
+    assert row["max_duration"] == pd.Timedelta(microseconds=100 * SECOND + 3)
+    assert row["first_started_at"] == pd.Timestamp(to_datetime(t - 3))
+    assert row["evaluated_share"] == 0.25
+
+
+def test_session_stats_unknown_by_column():
+    df = frame_from_records(make_records(0, 10, *WINDOWS["berlin-march"]))
+    with pytest.raises(ValueError, match="not_a_column"):
+        session_stats(df, by="not_a_column")
+    with pytest.raises(ValueError, match="nope"):
+        session_stats(df, by=["agent_uuid", "nope"])
+
+
+def test_session_stats_empty_frame():
+    empty = schema.empty_frame()
+    expected_dtypes = session_stats(frame_from_records(make_records(0, 5, 0, DAY))).dtypes
+    result = session_stats(empty)
+    assert len(result) == 0
+    assert list(result.columns) == STATS_COLUMNS
+    pd.testing.assert_series_equal(result.dtypes, expected_dtypes)
+    grouped = session_stats(empty, by=["agent_uuid", "type"])
+    assert len(grouped) == 0
+    assert list(grouped.index.names) == ["agent_uuid", "type"]
+    pd.testing.assert_series_equal(grouped.dtypes, expected_dtypes)
+
+
+# --------------------------------------------------------------------------------------------
+# activity
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "tz", "freq"),
+    [
+        ("berlin-march", "Europe/Berlin", "1D"),
+        ("berlin-october", "Europe/Berlin", "1D"),
+        ("berlin-october", "Europe/Berlin", "1h"),
+        ("new-york-march", "America/New_York", "1D"),
+        ("new-york-november", "America/New_York", "1D"),
+        ("new-york-november", "America/New_York", "1h"),
+        ("new-york-march", "UTC", "1h"),
+        ("berlin-march", "Europe/Berlin", "W-MON"),
+    ],
+)
+@pytest.mark.parametrize("seed", [10, 11])
+def test_activity_against_brute_force(window, tz, freq, seed):
+    records = make_records(seed, 250, *WINDOWS[window])
+    result = activity(frame_from_records(records), freq, tz=tz)
+    pd.testing.assert_frame_equal(result, brute_activity(records, freq, tz))
+
+
+@pytest.mark.parametrize("by", ["agent_uuid", ["type", "agent_uuid"]])
+@pytest.mark.parametrize("combined_sort_key", [True, False])
+def test_activity_by_groups_against_brute_force(by, combined_sort_key, monkeypatch):
+    if not combined_sort_key:  # force the lexsort fallback used for very long time spans
+        monkeypatch.setattr(stats, "_KEY_LIMIT", 0)
+    records = make_records(12, 300, *WINDOWS["berlin-october"])
+    columns = [by] if isinstance(by, str) else by
+    result = activity(frame_from_records(records), "1D", tz="Europe/Berlin", by=by)
+    assert list(result.index.names) == [*columns, "bucket"]
+    with_start = [r for r in records if r.get("started_at") is not None]
+    keys = sorted_keys({group_key(r, columns) for r in with_start})
+    flat = result.reset_index()
+    seen = []
+    for key in keys:
+        mask = np.ones(len(flat), dtype=bool)
+        for column, value in zip(columns, key, strict=True):
+            column_values = flat[column].astype(object)
+            mask &= np.array(
+                [
+                    pd.isna(v) if value is None else (not pd.isna(v) and v == value)
+                    for v in column_values
+                ],
+                dtype=bool,
+            )
+        block = flat[mask].set_index("bucket")[ACTIVITY_COLUMNS]
+        expected = brute_activity(
+            [r for r in with_start if group_key(r, columns) == key], "1D", "Europe/Berlin"
+        )
+        pd.testing.assert_frame_equal(block, expected, check_freq=False)
+        seen.append(len(block))
+    assert sum(seen) == len(result)
+    # Blocks come in group-key order.
+    first_rows = flat.drop_duplicates(columns)[columns].to_numpy().tolist()
+    assert [tuple(None if pd.isna(v) else v for v in row) for row in first_rows] == keys
+
+
+def test_activity_dst_day_lengths():
+    records = [
+        {
+            "uuid": "a",
+            "started_at": us("2024-03-30T12:00:00"),
+            "ended_at": us("2024-04-01T12:00:00"),
+        },
+        {
+            "uuid": "b",
+            "started_at": us("2024-10-26T12:00:00"),
+            "ended_at": us("2024-10-28T12:00:00"),
+        },
+    ]
+    df = frame_from_records(records)
+    daily = activity(df, "1D", tz="Europe/Berlin")
+    lengths = dict(zip(daily.index.strftime("%Y-%m-%d"), daily["busy_time"], strict=True))
+    assert lengths["2024-03-31"] == pd.Timedelta(hours=23)
+    assert lengths["2024-10-27"] == pd.Timedelta(hours=25)
+    assert lengths["2024-03-30"] == pd.Timedelta(hours=11)  # 12:00 UTC is 13:00 CET
+    assert (daily.index.hour == 0).all()
+    assert str(daily.index.tz) == "Europe/Berlin"
+    assert daily.index.name == "bucket"
+    # Empty days between the two sessions are present with zeros.
+    assert len(daily) == (pd.Timestamp("2024-10-28") - pd.Timestamp("2024-03-30")).days + 1
+    assert daily.loc["2024-06-01", "active_sessions"].item() == 0
+    new_york = activity(
+        frame_from_records(
+            [
+                {
+                    "uuid": "c",
+                    "started_at": us("2024-11-02T12:00:00"),
+                    "ended_at": us("2024-11-04T12:00:00"),
+                }
+            ]
+        ),
+        "1D",
+        tz="America/New_York",
+    )
+    assert new_york.loc["2024-11-03", "busy_time"] == pd.Timedelta(hours=25)
+
+
+def test_activity_back_to_back_and_zero_length():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": t + HOUR},
+        {"uuid": "b", "started_at": t + HOUR, "ended_at": t + 2 * HOUR},  # starts as a ends
+        {"uuid": "z", "started_at": t + 30 * MINUTE, "ended_at": t + 30 * MINUTE},  # zero length
+    ]
+    result = activity(frame_from_records(records), "1D")
+    assert len(result) == 1
+    row = result.iloc[0]
+    assert row["peak_concurrent"] == 1
+    assert row["started"] == 3
+    assert row["ended"] == 3
+    assert row["active_sessions"] == 2  # the zero-length session occupies nothing
+    assert row["busy_time"] == pd.Timedelta(hours=2)
+    hourly = activity(frame_from_records(records), "1h")
+    # b's end at t + 2h falls in a third bucket, where nothing runs.
+    assert hourly["peak_concurrent"].tolist() == [1, 1, 0]
+    assert hourly["active_sessions"].tolist() == [1, 1, 0]
+    assert hourly["started"].tolist() == [2, 1, 0]
+    assert hourly["ended"].tolist() == [1, 1, 1]
+    assert hourly["busy_time"].tolist() == [pd.Timedelta(hours=1)] * 2 + [pd.Timedelta(0)]
+
+
+def test_activity_open_sessions_run_to_fetched_at():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": None, "fetched_at": t + 3 * HOUR},
+        {"uuid": "b", "started_at": t + HOUR, "ended_at": t + 2 * HOUR, "fetched_at": t + 5 * HOUR},
+        {"uuid": "c", "started_at": None, "ended_at": t, "fetched_at": t},  # ignored
+    ]
+    result = activity(frame_from_records(records), "1h")
+    assert result["active_sessions"].tolist() == [1, 2, 1]
+    assert result["peak_concurrent"].tolist() == [1, 2, 1]
+    assert result["ended"].tolist() == [0, 0, 1]  # at t + 2h: the third bucket
+    assert result["started"].tolist() == [1, 1, 0]
+    assert result["busy_time"].sum() == pd.Timedelta(hours=4)
+
+
+def test_activity_hourly_buckets_follow_the_local_clock():
+    # Asia/Kolkata is UTC+05:30: hourly buckets start on local whole hours.
+    records = make_records(13, 50, *WINDOWS["berlin-march"])
+    result = activity(frame_from_records(records), "1h", tz="Asia/Kolkata")
+    assert (result.index.minute == 0).all()
+    assert (np.diff(result.index.asi8) == 3600 * 10**6).all()
+    assert result["started"].sum() == sum(r.get("started_at") is not None for r in records)
+
+
+def test_activity_empty_frame():
+    result = activity(schema.empty_frame(), "1D", tz="Europe/Berlin")
+    assert len(result) == 0
+    assert list(result.columns) == ACTIVITY_COLUMNS
+    assert result.index.name == "bucket"
+    assert str(result.index.dtype) == "datetime64[us, Europe/Berlin]"
+    assert result.dtypes.astype(str).tolist() == ["int64"] * 4 + ["timedelta64[us]"]
+    grouped = activity(schema.empty_frame(), by=["agent_uuid"])
+    assert list(grouped.index.names) == ["agent_uuid", "bucket"]
+    assert len(grouped) == 0
+    assert grouped.dtypes.astype(str).tolist() == ["int64"] * 4 + ["timedelta64[us]"]
+
+
+def test_activity_bad_arguments():
+    df = frame_from_records(make_records(0, 10, *WINDOWS["berlin-march"]))
+    with pytest.raises(ValueError, match="missing"):
+        activity(df, by="missing")
+    with pytest.raises(ValueError, match="frequency"):
+        activity(df, "not-a-freq")
+    with pytest.raises(ValueError, match="time zone"):
+        activity(df, tz="Mars/Olympus_Mons")
+
+
+# --------------------------------------------------------------------------------------------
+# hourly_profile, explode_tasks
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Kolkata", "UTC"])
+def test_hourly_profile_against_brute_force(tz):
+    records = make_records(20, 400, us("2024-10-20T00:00:00"), 20 * DAY)
+    expected = np.zeros((7, 24), dtype=np.int64)
+    for r in records:
+        if r.get("started_at") is not None:
+            local = to_datetime(r["started_at"]).astimezone(ZoneInfo(tz))
+            expected[local.weekday(), local.hour] += 1
+    result = hourly_profile(frame_from_records(records), tz=tz)
+    assert result.shape == (7, 24)
+    assert result.index.tolist() == [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ]
+    assert result.columns.tolist() == list(range(24))
+    assert (result.dtypes == np.int64).all()
+    np.testing.assert_array_equal(result.to_numpy(), expected)
+
+
+def test_hourly_profile_empty_is_full_of_zeros():
+    result = hourly_profile(schema.empty_frame(), tz="Europe/Berlin")
+    assert result.shape == (7, 24)
+    assert int(result.to_numpy().sum()) == 0
+
+
+@pytest.mark.parametrize("seed", [30, 31])
+def test_explode_tasks_against_loop(seed):
+    records = make_records(seed, 200, *WINDOWS["berlin-march"])
+    expected = [
+        (r["conversation_uuid"], r["uuid"], task)
+        for r in records
+        for task in r.get("task_uuids") or []
+    ]
+    result = explode_tasks(frame_from_records(records))
+    assert list(result.columns) == ["conversation_uuid", "uuid", "task_uuid"]
+    assert all(isinstance(t, pd.StringDtype) for t in result.dtypes)
+    assert list(result.itertuples(index=False, name=None)) == expected
+    assert isinstance(result.index, pd.RangeIndex)
+
+
+def test_explode_tasks_empty():
+    result = explode_tasks(schema.empty_frame())
+    assert len(result) == 0
+    assert list(result.columns) == ["conversation_uuid", "uuid", "task_uuid"]
+    assert all(isinstance(t, pd.StringDtype) for t in result.dtypes)
+
+
+def test_nanosecond_and_arrow_backed_frames_give_the_same_results():
+    records = make_records(40, 200, *WINDOWS["new-york-march"])
+    df = frame_from_records(records)
+    nanoseconds = df.copy()
+    for column in ("started_at", "ended_at", "fetched_at", "last_activity_at", "evaluated_at"):
+        nanoseconds[column] = nanoseconds[column].astype("datetime64[ns, UTC]")
+    nanoseconds["duration"] = nanoseconds["duration"].astype("timedelta64[ns]")
+    arrow = df.convert_dtypes(dtype_backend="pyarrow")
+    assert str(arrow["started_at"].dtype) == "timestamp[us, tz=UTC][pyarrow]"
+    for other in (nanoseconds, arrow):
+        pd.testing.assert_frame_equal(
+            session_stats(other, by="agent_uuid"),
+            session_stats(df, by="agent_uuid"),
+            check_index_type=False,
+        )
+        pd.testing.assert_frame_equal(
+            activity(other, "1h", tz="America/New_York"), activity(df, "1h", tz="America/New_York")
+        )
+        pd.testing.assert_frame_equal(
+            hourly_profile(other, tz="America/New_York"), hourly_profile(df, tz="America/New_York")
+        )
+        pd.testing.assert_frame_equal(explode_tasks(other), explode_tasks(df))
