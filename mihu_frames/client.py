@@ -11,12 +11,13 @@ cache keys or stored requests (``ignored_parameters``), not in any message.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests_cache.policy.expiration import get_expiration_datetime
 from urllib3.util.retry import Retry
 
 from mihu_frames._version import __version__
@@ -37,6 +39,7 @@ from mihu_frames.errors import (
     ServerError,
     ValidationError,
 )
+from mihu_frames.framecache import FrameCache
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +50,6 @@ API_PATH = "/api/v1/conversations/{uuid}/sessions"
 DEFAULT_EXPIRE_AFTER = timedelta(hours=1)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_ENVELOPE_START = re.compile(rb'^\s*\{\s*"success"\s*:\s*true')
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class PageResponse:
     from_cache: bool
     retries: int
     cache_key: str | None
+    expires: datetime | None = None
+    #: The live response of a page fetched from the network, until it is stored in the cache.
+    response: requests.Response | None = field(default=None, repr=False, compare=False)
 
 
 def check_uuid(value: object) -> str:
@@ -176,11 +181,19 @@ class MihuClient:
         self.timeout = float(timeout)
         self.retries = retries
         self.expire_after = expire_after
+        self._expire_after = -1 if expire_after is None else expire_after
         self.cache_path: Path | None = None
         if cache is not None:
             self.cache_path = default_cache_path() if cache == "default" else Path(cache)
         self._has_token = bool(token)
         self._session = self._make_session(backoff_factor)
+        self._writer: requests.Session | None = None
+        self.frame_cache: FrameCache | None = None
+        if self.cache_path is not None:
+            # A second requests-cache session on the same file, used only to save pages: its own
+            # SQLite connection and lock, so saving a batch never stalls the workers' lookups.
+            self._writer = _cached_session(self.cache_path, self._expire_after, read_only=False)
+            self.frame_cache = FrameCache(self.cache_path)
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
         self._secret = token or None
@@ -191,7 +204,7 @@ class MihuClient:
         if self.cache_path is None:
             session = requests.Session()
         else:
-            session = _cached_session(self.cache_path, self.expire_after)
+            session = _cached_session(self.cache_path, self._expire_after)
         retry = Retry(
             total=self.retries,
             connect=self.retries,
@@ -210,6 +223,7 @@ class MihuClient:
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        _settle_environment(session, self.base_url)
         session.headers["Accept"] = "application/json"
         session.headers["User-Agent"] = f"mihu_frames/{__version__}"
         return session
@@ -222,6 +236,8 @@ class MihuClient:
     def close(self) -> None:
         """Close the HTTP session and the cache file."""
         self._session.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def __enter__(self) -> MihuClient:
         return self
@@ -273,21 +289,50 @@ class MihuClient:
             )
         if response.status_code != 200:
             raise self._error(response, conversation, page)
-        fetched_at = _served_at(response)
         retry_state = getattr(response.raw, "retries", None)
-        retries = len(retry_state.history) if retry_state is not None else 0
-        return PageResponse(
+        page_response = PageResponse(
             body=response.content,
-            fetched_at=fetched_at,
+            fetched_at=_served_at(response),
             from_cache=from_cache,
-            retries=retries,
+            retries=len(retry_state.history) if retry_state is not None else 0,
             cache_key=getattr(response, "cache_key", None),
+            expires=getattr(response, "expires", None),
         )
+        if self.cache_path is not None and not from_cache:
+            cache = self._session.cache  # type: ignore[attr-defined]
+            page_response = replace(
+                page_response,
+                cache_key=cache.create_key(response.request),
+                expires=get_expiration_datetime(self._expire_after),
+                response=response,
+            )
+        return page_response
+
+    def store(self, pages: Iterable[PageResponse]) -> None:
+        """Save fetched pages to the cache, once they have been decoded and found valid.
+
+        The session is read-only for requests-cache, so nothing reaches the cache before
+        :mod:`mihu_frames.frame` has checked the whole body; a batch is one transaction.
+        """
+        fresh = [page for page in pages if page.response is not None]
+        if not fresh or self._writer is None:
+            return
+        cache = self._writer.cache  # type: ignore[attr-defined]
+        with cache.responses.bulk_commit():
+            for page in fresh:
+                cache.save_response(page.response, cache_key=page.cache_key, expires=page.expires)
+
+    def clear_cache(self) -> None:
+        """Empty this client's cache file: every page and every stored load."""
+        if self.cache_path is not None:
+            self._writer.cache.clear()  # type: ignore[union-attr]
+            if self.frame_cache is not None:
+                self.frame_cache.clear()
 
     def forget(self, cache_key: str | None) -> None:
         """Drop one response from the cache (used when its body turned out to be invalid)."""
         if cache_key and self.cache_path is not None:
-            self._session.cache.delete(cache_key)  # type: ignore[attr-defined]
+            self._writer.cache.delete(cache_key)  # type: ignore[union-attr]
             logger.debug("dropped cache entry %s: body is not the documented envelope", cache_key)
 
     def _error(self, response: requests.Response, conversation: str, page: int) -> MihuError:
@@ -401,7 +446,21 @@ class MihuClient:
         return fetch_frame(self, plan, progress=progress, refresh=refresh, offline=offline)
 
 
-def _cached_session(path: Path, expire_after: Any) -> requests.Session:
+def _settle_environment(session: requests.Session, base_url: str) -> None:
+    """Read proxy and CA-bundle settings from the environment once, not on every request.
+
+    With ``trust_env`` on, requests re-reads the environment for every request (a measurable
+    share of a cached page's cost) and lets a ``~/.netrc`` entry replace our Authorization
+    header; reading it once here keeps the same proxies and CA bundle without either.
+    """
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+
+
+def _cached_session(path: Path, expire_after: Any, *, read_only: bool = True) -> requests.Session:
     import requests_cache
 
     _create_private_file(path)
@@ -409,30 +468,24 @@ def _cached_session(path: Path, expire_after: Any) -> requests.Session:
         str(path),
         backend="sqlite",
         wal=True,
-        expire_after=-1 if expire_after is None else expire_after,
+        expire_after=expire_after,
         allowable_codes=(200,),
         allowable_methods=("GET",),
         ignored_parameters=("Authorization",),
-        filter_fn=is_cacheable,
+        key_fn=page_key,
+        # Pages are written by MihuClient.store after validation, never while fetching.
+        read_only=read_only,
         stale_if_error=False,
     )
 
 
-def is_cacheable(response: requests.Response) -> bool:
-    """requests-cache ``filter_fn``: keep only what looks like the documented envelope.
+def page_key(request: requests.PreparedRequest, **_: Any) -> str:
+    """requests-cache ``key_fn``: a page is its method and URL (which holds every parameter).
 
-    A cheap look at the start of the body; the full check happens when the page is decoded,
-    and a body that fails it is dropped from the cache then (:meth:`MihuClient.forget`).
+    Headers never vary a page, and the URL is built by us in a fixed order, so the general
+    normalisation requests-cache does by default is not needed (it costs ~0.5 ms a request).
     """
-    criteria = {
-        "status is 200": response.status_code == 200,
-        "JSON content type": "json" in response.headers.get("Content-Type", ""),
-        "body starts like the envelope": bool(_ENVELOPE_START.match(response.content or b"")),
-    }
-    cacheable = all(criteria.values())
-    if not cacheable:
-        logger.debug("not caching %s: %s", response.url, criteria)
-    return cacheable
+    return hashlib.sha256(f"{request.method} {request.url}".encode()).hexdigest()[:32]
 
 
 def _create_private_file(path: Path) -> None:

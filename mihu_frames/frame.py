@@ -267,8 +267,9 @@ _CONTACT_KEYS = frozenset(CONTACT_FIELDS)
 def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
     """Session dicts to a struct array of the API's types, with undocumented keys as JSON.
 
-    Column by column: one C-level ``dict.get`` sweep per field, then one Arrow conversion per
-    column, which is several times faster than converting whole dicts to a struct.
+    pyarrow converts the dicts in one C++ pass and ignores keys outside the type; those keys
+    are found with key-view comparisons (C-level too) and only the rare records that have
+    them are visited in Python.
     """
     if not all(type(r) is dict for r in records):
         for i, record in enumerate(records):
@@ -278,41 +279,38 @@ def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
                 )
         records = [dict(r) for r in records]
     try:
-        arrays = [
-            pa.array(list(map(dict.get, records, repeat(f.name))), type=f.type)
-            for f in API_SESSION_TYPE
-            if f.name != "contact"
-        ]
-        contacts = list(map(dict.get, records, repeat("contact")))
-        contact = pa.array(contacts, type=CONTACT_TYPE)
+        known = pa.array(records, type=API_SESSION_TYPE)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         _find_bad_value(records)
         raise
-    names = [f.name for f in API_SESSION_TYPE if f.name != "contact"]
-    arrays.append(contact)
-    names.append("contact")
-    # Key-view comparisons run in C; only the rare records with extras reach Python below.
     odd = {i for i, r in enumerate(records) if not r.keys() <= _KNOWN_KEYS}
     odd.update(
-        i for i, c in enumerate(contacts) if c.__class__ is dict and not c.keys() <= _CONTACT_KEYS
+        i
+        for i, c in enumerate(map(dict.get, records, repeat("contact")))
+        if c.__class__ is dict and not c.keys() <= _CONTACT_KEYS
     )
-    if odd:
-        extras: list[str | None] = [None] * len(records)
-        for i in sorted(odd):
-            extras[i] = _extra_of(records[i])
-        arrays.append(pa.array(extras, type=pa.string()))
-        names.append("__extra__")
-    return pa.StructArray.from_arrays(arrays, names=names)
+    if not odd:
+        return known
+    extras: list[str | None] = [None] * len(records)
+    for i in odd:
+        extras[i] = _extra_of(records[i])
+    fields = [known.field(i) for i in range(known.type.num_fields)]
+    names = [*API_SESSION_TYPE.names, "__extra__"]
+    extra = pa.array(extras, type=pa.string())
+    return pa.StructArray.from_arrays([*fields, extra], names=names, mask=known.is_null())
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 
 
 def _extra_of(record: dict[str, Any]) -> str | None:
-    extra = {k: v for k, v in record.items() if k not in _KNOWN_KEYS}
+    extra = {k: record[k] for k in record.keys() - _KNOWN_KEYS}
     contact = record.get("contact")
-    if type(contact) is dict:
-        nested = {k: v for k, v in contact.items() if k not in _CONTACT_KEYS}
+    if contact.__class__ is dict:
+        nested = {k: contact[k] for k in contact.keys() - _CONTACT_KEYS}
         if nested:
             extra["contact"] = nested
-    return json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
+    return _JSON.encode(extra) if extra else None
 
 
 def _find_bad_value(records: Sequence[Mapping[str, Any]]) -> None:
@@ -489,7 +487,7 @@ def _extra_column(sessions: pa.StructArray) -> pa.Array:
                 if not item["contact"]:
                     del item["contact"]
             if item:
-                out[row] = json.dumps(item, ensure_ascii=False, sort_keys=True)
+                out[row] = _JSON.encode(item)
     return pa.array(out, type=pa.string())
 
 

@@ -152,10 +152,41 @@ class LoadStats:
     cache_hits: int = 0
     pages: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: The earliest cache expiry among the pages, and whether every page is in the cache.
+    expires: datetime | None = None
+    all_cached: bool = True
+    #: Conversations with at least one page fetched from the network in this load.
+    fresh: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Fetched:
+    """A page as a worker hands it back: the response, and for a first page its decoding."""
+
+    query: Query
+    info: PageInfo
+    response: PageResponse
+    decoded: _Decoded | None = None
+
+
+@dataclass
+class _Decoded:
+    """The outcome of decoding a batch of pages: tables, or the pages that were rejected."""
+
+    pages: list[_Fetched]
+    table: pa.Table | None
+    last_pages: list[int]
+    rejected: list[tuple[_Fetched, ResponseFormatError]] = field(default_factory=list)
 
 
 class _Run:
-    """The state of one load: futures in flight, pages known, batches decoded."""
+    """The state of one load: pages in flight, pages known, tables decoded.
+
+    Three kinds of work overlap. Workers fetch pages (and decode first pages at once, since
+    their ``last_page`` says what to fetch next). One decoder thread turns later pages into
+    Arrow in batches (pyarrow parses without the GIL, on its own threads) and stores the
+    pages it validated in the cache. The calling thread only schedules and collects.
+    """
 
     def __init__(
         self, client: MihuClient, plan: Plan, *, progress: bool | None, refresh: bool, offline: bool
@@ -166,52 +197,53 @@ class _Run:
         self.last_page: dict[int, int] = {}
         self.failed: dict[str, MihuError] = {}
         self.tables: list[pa.Table] = []
-        self.pending: dict[Future[PageResponse], tuple[Query, int]] = {}
-        self.batch: list[tuple[PageResponse, PageInfo]] = []
+        self.fetching: set[Future[_Fetched]] = set()
+        self.decoding: set[Future[_Decoded]] = set()
+        self.batch: list[_Fetched] = []
         self.batch_limit = batch_size(plan.per_page)
         self.bar = _progress_bar(progress, len(plan.queries))
 
     def run(self) -> None:
         self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu")
+        self.decoder = ThreadPoolExecutor(1, thread_name_prefix="mihu-decode")
         try:
             for query in self.plan.queries:
                 self.submit(query, 1)
-            while self.pending:
-                done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+            while self.fetching or self.decoding or self.batch:
+                if self.batch and (len(self.batch) >= self.batch_limit or not self.fetching):
+                    self.decoding.add(self.decoder.submit(self.decode, self.batch))
+                    self.batch = []
+                done, _ = wait(self.fetching | self.decoding, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self.collect(future)
-                if len(self.batch) >= self.batch_limit or (not self.pending and self.batch):
-                    self.decode_batch()
+                    if future in self.fetching:
+                        self.fetching.discard(future)
+                        self.collect(future)
+                    else:
+                        self.decoding.discard(future)
+                        self.absorb(future.result())
         except BaseException:
             # Do not wait for pages still in flight: the caller gets the error now.
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.decoder.shutdown(wait=True)  # a running batch may be writing the cache
             raise
         else:
             self.pool.shutdown(wait=True)
+            self.decoder.shutdown(wait=True)
         finally:
             if self.bar is not None:
                 self.bar.close()
 
     def submit(self, query: Query, page: int) -> None:
-        future = self.pool.submit(
-            self.client.fetch_page,
+        self.fetching.add(self.pool.submit(self.fetch, query, page))
+
+    def fetch(self, query: Query, page: int) -> _Fetched:
+        """In a worker: fetch one page; decode it at once if it is a first page."""
+        response = self.client.fetch_page(
             query.conversation,
             query.params(page, self.plan),
             refresh=self.refresh,
             offline=self.offline,
         )
-        self.pending[future] = (query, page)
-
-    def collect(self, future: Future[PageResponse]) -> None:
-        query, page = self.pending.pop(future)
-        if query.conversation in self.failed:
-            return
-        try:
-            response = future.result()
-        except MihuError as exc:
-            self.fail(query.conversation, exc)
-            return
-        self.count(response)
         info = PageInfo(
             conversation=query.conversation,
             page=page,
@@ -220,49 +252,74 @@ class _Run:
             type=query.type,
             fetched_at=response.fetched_at,
         )
+        fetched = _Fetched(query, info, response)
         if page == 1:
-            # Decoded at once: its last_page tells which pages to request next.
-            self.decode([(response, info)])
-        else:
-            self.batch.append((response, info))
+            fetched.decoded = self.decode([fetched])
+        return fetched
 
-    def count(self, response: PageResponse) -> None:
-        self.stats.pages += 1
-        self.stats.retries += response.retries
-        if response.from_cache:
-            self.stats.cache_hits += 1
+    def decode(self, pages: list[_Fetched]) -> _Decoded:
+        """Decode a batch of pages and store the valid ones in the cache.
+
+        A batch with a bad page is decoded page by page, so the good pages still count and
+        the bad one is named.
+        """
+        try:
+            table, envelopes = decode_pages(
+                [p.response.body for p in pages], [p.info for p in pages]
+            )
+        except ResponseFormatError as exc:
+            if len(pages) == 1:
+                response = pages[0].response
+                self.client.forget(response.cache_key if response.from_cache else None)
+                return _Decoded(pages, None, [], rejected=[(pages[0], exc)])
+            parts = [self.decode([page]) for page in pages]
+            tables = [part.table for part in parts if part.table is not None]
+            return _Decoded(
+                [p for part in parts for p in part.pages if part.table is not None],
+                pa.concat_tables(tables) if tables else None,
+                [n for part in parts for n in part.last_pages],
+                [r for part in parts for r in part.rejected],
+            )
+        self.client.store(p.response for p in pages)
+        return _Decoded(pages, table, [e.last_page for e in envelopes])
+
+    def collect(self, future: Future[_Fetched]) -> None:
+        try:
+            fetched = future.result()
+        except MihuError as exc:
+            self.fail(exc.conversation or "", exc)
+            return
+        if fetched.query.conversation in self.failed:
+            return
+        self.count(fetched.response, fetched.query.conversation)
+        if fetched.decoded is not None:
+            self.absorb(fetched.decoded)
         else:
-            self.stats.requests += 1 + response.retries
+            self.batch.append(fetched)
+
+    def absorb(self, decoded: _Decoded) -> None:
+        for page, error in decoded.rejected:
+            self.fail(page.query.conversation, error)
+        if decoded.table is not None:
+            self.tables.append(decoded.table)
+        for page, last_page in zip(decoded.pages, decoded.last_pages, strict=True):
+            if page.query.conversation not in self.failed:
+                self.grow(page.query, last_page)
+
+    def count(self, response: PageResponse, conversation: str) -> None:
+        stats = self.stats
+        stats.pages += 1
+        stats.retries += response.retries
+        if response.from_cache:
+            stats.cache_hits += 1
+        else:
+            stats.requests += 1 + response.retries
+            stats.fresh.add(conversation)
+        stats.all_cached = stats.all_cached and response.cache_key is not None
+        if response.expires is not None:
+            stats.expires = min(stats.expires or response.expires, response.expires)
         if self.bar is not None:
             self.bar.update(1)
-
-    def decode_batch(self) -> None:
-        batch, self.batch = self.batch, []
-        self.decode(batch)
-
-    def decode(self, pages: list[tuple[PageResponse, PageInfo]]) -> None:
-        pages = [(r, i) for r, i in pages if i.conversation not in self.failed]
-        if not pages:
-            return
-        try:
-            table, envelopes = decode_pages([r.body for r, _ in pages], [i for _, i in pages])
-        except ResponseFormatError:
-            if len(pages) == 1:
-                self.reject(*pages[0])
-                return
-            for page in pages:  # find the bad page(s); the good ones still count
-                self.decode([page])
-            return
-        self.tables.append(table)
-        for (_, info), envelope in zip(pages, envelopes, strict=True):
-            self.grow(self.plan.queries[info.query], envelope.last_page)
-
-    def reject(self, response: PageResponse, info: PageInfo) -> None:
-        self.client.forget(response.cache_key)
-        try:
-            decode_pages([response.body], [info])
-        except ResponseFormatError as exc:
-            self.fail(info.conversation, exc)
 
     def grow(self, query: Query, last_page: int) -> None:
         """Submit the pages of ``query`` beyond those already asked for."""
@@ -333,12 +390,33 @@ def _interactive() -> bool:
 def fetch_frame(
     client: MihuClient, plan: Plan, *, progress: bool | None, refresh: bool, offline: bool
 ) -> pd.DataFrame:
-    """Run ``plan`` with ``client`` and return the sessions frame with its load record."""
+    """Run ``plan`` with ``client`` and return the sessions frame with its load record.
+
+    An identical earlier load still within its pages' cache lifetime is served from the
+    client's :class:`~mihu_frames.framecache.FrameCache` in one read.
+    """
     started = time.perf_counter()
-    run = _Run(client, plan, progress=progress, refresh=refresh, offline=offline)
-    run.run()
-    df = to_pandas(run.table())
-    stats = run.stats
+    frames = client.frame_cache
+    key = frames.key(client.base_url, plan) if frames is not None else ""
+    stored = frames.get(key, offline=offline) if frames is not None and not refresh else None
+    if stored is not None:
+        table, record = stored
+        stats = LoadStats(cache_hits=record["pages"], pages=record["pages"])
+        logger.debug("served the whole load from the stored result %s", key[:12])
+    else:
+        run = _Run(client, plan, progress=progress, refresh=refresh, offline=offline)
+        run.run()
+        table, stats = run.table(), run.stats
+        if frames is not None and not stats.errors and stats.all_cached:
+            frames.put(
+                key,
+                table,
+                expires=stats.expires,
+                conversations=plan.conversations,
+                fresh=stats.fresh,
+                meta={"pages": stats.pages},
+            )
+    df = to_pandas(table)
     df.attrs["mihu_frames"] = {
         "base_url": client.base_url,
         "conversations": list(plan.conversations),

@@ -11,6 +11,12 @@ deterministic faults, so the client can be tested without a token or a network.
 Run it stand-alone with ``python -m mihu_frames.simulator`` (see ``main``), or in a subprocess with
 ``spawn`` so a benchmark's client does not share the server's GIL.
 
+The server keeps a simulated clock that continues the data: ``Simulator.now()`` is ``DATA_END`` (the
+end of the generated span) plus the time since ``start``. The ``Date`` header of every response
+and the timestamps written by ``add_sessions``, ``touch_sessions`` and drift come from it, so open
+sessions look minutes or hours old however long after ``DATA_END`` the demo runs. ``clock="wall"``
+uses the real clock instead.
+
 Only the standard library is used here. Generation is seeded (``random.Random``) and every
 timestamp is relative to a fixed instant (``BASE_INSTANT``), so a ``Simulator(seed=s, sizes=z)``
 built in another process has the same ground truth. Sessions are serialised to JSON once; a page
@@ -49,6 +55,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
     "BASE_INSTANT",
+    "CLOCKS",
+    "DATA_END",
     "DEFAULT_SIZES",
     "FAULT_KINDS",
     "RequestRecord",
@@ -68,6 +76,12 @@ FAULT_KINDS: frozenset[str] = frozenset(
 )
 #: Generated data starts at this instant and spans ``_SPAN_DAYS`` days after it.
 BASE_INSTANT: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)
+_SPAN_DAYS = 300
+#: End of the generated span: no generated timestamp is later; open sessions started in the 8 hours
+#: before it. The simulated clock (``Simulator.now``) starts here.
+DATA_END: datetime = BASE_INSTANT + timedelta(days=_SPAN_DAYS)
+#: Values of ``Simulator(clock=...)``: the simulated clock (from ``DATA_END``) or the wall clock.
+CLOCKS: tuple[str, ...] = ("simulated", "wall")
 
 _STATUSES: tuple[str, ...] = ("active", "completed", "timed_out")
 _TYPES: tuple[str, ...] = ("text", "voice")
@@ -87,10 +101,10 @@ _SEC = 1_000_000
 _MIN = 60 * _SEC
 _HOUR = 60 * _MIN
 _DAY = 24 * _HOUR
-_SPAN_DAYS = 300
 _EPOCH = datetime(1970, 1, 1)  # naive: local dates are built from it, offsets added by hand
-_BASE_US = (BASE_INSTANT - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
-_END_US = _BASE_US + _SPAN_DAYS * _DAY
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_BASE_US = (BASE_INSTANT - _EPOCH_UTC) // timedelta(microseconds=1)
+_END_US = (DATA_END - _EPOCH_UTC) // timedelta(microseconds=1)  # a whole second
 _BASE_WEEKDAY = BASE_INSTANT.weekday()
 _TIMEOUT_US = 15 * _MIN  # a timed-out session ends this long after its last activity
 
@@ -527,7 +541,8 @@ def _generate_session(rng: Random, conv: _Conversation) -> _Session:
             latest = max(latest, generated)
             s.summary = _make_summary(rng, s.contact[0] if s.contact else "The customer")
     bump = 0 if r() < 0.3 else int(r() * 5 * _SEC)
-    updated = _fit(latest + bump, latest, f_updated[0])
+    # never past the end of the span (open sessions reach it); _END_US fits every precision
+    updated = _fit(min(latest + bump, _END_US), latest, f_updated[0])
     s.times = {
         "started_at": start,
         "ended_at": end,
@@ -689,12 +704,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
-        self.server.simulator._handle(self)
+        self._dispatch(head=False)
 
     def do_HEAD(self) -> None:
-        self.server.simulator._handle(self, head=True)
+        self._dispatch(head=True)
+
+    def _dispatch(self, *, head: bool) -> None:
+        self._discard_body()
+        try:
+            self.server.simulator._handle(self, head=head)
+        except Exception:  # a simulator bug must show as a 500, not a hung client
+            logger.exception("simulator failed on %s %s", self.command, self.path)
+            self.close_connection = True
+            self.send(_error(500, "Server Error"), head=head)
+
+    def _discard_body(self) -> None:
+        """Read a request body nobody asked for, so the next keep-alive request parses."""
+        length = _parse_int(self.headers.get("Content-Length") or "0") or 0
+        if length > 0:
+            self.rfile.read(length)
 
     def _not_allowed(self) -> None:
+        self._discard_body()
         path = urlsplit(self.path).path.lstrip("/")
         message = (
             f"The {self.command} method is not supported for route {path}. "
@@ -709,7 +740,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
             "Server: nginx",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
+            f"Date: {self.date_time_string()}",
             f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
             "Cache-Control: no-cache, private",
@@ -721,6 +752,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(head_bytes if head else head_bytes + response.body)
         except OSError:  # the client went away (e.g. it timed out during a stall)
             self.close_connection = True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, from the simulator's clock (also for ``send_error`` responses)."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return self.server.simulator._http_date()
 
     def drop(self) -> None:
         """Close the connection without sending anything."""
@@ -736,15 +773,18 @@ class _Handler(BaseHTTPRequestHandler):
 class Simulator:
     """An HTTP server on 127.0.0.1 serving the Mihu sessions endpoint from synthetic data.
 
-    The data is generated in the constructor (no server yet); ``start`` serves it in a daemon
+    The constructor fixes the conversation UUIDs; each conversation's sessions are generated on
+    first use (a request, ``ground_truth``, ``tags`` or a mutation), always the same way, so
+    construction is instant even for large ``sizes``. ``start`` serves the data in a daemon
     thread. Fault and latency knobs are plain attributes that may be changed while it runs.
 
     Parameters
     ----------
     seed : int
         Seed of the generated data; with ``sizes`` it fully determines the ground truth.
-    sizes : sequence of int, optional
+    sizes : sequence of int or str, optional
         Sessions per conversation, one conversation each, in order. Default ``DEFAULT_SIZES``.
+        A string is read like the ``--sizes`` option: ``"0,1,99"`` or ``"1000x20"``.
     token : str
         The bearer token the server accepts.
     latency : float
@@ -765,6 +805,10 @@ class Simulator:
         When k > 0, every request for a conversation first adds k sessions to it and touches k.
     host, port : str, int
         Where to listen; port 0 picks a free port.
+    clock : {"simulated", "wall"}
+        ``"simulated"`` (default): ``now()`` is ``DATA_END`` plus the time since ``start``, so the
+        ``Date`` header and new timestamps continue the generated data. ``"wall"``: the real
+        clock (weeks after the data, so open sessions look weeks old).
 
     Examples
     --------
@@ -779,7 +823,7 @@ class Simulator:
         self,
         *,
         seed: int = 0,
-        sizes: Sequence[int] | None = None,
+        sizes: Sequence[int] | str | None = None,
         token: str = "sim-token",
         latency: float = 0.0,
         rate_limit: float = 0.0,
@@ -791,7 +835,12 @@ class Simulator:
         drift: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: str = "simulated",
     ) -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+        if isinstance(sizes, str):
+            sizes = _parse_sizes(sizes)
         sizes = DEFAULT_SIZES if sizes is None else tuple(int(n) for n in sizes)
         if any(n < 0 for n in sizes):
             raise ValueError(f"sizes must be >= 0, got {list(sizes)}")
@@ -808,6 +857,7 @@ class Simulator:
         self.drift = drift
         self.host = host
         self.port = port
+        self.clock = clock
         self.requests: list[RequestRecord] = []
 
         self._lock = threading.RLock()
@@ -818,7 +868,8 @@ class Simulator:
         self._mutation_rng = Random(f"mihu_frames.simulator.mutations:{seed}")
         self._rules: list[_FaultRule] = []
         self._bad_envelope_variant = 0
-        self._clock = _END_US + _HOUR  # after every generated instant
+        self._started_ns: int | None = None  # time.monotonic_ns() at the first start()
+        self._clock = _END_US  # the latest instant handed out (no generated one is later)
         self._conversations: dict[str, _Conversation] = {}
         self.conversation_uuids: list[str] = []
         for size in self.sizes:
@@ -836,6 +887,8 @@ class Simulator:
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
         self._stopping.clear()
+        if self._started_ns is None:  # a restart does not turn the clock back
+            self._started_ns = time.monotonic_ns()
         server = _Server((self.host, self.port), self)
         self._server = server
         self._thread = threading.Thread(
@@ -885,6 +938,25 @@ class Simulator:
             raise RuntimeError("the simulator is not running; call start() first")
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def now(self) -> datetime:
+        """The simulator's current time (UTC): what the ``Date`` header and mutations use.
+
+        With ``clock="simulated"`` it is ``DATA_END`` plus the time elapsed since the first
+        ``start`` (``DATA_END`` before that), measured with ``time.monotonic``; with
+        ``clock="wall"`` it is the real time.
+
+        Returns
+        -------
+        datetime
+            A timezone-aware UTC datetime with microsecond resolution.
+
+        Examples
+        --------
+        >>> Simulator(sizes=[1]).now() == DATA_END
+        True
+        """
+        return _EPOCH_UTC + timedelta(microseconds=self._now_us())
 
     # --- requests log and deterministic faults ----------------------------------------------
     @property
@@ -996,6 +1068,9 @@ class Simulator:
     def add_sessions(self, conversation: str, n: int) -> list[str]:
         """Add ``n`` new open sessions created, started and updated now (strictly increasing).
 
+        "Now" is ``now()``, pushed forward by a microsecond where needed so that every new
+        timestamp is later than all timestamps before it.
+
         Returns
         -------
         list of str
@@ -1089,10 +1164,26 @@ class Simulator:
             for conv in self._conversations.values():
                 _ = conv.sessions
 
+    def _now_us(self) -> int:
+        """``now()`` in epoch microseconds."""
+        if self.clock == "wall":
+            return time.time_ns() // 1000
+        started = self._started_ns
+        if started is None:
+            return _END_US
+        return _END_US + (time.monotonic_ns() - started) // 1000
+
     def _tick(self) -> int:
         """Now in epoch microseconds, strictly after every instant handed out before."""
-        self._clock = max(time.time_ns() // 1000, self._clock + 1)
+        self._clock = max(self._now_us(), self._clock + 1)
         return self._clock
+
+    def _http_date(self) -> str:
+        """``Date`` header value: now, rounded up to the second and never before an instant
+        handed out, so every timestamp a response can contain is at or before its ``Date``."""
+        us = max(self._now_us(), self._clock)
+        seconds = -(-us // _SEC)
+        return email.utils.format_datetime(_EPOCH_UTC + timedelta(seconds=seconds), usegmt=True)
 
     def _now_format(self) -> _Format:
         rng = self._mutation_rng
@@ -1284,6 +1375,7 @@ def _laravel_json(text: str) -> str:
 
 # --- command line and subprocess ---------------------------------------------------------------
 def _parse_sizes(text: str) -> tuple[int, ...]:
+    """Read ``"0,1,99,100"`` or ``"1000x20"`` (20 conversations of 1000), or a mix of both."""
     sizes: list[int] = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -1292,11 +1384,18 @@ def _parse_sizes(text: str) -> tuple[int, ...]:
         try:
             n, repeat = int(count), int(times or "1")
         except ValueError:
-            raise argparse.ArgumentTypeError(f"bad sizes item {part!r}") from None
+            raise ValueError(f"bad sizes item {part!r}") from None
         if n < 0 or repeat < 0:
-            raise argparse.ArgumentTypeError(f"bad sizes item {part!r}")
+            raise ValueError(f"bad sizes item {part!r}")
         sizes.extend([n] * repeat)
     return tuple(sizes)
+
+
+def _sizes_argument(text: str) -> tuple[int, ...]:
+    try:
+        return _parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -1309,7 +1408,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sizes",
-        type=_parse_sizes,
+        type=_sizes_argument,
         default=None,
         help='sessions per conversation: "0,1,99,100" or "1000x20" (20 of 1000); may be mixed',
     )
@@ -1322,6 +1421,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall", type=float, default=0.0)
     parser.add_argument("--stall-seconds", type=float, default=5.0)
     parser.add_argument("--drift", type=int, default=0)
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="simulated",
+        help="simulated: Date and new timestamps continue from the data's end; wall: real time",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level for stderr")
     return parser
 
@@ -1361,6 +1466,7 @@ def main(argv: list[str] | None = None) -> int:
         drift=args.drift,
         host=args.host,
         port=args.port,
+        clock=args.clock,
     )
     done = threading.Event()
 
@@ -1371,6 +1477,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: rely on KeyboardInterrupt
             previous[sig] = signal.signal(sig, _on_signal)
+    sim._generate_all()  # warm before announcing, so clients never wait on generation
     sim.start()
     try:
         line = {
@@ -1416,7 +1523,7 @@ class SpawnedSimulator:
 _SPAWN_OPTIONS = frozenset(
     {
         "seed", "sizes", "token", "latency", "rate_limit", "retry_after", "server_error", "drop",
-        "stall", "stall_seconds", "drift", "host", "port", "log_level",
+        "stall", "stall_seconds", "drift", "host", "port", "clock", "log_level",
     }
 )  # fmt: skip
 

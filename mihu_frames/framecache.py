@@ -1,0 +1,122 @@
+"""Decoded loads kept beside the HTTP cache, so an identical reload is one read, not N pages.
+
+requests-cache keeps every page's response; reloading from it still costs a lookup, an unpickle
+and a JSON decode per page. This cache keeps the *result* of a whole load (the Arrow table) in
+a table of the same SQLite file, valid exactly as long as the pages it was built from:
+
+- its expiry is the earliest expiry of those pages, so it never outlives what requests-cache
+  would have served;
+- ``refresh=True`` skips it (and replaces it); ``offline=True`` accepts it even when expired,
+  like requests-cache's ``only_if_cached``;
+- a load that fetched any page from the network drops every stored load that shares one of its
+  conversations, so no stored load is older than the pages in the HTTP cache;
+- only complete loads (no failed conversation) are stored.
+
+The table is plain SQL (``sqlite3``) because expiry and invalidation are queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mihu_frames._version import __version__
+from mihu_frames.schema import SCHEMA_VERSION
+
+logger = logging.getLogger("mihu_frames")
+
+_TABLE = "mihu_frames_loads"
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4") if pa.Codec.is_available("lz4") else None
+
+
+class FrameCache:
+    """Whole-load results in the requests-cache SQLite file (table ``mihu_frames_loads``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute(
+                f"create table if not exists {_TABLE} (key text primary key, expires real, "
+                "conversations text not null, meta text not null, body blob not null)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("pragma journal_mode=wal")
+        return db
+
+    @staticmethod
+    def key(base_url: str, plan: Any) -> str:
+        """Identify a load: address, queries, sort, page size, library and schema versions."""
+        spec = {
+            "base_url": base_url,
+            "queries": [(q.conversation, q.status, q.type) for q in plan.queries],
+            "sort": [plan.sort_by, plan.sort_dir],
+            "per_page": plan.per_page,
+            "versions": [__version__, SCHEMA_VERSION],
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str, *, offline: bool = False) -> tuple[pa.Table, dict[str, Any]] | None:
+        """The stored table and its record, or None when absent or (unless offline) expired."""
+        with self._lock, self._connect() as db:
+            row = db.execute(
+                f"select expires, meta, body from {_TABLE} where key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        expires, meta, body = row
+        if expires is not None and expires <= _now() and not offline:
+            logger.debug("stored load %s expired", key[:12])
+            return None
+        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+        return table, json.loads(meta)
+
+    def put(
+        self,
+        key: str,
+        table: pa.Table,
+        *,
+        expires: datetime | None,
+        conversations: Iterable[str],
+        fresh: Iterable[str],
+        meta: dict[str, Any],
+    ) -> None:
+        """Store a complete load; drop stored loads sharing a freshly fetched conversation."""
+        sink = pa.BufferOutputStream()
+        # One record batch: a load arrives as hundreds of page slices, which would each become
+        # a separately compressed batch and make both writing and reading slow.
+        table = table.combine_chunks()
+        with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
+            writer.write_table(table)
+        body = memoryview(sink.getvalue())
+        stamp = expires.timestamp() if expires is not None else None
+        with self._lock, self._connect() as db:
+            for conversation in set(fresh):
+                db.execute(
+                    f"delete from {_TABLE} where instr(conversations, ?) > 0", (conversation,)
+                )
+            db.execute(f"delete from {_TABLE} where expires <= ?", (_now(),))
+            db.execute(
+                f"insert or replace into {_TABLE} values (?, ?, ?, ?, ?)",
+                (key, stamp, ",".join(conversations), json.dumps(meta), body),
+            )
+
+    def clear(self) -> None:
+        """Drop every stored load."""
+        with self._lock, self._connect() as db:
+            db.execute(f"delete from {_TABLE}")
+
+
+def _now() -> float:
+    return datetime.now(timezone.utc).timestamp()

@@ -1,0 +1,223 @@
+"""Write ``sessions_analysis.ipynb`` from the cells below and execute it in place.
+
+Run ``python notebooks/build_notebook.py`` after changing a cell: the committed notebook keeps
+its outputs (so its plots show when the repository is browsed), and the tests execute it again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+PATH = HERE / "sessions_analysis.ipynb"
+
+CELLS: list[tuple[str, str]] = [
+    (
+        "md",
+        """# Mihu AI sessions: durations, activity and snapshots
+
+This notebook is the tour: load every session of several conversations into one typed
+DataFrame, look at how long sessions last (per conversation, agent and channel), when the
+contact centre is busy and how many sessions run at once, and keep the data as a Parquet
+snapshot that DuckDB queries directly.
+
+It talks to the real API when `MIHU_BASE_URL` (or `MIHU_SUBDOMAIN`), `MIHU_API_TOKEN` and
+`MIHU_CONVERSATIONS` (comma-separated UUIDs) are set; otherwise it starts the built-in
+simulator, a real HTTP server on 127.0.0.1 with synthetic data, so it runs anywhere.""",
+    ),
+    (
+        "code",
+        """import os
+import tempfile
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+import mihu_frames as mf
+
+pd.set_option("display.width", 160)
+pd.set_option("display.max_columns", 12)
+
+live = (os.environ.get("MIHU_BASE_URL") or os.environ.get("MIHU_SUBDOMAIN")) and os.environ.get(
+    "MIHU_API_TOKEN"
+) and os.environ.get("MIHU_CONVERSATIONS")
+if live:
+    client = mf.MihuClient()  # address and token from the environment
+    conversations = os.environ["MIHU_CONVERSATIONS"].split(",")
+else:
+    from mihu_frames.simulator import Simulator
+
+    sim = Simulator(seed=42, sizes=[40, 180, 420, 950, 1600], latency=0.005).start()
+    workdir = tempfile.mkdtemp(prefix="mihu_nb_")
+    client = mf.MihuClient(sim.base_url, token=sim.token, cache=f"{workdir}/cache.sqlite")
+    conversations = sim.conversation_uuids
+client""",
+    ),
+    (
+        "md",
+        """## Load
+
+One call loads every page of every conversation (first pages, then all later pages
+concurrently), here once per status value so each row carries its status. The bar counts
+pages. `df.attrs["mihu_frames"]` records what the load cost.""",
+    ),
+    (
+        "code",
+        """df = client.sessions(conversations, status="all", progress=True)
+print(f"{len(df):,} sessions in {df['conversation_uuid'].nunique()} conversations")
+{k: v for k, v in df.attrs["mihu_frames"].items() if k not in ("conversations", "base_url")}""",
+    ),
+    ("code", """df.dtypes"""),
+    (
+        "code",
+        """columns = ["conversation_uuid", "status", "started_at", "duration", "contact_name"]
+df[[*columns, "task_count"]].head()""",
+    ),
+    (
+        "md",
+        """Loading the same conversations again costs no request: the pages (and the decoded
+result) come from the cache.""",
+    ),
+    (
+        "code",
+        """again = client.sessions(conversations, status="all")
+record = again.attrs["mihu_frames"]
+record["requests"], record["cache_hits"], again.equals(df)""",
+    ),
+    (
+        "md",
+        """## How long do sessions last?
+
+Durations are computed over ended sessions; open ones are counted separately.""",
+    ),
+    ("code", """mf.session_stats(df)"""),
+    ("code", """mf.session_stats(df, by="conversation_uuid")"""),
+    (
+        "code",
+        """by_agent = mf.session_stats(df, by="agent_uuid")
+by_agent.sort_values("sessions", ascending=False).head(8)""",
+    ),
+    (
+        "code",
+        """fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+mf.plot_durations(df, ax=axes[0])
+mf.plot_durations(df, by="status", kind="box", ax=axes[1])
+fig.tight_layout()""",
+    ),
+    (
+        "md",
+        """## When are we busy?
+
+`activity` sweeps start and end events exactly: sessions started and ended per bucket,
+sessions overlapping the bucket, the peak number running at one instant, and the busy time
+inside the bucket. Buckets are in the time zone you ask for (daylight-saving safe).""",
+    ),
+    (
+        "code",
+        """weekly = mf.activity(df, freq="W-MON", tz="Europe/Istanbul")
+weekly.tail(8)""",
+    ),
+    (
+        "code",
+        """fig, ax = plt.subplots(figsize=(13, 4))
+mf.plot_activity(weekly, ax=ax)
+fig.tight_layout()""",
+    ),
+    (
+        "code",
+        """profile = mf.hourly_profile(df, tz="Europe/Istanbul")
+fig, ax = plt.subplots(figsize=(13, 4))
+mf.plot_hourly(profile, ax=ax)
+fig.tight_layout()""",
+    ),
+    ("md", """## Evaluation, summaries and tasks"""),
+    (
+        "code",
+        """ended = df[~df["is_open"]]
+pd.DataFrame(
+    {
+        "median time to evaluation": [ended["time_to_evaluation"].median()],
+        "median time to summary": [ended["time_to_summary"].median()],
+        "evaluated share": [ended["evaluated_at"].notna().mean()],
+        "summarized share": [ended["summary_generated_at"].notna().mean()],
+    }
+)""",
+    ),
+    (
+        "code",
+        """tasks = mf.explode_tasks(df)
+print(f"{len(tasks):,} (session, task) pairs; {tasks['task_uuid'].nunique():,} distinct tasks")
+tasks.head()""",
+    ),
+    (
+        "md",
+        """## Keep a snapshot, query it with DuckDB
+
+A snapshot is one Parquet file in a hive-partitioned dataset; files are owner-only because
+contacts are personal data. Any Parquet reader takes it unchanged.""",
+    ),
+    (
+        "code",
+        """root = tempfile.mkdtemp(prefix="mihu_snapshots_")
+path = mf.write_snapshot(df, root=root)
+print(path.relative_to(root))
+mf.read_snapshots(root).equals(df)""",
+    ),
+    (
+        "code",
+        """import duckdb
+
+con = duckdb.connect()
+con.execute(f\"\"\"
+    select status,
+           count(*) as sessions,
+           round(median(duration) / 60e6, 1) as median_minutes
+    from read_parquet('{root}/sessions/**/*.parquet', hive_partitioning = true)
+    group by status
+    order by sessions desc
+\"\"\").df()""",
+    ),
+    (
+        "code",
+        """client.close()
+if not live:
+    sim.stop()""",
+    ),
+]
+
+
+def build() -> nbformat.NotebookNode:
+    """The notebook with the cells above and no outputs."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    for kind, source in CELLS:
+        cell = (
+            nbformat.v4.new_markdown_cell(source)
+            if kind == "md"
+            else nbformat.v4.new_code_cell(source)
+        )
+        nb.cells.append(cell)
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, timeout: int = 300) -> nbformat.NotebookNode:
+    """Run every cell top to bottom (raises on the first failing cell)."""
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+    ).execute()
+    return nb
+
+
+if __name__ == "__main__":
+    notebook = execute(build())
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(notebook, PATH)
+    print(f"wrote {PATH}")

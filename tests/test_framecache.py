@@ -1,0 +1,90 @@
+"""Stored whole-load results: never staler than the page cache they were built from."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pandas as pd
+
+from mihu_frames.framecache import FrameCache
+
+
+def _stored_loads(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("select count(*) from mihu_frames_loads").fetchone()[0]
+
+
+def test_identical_reload_is_one_read_and_equal(fresh_sim, make_client, cache_path):
+    client = make_client(fresh_sim)
+    first = client.sessions(fresh_sim.conversation_uuids[1:])
+    assert _stored_loads(cache_path) == 1
+    fresh_sim.reset_requests()
+    second = client.sessions(fresh_sim.conversation_uuids[1:])
+    assert fresh_sim.request_count == 0
+    pd.testing.assert_frame_equal(first, second)
+    assert second.attrs["mihu_frames"]["cache_hits"] == first.attrs["mihu_frames"]["pages"] == 6
+
+
+def test_expired_pages_expire_the_stored_load(fresh_sim, make_client):
+    client = make_client(fresh_sim, expire_after=1)
+    conversation = fresh_sim.conversation_uuids[2]
+    client.sessions(conversation)
+    fresh_sim.touch_sessions(conversation, 3)
+    time.sleep(1.2)
+    fresh_sim.reset_requests()
+    again = client.sessions(conversation)
+    assert fresh_sim.request_count == 2
+    truth = {s["uuid"]: s["updated_at"] for s in fresh_sim.ground_truth(conversation)}
+    got = dict(zip(again["uuid"], again["updated_at"], strict=True))
+    assert all(got[u] == pd.Timestamp(t).tz_convert("UTC") for u, t in truth.items())
+    # offline accepts what is stored even when expired
+    time.sleep(1.1)
+    fresh_sim.reset_requests()
+    assert len(client.sessions(conversation, offline=True)) == 150
+    assert fresh_sim.request_count == 0
+
+
+def test_refresh_of_one_conversation_invalidates_loads_that_include_it(fresh_sim, make_client):
+    client = make_client(fresh_sim)
+    a, b = fresh_sim.conversation_uuids[2], fresh_sim.conversation_uuids[3]
+    both = client.sessions([a, b])
+    new = fresh_sim.add_sessions(a, 2)
+    refreshed = client.sessions(a, refresh=True)
+    assert set(new) <= set(refreshed["uuid"])
+    fresh_sim.reset_requests()
+    again = client.sessions([a, b])
+    assert set(new) <= set(again["uuid"]) and len(again) == len(both) + 2
+    assert fresh_sim.request_count == 0  # every page came from the (refreshed) page cache
+
+
+def test_failed_loads_are_not_stored(fresh_sim, make_client, cache_path):
+    client = make_client(fresh_sim, retries=0)
+    fresh_sim.fail_next("500", conversation=fresh_sim.conversation_uuids[2])
+    client.sessions(fresh_sim.conversation_uuids[1:3], on_error="skip")
+    assert _stored_loads(cache_path) == 0
+
+
+def test_clear_cache_empties_pages_and_loads(fresh_sim, make_client, cache_path):
+    client = make_client(fresh_sim)
+    client.sessions(fresh_sim.conversation_uuids[2])
+    client.clear_cache()
+    assert _stored_loads(cache_path) == 0
+    fresh_sim.reset_requests()
+    client.sessions(fresh_sim.conversation_uuids[2])
+    assert fresh_sim.request_count == 2
+
+
+def test_key_depends_on_every_part_of_the_load(fresh_sim):
+    from mihu_frames.pages import Plan
+
+    c = fresh_sim.conversation_uuids
+    plans = [
+        Plan.build(c[1]),
+        Plan.build(c[2]),
+        Plan.build(c[1], status="all"),
+        Plan.build(c[1], per_page=50),
+        Plan.build(c[1], sort_dir="desc"),
+    ]
+    keys = {FrameCache.key("http://x", p) for p in plans} | {FrameCache.key("http://y", plans[0])}
+    assert len(keys) == len(plans) + 1
