@@ -35,8 +35,10 @@ from mihu_frames.schema import (
     CONTACT_FIELDS,
     CONTACT_TYPE,
     SESSIONS_SCHEMA,
+    STATUS_VALUES,
     STRING_FIELDS,
     TIMESTAMP_FIELDS,
+    TYPE_VALUES,
     empty_table,
     to_pandas,
 )
@@ -278,6 +280,11 @@ def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
                     "data.data", i, f"expected an object, got {type(record).__name__}"
                 )
         records = [dict(r) for r in records]
+    # pyarrow would read a string as a list of its characters: refuse it first.
+    tasks = map(dict.get, records, repeat("task_uuids"))
+    for i, value in enumerate(tasks):
+        if value is not None and value.__class__ is not list and not isinstance(value, tuple):
+            raise _FieldError("task_uuids", i, f"expected a list of strings, got {value!r:.80}")
     try:
         known = pa.array(records, type=API_SESSION_TYPE)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -604,6 +611,9 @@ def sessions_frame(
     >>> df.loc[0, "duration"]
     Timedelta('0 days 00:05:30')
     """
+    for name, value, allowed in (("status", status, STATUS_VALUES), ("type", type, TYPE_VALUES)):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)} or None, got {value!r}")
     records = records if isinstance(records, list) else list(records)
     fetched = _utc(pd.Timestamp(fetched_at).to_pydatetime()) if fetched_at is not None else None
     info = PageInfo(conversation=None, page=0, status=status, type=type, fetched_at=fetched)  # type: ignore[arg-type]

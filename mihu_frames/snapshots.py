@@ -9,6 +9,8 @@ never sees a partial file; files are ``0600`` and folders ``0700`` (contacts are
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -45,6 +47,7 @@ def write_snapshot(
     root: str | os.PathLike[str] = "data/snapshots",
     *,
     metadata: Mapping[str, Any] | None = None,
+    pii: str | None = None,
 ) -> Path:
     """Write a sessions frame as one Parquet snapshot, atomically.
 
@@ -57,6 +60,11 @@ def write_snapshot(
         (the UTC date of the newest ``fetched_at``, or today for a frame without one).
     metadata : mapping, optional
         Extra key-value metadata to record (JSON-serialisable values).
+    pii : {None, "hash"}
+        ``"hash"`` replaces contact name, surname, phone number and e-mail with keyed hashes
+        (HMAC-SHA256 with the key in ``MIHU_PII_KEY``), stable across snapshots so they still
+        join, for datasets that leave the analyst's machine. ``summary`` is free text and may
+        mention names: drop it yourself if that matters.
 
     Returns
     -------
@@ -69,7 +77,11 @@ def write_snapshot(
     >>> mf.read_snapshots("data/snapshots").equals(df)               # doctest: +SKIP
     True
     """
+    if pii not in (None, "hash"):
+        raise ValueError(f"pii must be None or 'hash', got {pii!r}")
     table = from_pandas(df)
+    if pii == "hash":
+        table = hash_pii(table)
     now = datetime.now(timezone.utc)
     snapshot_id = new_snapshot_id(now)
     newest = pc.max(table.column("fetched_at")).as_py() if table.num_rows else None
@@ -92,6 +104,7 @@ def write_snapshot(
         "rows": table.num_rows,
         "conversations": pc.count_distinct(table.column("conversation_uuid")).as_py(),
         "requests": attrs.get("requests"),
+        "pii": pii or "kept",
         **(dict(metadata) if metadata else {}),
     }
     kv = {f"mihu_frames.{k}": json.dumps(v, default=str) for k, v in record.items()}
@@ -99,6 +112,30 @@ def write_snapshot(
     final = folder / f"{snapshot_id}.parquet"
     _write_atomically(table, final)
     return final
+
+
+PII_COLUMNS = ("contact_name", "contact_surname", "contact_phone_number", "contact_email")
+
+
+def hash_pii(table: pa.Table, key: bytes | None = None) -> pa.Table:
+    """Replace the contact columns with keyed hashes (``MIHU_PII_KEY`` unless ``key`` is given).
+
+    Each distinct value is hashed once: HMAC-SHA256, hex, first 32 characters. Nulls stay null.
+    """
+    if key is None:
+        secret = os.environ.get("MIHU_PII_KEY")
+        if not secret:
+            raise ValueError("pii='hash' needs a key: set MIHU_PII_KEY (keep it secret)")
+        key = secret.encode()
+    for name in PII_COLUMNS:
+        encoded = table.column(name).combine_chunks().dictionary_encode()
+        digests = [
+            None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:32]
+            for v in encoded.dictionary.to_pylist()
+        ]
+        hashed = pa.array(digests, pa.string()).take(encoded.indices)
+        table = table.set_column(table.schema.get_field_index(name), name, hashed)
+    return table
 
 
 def _private_dirs(folder: Path) -> None:
@@ -143,6 +180,7 @@ def read_snapshots(
     *,
     conversations: str | Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
+    since: datetime | str | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Read snapshots back as a sessions frame.
 
@@ -158,6 +196,9 @@ def read_snapshots(
         Read only these conversations (pushed down to the Parquet scan).
     columns : iterable of str, optional
         Read only these columns (the keys needed for ``latest`` are read regardless).
+    since : datetime or str, optional
+        Only sessions updated at or after this instant (``updated_at >= since``; a naive
+        value is taken as UTC). Pushed down to the Parquet scan.
 
     Returns
     -------
@@ -182,6 +223,13 @@ def read_snapshots(
     if conversations is not None:
         ids = [conversations] if isinstance(conversations, str) else list(conversations)
         scan_filter = pc.field("conversation_uuid").isin([c.lower() for c in ids])
+    if since is not None:
+        bound = pd.Timestamp(since)
+        bound = bound.tz_localize("UTC") if bound.tzinfo is None else bound.tz_convert("UTC")
+        recent = pc.field("updated_at") >= pa.scalar(
+            bound.to_pydatetime(), pa.timestamp("us", "UTC")
+        )
+        scan_filter = recent if scan_filter is None else scan_filter & recent
     if files:
         dataset = ds.dataset([str(f) for f in files], schema=_FILE_SCHEMA, format="parquet")
         table = dataset.to_table(filter=scan_filter)

@@ -130,3 +130,57 @@ def test_write_rejects_a_frame_that_is_not_sessions(tmp_path):
     with pytest.raises(ValueError, match="missing columns"):
         mf.write_snapshot(pd.DataFrame({"a": [1]}), tmp_path)
     assert not (tmp_path / "sessions").exists()
+
+
+def test_read_since_keeps_sessions_updated_at_or_after(sim, make_client, tmp_path):
+    df = make_client(sim).sessions(sim.conversation_uuids[5])
+    mf.write_snapshot(df, tmp_path)
+    cut = df["updated_at"].sort_values().iloc[len(df) // 2]
+    recent = mf.read_snapshots(tmp_path, since=cut)
+    assert sorted(recent["uuid"]) == sorted(df.loc[df["updated_at"] >= cut, "uuid"])
+    naive = mf.read_snapshots(tmp_path, since=cut.tz_localize(None).isoformat())
+    assert len(naive) == len(recent)
+
+
+def test_snapshot_of_an_older_schema_still_reads(loaded, tmp_path):
+    import pyarrow.parquet as pq
+
+    path = mf.write_snapshot(loaded, tmp_path)
+    old = pq.read_table(path).drop_columns(["idle_before_end", "extra"])  # a version-0 file
+    pq.write_table(old, path)
+    back = mf.read_snapshots(tmp_path)
+    assert list(back.columns) == list(COLUMNS) and len(back) == len(loaded)
+    assert back["extra"].isna().all() and back["idle_before_end"].isna().all()
+    pd.testing.assert_series_equal(back["duration"], loaded["duration"])
+
+
+def test_pii_hash_replaces_contacts_with_stable_keyed_hashes(loaded, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="MIHU_PII_KEY"):
+        mf.write_snapshot(loaded, tmp_path / "a", pii="hash")
+    with pytest.raises(ValueError, match="pii must be"):
+        mf.write_snapshot(loaded, tmp_path / "a", pii="drop")
+    monkeypatch.setenv("MIHU_PII_KEY", "k1")
+    first = mf.write_snapshot(loaded, tmp_path / "a", pii="hash")
+    mf.write_snapshot(loaded, tmp_path / "b", pii="hash")
+    a, b = mf.read_snapshots(tmp_path / "a"), mf.read_snapshots(tmp_path / "b")
+    for column in ("contact_name", "contact_surname", "contact_phone_number", "contact_email"):
+        assert a[column].equals(b[column])  # stable across snapshots: still joins
+        assert a[column].isna().equals(loaded[column].isna())
+        kept = loaded[column].dropna()
+        assert not set(kept) & set(a[column].dropna())
+        assert a[column].dropna().str.len().eq(32).all()
+        # equal inputs hash equal, different inputs differ
+        assert a[column].nunique() == loaded[column].nunique()
+    assert mf.snapshot_metadata(first)["pii"] == "hash"
+    monkeypatch.setenv("MIHU_PII_KEY", "k2")
+    other = mf.read_snapshots(tmp_path / "a").copy()
+    mf.write_snapshot(loaded, tmp_path / "c", pii="hash")
+    assert (
+        not mf.read_snapshots(tmp_path / "c")["contact_email"]
+        .dropna()
+        .equals(other["contact_email"].dropna())
+    )
+    pd.testing.assert_frame_equal(
+        a.drop(columns=list(mf.snapshots.PII_COLUMNS)),
+        loaded.drop(columns=list(mf.snapshots.PII_COLUMNS)),
+    )

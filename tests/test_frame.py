@@ -1,0 +1,145 @@
+"""Frame building from session dicts and page bytes: odd values, extras, errors that name fields."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import mihu_frames as mf
+from mihu_frames.frame import PageInfo, decode_pages, finish
+from mihu_frames.schema import to_pandas
+
+UUID = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+
+
+def _session(**overrides):
+    base = {
+        "uuid": UUID,
+        "started_at": "2026-03-01T10:00:00Z",
+        "ended_at": "2026-03-01T13:05:30.250+03:00",
+        "last_activity_at": "2026-03-01T10:05:00.000000Z",
+        "evaluated_at": None,
+        "summary": 'Ça va? "quoted"\nnew line',
+        "summary_generated_at": None,
+        "created_at": "2026-03-01T10:00:00Z",
+        "updated_at": "2026-03-01T10:06:00Z",
+        "conversation_uuid": UUID,
+        "agent_uuid": UUID,
+        "contact": {
+            "uuid": UUID,
+            "name": "Zoë",
+            "surname": "王",
+            "phone_number": None,
+            "email": "z@x",
+        },
+        "call_uuid": None,
+        "campaign_uuid": None,
+        "listing_uuid": None,
+        "task_uuids": [UUID, UUID],
+    }
+    base.update(overrides)
+    return base
+
+
+def _page(sessions, page=1, **envelope):
+    data = {"current_page": page, "total": len(sessions), "last_page": 1, "per_page": 100}
+    data.update(envelope)
+    data["data"] = sessions
+    return json.dumps({"success": True, "message": "ok", "data": data}).encode()
+
+
+def _decode(*bodies):
+    infos = [PageInfo(conversation=UUID, page=i + 1) for i in range(len(bodies))]
+    table, _ = decode_pages(list(bodies), infos)
+    return to_pandas(finish([table]))
+
+
+def test_offsets_fractions_and_derived_values():
+    df = mf.sessions_frame([_session()])
+    row = df.iloc[0]
+    assert row["ended_at"] == pd.Timestamp("2026-03-01T10:05:30.250Z")
+    assert row["duration"] == pd.Timedelta(minutes=5, seconds=30.25)
+    assert row["idle_before_end"] == pd.Timedelta(seconds=30.25)
+    assert row["contact_name"] == "Zoë" and row["task_count"] == 2
+    assert pd.isna(row["time_to_evaluation"]) and not row["is_open"]
+
+
+def test_page_bytes_and_dicts_give_the_same_frame():
+    sessions = [_session(uuid=f"{i:08d}-0d44-4b50-8888-8dd25736052a") for i in range(5)]
+    sessions[1]["contact"] = None
+    sessions[2]["task_uuids"] = []
+    sessions[3]["channel"] = "whatsapp"
+    sessions[4]["contact"]["locale"] = "tr"
+    from_bytes = _decode(_page(sessions))
+    from_dicts = mf.sessions_frame(sessions)
+    pd.testing.assert_frame_equal(from_bytes, from_dicts)
+    assert json.loads(from_bytes.loc[3, "extra"]) == {"channel": "whatsapp"}
+    assert json.loads(from_bytes.loc[4, "extra"]) == {"contact": {"locale": "tr"}}
+    assert from_bytes["extra"].isna().sum() == 3
+    assert from_bytes.loc[1, ["contact_uuid", "contact_name"]].isna().all()
+
+
+def test_naive_and_nanosecond_timestamps_are_read_as_utc():
+    df = mf.sessions_frame(
+        [_session(started_at="2026-03-01T10:00:00", ended_at="2026-03-01T10:00:01.123456789Z")]
+    )
+    assert df.loc[0, "started_at"] == pd.Timestamp("2026-03-01T10:00:00Z")
+    assert df.loc[0, "ended_at"] == pd.Timestamp("2026-03-01T10:00:01.123456Z")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"task_uuids": "not-a-list"}, "task_uuids"),
+        ({"contact": ["a", "list"]}, "contact"),
+        ({"started_at": "yesterday"}, "started_at"),
+        ({"summary": 42}, "summary"),
+        ({"uuid": None}, "uuid"),
+    ],
+)
+def test_wrong_values_name_the_field_and_conversation(change, field):
+    body = _page([_session(), _session(**change)])
+    with pytest.raises(mf.ResponseFormatError) as info:
+        _decode(body)
+    assert info.value.field == field and info.value.conversation == UUID and info.value.page == 1
+    with pytest.raises(mf.ResponseFormatError) as info:
+        mf.sessions_frame([_session(**change)])
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"<html>maintenance</html>", None),
+        (b'{"success": false, "message": "nope"}', "success"),
+        (b'{"success": true, "message": "ok"}', "data"),
+        (_page([], last_page=None), "data.last_page"),
+        (_page([], page=2), "data.current_page"),
+        (_page([{"uuid": "a"}, {"uuid": "b"}], per_page=1), "data.data"),
+        (_page([], last_page="3"), "data.last_page"),
+        (b"[1, 2]", None),
+    ],
+)
+def test_bodies_that_are_not_the_envelope(body, field):
+    with pytest.raises(mf.ResponseFormatError) as info:
+        _decode(body)
+    assert info.value.field == field and info.value.conversation == UUID
+
+
+def test_duplicates_across_pages_keep_the_latest_update():
+    old = _session(summary="old")
+    new = _session(summary="new", updated_at="2026-03-02T00:00:00Z")
+    df = _decode(_page([old]), _page([new], page=2))
+    assert len(df) == 1 and df.loc[0, "summary"] == "new"
+
+
+def test_sessions_frame_tags_and_fetched_at():
+    df = mf.sessions_frame([_session()], status="completed", type="voice", fetched_at="2026-03-02")
+    assert df.loc[0, "status"] == "completed" and df.loc[0, "type"] == "voice"
+    assert df.loc[0, "fetched_at"] == pd.Timestamp("2026-03-02T00:00:00Z")
+    with pytest.raises(ValueError, match="status must be one of"):
+        mf.sessions_frame([_session()], status="done")
+    with pytest.raises(mf.ResponseFormatError, match="expected an object"):
+        mf.sessions_frame([_session(), "not a dict"])
