@@ -292,6 +292,7 @@ def plot_hourly(
     frame = df_or_profile
     is_profile = frame.shape == (7, 24) and list(frame.index) == list(WEEKDAYS)
     profile = frame if is_profile else hourly_profile(frame, tz=tz)
+    tz = profile.attrs.get("tz", tz) if is_profile else tz
     ax = _axes(ax, (10, 4))
     image = ax.imshow(
         profile.to_numpy(dtype=np.float64),

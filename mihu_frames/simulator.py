@@ -77,8 +77,8 @@ FAULT_KINDS: frozenset[str] = frozenset(
 #: Generated data starts at this instant and spans ``_SPAN_DAYS`` days after it.
 BASE_INSTANT: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)
 _SPAN_DAYS = 300
-#: End of the generated span: no generated timestamp is later; open sessions started in the 8 hours
-#: before it. The simulated clock (``Simulator.now``) starts here.
+#: End of the generated span: no generated timestamp is later, and the open (``active``) sessions
+#: are exactly those still running at it. The simulated clock (``Simulator.now``) starts here.
 DATA_END: datetime = BASE_INSTANT + timedelta(days=_SPAN_DAYS)
 #: Values of ``Simulator(clock=...)``: the simulated clock (from ``DATA_END``) or the wall clock.
 CLOCKS: tuple[str, ...] = ("simulated", "wall")
@@ -107,6 +107,11 @@ _BASE_US = (BASE_INSTANT - _EPOCH_UTC) // timedelta(microseconds=1)
 _END_US = (DATA_END - _EPOCH_UTC) // timedelta(microseconds=1)  # a whole second
 _BASE_WEEKDAY = BASE_INSTANT.weekday()
 _TIMEOUT_US = 15 * _MIN  # a timed-out session ends this long after its last activity
+_COMPLETED_SHARE = 0.74 / 0.94  # of the ended sessions; the others timed out
+#: Open sessions at ``DATA_END``: Poisson with mean size / _SESSIONS_PER_OPEN (about one per 10
+#: sessions a day), at least one from _MIN_OPEN_SIZE sessions. See ``_open_at_end``.
+_SESSIONS_PER_OPEN = 3000
+_MIN_OPEN_SIZE = 200
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _ROUTE = re.compile(r"/api/v1/conversations/([^/]*)/sessions/?")
@@ -448,6 +453,7 @@ class _Conversation:
         gc.disable()  # many small acyclic objects: collections would only cost time
         try:
             sessions = [_generate_session(rng, self) for _ in range(self._size)]
+            _open_at_end(rng, sessions)
             sessions.sort(key=lambda s: (s.times["created_at"], s.times["started_at"]))
             for s in sessions:
                 s.seq = self.take_seq()
@@ -487,23 +493,85 @@ def _new_session(rng: Random, conv: _Conversation, status: str, kind: str) -> _S
 
 
 def _generate_session(rng: Random, conv: _Conversation) -> _Session:
-    """One historical session with consistent, production-like timestamps."""
+    """One historical session with consistent, production-like timestamps.
+
+    It starts anywhere in the span and gets a duration; if it would end after ``DATA_END`` it is
+    still running then, so it is served open (status ``active``).
+    """
+    r = rng.random
+    status = "completed" if r() < _COMPLETED_SHARE else "timed_out"
+    s = _new_session(rng, conv, status, "text" if r() < 0.65 else "voice")
+    zero = status == "completed" and r() < 0.02
+    day = int(r() * _SPAN_DAYS)
+    if (day + _BASE_WEEKDAY) % 7 >= 5 and r() < 0.5:
+        day = int(r() * _SPAN_DAYS)  # quieter weekends
+    hour = _HOUR_TABLE[int(r() * len(_HOUR_TABLE))]
+    started = _BASE_US + day * _DAY + hour * _HOUR + int(r() * _HOUR)
+    duration = 0 if zero else _lognormal_us(rng, _LOG_240, 1.3, 5 * 3600.0)
+    _set_times(rng, s, started, duration, zero=zero)
+    return s
+
+
+def _poisson(rng: Random, mean: float) -> int:
+    if mean > 30:  # normal approximation (and no underflow of exp(-mean))
+        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
+    limit, k, p = math.exp(-mean), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _open_at_end(rng: Random, sessions: list[_Session]) -> None:
+    """Give a conversation a realistic handful of sessions running at ``DATA_END``.
+
+    Sessions last minutes and the span ends at midnight UTC, so few start late enough to be still
+    running. The number wanted is drawn from a Poisson with a mean proportional to the arrival
+    rate (at least one from ``_MIN_OPEN_SIZE`` sessions); when fewer are open, the latest-starting
+    ended sessions are moved to start shortly before ``DATA_END`` and run across it: a duration
+    drawn length-biased (as a session seen running at a given instant is), the instant uniform
+    within it. Their other fields and their would-be ended status are kept.
+    """
+    size = len(sessions)
+    if size == 0:
+        return
+    want = _poisson(rng, size / _SESSIONS_PER_OPEN)
+    if size >= _MIN_OPEN_SIZE:
+        want = max(want, 1)
+    missing = want - sum(s.status == "active" for s in sessions)
+    if missing <= 0:
+        return
+    candidates = [
+        s
+        for s in sessions
+        if s.status != "active" and s.times["ended_at"] != s.times["started_at"]  # not zero-length
+    ]
+    candidates.sort(key=lambda s: s.times["started_at"] or 0, reverse=True)
+    for s in candidates[:missing]:
+        # length-biased lognormal(mu, sigma) is lognormal(mu + sigma^2, sigma)
+        duration = max(_SEC, _lognormal_us(rng, _LOG_240 + 1.3**2, 1.3, 5 * 3600.0))
+        started = _END_US - max(1, int(rng.random() * duration))
+        _set_times(rng, s, started, duration, zero=False, force_open=True)
+
+
+def _set_times(
+    rng: Random,
+    s: _Session,
+    started: int,
+    duration: int,
+    *,
+    zero: bool,
+    force_open: bool = False,
+) -> None:
+    """Set the timestamps (and summary) of ``s``, which starts at ``started`` (< ``_END_US``).
+
+    ``s.status`` is the way it ends (completed or timed_out); it becomes ``active`` when that end
+    is after ``DATA_END`` (or ``force_open``). Evaluations and summaries not done by ``DATA_END``
+    are left null.
+    """
     r = rng.random
     table = _FORMAT_TABLE
     n_formats = len(table)
-    u = r()
-    status = "active" if u < 0.06 else "completed" if u < 0.80 else "timed_out"
-    s = _new_session(rng, conv, status, "text" if r() < 0.65 else "voice")
-    zero = status == "completed" and r() < 0.02
-
-    if status == "active":
-        started = _END_US - int(r() * 8 * _HOUR)
-    else:
-        day = int(r() * (_SPAN_DAYS - 1))
-        if (day + _BASE_WEEKDAY) % 7 >= 5 and r() < 0.5:
-            day = int(r() * (_SPAN_DAYS - 1))  # quieter weekends
-        hour = _HOUR_TABLE[int(r() * len(_HOUR_TABLE))]
-        started = _BASE_US + day * _DAY + hour * _HOUR + int(r() * _HOUR)
     if zero:
         started -= started % _SEC  # every format can express it, so all three stay equal
 
@@ -517,29 +585,39 @@ def _generate_session(rng: Random, conv: _Conversation) -> _Session:
     start = _fit(started, 0, f_start[0])
     lag = 0 if r() < 0.5 else int(r() * 2 * _SEC)
     created = _fit(start - lag, 0, f_created[0])
+    completed = s.status == "completed"
+    idle = min(duration, int(r() * 90 * _SEC)) if completed and not zero else 0
+    last_raw = start + duration - idle  # the last activity
+    closes = start + duration + (0 if completed else _TIMEOUT_US)  # when it ends
     end = evaluated = generated = None
-    if status == "active":
-        last = _fit(start + int(r() * (_END_US - start)), start, f_last[0])
+    s.summary = None
+    if force_open or closes > _END_US:  # still running at the end of the span
+        s.status = "active"
+        if last_raw > _END_US:  # activity goes on: the latest was in the last 90 s
+            last_raw = _END_US - int(r() * min(_END_US - start, 90 * _SEC))
+        last = _fit(last_raw, start, f_last[0])
         latest = last
     else:
-        duration = 0 if zero else _lognormal_us(rng, _LOG_240, 1.3, 5 * 3600.0)
-        if status == "completed":
-            idle = 0 if zero else min(duration, int(r() * 90 * _SEC))
-            last = _fit(start + duration - idle, start, f_last[0])
+        last = _fit(last_raw, start, f_last[0])
+        if completed:
             end = _fit(start + duration, last, f_end[0])
         else:
-            last = _fit(start + duration, start, f_last[0])
             end = _fit(last + _TIMEOUT_US, last, f_end[0])
         latest = end
-        if r() < (0.88 if status == "completed" else 0.35):
+        evaluate = r() < (0.88 if completed else 0.35)
+        if evaluate:
             delay = _lognormal_us(rng, _LOG_45, 1.0, 2 * 3600.0)
-            evaluated = _fit(end + delay, end, f_eval[0])
-            latest = max(latest, evaluated)
-        if r() < (0.92 if evaluated is not None else 0.15):
+            when = _fit(end + delay, end, f_eval[0])
+            if when <= _END_US:  # else still pending at the end of the span
+                evaluated = when
+                latest = max(latest, evaluated)
+        if r() < (0.92 if evaluate else 0.15):
             delay = _lognormal_us(rng, _LOG_30, 1.0, 2 * 3600.0)
-            generated = _fit(end + delay, end, f_summary[0])
-            latest = max(latest, generated)
-            s.summary = _make_summary(rng, s.contact[0] if s.contact else "The customer")
+            when = _fit(end + delay, end, f_summary[0])
+            if when <= _END_US:
+                generated = when
+                latest = max(latest, generated)
+                s.summary = _make_summary(rng, s.contact[0] if s.contact else "The customer")
     bump = 0 if r() < 0.3 else int(r() * 5 * _SEC)
     # never past the end of the span (open sessions reach it); _END_US fits every precision
     updated = _fit(min(latest + bump, _END_US), latest, f_updated[0])
@@ -561,7 +639,6 @@ def _generate_session(rng: Random, conv: _Conversation) -> _Session:
         "created_at": f'"{_iso(created, f_created)}"',
         "updated_at": f'"{_iso(updated, f_updated)}"',
     }
-    return s
 
 
 # --- HTTP plumbing -----------------------------------------------------------------------------

@@ -654,11 +654,13 @@ def hourly_profile(df: pd.DataFrame, tz: str | object = "UTC") -> pd.DataFrame:
         local.hour, dtype=np.int64
     )
     counts = np.bincount(cells, minlength=7 * 24).astype(np.int64).reshape(7, 24)
-    return pd.DataFrame(
+    profile = pd.DataFrame(
         counts,
         index=pd.Index(list(WEEKDAYS), name="weekday"),
         columns=pd.RangeIndex(24, name="hour"),
     )
+    profile.attrs["tz"] = str(tz)  # so a plot of the profile can name its time zone
+    return profile
 
 
 def explode_tasks(df: pd.DataFrame) -> pd.DataFrame:

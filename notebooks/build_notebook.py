@@ -41,9 +41,11 @@ import mihu_frames as mf
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 12)
 
-live = (os.environ.get("MIHU_BASE_URL") or os.environ.get("MIHU_SUBDOMAIN")) and os.environ.get(
-    "MIHU_API_TOKEN"
-) and os.environ.get("MIHU_CONVERSATIONS")
+live = (
+    (os.environ.get("MIHU_BASE_URL") or os.environ.get("MIHU_SUBDOMAIN"))
+    and os.environ.get("MIHU_API_TOKEN")
+    and os.environ.get("MIHU_CONVERSATIONS")
+)
 if live:
     client = mf.MihuClient()  # address and token from the environment
     conversations = os.environ["MIHU_CONVERSATIONS"].split(",")

@@ -189,3 +189,9 @@ def test_missing_matplotlib_explains_install(narrow, monkeypatch):
     for plot in (plot_durations, plot_activity, plot_hourly):
         with pytest.raises(ImportError, match=r"pip install mihu_frames\[plot\]"):
             plot(narrow)
+
+
+def test_plot_hourly_of_a_profile_names_its_time_zone(wide):
+    profile = hourly_profile(wide, tz="Asia/Kolkata")
+    ax = plot_hourly(profile)
+    assert "Asia/Kolkata" in ax.get_title() and "Asia/Kolkata" in ax.get_xlabel()

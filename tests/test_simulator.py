@@ -231,7 +231,8 @@ def test_filters_match_internal_tags(sim: Simulator, status: str | None, kind: s
         for u, (s, t) in sim.tags().items()
         if u in mine and status in (None, s) and kind in (None, t)
     }
-    assert expected  # every combination occurs in 250 sessions
+    # every combination occurs in 250 sessions, but only a handful (here one) is open
+    assert expected or (status == "active" and kind is not None)
     params = {k: v for k, v in (("status", status), ("type", kind)) if v is not None}
     rows = fetch_all(sim, conversation, **params)
     assert {r["uuid"] for r in rows} == expected
@@ -803,16 +804,84 @@ def test_drift_pages_are_consistent_with_their_date(fresh: Simulator) -> None:
         assert page > 1 or instant(rows[0]["updated_at"]) > DATA_END
 
 
-def test_open_sessions_are_recent(big: Simulator) -> None:
+def test_open_sessions_are_the_ones_running_at_data_end(big: Simulator) -> None:
     tags = big.tags()
-    open_rows = [r for r in big.ground_truth() if r["ended_at"] is None]
+    rows = big.ground_truth()
+    open_rows = [r for r in rows if r["ended_at"] is None]
     assert open_rows
     assert all(tags[r["uuid"]][0] == "active" for r in open_rows)
+    assert len(open_rows) <= 10  # a handful, not a spike at the end of 3,550 sessions
     for row in open_rows:
+        assert row["evaluated_at"] is None and row["summary"] is None
+        assert row["summary_generated_at"] is None
         started = instant(row["started_at"])
-        assert DATA_END - timedelta(days=1) < started < DATA_END
+        assert DATA_END - timedelta(hours=6) < started < DATA_END  # sessions last <= 5 h
         assert started <= instant(row["last_activity_at"]) <= DATA_END
-    assert latest_instant(big.ground_truth()) <= DATA_END
+        assert instant(row["updated_at"]) <= DATA_END
+    assert latest_instant(rows) <= DATA_END
+    # ended sessions start all over the span, up to its last hours, and end by DATA_END
+    ended = [r for r in rows if r["ended_at"] is not None]
+    starts = [instant(r["started_at"]) for r in ended]
+    assert min(starts) < DATA_END - timedelta(days=295)
+    assert max(starts) > DATA_END - timedelta(days=1)
+    assert all(instant(r["ended_at"]) <= DATA_END for r in ended)
+
+
+def concurrency_at(rows: list[dict[str, Any]], at: datetime) -> int:
+    """Sessions started by ``at`` and not ended by then (open ones run on)."""
+    return concurrency(intervals(rows), at)
+
+
+def intervals(rows: list[dict[str, Any]]) -> list[tuple[datetime, datetime | None]]:
+    return [
+        (instant(r["started_at"]), None if r["ended_at"] is None else instant(r["ended_at"]))
+        for r in rows
+    ]
+
+
+def concurrency(spans: list[tuple[datetime, datetime | None]], at: datetime) -> int:
+    return sum(start <= at and (end is None or end > at) for start, end in spans)
+
+
+def test_open_sessions_scale_with_the_arrival_rate() -> None:
+    sizes = (0, 50, 150, 200, 250, 1000, 1000, 1000, 1000, 2500, 3000, 10_000)
+    sim = Simulator(seed=21, sizes=sizes)
+    tags = sim.tags()
+    counts = []
+    for conversation in sim.conversation_uuids:
+        rows = sim.ground_truth(conversation)
+        open_rows = [r for r in rows if r["ended_at"] is None]
+        assert all(tags[r["uuid"]][0] == "active" for r in open_rows)
+        assert len(open_rows) == concurrency_at(rows, DATA_END)  # open == running at the end
+        for row in rows:
+            check_invariants(row)
+        counts.append(len(open_rows))
+    by_size = dict(zip(sizes, counts, strict=False))
+    assert by_size[0] == 0 and by_size[50] <= 1
+    assert all(1 <= n <= 3 for size, n in zip(sizes, counts, strict=True) if 200 <= size <= 1000)
+    assert 1 <= by_size[2500] <= 5 and 1 <= by_size[3000] <= 5
+    assert 1 <= by_size[10_000] <= 12
+
+
+@pytest.mark.parametrize(("seed", "sizes"), [(7, (0, 1, 99, 100, 101, 250, 2500)), (0, None)])
+def test_big_conversations_always_have_an_open_session(
+    seed: int, sizes: tuple[int, ...] | None
+) -> None:
+    """The other test modules (conftest: seed 7; the default sizes) rely on this."""
+    sim = Simulator(seed=seed, sizes=sizes)
+    tags = sim.tags()
+    for size, conversation in zip(sim.sizes, sim.conversation_uuids, strict=True):
+        statuses = {tags[r["uuid"]][0] for r in sim.ground_truth(conversation)}
+        if size >= 200:
+            assert statuses == {"active", "completed", "timed_out"}, size
+
+
+def test_open_sessions_do_not_spike_concurrency(big: Simulator) -> None:
+    spans = intervals(big.ground_truth(big.conversation_uuids[-1]))  # 3,000 sessions
+    spans = [s for s in spans if s[0] > DATA_END - timedelta(days=31)]  # the last month
+    earlier = [DATA_END - timedelta(minutes=15 * k) for k in range(1, 4 * 24 * 30)]
+    peak_before = max(concurrency(spans, at) for at in earlier)
+    assert 1 <= concurrency(spans, DATA_END) <= max(peak_before, 3)
 
 
 def test_wall_clock_option() -> None:
