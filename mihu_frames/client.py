@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -195,7 +195,8 @@ class MihuClient:
             self._writer = _cached_session(self.cache_path, self._expire_after, read_only=False)
             self.frame_cache = FrameCache(self.cache_path)
         if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+            for session in {self._session, self._network}:
+                session.headers["Authorization"] = f"Bearer {token}"
         self._secret = token or None
 
     # ------------------------------------------------------------------ set-up
@@ -205,6 +206,17 @@ class MihuClient:
             session = requests.Session()
         else:
             session = _cached_session(self.cache_path, self._expire_after)
+        self._adapter = self._make_adapter(backoff_factor)
+        _configure(session, self._adapter, self.base_url)
+        # Pages the cache does not hold skip requests-cache's per-request lookup (see
+        # cached_keys); they go through this plain session on the same connection pool.
+        self._network = session
+        if self.cache_path is not None:
+            self._network = requests.Session()
+            _configure(self._network, self._adapter, self.base_url)
+        return session
+
+    def _make_adapter(self, backoff_factor: float) -> HTTPAdapter:
         retry = Retry(
             total=self.retries,
             connect=self.retries,
@@ -218,15 +230,9 @@ class MihuClient:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        adapter = HTTPAdapter(
+        return HTTPAdapter(
             max_retries=retry, pool_connections=4, pool_maxsize=max(self.max_workers, 10)
         )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _settle_environment(session, self.base_url)
-        session.headers["Accept"] = "application/json"
-        session.headers["User-Agent"] = f"mihu_frames/{__version__}"
-        return session
 
     def __repr__(self) -> str:
         cache = str(self.cache_path) if self.cache_path else None
@@ -236,6 +242,7 @@ class MihuClient:
     def close(self) -> None:
         """Close the HTTP session and the cache file."""
         self._session.close()
+        self._network.close()
         if self._writer is not None:
             self._writer.close()
 
@@ -261,19 +268,28 @@ class MihuClient:
         *,
         refresh: bool = False,
         offline: bool = False,
+        cached: Collection[str] | None = None,
     ) -> PageResponse:
         """Fetch one page, through the cache and retries, and map failures to typed errors.
 
-        The body is returned unparsed; :mod:`mihu_frames.frame` decodes it.
+        The body is returned unparsed; :mod:`mihu_frames.frame` decodes it. ``cached`` is the
+        set of cache keys known to be held (:meth:`cached_keys`): a page outside it, or any
+        page with ``refresh=True``, goes straight to the network.
         """
         page = int(params.get("page", 1))
         url = self.page_url(conversation)
         kwargs: dict[str, Any] = {"params": dict(params), "timeout": self.timeout}
+        session = self._session
         if self.cache_path is not None:
-            kwargs["force_refresh"] = refresh
-            kwargs["only_if_cached"] = offline
+            prepared = requests.Request("GET", url, params=kwargs["params"]).prepare()
+            if not offline and (
+                refresh or (cached is not None and page_key(prepared) not in cached)
+            ):
+                session = self._network
+            else:
+                kwargs["only_if_cached"] = offline
         try:
-            response = self._session.get(url, **kwargs)
+            response = session.get(url, **kwargs)
         except requests.RequestException as exc:
             raise ServerError(
                 f"no response after {self.retries} retries ({_describe(exc)})",
@@ -307,6 +323,12 @@ class MihuClient:
                 response=response,
             )
         return page_response
+
+    def cached_keys(self) -> frozenset[str]:
+        """The keys of every page the cache holds (fresh or not), read in one query."""
+        if self.cache_path is None:
+            return frozenset()
+        return frozenset(self._session.cache.responses.keys())  # type: ignore[attr-defined]
 
     def store(self, pages: Iterable[PageResponse]) -> None:
         """Save fetched pages to the cache, once they have been decoded and found valid.
@@ -444,6 +466,14 @@ class MihuClient:
         if progress is not None and not isinstance(progress, bool):
             raise ValueError(f"progress must be True, False or None, got {progress!r}")
         return fetch_frame(self, plan, progress=progress, refresh=refresh, offline=offline)
+
+
+def _configure(session: requests.Session, adapter: HTTPAdapter, base_url: str) -> None:
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    _settle_environment(session, base_url)
+    session.headers["Accept"] = "application/json"
+    session.headers["User-Agent"] = f"mihu_frames/{__version__}"
 
 
 def _settle_environment(session: requests.Session, base_url: str) -> None:

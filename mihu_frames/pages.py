@@ -202,6 +202,8 @@ class _Run:
         self.batch: list[_Fetched] = []
         self.batch_limit = batch_size(plan.per_page)
         self.bar = _progress_bar(progress, len(plan.queries))
+        # One query for what the cache holds; pages it lacks skip the per-request lookup.
+        self.cached = None if refresh or offline else client.cached_keys()
 
     def run(self) -> None:
         self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu")
@@ -243,6 +245,7 @@ class _Run:
             query.params(page, self.plan),
             refresh=self.refresh,
             offline=self.offline,
+            cached=self.cached,
         )
         info = PageInfo(
             conversation=query.conversation,
