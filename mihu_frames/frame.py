@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -628,5 +627,10 @@ def sessions_frame(
 
 
 def batch_size(per_page: int) -> int:
-    """How many pages to decode at once: about 2,000 sessions, so the reader's threads pay off."""
-    return max(4, math.ceil(2000 / max(per_page, 1)) * max(1, (os.cpu_count() or 1) // 2))
+    """How many pages to decode at once: about 5,000 sessions.
+
+    pyarrow's JSON reader has a fixed cost per call and parses blocks of a call in parallel;
+    below ~2,000 sessions a call costs more than ``json.loads`` of the same bytes, at ~5,000
+    it costs about two thirds of it (measured with 100-session pages).
+    """
+    return max(4, math.ceil(5000 / max(per_page, 1)))

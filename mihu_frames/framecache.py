@@ -22,7 +22,8 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,27 @@ class FrameCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._writing: threading.Thread | None = None
         with self._connect() as db:
             db.execute(
                 f"create table if not exists {_TABLE} (key text primary key, expires real, "
                 "conversations text not null, meta text not null, body blob not null)"
             )
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("pragma journal_mode=wal")
-        return db
+        try:
+            db.execute("pragma journal_mode=wal")
+            yield db
+        finally:
+            db.close()
+
+    def wait(self) -> None:
+        """Wait until a store started by :meth:`put` has been written."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.join()
 
     @staticmethod
     def key(base_url: str, plan: Any) -> str:
@@ -69,6 +81,7 @@ class FrameCache:
 
     def get(self, key: str, *, offline: bool = False) -> tuple[pa.Table, dict[str, Any]] | None:
         """The stored table and its record, or None when absent or (unless offline) expired."""
+        self.wait()
         with self._lock, self._connect() as db:
             row = db.execute(
                 f"select expires, meta, body from {_TABLE} where key = ?", (key,)
@@ -92,28 +105,55 @@ class FrameCache:
         fresh: Iterable[str],
         meta: dict[str, Any],
     ) -> None:
-        """Store a complete load; drop stored loads sharing a freshly fetched conversation."""
-        sink = pa.BufferOutputStream()
-        # One record batch: a load arrives as hundreds of page slices, which would each become
-        # a separately compressed batch and make both writing and reading slow.
-        table = table.combine_chunks()
-        with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
-            writer.write_table(table)
-        body = memoryview(sink.getvalue())
-        stamp = expires.timestamp() if expires is not None else None
-        with self._lock, self._connect() as db:
-            for conversation in set(fresh):
+        """Store a complete load; drop stored loads sharing a freshly fetched conversation.
+
+        The write runs on a background thread (the caller already has its frame); the next
+        :meth:`get`, :meth:`put` or :meth:`clear` waits for it, and so does interpreter exit.
+        """
+        self.wait()
+        self._writing = threading.Thread(
+            target=self._write,
+            args=(key, table, expires, list(conversations), list(fresh), meta),
+            name="mihu-frame-cache",
+        )
+        self._writing.start()
+
+    def _write(
+        self,
+        key: str,
+        table: pa.Table,
+        expires: datetime | None,
+        conversations: list[str],
+        fresh: list[str],
+        meta: dict[str, Any],
+    ) -> None:
+        try:
+            sink = pa.BufferOutputStream()
+            # One record batch: a load arrives as hundreds of page slices, which would each
+            # become a separately compressed batch and make writing and reading slow.
+            table = table.combine_chunks()
+            with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
+                writer.write_table(table)
+            body = memoryview(sink.getvalue())
+            stamp = expires.timestamp() if expires is not None else None
+            with self._lock, self._connect() as db:
+                db.execute("begin immediate")
+                for conversation in set(fresh):
+                    db.execute(
+                        f"delete from {_TABLE} where instr(conversations, ?) > 0", (conversation,)
+                    )
+                db.execute(f"delete from {_TABLE} where expires <= ?", (_now(),))
                 db.execute(
-                    f"delete from {_TABLE} where instr(conversations, ?) > 0", (conversation,)
+                    f"insert or replace into {_TABLE} values (?, ?, ?, ?, ?)",
+                    (key, stamp, ",".join(conversations), json.dumps(meta), body),
                 )
-            db.execute(f"delete from {_TABLE} where expires <= ?", (_now(),))
-            db.execute(
-                f"insert or replace into {_TABLE} values (?, ?, ?, ?, ?)",
-                (key, stamp, ",".join(conversations), json.dumps(meta), body),
-            )
+                db.execute("commit")
+        except (OSError, sqlite3.Error, pa.ArrowException) as exc:  # only a cache: never fatal
+            logger.warning("could not store the load result in %s: %s", self.path, exc)
 
     def clear(self) -> None:
         """Drop every stored load."""
+        self.wait()
         with self._lock, self._connect() as db:
             db.execute(f"delete from {_TABLE}")
 

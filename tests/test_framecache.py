@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 
 import pandas as pd
 
 from mihu_frames.framecache import FrameCache
 
 
-def _stored_loads(path) -> int:
-    with sqlite3.connect(path) as db:
+def _stored_loads(client) -> int:
+    client.frame_cache.wait()  # the result is written on a background thread
+    with closing(sqlite3.connect(client.cache_path)) as db:
         return db.execute("select count(*) from mihu_frames_loads").fetchone()[0]
 
 
-def test_identical_reload_is_one_read_and_equal(fresh_sim, make_client, cache_path):
+def test_identical_reload_is_one_read_and_equal(fresh_sim, make_client):
     client = make_client(fresh_sim)
     first = client.sessions(fresh_sim.conversation_uuids[1:])
-    assert _stored_loads(cache_path) == 1
+    assert _stored_loads(client) == 1
     fresh_sim.reset_requests()
     second = client.sessions(fresh_sim.conversation_uuids[1:])
     assert fresh_sim.request_count == 0
@@ -58,18 +60,18 @@ def test_refresh_of_one_conversation_invalidates_loads_that_include_it(fresh_sim
     assert fresh_sim.request_count == 0  # every page came from the (refreshed) page cache
 
 
-def test_failed_loads_are_not_stored(fresh_sim, make_client, cache_path):
+def test_failed_loads_are_not_stored(fresh_sim, make_client):
     client = make_client(fresh_sim, retries=0)
     fresh_sim.fail_next("500", conversation=fresh_sim.conversation_uuids[2])
     client.sessions(fresh_sim.conversation_uuids[1:3], on_error="skip")
-    assert _stored_loads(cache_path) == 0
+    assert _stored_loads(client) == 0
 
 
-def test_clear_cache_empties_pages_and_loads(fresh_sim, make_client, cache_path):
+def test_clear_cache_empties_pages_and_loads(fresh_sim, make_client):
     client = make_client(fresh_sim)
     client.sessions(fresh_sim.conversation_uuids[2])
     client.clear_cache()
-    assert _stored_loads(cache_path) == 0
+    assert _stored_loads(client) == 0
     fresh_sim.reset_requests()
     client.sessions(fresh_sim.conversation_uuids[2])
     assert fresh_sim.request_count == 2
