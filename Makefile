@@ -24,6 +24,7 @@ test-fast: $(STAMP)  ## without the slow soak tests
 bench: $(STAMP)  ## timed comparisons, printed as ratios
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_sync.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

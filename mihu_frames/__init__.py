@@ -6,6 +6,7 @@
 
 from mihu_frames._version import __version__
 from mihu_frames.client import MihuClient
+from mihu_frames.compaction import compact_snapshots
 from mihu_frames.errors import (
     AuthenticationError,
     CacheMissError,
@@ -22,6 +23,7 @@ from mihu_frames.plots import plot_activity, plot_durations, plot_hourly
 from mihu_frames.schema import SESSIONS_SCHEMA, empty_frame
 from mihu_frames.snapshots import read_snapshots, snapshot_metadata, write_snapshot
 from mihu_frames.stats import activity, explode_tasks, hourly_profile, session_stats
+from mihu_frames.sync import sync_snapshots, sync_summary
 
 __all__ = [
     "SESSIONS_SCHEMA",
@@ -36,6 +38,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "activity",
+    "compact_snapshots",
     "empty_frame",
     "explode_tasks",
     "hourly_profile",
@@ -47,5 +50,7 @@ __all__ = [
     "session_stats",
     "sessions_frame",
     "snapshot_metadata",
+    "sync_snapshots",
+    "sync_summary",
     "write_snapshot",
 ]

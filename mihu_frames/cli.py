@@ -119,6 +119,43 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--latency", type=float, default=0.005, help="simulated seconds per request")
 
+    sync = commands.add_parser(
+        "sync",
+        help="fetch only what changed since the snapshots under ROOT, write it as a snapshot",
+        description="For each conversation, fetch the sessions changed since the newest one "
+        "held under ROOT (newest change first, stopping at what is held; conversations never "
+        "seen get a full load), write the changed and new rows as one snapshot and print a "
+        "summary. --full re-reads everything and reports deleted sessions.",
+    )
+    sync.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
+    sync.add_argument("--root", default="data/snapshots", help="snapshot root")
+    sync.add_argument("--full", action="store_true", help="re-read everything (sees deletions)")
+    sync.add_argument(
+        "--overlap",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="re-read this far before the newest update held (default 300)",
+    )
+    sync.add_argument(
+        "--status", nargs="+", choices=[*STATUS_VALUES, "all"], help="filter; several = each"
+    )
+    sync.add_argument("--type", nargs="+", choices=[*TYPE_VALUES, "all"], help="filter")
+    sync.add_argument("--per-page", type=int, default=100)
+    sync.add_argument("--on-error", default="raise", choices=["raise", "warn", "skip"])
+    sync.add_argument("--pii", choices=["hash"], help="hash contact columns (MIHU_PII_KEY)")
+    sync.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    _add_client_options(sync)
+
+    compact = commands.add_parser(
+        "compact",
+        help="rewrite ROOT's snapshots as one latest-state file per partition",
+        description="Replace the snapshot files of each fetched_date= partition under ROOT by "
+        "one file holding the latest state of every session in them, atomically: readers get "
+        "the same latest state before, during and after.",
+    )
+    compact.add_argument("root", metavar="ROOT", help="snapshot root")
+
     stats = commands.add_parser(
         "stats",
         help="duration and activity tables from the latest snapshot state",
@@ -156,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "stats":
             return _stats(args)
+        if args.command == "sync":
+            return _sync(args)
+        if args.command == "compact":
+            return _compact(args)
     except MihuError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -182,6 +223,47 @@ def _fetch(args: argparse.Namespace) -> int:
     for error in df.attrs["mihu_frames"]["errors"]:
         print(f"  failed: {error['message']}", file=sys.stderr)
     print(f"snapshot: {path}")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from mihu_frames.sync import sync_snapshots, sync_summary
+
+    options = _client_options(args)
+    if options.pop("offline"):
+        raise ValueError("a sync reads the API: --offline does not apply")
+    options.pop("refresh")  # a sync always reads its pages fresh
+    df = sync_snapshots(
+        args.root,
+        args.conversations,
+        full=args.full,
+        overlap=args.overlap,
+        status=_filter_arg(args.status),
+        type=_filter_arg(args.type),
+        per_page=args.per_page,
+        on_error=args.on_error,
+        pii=args.pii,
+        progress=args.progress,
+        **options,
+    )
+    print(sync_summary(df))
+    for error in df.attrs["mihu_frames"]["errors"]:
+        print(f"  failed: {error['message']}", file=sys.stderr)
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from mihu_frames.compaction import compact_snapshots
+    from mihu_frames.snapshots import snapshot_files
+
+    if not Path(args.root).exists():
+        raise ValueError(f"no snapshot root at {args.root}")
+    before = len(snapshot_files(args.root))
+    written = compact_snapshots(args.root)
+    after = len(snapshot_files(args.root))
+    print(f"compacted {before:,} snapshot files into {after:,} ({len(written)} rewritten)")
+    for path in written:
+        print(f"  {path}")
     return 0
 
 

@@ -553,15 +553,22 @@ def finish(tables: Sequence[pa.Table]) -> pa.Table:
     return deduplicate(table)
 
 
-def deduplicate(table: pa.Table) -> pa.Table:
-    """Keep one row per ``uuid``: the most recently updated, then the most recently fetched."""
+def deduplicate(table: pa.Table, tiebreak: str | None = None) -> pa.Table:
+    """Keep one row per ``uuid``: the most recently updated, then the most recently fetched.
+
+    ``tiebreak`` names one more column whose largest value wins a remaining tie (snapshots
+    use their sortable ``snapshot_id``, so the later of two same-second syncs wins).
+    """
     if table.num_rows == 0:
         return table
     uuids = table.column("uuid").combine_chunks()
     if pc.count_distinct(uuids).as_py() == table.num_rows:
         return table
+    keys = [("updated_at", "descending"), ("fetched_at", "descending")]
+    if tiebreak is not None:
+        keys.append((tiebreak, "descending"))
     # Nulls sort last by default: a row without updated_at loses to one with it.
-    order = pc.sort_indices(table, [("updated_at", "descending"), ("fetched_at", "descending")])
+    order = pc.sort_indices(table, keys)
     codes = uuids.take(order).dictionary_encode().indices.to_numpy()
     _, first = np.unique(codes, return_index=True)
     keep = np.sort(order.to_numpy()[first])

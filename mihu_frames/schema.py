@@ -158,16 +158,22 @@ def _types_mapper(arrow_type: pa.DataType) -> object | None:
     return None
 
 
-def to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Convert an Arrow table in ``SESSIONS_SCHEMA`` to the sessions frame with exact dtypes."""
-    table = table.select(list(COLUMNS)).cast(SESSIONS_SCHEMA)
-    tags = {name: table.column(name) for name in CATEGORIES}
-    table = table.drop_columns(list(CATEGORIES))
+def to_pandas(table: pa.Table, columns: list[str] | None = None) -> pd.DataFrame:
+    """Convert an Arrow table in ``SESSIONS_SCHEMA`` to the sessions frame with exact dtypes.
+
+    ``columns`` converts only those frame columns (in that order), with the same dtypes.
+    """
+    names = list(COLUMNS) if columns is None else list(columns)
+    schema = pa.schema([SESSIONS_SCHEMA.field(name) for name in names])
+    table = table.select(names).cast(schema)
+    tags = {name: table.column(name) for name in names if name in CATEGORIES}
+    table = table.drop_columns(list(tags))
     df = table.to_pandas(types_mapper=_types_mapper, coerce_temporal_nanoseconds=False)
-    for column, categories in CATEGORIES.items():
-        codes = pc.fill_null(pc.index_in(tags[column], value_set=pa.array(categories)), -1)
-        values = pd.Categorical.from_codes(codes.to_numpy(), categories=list(categories))
-        df.insert(COLUMNS.index(column), column, values)
+    for column, values in tags.items():  # in frame order, so each insert lands in place
+        categories = CATEGORIES[column]
+        codes = pc.fill_null(pc.index_in(values, value_set=pa.array(categories)), -1)
+        tagged = pd.Categorical.from_codes(codes.to_numpy(), categories=list(categories))
+        df.insert(names.index(column), column, tagged)
     return df
 
 

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from mihu_frames._version import __version__
 from mihu_frames.frame import deduplicate
-from mihu_frames.schema import SCHEMA_VERSION, SESSIONS_SCHEMA, from_pandas, to_pandas
+from mihu_frames.schema import COLUMNS, SCHEMA_VERSION, SESSIONS_SCHEMA, from_pandas, to_pandas
 
 DATASET = "sessions"
 SNAPSHOT_ID = "snapshot_id"
@@ -213,7 +213,6 @@ def read_snapshots(
     base = Path(root)
     if not base.exists():
         raise FileNotFoundError(f"no snapshot root at {base}")
-    files = snapshot_files(base)
     wanted = list(columns) if columns is not None else None
     if wanted is not None:
         unknown = [c for c in wanted if c not in _FILE_SCHEMA.names]
@@ -226,25 +225,41 @@ def read_snapshots(
     if since is not None:
         bound = pd.Timestamp(since)
         bound = bound.tz_localize("UTC") if bound.tzinfo is None else bound.tz_convert("UTC")
-        recent = pc.field("updated_at") >= pa.scalar(
-            bound.to_pydatetime(), pa.timestamp("us", "UTC")
-        )
+        instant = pa.scalar(bound.to_pydatetime(), pa.timestamp("us", "UTC"))
+        recent = pc.field("updated_at") >= instant
         scan_filter = recent if scan_filter is None else scan_filter & recent
-    if files:
-        dataset = ds.dataset([str(f) for f in files], schema=_FILE_SCHEMA, format="parquet")
-        table = dataset.to_table(filter=scan_filter)
-    else:
-        table = _FILE_SCHEMA.empty_table()
-    if latest:
-        table = deduplicate(table.drop_columns([SNAPSHOT_ID]))
-        df = to_pandas(table)
-    else:
-        ids = table.column(SNAPSHOT_ID).to_pandas(types_mapper=_STRING.get)
-        df = to_pandas(table.drop_columns([SNAPSHOT_ID]))
-        df[SNAPSHOT_ID] = ids
+    read = None
     if wanted is not None:
-        df = df[[c for c in df.columns if c in wanted]]
+        keys = ["uuid", "updated_at", "fetched_at", SNAPSHOT_ID] if latest else []
+        read = [c for c in _FILE_SCHEMA.names if c in wanted or c in keys]
+    table = _scan(base, read, scan_filter)
+    if latest:
+        table = deduplicate(table, tiebreak=SNAPSHOT_ID).drop_columns([SNAPSHOT_ID])
+    names = [c for c in COLUMNS if wanted is None or c in wanted]
+    df = to_pandas(table, columns=names)
+    if not latest and (wanted is None or SNAPSHOT_ID in wanted):
+        df[SNAPSHOT_ID] = table.column(SNAPSHOT_ID).to_pandas(types_mapper=_STRING.get)
     return df
+
+
+def _scan(base: Path, columns: list[str] | None, scan_filter: Any) -> pa.Table:
+    """Read every complete snapshot file; list again if one vanishes (a compaction ran)."""
+    for attempt in range(3):
+        files = snapshot_files(base)
+        if not files:
+            schema = (
+                _FILE_SCHEMA
+                if columns is None
+                else pa.schema([_FILE_SCHEMA.field(c) for c in columns])
+            )
+            return schema.empty_table()
+        try:
+            dataset = ds.dataset([str(f) for f in files], schema=_FILE_SCHEMA, format="parquet")
+            return dataset.to_table(columns=columns, filter=scan_filter)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def snapshot_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -117,3 +117,30 @@ def test_stats_prints_tables_and_writes_figures(sim, make_client, tmp_path):
     image = matplotlib.image.imread(png)
     assert image.shape[0] > 500 and image.shape[1] > 500
     assert pd.Series(image.reshape(-1)).nunique() > 10  # something was drawn
+
+
+def test_sync_twice_then_compact(fresh_sim, tmp_path):
+    env = {"MIHU_API_TOKEN": fresh_sim.token, "MIHU_BASE_URL": fresh_sim.base_url}
+    conversations = fresh_sim.conversation_uuids[1:]
+    root = str(tmp_path / "snaps")
+    first = _run("sync", *conversations, "--root", root, "--no-cache", env=env)
+    assert first.returncode == 0, first.stderr
+    fresh_sim.touch_sessions(conversations[2], 3)
+    second = _run("sync", *conversations, "--root", root, "--no-cache", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "3 rows changed" in second.stdout, second.stdout
+    latest = mf.read_snapshots(root)
+    truth = {s["uuid"]: s["updated_at"] for c in conversations for s in fresh_sim.ground_truth(c)}
+    assert dict(zip(latest["uuid"], latest["updated_at"], strict=True)) == {
+        u: pd.Timestamp(t).tz_convert("UTC") for u, t in truth.items()
+    }
+    compact = _run("compact", root)
+    assert compact.returncode == 0 and "compacted 2 snapshot files into 1" in compact.stdout
+    pd.testing.assert_frame_equal(
+        mf.read_snapshots(root).sort_values("uuid", ignore_index=True),
+        latest.sort_values("uuid", ignore_index=True),
+    )
+    for bad in (["--offline"], ["--overlap", "-3"]):
+        result = _run("sync", conversations[0], "--root", root, *bad, env=env)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert _run("compact", str(tmp_path / "missing")).returncode == 2

@@ -1,0 +1,319 @@
+"""Benchmark a daily incremental sync against a full reload, in requests and seconds.
+
+Run ``python benchmarks/bench_sync.py`` (about a minute), ``--quick`` for a small smoke run,
+``--repeat N`` for best-of-N (default 3) and ``--json PATH`` to also write the results. Both sides
+run in the same process, one after the other in each repetition, against the same simulator, so
+the ratios hold on a busy machine even when the absolute seconds do not.
+
+The simulator serves 200 conversations x 500 sessions (1,000 pages of 100) with 5 ms of latency
+per request, from its own process (started with ``multiprocessing``, with a small command pipe
+so the benchmark can change its data), so the client never shares the server's GIL. Steps:
+
+1. **first sync**: ``sync_snapshots`` into an empty root: a full load of every conversation
+   and one snapshot. Reported for scale; not compared.
+2. **daily sync**: 1% of every conversation's sessions are touched (``touch_sessions``: new
+   ``updated_at``, some end), then ``sync_snapshots(root, conversations)`` is timed: it reads
+   the held state, fetches each conversation newest change first down to the last sync,
+   writes the changed rows as a snapshot and reads back the latest state of every session.
+3. **full reload**: ``client.sessions(conversations, refresh=True)``: every page, fresh, no
+   snapshot I/O: what a team without an incremental sync pays every day.
+4. **full sync**: ``sync_snapshots(..., full=True)``, the weekly way to notice deletions: every
+   page plus the comparison with the held state.
+
+Each repetition changes 1% again before its daily sync. Ratios are full reload / daily sync
+(requests and seconds: higher means the sync saves more). Targets: requests at least 4x fewer
+(one request per conversation instead of five), seconds at least 2x fewer. The daily sync's
+latest state must equal the simulator's ground truth (uuid and ``updated_at`` of every
+session), and it must report exactly the sessions touched as changed; otherwise the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+import mihu_frames as mf
+from mihu_frames.sync import sync_snapshots
+
+PER_PAGE = 100
+MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of one run."""
+
+    conversations: int
+    sessions_per_conversation: int
+    latency: float
+    changed_share: float
+    repeat: int
+
+    @property
+    def pages(self) -> int:
+        return self.conversations * -(-self.sessions_per_conversation // PER_PAGE)
+
+    @property
+    def touched_per_conversation(self) -> int:
+        return max(1, round(self.sessions_per_conversation * self.changed_share))
+
+
+FULL = Config(200, 500, 0.005, 0.01, 3)
+QUICK = Config(40, 500, 0.005, 0.01, 2)
+
+
+# --------------------------------------------------------------------------- the simulator
+
+
+def _serve(conn: Connection, options: dict[str, Any]) -> None:
+    """In the simulator's process: serve, and obey the benchmark's commands."""
+    from mihu_frames.simulator import Simulator
+
+    sim = Simulator(**options).start()
+    sim.tags()  # generate every conversation now, not during the first timed load
+    conn.send((sim.base_url, sim.token, sim.conversation_uuids))
+    while True:
+        command, argument = conn.recv()
+        if command == "touch":
+            touched = [u for c in sim.conversation_uuids for u in sim.touch_sessions(c, argument)]
+            conn.send(touched)
+        elif command == "requests":
+            conn.send(sim.request_count)
+        elif command == "truth":
+            conn.send([(s["uuid"], s["updated_at"]) for s in sim.ground_truth()])
+        else:
+            sim.stop()
+            conn.send(None)
+            return
+
+
+class RemoteSimulator:
+    """A simulator in a child process, changed and inspected through a pipe."""
+
+    def __init__(self, **options: Any) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, options), daemon=True)
+        self._process.start()
+        self.base_url, self.token, self.conversation_uuids = self._conn.recv()
+
+    def call(self, command: str, argument: Any = None) -> Any:
+        self._conn.send((command, argument))
+        return self._conn.recv()
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self.call("stop")
+        self._process.join(timeout=10)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measure:
+    """One timed operation."""
+
+    name: str
+    requests: int
+    seconds: float
+    note: str = ""
+
+
+def timed(sim: RemoteSimulator, func: Any) -> tuple[float, int, Any]:
+    """Seconds, requests the simulator received, and the result of ``func()``."""
+    gc.collect()
+    before = sim.call("requests")
+    started = time.perf_counter()
+    result = func()
+    seconds = time.perf_counter() - started
+    return seconds, sim.call("requests") - before, result
+
+
+def check_truth(df: pd.DataFrame, sim: RemoteSimulator) -> None:
+    """The latest state holds every session the simulator serves, at its ``updated_at``."""
+    truth = dict(sim.call("truth"))
+    got = dict(zip(df["uuid"], df["updated_at"], strict=True))
+    if set(got) != set(truth):
+        raise AssertionError("the synced latest state has other sessions than the simulator")
+    wrong = [u for u, t in truth.items() if got[u] != pd.Timestamp(t)]
+    if wrong:
+        raise AssertionError(f"{len(wrong)} sessions not in their latest state, e.g. {wrong[0]}")
+
+
+def run(cfg: Config, workdir: Path) -> tuple[list[Measure], dict[str, Any]]:
+    sim = RemoteSimulator(
+        seed=0, sizes=[cfg.sessions_per_conversation] * cfg.conversations, latency=cfg.latency
+    )
+    info: dict[str, Any] = {}
+    try:
+        conversations = sim.conversation_uuids
+        root = workdir / "snapshots"
+        client = mf.MihuClient(
+            sim.base_url,
+            token=sim.token,
+            cache=workdir / "cache.sqlite",
+            max_workers=MAX_WORKERS,
+            retries=5,
+        )
+        with client:
+
+            def sync(**options: Any) -> pd.DataFrame:
+                return sync_snapshots(root, conversations, client=client, progress=False, **options)
+
+            first_s, first_n, first = timed(sim, sync)
+            info["rows"] = len(first)
+            daily: list[tuple[float, int, float]] = []
+            reload: list[tuple[float, int]] = []
+            for _ in range(cfg.repeat):
+                touched = sim.call("touch", cfg.touched_per_conversation)
+                seconds, requests, df = timed(sim, sync)
+                attrs = df.attrs["mihu_frames"]
+                if attrs["rows_changed"] != len(set(touched)) or attrs["rows_new"]:
+                    raise AssertionError(f"expected {len(set(touched))} changed rows, got {attrs}")
+                daily.append((seconds, requests, attrs["fetch_seconds"]))
+                info["daily_attrs"] = {
+                    k: attrs[k]
+                    for k in ("requests", "rows_changed", "rows_new", "rows_unchanged_seen")
+                }
+                del df
+                seconds, requests, loaded = timed(
+                    sim,
+                    lambda: client.sessions(
+                        conversations, refresh=True, per_page=PER_PAGE, progress=False
+                    ),
+                )
+                if len(loaded) != info["rows"]:
+                    raise AssertionError("the full reload lost rows")
+                reload.append((seconds, requests))
+                del loaded
+            check_truth(mf.read_snapshots(root), sim)
+            full_s, full_n, full = timed(sim, lambda: sync(full=True))
+            if full.attrs["mihu_frames"]["rows_changed"] or full.attrs["mihu_frames"]["rows_new"]:
+                raise AssertionError("a full sync right after a daily sync found changes")
+            info["files"] = len(list((root / "sessions").rglob("*.parquet")))
+    finally:
+        sim.close()
+    best_daily = min(daily)
+    best_reload = min(reload)
+    measures = [
+        Measure("first sync (empty root: full load + write)", first_n, first_s),
+        Measure(
+            f"daily sync ({cfg.changed_share:.0%} changed)",
+            best_daily[1],
+            best_daily[0],
+            f"{best_daily[2]:.2f} s of it fetching",
+        ),
+        Measure("full reload (client.sessions, refresh=True)", best_reload[1], best_reload[0]),
+        Measure("full sync (full=True: every page + compare)", full_n, full_s),
+    ]
+    return measures, info
+
+
+def print_table(measures: list[Measure], baseline: Measure) -> list[dict[str, Any]]:
+    header = ["measurement", "requests", "seconds", "requests saved", "time saved", "note"]
+    lines = []
+    rows = []
+    for m in measures:
+        request_ratio = baseline.requests / m.requests if m.requests else None
+        time_ratio = baseline.seconds / m.seconds if m.seconds else None
+        lines.append(
+            [
+                m.name,
+                f"{m.requests:,}",
+                f"{m.seconds:.3f}",
+                "-" if request_ratio is None else f"{request_ratio:.2f}x",
+                "-" if time_ratio is None else f"{time_ratio:.2f}x",
+                m.note,
+            ]
+        )
+        rows.append({**asdict(m), "requests_ratio": request_ratio, "seconds_ratio": time_ratio})
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for line in lines:
+        print(" | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--repeat", type=int, default=None, help="best of N (default 3; quick 2)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    if args.repeat is not None:
+        if args.repeat < 1:
+            parser.error("--repeat must be >= 1")
+        cfg = Config(**{**asdict(cfg), "repeat": args.repeat})
+
+    started = time.perf_counter()
+    print(
+        f"mihu_frames {mf.__version__} | Python {platform.python_version()} | pandas "
+        f"{pd.__version__} | pyarrow {pa.__version__} | {os.cpu_count()} CPUs | best of "
+        f"{cfg.repeat}{' | QUICK' if args.quick else ''}",
+        flush=True,
+    )
+    print(
+        f"{cfg.conversations} conversations x {cfg.sessions_per_conversation} sessions = "
+        f"{cfg.pages} pages of {PER_PAGE}, {cfg.latency * 1000:.0f} ms latency, {MAX_WORKERS} "
+        f"workers; {cfg.touched_per_conversation} sessions touched per conversation a day",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="mihu-bench-sync-") as tmp:
+        measures, info = run(cfg, Path(tmp))
+    daily, reload = measures[1], measures[2]
+    print()
+    rows = print_table(measures, reload)
+    print()
+    request_ratio = reload.requests / daily.requests
+    time_ratio = reload.seconds / daily.seconds
+    checks = [
+        ("requests >= 4x fewer", request_ratio >= 4),
+        ("seconds >= 2x fewer", time_ratio >= 2),
+    ]
+    print(
+        f"daily sync: {info['daily_attrs']}; {info['rows']:,} sessions held in "
+        f"{info['files']} snapshot files; latest state = ground truth"
+    )
+    latency_floor = daily.requests * cfg.latency / MAX_WORKERS
+    print(f"daily sync latency floor (requests x latency / workers): {latency_floor:.3f} s")
+    missed = [name for name, met in checks if not met]
+    total = time.perf_counter() - started
+    print(f"total {total:.1f} s; " + (f"MISSED: {', '.join(missed)}" if missed else "all met"))
+    if args.json is not None:
+        payload = {
+            "config": asdict(cfg),
+            "quick": args.quick,
+            "environment": {
+                "mihu_frames": mf.__version__,
+                "python": platform.python_version(),
+                "pandas": pd.__version__,
+                "pyarrow": pa.__version__,
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+            },
+            "rows": rows,
+            "info": info,
+            "checks": dict(checks),
+        }
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

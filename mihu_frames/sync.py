@@ -1,0 +1,690 @@
+"""Incremental sync: fetch only what changed since the snapshots under a root, write it, return
+the latest state.
+
+:func:`sync_snapshots` keeps a snapshot root up to date at a cost in requests proportional to
+what changed, not to what exists:
+
+1. **Held state.** For each requested conversation, the newest ``updated_at`` already held is
+   read from the snapshots (key columns only).
+2. **Plan.** A conversation with nothing held, and every conversation with ``full=True``, gets a
+   full load (``created_at asc``: stable while data drifts). Every other conversation is read
+   newest change first (``sort_by=updated_at&sort_dir=desc``), one task per conversation (and
+   filter value) on a pool of the client's ``max_workers`` threads, page after page, stopping
+   after the first page whose oldest ``updated_at`` is before ``held - overlap``.
+3. **Compare.** Rows fetched are compared with the held latest state: *new* (the uuid was never
+   held), *changed* (held with another ``updated_at`` or other content), or unchanged (dropped:
+   a snapshot written by a sync holds only changed and new rows).
+4. **Write** the changed and new rows as one snapshot, atomically, once every page is in: an
+   exception half way writes nothing and leaves earlier snapshots as they were, and the next
+   sync redoes the work. Then the latest state of the requested conversations is returned.
+
+Why an incremental read loses nothing
+-------------------------------------
+Every page is fetched fresh (``refresh``): a cached page would hide changes. In
+``updated_at desc`` order a session updated *while* a conversation is being read jumps above
+the pages already read, so this sync may miss its new state; every other row only moves down
+and is read on a later page (or twice: rows are de-duplicated by ``uuid``). The missed update is
+newer than the start of this conversation's read, so the next sync, which re-reads everything
+from ``held - overlap`` on, picks it up as long as ``overlap`` (default five minutes) is longer
+than reading one conversation takes. The overlap also absorbs equal timestamps and clock skew
+between the servers that stamp ``updated_at``.
+
+What an incremental read cannot see
+-----------------------------------
+Deleted sessions: they are simply not returned. ``full=True`` re-reads everything and reports
+sessions held but no longer returned (``rows_deleted``, ``deleted_uuids`` in ``df.attrs``); they
+are **not** removed from the history or from the returned latest state (a snapshot records what
+was fetched; nothing is ever erased by a sync). Sessions without ``updated_at`` are only picked
+up by a full load. Held state is per conversation: sync a root with the same ``status``/``type``
+filters each time (or once with ``full=True`` after changing them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mihu_frames.client import MihuClient, PageResponse
+from mihu_frames.errors import MihuError, ResponseFormatError
+from mihu_frames.frame import PageEnvelope, PageInfo, batch_size, decode_pages, finish
+from mihu_frames.pages import Plan, Query, _progress_bar
+from mihu_frames.schema import (
+    COLUMNS,
+    STATUS_VALUES,
+    TYPE_VALUES,
+    empty_frame,
+    empty_table,
+    from_pandas,
+    to_pandas,
+)
+from mihu_frames.snapshots import hash_pii, read_snapshots, write_snapshot
+
+__all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
+
+logger = logging.getLogger("mihu_frames")
+
+#: How far before the newest held ``updated_at`` an incremental read goes on reading.
+DEFAULT_OVERLAP = timedelta(minutes=5)
+#: A session's content: every column but when it was fetched.
+_CONTENT = tuple(name for name in COLUMNS if name != "fetched_at")
+_KEYS = ("conversation_uuid", "uuid", "updated_at")
+_TS = pa.timestamp("us", tz="UTC")
+_KEYS_SCHEMA = pa.schema(
+    [("conversation_uuid", pa.string()), ("uuid", pa.string()), ("updated_at", _TS)]
+)
+
+
+def sync_snapshots(
+    root: str | os.PathLike[str],
+    conversations: str | Iterable[str],
+    *,
+    full: bool = False,
+    overlap: timedelta | float = DEFAULT_OVERLAP,
+    status: str | Iterable[str] | None = None,
+    type: str | Iterable[str] | None = None,
+    per_page: int = 100,
+    progress: bool | None = None,
+    on_error: str = "raise",
+    pii: str | None = None,
+    client: MihuClient | None = None,
+    **client_options: Any,
+) -> pd.DataFrame:
+    """Fetch what changed since the snapshots under ``root``, write it, return the latest state.
+
+    Conversations already held are read newest change first and only down to the newest
+    ``updated_at`` held (minus ``overlap``); conversations never seen get a full load. The
+    changed and new rows are written as one new snapshot (nothing when nothing changed). The
+    cost in requests follows what changed: about one request per conversation plus one per
+    ``per_page`` changed sessions.
+
+    Parameters
+    ----------
+    root : str or Path
+        The snapshot root (see :func:`write_snapshot`); created if missing.
+    conversations : str or iterable of str
+        Conversation UUIDs; duplicates are synced once.
+    full : bool
+        Re-read every conversation in full: the way to notice deleted sessions, which an
+        incremental read cannot see. They are reported (``rows_deleted``, ``deleted_uuids``),
+        not removed: history and the returned latest state keep them.
+    overlap : timedelta or float seconds
+        How far before the newest held ``updated_at`` to keep reading (default five minutes):
+        covers equal timestamps, clock skew, and sessions updated while a sync runs.
+    status, type : str, list of str, or "all", optional
+        As for :meth:`MihuClient.sessions`; use the same filters on every sync of a root.
+    per_page : int
+        1 to 100 (default 100).
+    progress : bool, optional
+        tqdm progress bars counting pages; default: shown on a terminal or in Jupyter.
+    on_error : {"raise", "warn", "skip"}
+        With ``warn`` / ``skip`` a failing conversation is not synced (it keeps its earlier
+        state) while the others are; ``df.attrs["mihu_frames"]["errors"]`` says what failed.
+    pii : {None, "hash"}
+        Passed to :func:`write_snapshot`; with ``"hash"`` fetched rows are hashed before they
+        are compared with the (hashed) held state.
+    client : MihuClient, optional
+        The client to use; by default one is built from ``client_options`` and closed after.
+    **client_options
+        :class:`MihuClient` options (``base_url``, ``subdomain``, ``token``, ``cache``,
+        ``max_workers``, ``timeout``, ``retries`` ...) when no ``client`` is given.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``read_snapshots(root, conversations=...)``: the latest state of every session of the
+        requested conversations. ``df.attrs["mihu_frames"]`` records ``requests``,
+        ``retries``, ``pages``, ``rows_changed``, ``rows_new``, ``rows_unchanged_seen``,
+        ``rows_deleted`` (``None`` unless ``full=True`` without a narrowing filter) and
+        ``deleted_uuids``, ``conversations_full``, ``conversations_incremental``,
+        ``snapshot`` (the file written, as a string, or ``None``), ``errors``,
+        ``fetch_seconds`` (fetching pages) and ``seconds`` (the whole sync).
+
+    Raises
+    ------
+    ValueError
+        A bad argument, before any request is sent.
+    TypeError
+        Both ``client`` and client options, or an unknown option.
+    MihuError
+        With ``on_error="raise"``, the first failure; nothing is written.
+
+    Examples
+    --------
+    >>> import mihu_frames as mf
+    >>> df = mf.sync_snapshots("data/snapshots", ["3c90c3cc-0d44-4b50-8888-8dd25736052a"],
+    ...                        subdomain="acme")                     # doctest: +SKIP
+    >>> mf.sync_summary(df)                                          # doctest: +SKIP
+    'synced 1 conversation (0 full, 1 incremental), 1 request, 3 rows changed, 1 new, ...'
+    """
+    started = time.perf_counter()
+    plan = Plan.build(
+        conversations,
+        status=status,
+        type=type,
+        sort_by="updated_at",
+        sort_dir="desc",
+        per_page=per_page,
+        on_error=on_error,
+    )
+    window = _check_overlap(overlap)
+    if not isinstance(full, bool):
+        raise ValueError(f"full must be True or False, got {full!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress must be True, False or None, got {progress!r}")
+    if pii not in (None, "hash"):
+        raise ValueError(f"pii must be None or 'hash', got {pii!r}")
+    if pii == "hash":
+        hash_pii(empty_table())  # no key: ValueError now, not after the requests
+    if client is not None and client_options:
+        raise TypeError(f"pass client= or client options, not both (got {sorted(client_options)})")
+    base = Path(root)
+    if base.exists() and not base.is_dir():
+        raise ValueError(f"root must be a folder, got the file {base}")
+
+    own_client = client is None
+    active = MihuClient(**client_options) if client is None else client
+    try:
+        held = _Held.read(base, plan.conversations)
+        full_load = tuple(c for c in plan.conversations if full or c not in held.newest)
+        incremental = tuple(c for c in plan.conversations if c not in full_load)
+        logger.debug(
+            "sync plan: %d conversation(s) incremental, %d full (%s)",
+            len(incremental),
+            len(full_load),
+            "full=True" if full else "nothing held for them",
+        )
+        fetch_started = time.perf_counter()
+        fetched = _fetch(active, plan, held, incremental, full_load, window, progress)
+        fetch_seconds = time.perf_counter() - fetch_started
+    finally:
+        if own_client:
+            active.close()
+
+    candidates = fetched.candidates
+    is_new, changed = _classify(candidates, held, base, pii)
+    changes = candidates.filter(pa.array(is_new | changed))
+    deleted = _deleted(held, fetched, plan) if full else None
+    record = {
+        "base_url": active.base_url,
+        "conversations": list(plan.conversations),
+        "filters": _filters(plan),
+        "requests": fetched.requests,
+        "retries": fetched.retries,
+        "pages": fetched.pages,
+        "rows_changed": int(changed.sum()),
+        "rows_new": int(is_new.sum()),
+        "rows_unchanged_seen": fetched.rows_seen - int(changed.sum()) - int(is_new.sum()),
+        "rows_deleted": None if deleted is None else len(deleted),
+        "deleted_uuids": deleted or [],
+        "conversations_full": len(full_load),
+        "conversations_incremental": len(incremental),
+        "snapshot": None,
+        "errors": fetched.errors,
+        "fetch_seconds": round(fetch_seconds, 6),
+    }
+    if changes.num_rows:
+        frame = to_pandas(changes)
+        frame.attrs["mihu_frames"] = {
+            "base_url": active.base_url,
+            "filters": record["filters"],
+            "requests": fetched.requests,
+        }
+        meta = {k: record[k] for k in _SYNC_META}
+        meta["overlap_seconds"] = window.total_seconds()
+        meta["full"] = full
+        path = write_snapshot(frame, base, metadata={"sync": meta}, pii=pii)
+        record["snapshot"] = str(path)
+
+    latest = read_snapshots(base, conversations=plan.conversations) if base.exists() else None
+    df = empty_frame() if latest is None else latest
+    record["seconds"] = round(time.perf_counter() - started, 6)
+    record["synced_at"] = datetime.now(timezone.utc).isoformat()
+    df.attrs["mihu_frames"] = record
+    logger.info("%s", sync_summary(df))
+    return df
+
+
+_SYNC_META = (
+    "requests",
+    "retries",
+    "pages",
+    "rows_changed",
+    "rows_new",
+    "rows_unchanged_seen",
+    "rows_deleted",
+    "conversations_full",
+    "conversations_incremental",
+)
+
+
+def sync_summary(df: pd.DataFrame) -> str:
+    """The closing line of a sync, from ``df.attrs["mihu_frames"]`` of :func:`sync_snapshots`.
+
+    Examples
+    --------
+    >>> df = mf.sync_snapshots(root, conversations, subdomain="acme")     # doctest: +SKIP
+    >>> mf.sync_summary(df)                                               # doctest: +SKIP
+    'synced 200 conversations (0 full, 200 incremental), 200 requests, 1,000 rows changed, 0 new,
+    0 failed; 100,000 sessions held; snapshot data/snapshots/sessions/...parquet; 1.29 s'
+    """
+    a = df.attrs.get("mihu_frames", {})
+    n = a.get("conversations_full", 0) + a.get("conversations_incremental", 0)
+    parts = [
+        f"synced {n:,} conversation{'s' * (n != 1)} ({a.get('conversations_full', 0):,} full, "
+        f"{a.get('conversations_incremental', 0):,} incremental)",
+        f"{a.get('requests', 0):,} request{'s' * (a.get('requests', 0) != 1)}",
+        f"{a.get('rows_changed', 0):,} rows changed",
+        f"{a.get('rows_new', 0):,} new",
+    ]
+    if a.get("rows_deleted") is not None:
+        parts.append(f"{a['rows_deleted']:,} deleted upstream (kept in history)")
+    parts.append(f"{len(a.get('errors') or []):,} failed")
+    tail = [f"{len(df):,} sessions held", f"snapshot {a.get('snapshot') or 'none (no change)'}"]
+    tail.append(f"{a.get('seconds', 0):.2f} s")
+    return ", ".join(parts) + "; " + "; ".join(tail)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _check_overlap(overlap: object) -> timedelta:
+    if isinstance(overlap, timedelta):
+        window = overlap
+    elif isinstance(overlap, (int, float)) and not isinstance(overlap, bool):
+        if overlap != overlap or overlap in (float("inf"), float("-inf")):
+            raise ValueError(f"overlap must be a finite duration, got {overlap!r}")
+        window = timedelta(seconds=overlap)
+    else:
+        raise ValueError(f"overlap must be a timedelta or seconds, got {overlap!r}")
+    if pd.isna(pd.Timedelta(window)) or window < timedelta(0):
+        raise ValueError(f"overlap must be zero or positive, got {overlap!r}")
+    return window
+
+
+def _filters(plan: Plan) -> dict[str, Any]:
+    described = plan.describe()
+    return {k: described[k] for k in ("status", "type", "per_page")}
+
+
+def _covers_everything(plan: Plan) -> bool:
+    """True when the filters together return every session (so a missing one is deleted)."""
+    return set(plan.statuses) in ({None}, set(STATUS_VALUES)) and set(plan.types) in (
+        {None},
+        set(TYPE_VALUES),
+    )
+
+
+# --------------------------------------------------------------------------- held state
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What the snapshots hold for the requested conversations: keys of the latest state."""
+
+    keys: pa.Table
+    newest: dict[str, datetime]
+
+    @classmethod
+    def read(cls, root: Path, conversations: Sequence[str]) -> _Held:
+        if not root.exists() or not conversations:
+            return cls(_KEYS_SCHEMA.empty_table(), {})
+        df = read_snapshots(root, conversations=conversations, columns=list(_KEYS))
+        keys = pa.Table.from_arrays(
+            [pa.array(df[name], type=_KEYS_SCHEMA.field(name).type) for name in _KEYS],
+            schema=_KEYS_SCHEMA,
+        )
+        newest = df.groupby("conversation_uuid", observed=True)["updated_at"].max().dropna()
+        return cls(keys, {str(c): t.to_pydatetime() for c, t in newest.items()})
+
+    def threshold(self, conversation: str, window: timedelta) -> datetime:
+        return self.newest[conversation] - window
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+@dataclass
+class _Fetched:
+    """Everything a sync fetched: rows to compare, the requests it cost, what failed."""
+
+    candidates: pa.Table
+    #: Conversations loaded in full without failing, and every uuid those loads returned.
+    reread: list[str]
+    returned: pa.Array
+    rows_seen: int
+    requests: int
+    retries: int
+    pages: int
+    errors: list[dict[str, Any]]
+    failed: set[str]
+
+
+def _fetch(
+    client: MihuClient,
+    plan: Plan,
+    held: _Held,
+    incremental: Sequence[str],
+    full_load: Sequence[str],
+    window: timedelta,
+    progress: bool | None,
+) -> _Fetched:
+    """Incremental reads first (usually most conversations), then the full loads."""
+    tables: list[pa.Table] = []
+    requests = retries = pages = rows_seen = 0
+    errors: list[dict[str, Any]] = []
+    failed: set[str] = set()
+    if incremental:
+        thresholds = {c: held.threshold(c, window) for c in incremental}
+        reader = _IncrementalRead(client, plan, thresholds, progress)
+        reader.run()
+        read = reader.table()
+        rows_seen += read.num_rows
+        tables.append(_in_window(read, held, thresholds))
+        requests, retries, pages = reader.requests, reader.retries, reader.pages
+        errors.extend(reader.errors)
+        failed.update(reader.failed)
+    reread: list[str] = []
+    returned = pa.array([], pa.string())
+    if full_load:
+        loaded = client.sessions(
+            full_load,
+            status=[s for s in plan.statuses if s is not None] or None,
+            type=[t for t in plan.types if t is not None] or None,
+            per_page=plan.per_page,
+            progress=progress,
+            on_error=plan.on_error,
+            refresh=True,
+        )
+        attrs = loaded.attrs["mihu_frames"]
+        requests += attrs["requests"]
+        retries += attrs["retries"]
+        pages += attrs["pages"]
+        errors.extend(attrs["errors"])
+        failed.update(e["conversation"] for e in attrs["errors"])
+        table = from_pandas(loaded)
+        rows_seen += table.num_rows
+        tables.append(table)
+        reread = [c for c in full_load if c not in failed]
+        returned = _uuids(table)
+    candidates = pa.concat_tables(tables) if tables else empty_table()
+    return _Fetched(
+        candidates, reread, returned, rows_seen, requests, retries, pages, errors, failed
+    )
+
+
+def _in_window(table: pa.Table, held: _Held, thresholds: dict[str, datetime]) -> pa.Table:
+    """Rows worth comparing: updated at or after their conversation's window, or never held.
+
+    Rows below the window are held already (that is what the window means); a row there that
+    is not held costs nothing to keep, and repairs a held state that was written partially.
+    """
+    if table.num_rows == 0:
+        return table
+    names = list(thresholds)
+    bounds = pa.array([thresholds[c] for c in names], type=_TS)
+    names_array = pa.array(names, pa.string())
+    where = _array(pc.index_in(table.column("conversation_uuid"), value_set=names_array))
+    recent = pc.fill_null(pc.greater_equal(table.column("updated_at"), bounds.take(where)), True)
+    unheld = pc.invert(pc.is_in(table.column("uuid"), value_set=_uuids(held.keys)))
+    return table.filter(pc.or_(recent, unheld))
+
+
+def _uuids(table: pa.Table) -> pa.Array:
+    return table.column("uuid").combine_chunks()
+
+
+@dataclass
+class _Page:
+    """A page as a worker hands it back, and once decoded, its rows and paginator."""
+
+    query: Query
+    info: PageInfo
+    response: PageResponse
+    table: pa.Table | None = None
+    envelope: PageEnvelope | None = None
+    error: ResponseFormatError | None = None
+
+
+class _IncrementalRead:
+    """Read each known conversation newest change first, down to its window.
+
+    Workers (``client.max_workers`` threads) only fetch; one decoder thread decodes the pages in
+    batches as they arrive (as a full load does: far cheaper than page by page). Each decoded
+    page decides whether its query reads on: the next page is asked for unless this one is the
+    last, or its oldest ``updated_at`` is before the conversation's window.
+    """
+
+    def __init__(
+        self,
+        client: MihuClient,
+        plan: Plan,
+        thresholds: dict[str, datetime],
+        progress: bool | None,
+    ) -> None:
+        self.client, self.plan, self.thresholds = client, plan, thresholds
+        self.queries = [q for q in plan.queries if q.conversation in thresholds]
+        self.fetching: set[Future[_Page]] = set()
+        self.decoding: set[Future[list[_Page]]] = set()
+        self.batch: list[_Page] = []
+        self.batch_limit = batch_size(plan.per_page)
+        self.pages_read: list[_Page] = []
+        self.failed: dict[str, MihuError] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.requests = self.retries = self.pages = 0
+        self.bar = _progress_bar(progress, len(self.queries))
+        if self.bar is not None:
+            self.bar.set_description("mihu sync")
+
+    def run(self) -> None:
+        self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu-sync")
+        self.decoder = ThreadPoolExecutor(1, thread_name_prefix="mihu-sync-decode")
+        try:
+            for query in self.queries:
+                self.submit(query, 1)
+            while self.fetching or self.decoding or self.batch:
+                if self.batch and (len(self.batch) >= self.batch_limit or not self.fetching):
+                    self.decoding.add(self.decoder.submit(self.decode, self.batch))
+                    self.batch = []
+                done, _ = wait(self.fetching | self.decoding, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future in self.fetching:
+                        self.fetching.discard(future)
+                        self.collect(future)
+                    else:
+                        self.decoding.discard(future)
+                        self.absorb(future.result())
+        except BaseException:
+            # The caller gets the error now: pages not yet asked for never will be.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.decoder.shutdown(wait=False, cancel_futures=True)
+            raise
+        else:
+            self.pool.shutdown(wait=True)
+            self.decoder.shutdown(wait=True)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def submit(self, query: Query, page: int) -> None:
+        self.fetching.add(self.pool.submit(self.fetch, query, page))
+
+    def fetch(self, query: Query, page: int) -> _Page:
+        """In a worker: fetch one page, fresh (a cached page would hide changes)."""
+        response = self.client.fetch_page(
+            query.conversation, query.params(page, self.plan), refresh=True
+        )
+        info = PageInfo(
+            conversation=query.conversation,
+            page=page,
+            query=query.index,
+            status=query.status,
+            type=query.type,
+            fetched_at=response.fetched_at,
+        )
+        return _Page(query, info, response)
+
+    def collect(self, future: Future[_Page]) -> None:
+        try:
+            page = future.result()
+        except MihuError as exc:
+            self.fail(exc.conversation or "", exc)
+            return
+        self.requests += 1 + page.response.retries
+        self.retries += page.response.retries
+        self.pages += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if page.query.conversation not in self.failed:
+            self.batch.append(page)
+
+    def decode(self, pages: list[_Page]) -> list[_Page]:
+        """In the decoder thread: decode a batch; a batch with a bad page goes page by page."""
+        try:
+            table, envelopes = decode_pages(
+                [p.response.body for p in pages], [p.info for p in pages]
+            )
+        except ResponseFormatError as exc:
+            if len(pages) == 1:
+                pages[0].error = exc
+                return pages
+            return [done for page in pages for done in self.decode([page])]
+        start = 0
+        for page, envelope in zip(pages, envelopes, strict=True):
+            # Each page's rows are contiguous, in input order.
+            page.table, page.envelope = table.slice(start, envelope.rows), envelope
+            start += envelope.rows
+        return pages
+
+    def absorb(self, pages: list[_Page]) -> None:
+        for page in pages:
+            conversation = page.query.conversation
+            if page.error is not None:
+                self.fail(conversation, page.error)
+            if conversation in self.failed or page.table is None or page.envelope is None:
+                continue
+            self.pages_read.append(page)
+            threshold = self.thresholds[conversation]
+            oldest = pc.min(page.table.column("updated_at")).as_py()
+            envelope, number = page.envelope, page.info.page
+            more = envelope.rows > 0 and number < envelope.last_page
+            if more and (oldest is None or oldest >= threshold):
+                self.submit(page.query, number + 1)
+                if self.bar is not None:
+                    self.bar.total = (self.bar.total or 0) + 1
+                    self.bar.refresh()
+                continue
+            logger.debug(
+                "conversation %s: stopped after page %d of %d (oldest on it %s, window from %s)",
+                conversation,
+                number,
+                envelope.last_page,
+                oldest,
+                threshold,
+            )
+
+    def fail(self, conversation: str, error: MihuError) -> None:
+        if self.plan.on_error == "raise":
+            raise error
+        if conversation in self.failed:
+            return
+        self.failed[conversation] = error
+        self.errors.append(
+            {
+                "conversation": conversation,
+                "page": error.page,
+                "error": error.__class__.__name__,
+                "status_code": error.status_code,
+                "message": str(error),
+            }
+        )
+        if self.plan.on_error == "warn":
+            warnings.warn(
+                f"did not sync {error}; it keeps its earlier state", RuntimeWarning, stacklevel=6
+            )
+        logger.warning("did not sync conversation %s: %s", conversation, error)
+
+    def table(self) -> pa.Table:
+        """Every page read, in query and page order, one row per uuid; failed ones left out."""
+        failed = self.failed
+        return finish([p.table for p in self.pages_read if p.query.conversation not in failed])
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def _classify(
+    candidates: pa.Table, held: _Held, root: Path, pii: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over ``candidates``: new (never held) and changed (held, but not like this)."""
+    n = candidates.num_rows
+    if n == 0:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    where = _array(pc.index_in(candidates.column("uuid"), value_set=_uuids(held.keys)))
+    is_new = _mask(pc.is_null(where))
+    held_updated = held.keys.column("updated_at").combine_chunks().take(where)
+    same_time = _equal(candidates.column("updated_at"), held_updated) & ~is_new
+    changed = ~is_new & ~same_time
+    if same_time.any():
+        changed[same_time] = ~_same_content(candidates.filter(pa.array(same_time)), root, pii)
+    return is_new, changed
+
+
+def _same_content(rows: pa.Table, root: Path, pii: str | None) -> np.ndarray:
+    """For rows held with the same ``updated_at``: is the held row the same, column by column?
+
+    Only the held rows that can match are read: the rows' conversations, updated at or after
+    the oldest of them (``since`` is pushed down to the Parquet scan).
+    """
+    if pii == "hash":
+        rows = hash_pii(rows)
+    updated = rows.column("updated_at")
+    since = None if updated.null_count else pc.min(updated).as_py()
+    conversations = pc.unique(rows.column("conversation_uuid")).to_pylist()
+    held = from_pandas(read_snapshots(root, conversations=conversations, since=since))
+    where = _array(pc.index_in(rows.column("uuid"), value_set=_uuids(held)))
+    same = ~_mask(pc.is_null(where))
+    for name in _CONTENT:
+        same &= _equal(rows.column(name), held.column(name).combine_chunks().take(where))
+    return same
+
+
+def _equal(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Element-wise equality where null equals null (lists compared by their items)."""
+    if pa.types.is_list(a.type):
+        a, b = pc.binary_join(a, "\x1f"), pc.binary_join(b, "\x1f")
+    equal = pc.fill_null(pc.equal(a, b), False)
+    return _mask(pc.or_(equal, pc.and_(pc.is_null(a), pc.is_null(b))))
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _deleted(held: _Held, fetched: _Fetched, plan: Plan) -> list[str] | None:
+    """Held sessions of fully re-read conversations that the API no longer returns."""
+    if not _covers_everything(plan):
+        logger.debug("deletions not checked: the status/type filters do not cover every session")
+        return None
+    conversations = pa.array(fetched.reread, pa.string())
+    mine = held.keys.filter(
+        pc.is_in(held.keys.column("conversation_uuid"), value_set=conversations)
+    )
+    gone = mine.filter(pc.invert(pc.is_in(mine.column("uuid"), value_set=fetched.returned)))
+    return sorted(gone.column("uuid").to_pylist())
