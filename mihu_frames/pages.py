@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 import time
 import warnings
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 
 from mihu_frames.client import PageResponse, check_uuid
 from mihu_frames.errors import MihuError, ResponseFormatError
-from mihu_frames.frame import PageInfo, batch_size, decode_pages, finish
+from mihu_frames.frame import PageEnvelope, PageInfo, batch_size, decode_pages, finish
 from mihu_frames.schema import (
     SORT_BY_VALUES,
     SORT_DIR_VALUES,
@@ -160,56 +161,73 @@ class LoadStats:
 
 
 @dataclass
-class _Fetched:
+class FetchedPage:
     """A page as a worker hands it back: the response, and for a first page its decoding."""
 
     query: Query
     info: PageInfo
     response: PageResponse
-    decoded: _Decoded | None = None
+    decoded: DecodedBatch | None = None
 
 
 @dataclass
-class _Decoded:
-    """The outcome of decoding a batch of pages: tables, or the pages that were rejected."""
+class DecodedBatch:
+    """Pages decoded together: one table (each page's rows contiguous, in page order) and
+    each page's envelope; or, for pages that are not the documented format, their errors."""
 
-    pages: list[_Fetched]
+    pages: list[FetchedPage]
     table: pa.Table | None
-    last_pages: list[int]
-    rejected: list[tuple[_Fetched, ResponseFormatError]] = field(default_factory=list)
+    envelopes: list[PageEnvelope]
+    rejected: list[tuple[FetchedPage, ResponseFormatError]] = field(default_factory=list)
 
 
-class _Run:
-    """The state of one load: pages in flight, pages known, tables decoded.
+class PageRun:
+    """Fetch the pages of many queries on one bounded pool and decode them in batches.
 
-    Three kinds of work overlap. Workers fetch pages (and decode first pages at once, since
-    their ``last_page`` says what to fetch next). One decoder thread turns later pages into
-    Arrow in batches (pyarrow parses without the GIL, on its own threads) and stores the
-    pages it validated in the cache. The calling thread only schedules and collects.
+    Three kinds of work overlap. ``max_workers`` threads fetch pages (and decode first pages
+    at once when ``decode_first`` is set). One decoder thread turns the other pages into
+    Arrow in batches of ~5,000 sessions (pyarrow parses without the GIL, on its own threads)
+    and stores the pages it validated in the cache when ``store`` is set. The calling thread
+    schedules and collects; :meth:`follow` says which page each decoded page leads to.
     """
 
+    store = True
+    decode_first = True
+    label = "mihu sessions"
+    #: How a conversation left out under on_error="warn" is announced.
+    left_out = "left out {error}"
+
     def __init__(
-        self, client: MihuClient, plan: Plan, *, progress: bool | None, refresh: bool, offline: bool
+        self,
+        client: MihuClient,
+        plan: Plan,
+        queries: Iterable[Query],
+        progress: bool | None,
+        *,
+        refresh: bool = False,
+        offline: bool = False,
     ) -> None:
         self.client, self.plan = client, plan
         self.refresh, self.offline = refresh, offline
+        self.queries = list(queries)
         self.stats = LoadStats()
         self.last_page: dict[int, int] = {}
         self.failed: dict[str, MihuError] = {}
         self.tables: list[pa.Table] = []
-        self.fetching: set[Future[_Fetched]] = set()
-        self.decoding: set[Future[_Decoded]] = set()
-        self.batch: list[_Fetched] = []
+        self.fetching: set[Future[FetchedPage]] = set()
+        self.decoding: set[Future[DecodedBatch]] = set()
+        self.batch: list[FetchedPage] = []
         self.batch_limit = batch_size(plan.per_page)
-        self.bar = _progress_bar(progress, len(plan.queries))
+        self.bar = _progress_bar(progress, len(self.queries), self.label)
         # One query for what the cache holds; pages it lacks skip the per-request lookup.
-        self.cached = None if refresh or offline else client.cached_keys()
+        self.cached = None if self.refresh or self.offline else client.cached_keys()
 
     def run(self) -> None:
+        """Fetch every page the queries lead to; raise the first error under on_error="raise"."""
         self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu")
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="mihu-decode")
         try:
-            for query in self.plan.queries:
+            for query in self.queries:
                 self.submit(query, 1)
             while self.fetching or self.decoding or self.batch:
                 if self.batch and (len(self.batch) >= self.batch_limit or not self.fetching):
@@ -237,8 +255,11 @@ class _Run:
 
     def submit(self, query: Query, page: int) -> None:
         self.fetching.add(self.pool.submit(self.fetch, query, page))
+        if self.bar is not None and page > 1:
+            self.bar.total = (self.bar.total or 0) + 1
+            self.bar.refresh()
 
-    def fetch(self, query: Query, page: int) -> _Fetched:
+    def fetch(self, query: Query, page: int) -> FetchedPage:
         """In a worker: fetch one page; decode it at once if it is a first page."""
         response = self.client.fetch_page(
             query.conversation,
@@ -255,13 +276,13 @@ class _Run:
             type=query.type,
             fetched_at=response.fetched_at,
         )
-        fetched = _Fetched(query, info, response)
-        if page == 1:
+        fetched = FetchedPage(query, info, response)
+        if page == 1 and self.decode_first:
             fetched.decoded = self.decode([fetched])
         return fetched
 
-    def decode(self, pages: list[_Fetched]) -> _Decoded:
-        """Decode a batch of pages and store the valid ones in the cache.
+    def decode(self, pages: list[FetchedPage]) -> DecodedBatch:
+        """Decode a batch of pages (and store the valid ones in the cache).
 
         A batch with a bad page is decoded page by page, so the good pages still count and
         the bad one is named.
@@ -274,19 +295,20 @@ class _Run:
             if len(pages) == 1:
                 response = pages[0].response
                 self.client.forget(response.cache_key if response.from_cache else None)
-                return _Decoded(pages, None, [], rejected=[(pages[0], exc)])
+                return DecodedBatch(pages, None, [], rejected=[(pages[0], exc)])
             parts = [self.decode([page]) for page in pages]
             tables = [part.table for part in parts if part.table is not None]
-            return _Decoded(
+            return DecodedBatch(
                 [p for part in parts for p in part.pages if part.table is not None],
                 pa.concat_tables(tables) if tables else None,
-                [n for part in parts for n in part.last_pages],
+                [e for part in parts for e in part.envelopes],
                 [r for part in parts for r in part.rejected],
             )
-        self.client.store(p.response for p in pages)
-        return _Decoded(pages, table, [e.last_page for e in envelopes])
+        if self.store:
+            self.client.store(p.response for p in pages)
+        return DecodedBatch(pages, table, envelopes)
 
-    def collect(self, future: Future[_Fetched]) -> None:
+    def collect(self, future: Future[FetchedPage]) -> None:
         try:
             fetched = future.result()
         except MihuError as exc:
@@ -300,14 +322,22 @@ class _Run:
         else:
             self.batch.append(fetched)
 
-    def absorb(self, decoded: _Decoded) -> None:
+    def absorb(self, decoded: DecodedBatch) -> None:
         for page, error in decoded.rejected:
             self.fail(page.query.conversation, error)
-        if decoded.table is not None:
-            self.tables.append(decoded.table)
-        for page, last_page in zip(decoded.pages, decoded.last_pages, strict=True):
+        if decoded.table is None:
+            return
+        self.tables.append(decoded.table)
+        start = 0
+        for page, envelope in zip(decoded.pages, decoded.envelopes, strict=True):
+            rows = decoded.table.slice(start, envelope.rows)
+            start += envelope.rows
             if page.query.conversation not in self.failed:
-                self.grow(page.query, last_page)
+                self.follow(page, envelope, rows)
+
+    def follow(self, page: FetchedPage, envelope: PageEnvelope, rows: pa.Table) -> None:
+        """Submit the pages a decoded page leads to: for a load, every page up to last_page."""
+        self.grow(page.query, envelope.last_page)
 
     def count(self, response: PageResponse, conversation: str) -> None:
         stats = self.stats
@@ -335,9 +365,6 @@ class _Run:
             self.last_page[query.index] = last_page
             for page in range(known + 1, last_page + 1):
                 self.submit(query, page)
-            if self.bar is not None:
-                self.bar.total = (self.bar.total or 0) + last_page - known
-                self.bar.refresh()
         else:
             self.last_page.setdefault(query.index, known)
 
@@ -357,8 +384,9 @@ class _Run:
             }
         )
         if self.plan.on_error == "warn":
-            warnings.warn(f"left out {error}", RuntimeWarning, stacklevel=5)
-        logger.warning("left out conversation %s: %s", conversation, error)
+            message = self.left_out.format(error=error)
+            warnings.warn(message, RuntimeWarning, stacklevel=_first_frame_outside())
+        logger.warning("%s", self.left_out.format(error=error))
 
     def table(self) -> pa.Table:
         table = finish(self.tables)
@@ -368,14 +396,23 @@ class _Run:
         return table
 
 
-def _progress_bar(progress: bool | None, total: int) -> Any:
+def _first_frame_outside() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside this package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _progress_bar(progress: bool | None, total: int, label: str) -> Any:
     if progress is None:
         progress = _interactive()
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="page", desc="mihu sessions", leave=True)
+    return tqdm(total=total, unit="page", desc=label, leave=True)
 
 
 def _interactive() -> bool:
@@ -407,7 +444,7 @@ def fetch_frame(
         stats = LoadStats(cache_hits=record["pages"], pages=record["pages"])
         logger.debug("served the whole load from the stored result %s", key[:12])
     else:
-        run = _Run(client, plan, progress=progress, refresh=refresh, offline=offline)
+        run = PageRun(client, plan, plan.queries, progress, refresh=refresh, offline=offline)
         run.run()
         table, stats = run.table(), run.stats
         if frames is not None and not stats.errors and stats.all_cached:

@@ -44,9 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -57,10 +55,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mihu_frames.client import MihuClient, PageResponse
-from mihu_frames.errors import MihuError, ResponseFormatError
-from mihu_frames.frame import PageEnvelope, PageInfo, batch_size, decode_pages, finish
-from mihu_frames.pages import Plan, Query, _progress_bar
+from mihu_frames.client import MihuClient
+from mihu_frames.frame import PageEnvelope
+from mihu_frames.pages import FetchedPage, PageRun, Plan
 from mihu_frames.schema import (
     COLUMNS,
     STATUS_VALUES,
@@ -393,8 +390,9 @@ def _fetch(
         read = reader.table()
         rows_seen += read.num_rows
         tables.append(_in_window(read, held, thresholds))
-        requests, retries, pages = reader.requests, reader.retries, reader.pages
-        errors.extend(reader.errors)
+        stats = reader.stats
+        requests, retries, pages = stats.requests, stats.retries, stats.pages
+        errors.extend(stats.errors)
         failed.update(reader.failed)
     reread: list[str] = []
     returned = pa.array([], pa.string())
@@ -446,26 +444,18 @@ def _uuids(table: pa.Table) -> pa.Array:
     return table.column("uuid").combine_chunks()
 
 
-@dataclass
-class _Page:
-    """A page as a worker hands it back, and once decoded, its rows and paginator."""
-
-    query: Query
-    info: PageInfo
-    response: PageResponse
-    table: pa.Table | None = None
-    envelope: PageEnvelope | None = None
-    error: ResponseFormatError | None = None
-
-
-class _IncrementalRead:
+class _IncrementalRead(PageRun):
     """Read each known conversation newest change first, down to its window.
 
-    Workers (``client.max_workers`` threads) only fetch; one decoder thread decodes the pages in
-    batches as they arrive (as a full load does: far cheaper than page by page). Each decoded
-    page decides whether its query reads on: the next page is asked for unless this one is the
-    last, or its oldest ``updated_at`` is before the conversation's window.
+    The shared page runner fetches (fresh: a cached page would hide changes) and decodes in
+    batches; each decoded page decides whether its query reads on: the next page is asked for
+    unless this one is the last, or its oldest ``updated_at`` is before the window.
     """
+
+    store = False  # pages read newest-first are not the pages a load asks for
+    decode_first = False
+    label = "mihu sync"
+    left_out = "did not sync {error}; it keeps its earlier state"
 
     def __init__(
         self,
@@ -474,152 +464,26 @@ class _IncrementalRead:
         thresholds: dict[str, datetime],
         progress: bool | None,
     ) -> None:
-        self.client, self.plan, self.thresholds = client, plan, thresholds
-        self.queries = [q for q in plan.queries if q.conversation in thresholds]
-        self.fetching: set[Future[_Page]] = set()
-        self.decoding: set[Future[list[_Page]]] = set()
-        self.batch: list[_Page] = []
-        self.batch_limit = batch_size(plan.per_page)
-        self.pages_read: list[_Page] = []
-        self.failed: dict[str, MihuError] = {}
-        self.errors: list[dict[str, Any]] = []
-        self.requests = self.retries = self.pages = 0
-        self.bar = _progress_bar(progress, len(self.queries))
-        if self.bar is not None:
-            self.bar.set_description("mihu sync")
+        queries = [q for q in plan.queries if q.conversation in thresholds]
+        super().__init__(client, plan, queries, progress, refresh=True)
+        self.thresholds = thresholds
 
-    def run(self) -> None:
-        self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu-sync")
-        self.decoder = ThreadPoolExecutor(1, thread_name_prefix="mihu-sync-decode")
-        try:
-            for query in self.queries:
-                self.submit(query, 1)
-            while self.fetching or self.decoding or self.batch:
-                if self.batch and (len(self.batch) >= self.batch_limit or not self.fetching):
-                    self.decoding.add(self.decoder.submit(self.decode, self.batch))
-                    self.batch = []
-                done, _ = wait(self.fetching | self.decoding, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future in self.fetching:
-                        self.fetching.discard(future)
-                        self.collect(future)
-                    else:
-                        self.decoding.discard(future)
-                        self.absorb(future.result())
-        except BaseException:
-            # The caller gets the error now: pages not yet asked for never will be.
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.decoder.shutdown(wait=False, cancel_futures=True)
-            raise
-        else:
-            self.pool.shutdown(wait=True)
-            self.decoder.shutdown(wait=True)
-        finally:
-            if self.bar is not None:
-                self.bar.close()
-
-    def submit(self, query: Query, page: int) -> None:
-        self.fetching.add(self.pool.submit(self.fetch, query, page))
-
-    def fetch(self, query: Query, page: int) -> _Page:
-        """In a worker: fetch one page, fresh (a cached page would hide changes)."""
-        response = self.client.fetch_page(
-            query.conversation, query.params(page, self.plan), refresh=True
-        )
-        info = PageInfo(
-            conversation=query.conversation,
-            page=page,
-            query=query.index,
-            status=query.status,
-            type=query.type,
-            fetched_at=response.fetched_at,
-        )
-        return _Page(query, info, response)
-
-    def collect(self, future: Future[_Page]) -> None:
-        try:
-            page = future.result()
-        except MihuError as exc:
-            self.fail(exc.conversation or "", exc)
+    def follow(self, page: FetchedPage, envelope: PageEnvelope, rows: pa.Table) -> None:
+        conversation, number = page.query.conversation, page.info.page
+        threshold = self.thresholds[conversation]
+        oldest = pc.min(rows.column("updated_at")).as_py()
+        more = envelope.rows > 0 and number < envelope.last_page
+        if more and (oldest is None or oldest >= threshold):
+            self.submit(page.query, number + 1)
             return
-        self.requests += 1 + page.response.retries
-        self.retries += page.response.retries
-        self.pages += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        if page.query.conversation not in self.failed:
-            self.batch.append(page)
-
-    def decode(self, pages: list[_Page]) -> list[_Page]:
-        """In the decoder thread: decode a batch; a batch with a bad page goes page by page."""
-        try:
-            table, envelopes = decode_pages(
-                [p.response.body for p in pages], [p.info for p in pages]
-            )
-        except ResponseFormatError as exc:
-            if len(pages) == 1:
-                pages[0].error = exc
-                return pages
-            return [done for page in pages for done in self.decode([page])]
-        start = 0
-        for page, envelope in zip(pages, envelopes, strict=True):
-            # Each page's rows are contiguous, in input order.
-            page.table, page.envelope = table.slice(start, envelope.rows), envelope
-            start += envelope.rows
-        return pages
-
-    def absorb(self, pages: list[_Page]) -> None:
-        for page in pages:
-            conversation = page.query.conversation
-            if page.error is not None:
-                self.fail(conversation, page.error)
-            if conversation in self.failed or page.table is None or page.envelope is None:
-                continue
-            self.pages_read.append(page)
-            threshold = self.thresholds[conversation]
-            oldest = pc.min(page.table.column("updated_at")).as_py()
-            envelope, number = page.envelope, page.info.page
-            more = envelope.rows > 0 and number < envelope.last_page
-            if more and (oldest is None or oldest >= threshold):
-                self.submit(page.query, number + 1)
-                if self.bar is not None:
-                    self.bar.total = (self.bar.total or 0) + 1
-                    self.bar.refresh()
-                continue
-            logger.debug(
-                "conversation %s: stopped after page %d of %d (oldest on it %s, window from %s)",
-                conversation,
-                number,
-                envelope.last_page,
-                oldest,
-                threshold,
-            )
-
-    def fail(self, conversation: str, error: MihuError) -> None:
-        if self.plan.on_error == "raise":
-            raise error
-        if conversation in self.failed:
-            return
-        self.failed[conversation] = error
-        self.errors.append(
-            {
-                "conversation": conversation,
-                "page": error.page,
-                "error": error.__class__.__name__,
-                "status_code": error.status_code,
-                "message": str(error),
-            }
+        logger.debug(
+            "conversation %s: stopped after page %d of %d (oldest on it %s, window from %s)",
+            conversation,
+            number,
+            envelope.last_page,
+            oldest,
+            threshold,
         )
-        if self.plan.on_error == "warn":
-            warnings.warn(
-                f"did not sync {error}; it keeps its earlier state", RuntimeWarning, stacklevel=6
-            )
-        logger.warning("did not sync conversation %s: %s", conversation, error)
-
-    def table(self) -> pa.Table:
-        """Every page read, in query and page order, one row per uuid; failed ones left out."""
-        failed = self.failed
-        return finish([p.table for p in self.pages_read if p.query.conversation not in failed])
 
 
 # --------------------------------------------------------------------------- comparing

@@ -180,3 +180,10 @@ def test_drift_under_unstable_sort_is_deduplicated(fresh_sim, make_client):
     )
     fresh_sim.drift = 0
     assert df["uuid"].is_unique
+
+
+def test_on_error_warning_points_at_the_callers_line(fresh_sim, make_client):
+    client = make_client(fresh_sim, cache=None)
+    with pytest.warns(RuntimeWarning) as caught:
+        client.sessions([UNKNOWN, fresh_sim.conversation_uuids[1]], on_error="warn")
+    assert caught[0].filename == __file__
