@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import pairwise, repeat
 from typing import Any
 
@@ -45,6 +46,9 @@ from mihu_frames.schema import (
 _TS = pa.timestamp("us", tz="UTC")
 _LIST = pa.list_(pa.string())
 _ENVELOPE_INTS = ("current_page", "total", "last_page", "per_page")
+_FAST_BODY = re.compile(rb"\A[ \t\r]*\{")
+#: Nesting deeper than this in undocumented fields is refused (and kept out of pyarrow).
+MAX_EXTRA_DEPTH = 64
 #: Hidden columns that keep the frame in fetch order after concurrent fetching.
 ORDER_COLUMNS = ("_query", "_page", "_row")
 
@@ -110,11 +114,16 @@ def decode_pages(
     """
     if not bodies:
         return _with_order(empty_table(), [], [], []), []
-    try:
-        pages = _read_envelopes(bodies)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
-        pages = None
-    if pages is not None and pages.num_rows == len(bodies):
+    pages = None
+    # The reader takes one page per line, so a body with a raw newline (pretty-printed, or a
+    # newline inside a string, which JSON forbids) goes to json.loads; so does anything that
+    # is not an object: pyarrow's reader crashes the process on a bare ``null``.
+    if all(_FAST_BODY.match(b) and b"\n" not in b for b in bodies):
+        try:
+            pages = _read_envelopes(bodies)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+            pages = None
+    if pages is not None and pages.num_rows == len(bodies) and _fast_path_safe(pages):
         data = pages.column("data").combine_chunks()
         envelopes = _check_envelopes(pages, data, infos)
         lists = data.field("data")
@@ -135,9 +144,46 @@ def decode_pages(
     return pa.concat_tables(tables), envelopes
 
 
-def _read_envelopes(bodies: Sequence[bytes]) -> pa.Table:
-    # One page per line: raw newlines in JSON are only ever whitespace, so folding them is safe.
-    lines = [b.replace(b"\n", b" ") if b"\n" in b else b for b in bodies]
+#: Types the reader may infer for undocumented fields and still write back as JSON values.
+_PLAIN = (pa.types.is_string, pa.types.is_boolean, pa.types.is_int64, pa.types.is_float64)
+
+
+def _plain_type(type_: pa.DataType, depth: int = 1) -> bool:
+    if depth > MAX_EXTRA_DEPTH:
+        return False
+    if pa.types.is_struct(type_):
+        return all(_plain_type(f.type, depth + 1) for f in type_)
+    if pa.types.is_list(type_):
+        return _plain_type(type_.value_type, depth + 1)
+    return pa.types.is_null(type_) or any(ok(type_) for ok in _PLAIN)
+
+
+def _fast_path_safe(pages: pa.Table) -> bool:
+    """Whether the reader's table says what the bodies said.
+
+    The reader does not check UTF-8, and for undocumented fields it infers types: a date-like
+    string becomes a timestamp. Such batches, and undocumented values nested deeper than
+    ``MAX_EXTRA_DEPTH``, go through ``json.loads`` instead. (Known limit of the fast path:
+    in ``extra``, an int among floats is written as a float and null members are omitted.)
+    """
+    try:
+        pages.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    session = pages.schema.field("data").type.field("data").type.value_type
+    for field in session:
+        if field.name in API_SESSION_TYPE.names and field.name != "contact":
+            continue
+        if field.name == "contact":
+            extra = [f for f in field.type if f.name not in CONTACT_FIELDS]
+        else:
+            extra = [field]
+        if not all(_plain_type(f.type) for f in extra):
+            return False
+    return True
+
+
+def _read_envelopes(lines: Sequence[bytes]) -> pa.Table:
     block = max(1 << 20, max(len(b) for b in lines) + 2)
     return pa_json.read_json(
         pa.BufferReader(b"\n".join(lines)),
@@ -200,21 +246,36 @@ def _check_paginator(envelope: PageEnvelope, info: PageInfo) -> None:
         raise _format_error(
             info, "data.data", f"{envelope.rows} sessions on a page of {envelope.per_page}"
         )
+    # total and last_page come from one count, so they must agree; trusting a short
+    # last_page would silently drop the sessions beyond it. (Rows on the last page may differ
+    # from what total implies: the count and the page are separate queries while data moves.)
+    pages = max(1, math.ceil(envelope.total / envelope.per_page))
+    if envelope.last_page != pages:
+        raise _format_error(
+            info,
+            "data.last_page",
+            f"last_page={envelope.last_page} disagrees with total={envelope.total} "
+            f"at per_page={envelope.per_page} ({pages} pages)",
+        )
 
 
 def _decode_page_slowly(body: bytes, info: PageInfo) -> tuple[pa.Table, PageEnvelope]:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        _raise_bad_text(json.loads(body.decode("utf-8", "replace")), info)
+        raise  # pragma: no cover - _raise_bad_text always raises
+    except (ValueError, RecursionError) as exc:
         snippet = body[:80].decode("utf-8", "replace")
         raise _format_error(
             info, None, f"body is not JSON ({exc}); it starts {snippet!r}"
         ) from None
     envelope, records = parse_envelope(payload, info)
     try:
-        sessions = _records_to_struct(records)
+        sessions, extra = _records_to_struct(records)
         rows = np.arange(len(records))
-        table = _build_batch(sessions, np.zeros(len(records), dtype=np.int64), rows, [info])
+        parents = np.zeros(len(records), dtype=np.int64)
+        table = _build_batch(sessions, parents, rows, [info], extra)
     except _FieldError as exc:
         raise _format_error(info, exc.field, f"session {exc.row}: {exc.detail}") from None
     return table, envelope
@@ -265,8 +326,8 @@ _KNOWN_KEYS = frozenset(API_SESSION_TYPE.names)
 _CONTACT_KEYS = frozenset(CONTACT_FIELDS)
 
 
-def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
-    """Session dicts to a struct array of the API's types, with undocumented keys as JSON.
+def _records_to_struct(records: Sequence[Any]) -> tuple[pa.StructArray, pa.Array | None]:
+    """Session dicts to a struct array of the API's types, and undocumented keys as JSON.
 
     pyarrow converts the dicts in one C++ pass and ignores keys outside the type; those keys
     are found with key-view comparisons (C-level too) and only the rare records that have
@@ -289,6 +350,9 @@ def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         _find_bad_value(records)
         raise
+    except UnicodeError:  # a lone surrogate from a "\ud800" escape
+        row, name = _find_bad_text(records, lambda text: not _encodes(text))
+        raise _FieldError(name, row, "a string is not valid Unicode") from None
     odd = {i for i, r in enumerate(records) if not r.keys() <= _KNOWN_KEYS}
     odd.update(
         i
@@ -296,27 +360,78 @@ def _records_to_struct(records: Sequence[Any]) -> pa.StructArray:
         if c.__class__ is dict and not c.keys() <= _CONTACT_KEYS
     )
     if not odd:
-        return known
+        return known, None
     extras: list[str | None] = [None] * len(records)
     for i in odd:
-        extras[i] = _extra_of(records[i])
-    fields = [known.field(i) for i in range(known.type.num_fields)]
-    names = [*API_SESSION_TYPE.names, "__extra__"]
-    extra = pa.array(extras, type=pa.string())
-    return pa.StructArray.from_arrays([*fields, extra], names=names, mask=known.is_null())
+        extras[i] = _extra_of(records[i], i)
+    return known, pa.array(extras, type=pa.string())
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 
 
-def _extra_of(record: dict[str, Any]) -> str | None:
+def _extra_of(record: dict[str, Any], row: int) -> str | None:
     extra = {k: record[k] for k in record.keys() - _KNOWN_KEYS}
     contact = record.get("contact")
     if contact.__class__ is dict:
         nested = {k: contact[k] for k in contact.keys() - _CONTACT_KEYS}
         if nested:
             extra["contact"] = nested
-    return _JSON.encode(extra) if extra else None
+    if not extra:
+        return None
+    if _depth(extra) > MAX_EXTRA_DEPTH:
+        raise _FieldError("extra", row, f"undocumented fields nest deeper than {MAX_EXTRA_DEPTH}")
+    try:
+        return _JSON.encode(extra)
+    except (TypeError, ValueError, UnicodeError) as exc:  # values sessions_frame was handed
+        raise _FieldError("extra", row, f"undocumented fields are not JSON: {exc}") from None
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (without recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level + 1)
+        if deepest > MAX_EXTRA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _find_bad_text(records: Sequence[Any], bad: Any) -> tuple[int, str]:
+    """The (row, field) of the first string in the sessions for which ``bad(text)`` holds."""
+    for row, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            continue
+        for name, value in record.items():
+            values = value.items() if isinstance(value, Mapping) else [(None, value)]
+            for key, item in values:
+                if isinstance(item, str) and bad(item):
+                    return row, name if key is None else f"{name}.{key}"
+    return 0, "data.data"
+
+
+def _raise_bad_text(payload: Any, info: PageInfo) -> None:
+    """Name the field whose bytes were not UTF-8 (found as U+FFFD after a lenient decode)."""
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    records = data.get("data") if isinstance(data, Mapping) else None
+    row, name = _find_bad_text(
+        records if isinstance(records, list) else [], lambda t: "\ufffd" in t
+    )
+    raise _format_error(info, name, f"session {row}: '{name}' is not valid UTF-8")
 
 
 def _find_bad_value(records: Sequence[Mapping[str, Any]]) -> None:
@@ -348,6 +463,7 @@ def _build_batch(
     parents: np.ndarray,
     rows: np.ndarray,
     infos: Sequence[PageInfo],
+    extra: pa.Array | None = None,
 ) -> pa.Table:
     """Sessions of API types, each with the index of its page in ``infos``, to frame columns."""
     parents_arr = pa.array(parents, type=pa.int64())
@@ -361,6 +477,7 @@ def _build_batch(
         status=per_page([i.status for i in infos], pa.string()),
         type_=per_page([i.type for i in infos], pa.string()),
         fetched_at=per_page([_utc(i.fetched_at) for i in infos], _TS),
+        extra=extra,
     )
     return _with_order(
         table,
@@ -383,9 +500,12 @@ def build_columns(
     status: pa.Array,
     type_: pa.Array,
     fetched_at: pa.Array,
+    extra: pa.Array | None = None,
 ) -> pa.Table:
     """Flatten, parse and derive every frame column from a struct array of API sessions.
 
+    ``extra`` is the JSON of undocumented fields when the caller already has it (built from
+    dicts); otherwise it is made from the struct's fields beyond the documented ones.
     Raises ``_FieldError`` for a timestamp that is not ISO 8601.
     """
     if isinstance(sessions, pa.ChunkedArray):
@@ -419,7 +539,7 @@ def build_columns(
         **{f"contact_{name}": contact_values[name] for name in CONTACT_FIELDS},
         "task_uuids": tasks,
         "task_count": pc.list_value_length(tasks).cast(pa.int64()),
-        "extra": _extra_column(sessions),
+        "extra": extra if extra is not None else _extra_column(sessions),
         "fetched_at": fetched_at,
     }
     uuids = columns["uuid"]
@@ -449,8 +569,6 @@ def _extra_column(sessions: pa.StructArray) -> pa.Array:
     """JSON text of the fields the documentation does not list, null where there are none."""
     n = len(sessions)
     names = [sessions.type.field(i).name for i in range(sessions.type.num_fields)]
-    if "__extra__" in names:  # built from records, where the JSON was made per record
-        return sessions.field("__extra__")
     extra = [name for name in names if name not in API_SESSION_TYPE.names]
     contact_extra: list[str] = []
     if "contact" in names:
@@ -510,14 +628,54 @@ def parse_timestamps(values: pa.Array, field: str = "timestamp") -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     text = values.to_pylist()
-    parsed = pd.to_datetime(
-        pd.Series(text, dtype=object), utc=True, format="ISO8601", errors="coerce"
-    )
-    bad = parsed.isna() & pd.Series(text, dtype=object).notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise _FieldError(field, row, f"'{field}' is not an ISO 8601 timestamp: {text[row]!r:.80}")
-    return pa.array(parsed.dt.as_unit("us"), type=_TS, from_pandas=True)
+    parsed: list[datetime | None] = []
+    for row, value in enumerate(text):
+        instant = None if value is None else _parse_iso(value)
+        if value is not None and instant is None:
+            raise _FieldError(field, row, f"'{field}' is not an ISO 8601 timestamp: {value!r:.80}")
+        parsed.append(instant)
+    return pa.array(parsed, type=_TS)
+
+
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?"
+)
+
+
+def _parse_iso(text: str) -> datetime | None:
+    """Parse one ISO 8601 / RFC 3339 timestamp strictly; None when it is not one.
+
+    The slow path behind Arrow's parser: it takes what Arrow refuses but the standard allows
+    (fractions beyond microseconds, which are truncated; a date alone; no offset, read as UTC)
+    and nothing else: no "now", no guessed offsets.
+    """
+    match = _ISO.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        instant = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micro,
+            tzinfo=timezone.utc,
+        )
+    except ValueError:
+        return None
+    if offset and offset not in ("Z", "z"):
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        if delta >= timedelta(hours=24) or int(digits[2:] or 0) >= 60:
+            return None
+        instant = instant - delta if offset[0] == "+" else instant + delta
+    return instant
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -624,10 +782,9 @@ def sessions_frame(
     fetched = _utc(pd.Timestamp(fetched_at).to_pydatetime()) if fetched_at is not None else None
     info = PageInfo(conversation=None, page=0, status=status, type=type, fetched_at=fetched)  # type: ignore[arg-type]
     try:
-        sessions = _records_to_struct(records)
-        table = _build_batch(
-            sessions, np.zeros(len(records), dtype=np.int64), np.arange(len(records)), [info]
-        )
+        sessions, extra = _records_to_struct(records)
+        parents = np.zeros(len(records), dtype=np.int64)
+        table = _build_batch(sessions, parents, np.arange(len(records)), [info], extra)
     except _FieldError as exc:
         raise ResponseFormatError(f"session {exc.row}: {exc.detail}", field=exc.field) from None
     return to_pandas(finish([table]))

@@ -1069,7 +1069,6 @@ U1 = "11111111-0d44-4b50-8888-8dd25736052a"
 U2 = "22222222-0d44-4b50-8888-8dd25736052a"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: 'now'/'today' parse as the current time (pandas)")
 @pytest.mark.parametrize("word", ["now", "today"])
 def test_words_pandas_reads_as_now_are_refused(word):
     body, info = _one_session_page({"uuid": U1, "ended_at": word})
@@ -1078,7 +1077,6 @@ def test_words_pandas_reads_as_now_are_refused(word):
     assert caught.value.field == "ended_at"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a malformed offset is read with a guessed meaning")
 @pytest.mark.parametrize(
     "text",
     ["2023-11-07T05:31:56+05:3", "2023-11-07T05:31:56+053", "2023-11-07T05:31:56+5"],
@@ -1090,7 +1088,6 @@ def test_malformed_offsets_are_refused(text):
     assert caught.value.field == "ended_at"
 
 
-@pytest.mark.xfail(strict=True, reason="minor bug: >6 fraction digits outside 1678-2261 refused")
 @pytest.mark.parametrize("text", ["2263-01-01T00:00:00.0000000Z", "1600-01-01T00:00:00.1234567Z"])
 def test_valid_timestamp_outside_pandas_nanosecond_range_parses(text):
     body, info = _one_session_page({"uuid": U1, "ended_at": text})
@@ -1135,14 +1132,12 @@ def test_undocumented_fields_are_kept_exactly_as_sent(values):
     assert list(mf.sessions_frame(records)["extra"]) == list(df["extra"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: TypeError on a date-like undocumented field")
 @pytest.mark.parametrize("value", ["2023-11-07T05:31:56Z", "2023-11-07", "2023-11-07 05:31:56"])
 def test_date_like_undocumented_field_is_kept_as_text(value):
     df = _decode_records([{"uuid": U1, "closed_at": value}])
     assert json.loads(df.loc[0, "extra"]) == {"closed_at": value}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a field named __extra__ is taken for the internal one")
 @pytest.mark.parametrize("value", ["hello", 5, {"a": 1}])
 def test_field_named_like_the_internal_extra_column(value):
     df = _decode_records([{"uuid": U1, "__extra__": value}])
@@ -1152,7 +1147,6 @@ def test_field_named_like_the_internal_extra_column(value):
 _BODY = '{{"success":true,"message":"","data":{{"current_page":1,"total":1,"last_page":1,"per_page":15,"data":[{{"uuid":"{u}","summary":{s}}}]}}}}'  # noqa: E501
 
 
-@pytest.mark.xfail(strict=True, reason="bug: text that is not Unicode gives a broken frame")
 @pytest.mark.parametrize(
     "summary",
     [
@@ -1173,7 +1167,6 @@ def test_text_that_is_not_unicode_is_a_format_error(summary):
     table.validate(full=True)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a raw newline inside a JSON string becomes a space")
 def test_raw_control_character_in_a_string_is_refused_not_rewritten():
     body = _BODY.format(u=U1, s='"line one\nline two"').encode()
     info = PageInfo(conversation=U2, page=1)
@@ -1210,7 +1203,6 @@ else:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="bug: pyarrow's JSON reader segfaults on a 'null' body")
 @pytest.mark.parametrize("body", [b"null", b" null\n"])
 def test_null_body_is_a_format_error_not_a_crash(body):
     done = _run_isolated(_ISOLATED.format(body=body))
@@ -1218,7 +1210,6 @@ def test_null_body_is_a_format_error_not_a_crash(body):
     assert done.stdout.split() == ["RFE", "c", "1", "None"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: deep nesting: RecursionError or a pyarrow segfault")
 @pytest.mark.parametrize("depth", [1_000, 5_000])
 def test_deeply_nested_undocumented_field_is_handled(depth):
     value = b"[" * depth + b"]" * depth
@@ -1364,7 +1355,6 @@ def test_http_last_page_below_current_page_keeps_every_row():
     assert list(df["uuid"]) == [str(uuidlib.UUID(int=n)) for n in (1, 2, 3, 4)]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a total/last_page that disagree silently lose rows")
 @pytest.mark.parametrize(
     ("total", "last"),
     [pytest.param(5, 1, id="total-5-last-page-1"), pytest.param(3, 1, id="total-3-two-rows")],
@@ -1381,7 +1371,6 @@ def test_http_total_that_disagrees_is_not_a_silent_truncation(total, last):
     assert len(df) == total, f"the server said {total} sessions; the frame has {len(df)}"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a date-like undocumented field raises TypeError")
 def test_http_date_like_undocumented_field_loads():
     pages = {(A, 1): _body(1, 2, 1, 1, [_session(1, A, closed_at="2026-01-02T00:00:00Z")])}
     with _CannedServer(pages) as server, server.client() as client:
@@ -1389,7 +1378,6 @@ def test_http_date_like_undocumented_field_loads():
     assert json.loads(df.loc[0, "extra"]) == {"closed_at": "2026-01-02T00:00:00Z"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a 200 'null' body kills the process (pyarrow)")
 def test_http_null_body_is_a_format_error_in_a_subprocess():
     code = f"""
     import json, sys
