@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -186,6 +187,25 @@ class MihuClient:
         if cache is not None:
             self.cache_path = default_cache_path() if cache == "default" else Path(cache)
         self._has_token = bool(token)
+        try:
+            self._open(backoff_factor)
+        except sqlite3.DatabaseError as exc:
+            if self.cache_path is None:
+                raise
+            aside = _move_aside(self.cache_path)
+            logger.warning(
+                "the cache file %s is damaged (%s); moved it to %s and started a new one",
+                self.cache_path,
+                exc,
+                aside,
+            )
+            self._open(backoff_factor)
+        if token:
+            for session in {self._session, self._network}:
+                session.headers["Authorization"] = f"Bearer {token}"
+        self._secret = token or None
+
+    def _open(self, backoff_factor: float) -> None:
         self._session = self._make_session(backoff_factor)
         self._writer: requests.Session | None = None
         self.frame_cache: FrameCache | None = None
@@ -194,10 +214,6 @@ class MihuClient:
             # SQLite connection and lock, so saving a batch never stalls the workers' lookups.
             self._writer = _cached_session(self.cache_path, self._expire_after, read_only=False)
             self.frame_cache = FrameCache(self.cache_path)
-        if token:
-            for session in {self._session, self._network}:
-                session.headers["Authorization"] = f"Bearer {token}"
-        self._secret = token or None
 
     # ------------------------------------------------------------------ set-up
 
@@ -516,6 +532,17 @@ def page_key(request: requests.PreparedRequest, **_: Any) -> str:
     normalisation requests-cache does by default is not needed (it costs ~0.5 ms a request).
     """
     return hashlib.sha256(f"{request.method} {request.url}".encode()).hexdigest()[:32]
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged cache file (and its -wal/-shm) out of the way; return the new name."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{aside}{suffix}"))
+    return aside
 
 
 def _create_private_file(path: Path) -> None:

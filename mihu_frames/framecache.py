@@ -92,8 +92,13 @@ class FrameCache:
         if expires is not None and expires <= _now() and not offline:
             logger.debug("stored load %s expired", key[:12])
             return None
-        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
-        return table, json.loads(meta)
+        try:
+            return pa.ipc.open_stream(pa.py_buffer(body)).read_all(), json.loads(meta)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            logger.warning("dropping a damaged stored load in %s: %s", self.path, exc)
+            with self._lock, self._connect() as db:
+                db.execute(f"delete from {_TABLE} where key = ?", (key,))
+            return None
 
     def put(
         self,

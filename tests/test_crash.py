@@ -353,16 +353,14 @@ def _xfail(reason: str) -> pytest.MarkDecorator:
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param("garbage", marks=_xfail("bug: sqlite3.DatabaseError from MihuClient()")),
-        pytest.param("text", marks=_xfail("bug: sqlite3.DatabaseError from MihuClient()")),
+        "garbage",
+        "text",
         "empty",
         pytest.param("directory"),
         "wal-garbage",
         "page-rows",
-        pytest.param("stored-load-body", marks=_xfail("bug: pyarrow error from a bad stored load")),
-        pytest.param(
-            "stored-load-meta", marks=_xfail("bug: JSONDecodeError from a bad stored load")
-        ),
+        "stored-load-body",
+        "stored-load-meta",
         "tables-dropped",
     ],
 )
