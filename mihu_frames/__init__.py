@@ -9,6 +9,7 @@ from mihu_frames.client import MihuClient
 from mihu_frames.compaction import compact_snapshots
 from mihu_frames.errors import (
     AuthenticationError,
+    CacheLockedError,
     CacheMissError,
     MihuError,
     NotFoundError,
@@ -28,6 +29,7 @@ from mihu_frames.sync import sync_snapshots, sync_summary
 __all__ = [
     "SESSIONS_SCHEMA",
     "AuthenticationError",
+    "CacheLockedError",
     "CacheMissError",
     "MihuClient",
     "MihuError",

@@ -33,6 +33,7 @@ from urllib3.util.retry import Retry
 from mihu_frames._version import __version__
 from mihu_frames.errors import (
     AuthenticationError,
+    CacheLockedError,
     CacheMissError,
     MihuError,
     NotFoundError,
@@ -206,6 +207,9 @@ class MihuClient:
         self._secret = token or None
 
     def _open(self, backoff_factor: float) -> None:
+        if self.cache_path is not None:
+            _create_private_file(self.cache_path)
+            _check_not_locked(self.cache_path, self.timeout)
         self._session = self._make_session(backoff_factor)
         self._writer: requests.Session | None = None
         self.frame_cache: FrameCache | None = None
@@ -509,7 +513,6 @@ def _settle_environment(session: requests.Session, base_url: str) -> None:
 def _cached_session(path: Path, expire_after: Any, *, read_only: bool = True) -> requests.Session:
     import requests_cache
 
-    _create_private_file(path)
     return requests_cache.CachedSession(
         str(path),
         backend="sqlite",
@@ -532,6 +535,27 @@ def page_key(request: requests.PreparedRequest, **_: Any) -> str:
     normalisation requests-cache does by default is not needed (it costs ~0.5 ms a request).
     """
     return hashlib.sha256(f"{request.method} {request.url}".encode()).hexdigest()[:32]
+
+
+def _check_not_locked(path: Path, timeout: float) -> None:
+    """Fail clearly when another process holds the cache file's write lock for ``timeout`` s.
+
+    requests-cache retries a locked write without end; asking once, with a deadline, turns a
+    hang into an error that names the file.
+    """
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    try:
+        db.execute("begin immediate")
+        db.execute("rollback")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise CacheLockedError(
+            f"the cache file {path} is locked by another process (waited {timeout:g} s); "
+            "close it there, or use another cache= path"
+        ) from None
+    finally:
+        db.close()
 
 
 def _move_aside(path: Path) -> Path:

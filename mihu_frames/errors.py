@@ -9,7 +9,8 @@
     ├── RateLimitError             429 still returned after every retry
     ├── ServerError                5xx, a dropped connection or a timeout after every retry
     ├── ResponseFormatError        a body that is not the documented envelope or session shape
-    └── CacheMissError             ``offline=True`` and a page is not in the cache
+    ├── CacheMissError             ``offline=True`` and a page is not in the cache
+    └── CacheLockedError           another process holds the cache file's write lock
 
 Bad arguments raise the built-in ``ValueError`` before any request is sent.
 
@@ -127,3 +128,7 @@ class ResponseFormatError(MihuError):
 
 class CacheMissError(MihuError):
     """``offline=True`` was asked for and a page is not in the cache."""
+
+
+class CacheLockedError(MihuError):
+    """Another process holds the cache file's write lock for longer than the client's timeout."""

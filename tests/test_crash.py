@@ -459,7 +459,6 @@ except Exception as error:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="bug: requests-cache spins forever on a locked cache file")
 def test_cache_locked_for_good_gives_a_clear_error_not_a_hang(tmp_path):
     cache = tmp_path / "cache.sqlite"
     with Simulator(seed=53, sizes=[120]) as sim:
