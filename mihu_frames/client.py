@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import pickle
 import re
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping
@@ -309,7 +310,20 @@ class MihuClient:
             else:
                 kwargs["only_if_cached"] = offline
         try:
-            response = session.get(url, **kwargs)
+            try:
+                response = session.get(url, **kwargs)
+            except (OverflowError, EOFError, MemoryError, pickle.UnpicklingError) as exc:
+                # A damaged cache row that requests-cache does not catch: drop it, refetch.
+                key = page_key(requests.Request("GET", url, params=kwargs["params"]).prepare())
+                logger.warning("dropping a damaged cache entry %s: %r", key, exc)
+                self.forget(key)
+                if offline:
+                    raise CacheMissError(
+                        "the cached page was damaged and offline=True",
+                        conversation=conversation,
+                        page=page,
+                    ) from None
+                response = self._network.get(url, params=kwargs["params"], timeout=self.timeout)
         except requests.RequestException as exc:
             raise ServerError(
                 f"no response after {self.retries} retries ({_describe(exc)})",

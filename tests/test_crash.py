@@ -414,7 +414,6 @@ with Simulator(seed=47, sizes=[120, 3]) as sim:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="bug: garbage page rows escape requests-cache, may crash")
 @pytest.mark.parametrize("kind", ["page-rows-43", "page-rows-454"])
 def test_garbage_page_rows_are_rebuilt_in_a_subprocess(tmp_path, kind):
     child = spawn(_DAMAGED, kind, str(tmp_path / "cache.sqlite"))
