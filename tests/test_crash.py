@@ -346,10 +346,6 @@ def _wait_for_stored_load(cache: Path) -> None:
     raise AssertionError("the load was never stored, or a connection to the cache stays open")
 
 
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(
     "kind",
     [
