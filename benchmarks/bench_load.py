@@ -34,7 +34,6 @@ as ``MISSED``. A wrong result (different uuids, requests on a cached reload) is 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -50,6 +49,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import pyarrow as pa
 import requests
+from _common import parse, print_machine
 
 import mihu_frames as mf
 from mihu_frames.frame import PageInfo, batch_size, decode_pages, finish
@@ -394,24 +394,9 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (< 20 s)")
-    parser.add_argument("--repeat", type=int, default=None, help="best of N (default 3; quick 2)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
-    if args.repeat is not None:
-        if args.repeat < 1:
-            parser.error("--repeat must be >= 1")
-        cfg = Config(**{**asdict(cfg), "repeat": args.repeat})
-
+    cfg, args = parse(__doc__, FULL, QUICK, argv, "a small smoke run (< 20 s)")
     started = time.perf_counter()
-    print(
-        f"mihu_frames {mf.__version__} | Python {platform.python_version()} | pandas "
-        f"{pd.__version__} | pyarrow {pa.__version__} | {os.cpu_count()} CPUs | best of "
-        f"{cfg.repeat}{' | QUICK' if args.quick else ''}",
-        flush=True,
-    )
+    print_machine(cfg.repeat, args.quick)
     print(
         f"network: {cfg.conversations} conversations x {cfg.sessions_per_conversation} sessions "
         f"= {cfg.pages} pages of {PER_PAGE}, {cfg.latency * 1000:.0f} ms latency, "

@@ -29,7 +29,6 @@ session), and it must report exactly the sessions touched as changed; otherwise 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import multiprocessing
@@ -44,6 +43,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from _common import parse, print_machine
 
 import mihu_frames as mf
 from mihu_frames.sync import sync_snapshots
@@ -250,24 +250,9 @@ def print_table(measures: list[Measure], baseline: Measure) -> list[dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--repeat", type=int, default=None, help="best of N (default 3; quick 2)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
-    if args.repeat is not None:
-        if args.repeat < 1:
-            parser.error("--repeat must be >= 1")
-        cfg = Config(**{**asdict(cfg), "repeat": args.repeat})
-
+    cfg, args = parse(__doc__, FULL, QUICK, argv, "a small smoke run")
     started = time.perf_counter()
-    print(
-        f"mihu_frames {mf.__version__} | Python {platform.python_version()} | pandas "
-        f"{pd.__version__} | pyarrow {pa.__version__} | {os.cpu_count()} CPUs | best of "
-        f"{cfg.repeat}{' | QUICK' if args.quick else ''}",
-        flush=True,
-    )
+    print_machine(cfg.repeat, args.quick)
     print(
         f"{cfg.conversations} conversations x {cfg.sessions_per_conversation} sessions = "
         f"{cfg.pages} pages of {PER_PAGE}, {cfg.latency * 1000:.0f} ms latency, {MAX_WORKERS} "

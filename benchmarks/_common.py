@@ -1,0 +1,42 @@
+"""What the benchmark scripts share: their command line and the line naming the machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+
+import mihu_frames as mf
+
+C = TypeVar("C")
+
+
+def parse(doc: str, full: C, quick: C, argv: list[str] | None, quick_help: str) -> tuple[C, Any]:
+    """``--quick``, ``--repeat N`` and ``--json PATH``; returns the config to run and the args."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeat", type=int, default=None, help="best of N (default 3; quick 2)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    cfg = quick if args.quick else full
+    if args.repeat is not None:
+        if args.repeat < 1:
+            parser.error("--repeat must be >= 1")
+        cfg = replace(cfg, repeat=args.repeat)  # type: ignore[type-var]
+    return cfg, args
+
+
+def print_machine(repeat: int, quick: bool) -> None:
+    """The line that says what the figures below were measured with."""
+    print(
+        f"mihu_frames {mf.__version__} | Python {platform.python_version()} | pandas "
+        f"{pd.__version__} | pyarrow {pa.__version__} | {os.cpu_count()} CPUs | best of "
+        f"{repeat}{' | QUICK' if quick else ''}",
+        flush=True,
+    )
