@@ -206,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1  # pragma: no cover - argparse rejects unknown commands
 
 
+def _print_errors(df: pd.DataFrame) -> None:
+    for error in df.attrs["mihu_frames"]["errors"]:
+        print(f"  failed: {error['message']}", file=sys.stderr)
+
+
 def _fetch(args: argparse.Namespace) -> int:
     df = load_sessions(
         args.conversations,
@@ -220,8 +225,7 @@ def _fetch(args: argparse.Namespace) -> int:
     )
     path = write_snapshot(df, args.root)
     print(summary(df))
-    for error in df.attrs["mihu_frames"]["errors"]:
-        print(f"  failed: {error['message']}", file=sys.stderr)
+    _print_errors(df)
     print(f"snapshot: {path}")
     return 0
 
@@ -247,8 +251,7 @@ def _sync(args: argparse.Namespace) -> int:
         **options,
     )
     print(sync_summary(df))
-    for error in df.attrs["mihu_frames"]["errors"]:
-        print(f"  failed: {error['message']}", file=sys.stderr)
+    _print_errors(df)
     return 0
 
 
