@@ -191,9 +191,10 @@ class MihuClient:
         self._has_token = bool(token)
         try:
             self._open(backoff_factor)
-        except sqlite3.DatabaseError as exc:
-            if self.cache_path is None:
-                raise
+        except sqlite3.OperationalError as exc:  # cannot open, read-only, disk full...
+            raise MihuError(f"cannot use the cache file {self.cache_path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database", malformed
+            assert self.cache_path is not None
             aside = _move_aside(self.cache_path)
             logger.warning(
                 "the cache file %s is damaged (%s); moved it to %s and started a new one",

@@ -83,3 +83,13 @@ def test_default_cache_lives_in_the_user_cache_dir(monkeypatch, tmp_path, secret
         assert client.cache_path == tmp_path / "xdg" / "mihu_frames" / "http_cache.sqlite"
         client.sessions(secret_sim.conversation_uuids[1])
     assert client.cache_path.exists()
+
+
+def test_a_cache_path_sqlite_cannot_open_is_a_clear_error(secret_sim, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "cache.sqlite").mkdir()  # a directory where the database file should be
+    with pytest.raises((mf.MihuError, OSError)) as info:
+        mf.MihuClient(secret_sim.base_url, token=TOKEN, cache=folder / "cache.sqlite")
+    assert "cache.sqlite" in str(info.value) and TOKEN not in str(info.value)
+    assert (folder / "cache.sqlite").is_dir()  # not moved aside: it is not a damaged database
