@@ -12,6 +12,7 @@ cache keys or stored requests (``ignored_parameters``), not in any message.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import ipaddress
 import logging
 import os
@@ -52,6 +53,11 @@ logger = logging.getLogger("mihu_frames")
 API_PATH = "/api/v1/conversations/{uuid}/sessions"
 DEFAULT_EXPIRE_AFTER = timedelta(hours=1)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: A server's Retry-After is honoured up to a minute, so a load cannot sleep for hours; after
+#: the retries it becomes a RateLimitError (urllib3 >= 2.5 knows the option; older ones ignore).
+_RETRY_AFTER_CAP = (
+    {"retry_after_max": 60} if "retry_after_max" in inspect.signature(Retry).parameters else {}
+)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -195,6 +201,10 @@ class MihuClient:
             raise MihuError(f"cannot use the cache file {self.cache_path}: {exc}") from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", malformed
             assert self.cache_path is not None
+            for name in ("_session", "_network", "_writer"):
+                opened = getattr(self, name, None)
+                if opened is not None:
+                    opened.close()
             aside = _move_aside(self.cache_path)
             logger.warning(
                 "the cache file %s is damaged (%s); moved it to %s and started a new one",
@@ -251,6 +261,7 @@ class MihuClient:
             allowed_methods=frozenset({"GET"}),
             respect_retry_after_header=True,
             raise_on_status=False,
+            **_RETRY_AFTER_CAP,
         )
         return HTTPAdapter(
             max_retries=retry, pool_connections=4, pool_maxsize=max(self.max_workers, 10)
@@ -262,7 +273,9 @@ class MihuClient:
         return f"MihuClient(base_url={self.base_url!r}, cache={cache!r}, token={token})"
 
     def close(self) -> None:
-        """Close the HTTP session and the cache file."""
+        """Close the HTTP sessions and the cache file (after a pending stored-load write)."""
+        if self.frame_cache is not None:
+            self.frame_cache.wait()
         self._session.close()
         self._network.close()
         if self._writer is not None:
@@ -359,11 +372,15 @@ class MihuClient:
             )
         return page_response
 
-    def cached_keys(self) -> frozenset[str]:
+    def cached_keys(self) -> frozenset[str] | None:
         """The keys of every page the cache holds (fresh or not), read in one query."""
         if self.cache_path is None:
             return frozenset()
-        return frozenset(self._session.cache.responses.keys())  # type: ignore[attr-defined]
+        try:
+            return frozenset(self._session.cache.responses.keys())  # type: ignore[attr-defined]
+        except sqlite3.Error as exc:
+            logger.warning("could not list %s: %s", self.cache_path, exc)
+            return None  # unknown: every page asks the cache
 
     def store(self, pages: Iterable[PageResponse]) -> None:
         """Save fetched pages to the cache, once they have been decoded and found valid.
@@ -375,9 +392,14 @@ class MihuClient:
         if not fresh or self._writer is None:
             return
         cache = self._writer.cache  # type: ignore[attr-defined]
-        with cache.responses.bulk_commit():
-            for page in fresh:
-                cache.save_response(page.response, cache_key=page.cache_key, expires=page.expires)
+        try:
+            with cache.responses.bulk_commit():
+                for page in fresh:
+                    cache.save_response(
+                        page.response, cache_key=page.cache_key, expires=page.expires
+                    )
+        except sqlite3.Error as exc:  # only a cache: the load itself has its pages
+            logger.warning("could not save %d pages to %s: %s", len(fresh), self.cache_path, exc)
 
     def clear_cache(self) -> None:
         """Empty this client's cache file: every page and every stored load."""
@@ -389,7 +411,11 @@ class MihuClient:
     def forget(self, cache_key: str | None) -> None:
         """Drop one response from the cache (used when its body turned out to be invalid)."""
         if cache_key and self.cache_path is not None:
-            self._writer.cache.delete(cache_key)  # type: ignore[union-attr]
+            try:
+                self._writer.cache.delete(cache_key)  # type: ignore[union-attr]
+            except sqlite3.Error as exc:
+                logger.warning("could not drop cache entry %s: %s", cache_key, exc)
+                return
             logger.debug("dropped cache entry %s: body is not the documented envelope", cache_key)
 
     def _error(self, response: requests.Response, conversation: str, page: int) -> MihuError:

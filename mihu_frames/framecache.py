@@ -82,10 +82,14 @@ class FrameCache:
     def get(self, key: str, *, offline: bool = False) -> tuple[pa.Table, dict[str, Any]] | None:
         """The stored table and its record, or None when absent or (unless offline) expired."""
         self.wait()
-        with self._lock, self._connect() as db:
-            row = db.execute(
-                f"select expires, meta, body from {_TABLE} where key = ?", (key,)
-            ).fetchone()
+        try:
+            with self._lock, self._connect() as db:
+                row = db.execute(
+                    f"select expires, meta, body from {_TABLE} where key = ?", (key,)
+                ).fetchone()
+        except sqlite3.Error as exc:  # only a cache: load the pages instead
+            logger.warning("could not read stored loads in %s: %s", self.path, exc)
+            return None
         if row is None:
             return None
         expires, meta, body = row
@@ -143,10 +147,7 @@ class FrameCache:
             stamp = expires.timestamp() if expires is not None else None
             with self._lock, self._connect() as db:
                 db.execute("begin immediate")
-                for conversation in set(fresh):
-                    db.execute(
-                        f"delete from {_TABLE} where instr(conversations, ?) > 0", (conversation,)
-                    )
+                _drop(db, fresh)
                 db.execute(f"delete from {_TABLE} where expires <= ?", (_now(),))
                 db.execute(
                     f"insert or replace into {_TABLE} values (?, ?, ?, ?, ?)",
@@ -156,11 +157,28 @@ class FrameCache:
         except (OSError, sqlite3.Error, pa.ArrowException) as exc:  # only a cache: never fatal
             logger.warning("could not store the load result in %s: %s", self.path, exc)
 
+    def invalidate(self, conversations: Iterable[str]) -> None:
+        """Drop every stored load that holds one of ``conversations`` (fetched anew)."""
+        conversations = list(conversations)
+        if not conversations:
+            return
+        self.wait()
+        try:
+            with self._lock, self._connect() as db:
+                _drop(db, conversations)
+        except sqlite3.Error as exc:
+            logger.warning("could not drop stale stored loads in %s: %s", self.path, exc)
+
     def clear(self) -> None:
         """Drop every stored load."""
         self.wait()
         with self._lock, self._connect() as db:
             db.execute(f"delete from {_TABLE}")
+
+
+def _drop(db: sqlite3.Connection, conversations: Iterable[str]) -> None:
+    for conversation in set(conversations):
+        db.execute(f"delete from {_TABLE} where instr(conversations, ?) > 0", (conversation,))
 
 
 def _now() -> float:

@@ -153,9 +153,8 @@ class LoadStats:
     cache_hits: int = 0
     pages: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    #: The earliest cache expiry among the pages, and whether every page is in the cache.
+    #: The earliest cache expiry among the pages.
     expires: datetime | None = None
-    all_cached: bool = True
     #: Conversations with at least one page fetched from the network in this load.
     fresh: set[str] = field(default_factory=set)
 
@@ -348,7 +347,6 @@ class PageRun:
         else:
             stats.requests += 1 + response.retries
             stats.fresh.add(conversation)
-        stats.all_cached = stats.all_cached and response.cache_key is not None
         if response.expires is not None:
             stats.expires = min(stats.expires or response.expires, response.expires)
         if self.bar is not None:
@@ -383,10 +381,11 @@ class PageRun:
                 "message": str(error),
             }
         )
+        message = self.left_out.format(error=error)
         if self.plan.on_error == "warn":
-            message = self.left_out.format(error=error)
             warnings.warn(message, RuntimeWarning, stacklevel=_first_frame_outside())
-        logger.warning("%s", self.left_out.format(error=error))
+        else:  # "skip" is silent; the log keeps a record
+            logger.info("%s", message)
 
     def table(self) -> pa.Table:
         table = finish(self.tables)
@@ -445,9 +444,16 @@ def fetch_frame(
         logger.debug("served the whole load from the stored result %s", key[:12])
     else:
         run = PageRun(client, plan, plan.queries, progress, refresh=refresh, offline=offline)
-        run.run()
+        try:
+            run.run()
+        except BaseException:
+            if frames is not None:  # pages fetched anew make stored loads that hold them stale
+                frames.invalidate(run.stats.fresh)
+            raise
         table, stats = run.table(), run.stats
-        if frames is not None and not stats.errors and stats.all_cached:
+        if frames is not None and stats.errors:
+            frames.invalidate(stats.fresh)
+        elif frames is not None:
             frames.put(
                 key,
                 table,

@@ -79,6 +79,9 @@ def write_snapshot(
     """
     if pii not in (None, "hash"):
         raise ValueError(f"pii must be None or 'hash', got {pii!r}")
+    clash = set(metadata or {}) & RESERVED_METADATA
+    if clash:
+        raise ValueError(f"metadata keys {sorted(clash)} are reserved for the snapshot's record")
     table = from_pandas(df)
     if pii == "hash":
         table = hash_pii(table)
@@ -105,8 +108,8 @@ def write_snapshot(
         "conversations": pc.count_distinct(table.column("conversation_uuid")).as_py(),
         "requests": attrs.get("requests"),
         "pii": pii or "kept",
-        **(dict(metadata) if metadata else {}),
     }
+    record.update(metadata or {})
     kv = {f"mihu_frames.{k}": json.dumps(v, default=str) for k, v in record.items()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **kv})
     final = folder / f"{snapshot_id}.parquet"
@@ -114,6 +117,22 @@ def write_snapshot(
     return final
 
 
+#: Keys of the record every snapshot carries; ``metadata=`` cannot replace them.
+RESERVED_METADATA = frozenset(
+    {
+        "library_version",
+        "schema_version",
+        "snapshot_id",
+        "fetched_at",
+        "written_at",
+        "base_url",
+        "filters",
+        "rows",
+        "conversations",
+        "requests",
+        "pii",
+    }
+)
 PII_COLUMNS = ("contact_name", "contact_surname", "contact_phone_number", "contact_email")
 
 

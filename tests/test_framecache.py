@@ -90,3 +90,16 @@ def test_key_depends_on_every_part_of_the_load(fresh_sim):
     ]
     keys = {FrameCache.key("http://x", p) for p in plans} | {FrameCache.key("http://y", plans[0])}
     assert len(keys) == len(plans) + 1
+
+
+def test_a_partly_failed_refresh_drops_stored_loads_it_made_stale(fresh_sim, make_client):
+    client = make_client(fresh_sim, retries=0)
+    a, b = fresh_sim.conversation_uuids[2], fresh_sim.conversation_uuids[3]
+    before = client.sessions([a, b])
+    new = fresh_sim.add_sessions(a, 3)
+    fresh_sim.fail_next("401", conversation=b)
+    client.sessions([a, b], refresh=True, on_error="skip")  # a fetched anew, b failed
+    fresh_sim.reset_requests()
+    again = client.sessions([a, b])
+    assert set(new) <= set(again["uuid"]) and len(again) == len(before) + 3
+    assert fresh_sim.request_count == 0  # answered from the refreshed pages, not the old result

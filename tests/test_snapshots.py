@@ -184,3 +184,9 @@ def test_pii_hash_replaces_contacts_with_stable_keyed_hashes(loaded, tmp_path, m
         a.drop(columns=list(mf.snapshots.PII_COLUMNS)),
         loaded.drop(columns=list(mf.snapshots.PII_COLUMNS)),
     )
+
+
+def test_metadata_cannot_replace_the_record(loaded, tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        mf.write_snapshot(loaded, tmp_path, metadata={"pii": "kept", "note": 1})
+    assert not (tmp_path / "sessions").exists()
