@@ -88,7 +88,7 @@ class _FieldError(Exception):
 
 
 def decode_pages(
-    bodies: Sequence[bytes], infos: Sequence[PageInfo]
+    bodies: Sequence[bytes], infos: Sequence[PageInfo], *, use_threads: bool = True
 ) -> tuple[pa.Table, list[PageEnvelope]]:
     """Decode a batch of page bodies into one Arrow table in the frame schema.
 
@@ -98,6 +98,9 @@ def decode_pages(
         Raw response bodies, one per page.
     infos : sequence of PageInfo
         The request behind each body (conversation, page, filter tags, fetch time).
+    use_threads : bool
+        Let pyarrow parse blocks of a large batch in parallel (worth it when the cores are not
+        busy fetching).
 
     Returns
     -------
@@ -120,7 +123,7 @@ def decode_pages(
     # is not an object: pyarrow's reader crashes the process on a bare ``null``.
     if all(_FAST_BODY.match(b) and b"\n" not in b for b in bodies):
         try:
-            pages = _read_envelopes(bodies)
+            pages = _read_envelopes(bodies, use_threads)
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
             pages = None
     if pages is not None and pages.num_rows == len(bodies) and _fast_path_safe(pages):
@@ -183,11 +186,13 @@ def _fast_path_safe(pages: pa.Table) -> bool:
     return True
 
 
-def _read_envelopes(lines: Sequence[bytes]) -> pa.Table:
+def _read_envelopes(lines: Sequence[bytes], use_threads: bool) -> pa.Table:
     block = max(1 << 20, max(len(b) for b in lines) + 2)
     return pa_json.read_json(
         pa.BufferReader(b"\n".join(lines)),
-        read_options=pa_json.ReadOptions(use_threads=len(lines) > 4, block_size=block),
+        read_options=pa_json.ReadOptions(
+            use_threads=use_threads and len(lines) > 4, block_size=block
+        ),
         parse_options=pa_json.ParseOptions(
             explicit_schema=API_PAGE_SCHEMA, unexpected_field_behavior="infer"
         ),

@@ -230,7 +230,9 @@ class PageRun:
                 self.submit(query, 1)
             while self.fetching or self.decoding or self.batch:
                 if self.batch and (len(self.batch) >= self.batch_limit or not self.fetching):
-                    self.decoding.add(self.decoder.submit(self.decode, self.batch))
+                    # While workers fetch, the cores are theirs; the last batch gets them all.
+                    threads = not self.fetching
+                    self.decoding.add(self.decoder.submit(self.decode, self.batch, threads))
                     self.batch = []
                 done, _ = wait(self.fetching | self.decoding, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -280,7 +282,7 @@ class PageRun:
             fetched.decoded = self.decode([fetched])
         return fetched
 
-    def decode(self, pages: list[FetchedPage]) -> DecodedBatch:
+    def decode(self, pages: list[FetchedPage], threads: bool = False) -> DecodedBatch:
         """Decode a batch of pages (and store the valid ones in the cache).
 
         A batch with a bad page is decoded page by page, so the good pages still count and
@@ -288,7 +290,7 @@ class PageRun:
         """
         try:
             table, envelopes = decode_pages(
-                [p.response.body for p in pages], [p.info for p in pages]
+                [p.response.body for p in pages], [p.info for p in pages], use_threads=threads
             )
         except ResponseFormatError as exc:
             if len(pages) == 1:
