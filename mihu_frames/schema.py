@@ -150,7 +150,8 @@ def pandas_dtypes() -> dict[str, object]:
     return dtypes
 
 
-def _types_mapper(arrow_type: pa.DataType) -> object | None:
+def types_mapper(arrow_type: pa.DataType) -> object | None:
+    """The pandas dtype of the frame's Arrow strings and lists (for ``to_pandas``)."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return _STRING_DTYPE
     if pa.types.is_list(arrow_type):
@@ -168,7 +169,7 @@ def to_pandas(table: pa.Table, columns: list[str] | None = None) -> pd.DataFrame
     table = table.select(names).cast(schema)
     tags = {name: table.column(name) for name in names if name in CATEGORIES}
     table = table.drop_columns(list(tags))
-    df = table.to_pandas(types_mapper=_types_mapper, coerce_temporal_nanoseconds=False)
+    df = table.to_pandas(types_mapper=types_mapper, coerce_temporal_nanoseconds=False)
     for column, values in tags.items():  # in frame order, so each insert lands in place
         categories = CATEGORIES[column]
         codes = pc.fill_null(pc.index_in(values, value_set=pa.array(categories)), -1)

@@ -27,13 +27,19 @@ import pyarrow.parquet as pq
 
 from mihu_frames._version import __version__
 from mihu_frames.frame import deduplicate
-from mihu_frames.schema import COLUMNS, SCHEMA_VERSION, SESSIONS_SCHEMA, from_pandas, to_pandas
+from mihu_frames.schema import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    SESSIONS_SCHEMA,
+    from_pandas,
+    to_pandas,
+    types_mapper,
+)
 
 DATASET = "sessions"
 SNAPSHOT_ID = "snapshot_id"
 PARTITION = "fetched_date"
 _FILE_SCHEMA = SESSIONS_SCHEMA.append(pa.field(SNAPSHOT_ID, pa.string()))
-_STRING = {pa.string(): pd.StringDtype("pyarrow")}
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:
@@ -257,7 +263,7 @@ def read_snapshots(
     names = [c for c in COLUMNS if wanted is None or c in wanted]
     df = to_pandas(table, columns=names)
     if not latest and (wanted is None or SNAPSHOT_ID in wanted):
-        df[SNAPSHOT_ID] = table.column(SNAPSHOT_ID).to_pandas(types_mapper=_STRING.get)
+        df[SNAPSHOT_ID] = table.column(SNAPSHOT_ID).to_pandas(types_mapper=types_mapper)
     return df
 
 
