@@ -1,12 +1,18 @@
 """HTTP for the Mihu AI API: configuration, cache, retries, and errors from responses.
 
-One :class:`MihuClient` holds one ``requests`` session: a requests-cache ``CachedSession`` on a
-SQLite file (or a plain session with ``cache=None``) whose adapter retries with urllib3's
-``Retry`` (429 with ``Retry-After``, 5xx, dropped connections, read timeouts). Planning and
-fetching many pages concurrently lives in :mod:`mihu_frames.pages`.
+One :class:`MihuClient` fetches pages two ways, both retrying with urllib3's ``Retry`` (429
+with ``Retry-After``, 5xx, dropped connections, read timeouts):
 
-The token lives in the session's default headers and nowhere else: not in the repr, not in
-cache keys or stored requests (``ignored_parameters``), not in any message.
+- a page the cache may hold goes through a requests-cache ``CachedSession`` on a SQLite file;
+- a page the cache does not hold (or any page with ``refresh=True`` or ``cache=None``) goes
+  straight to a urllib3 pool: a cold load spends half its CPU time in ``requests``' own
+  per-request layers otherwise. Such pages are saved into requests-cache once decoded.
+
+Planning and fetching many pages concurrently lives in :mod:`mihu_frames.pages`.
+
+The token lives in the sessions' default headers and the pool's request headers and nowhere
+else: not in the repr, not in cache keys or stored requests (``ignored_parameters``), not in
+any message.
 """
 
 from __future__ import annotations
@@ -14,21 +20,25 @@ from __future__ import annotations
 import hashlib
 import inspect
 import ipaddress
+import json
 import logging
 import os
 import pickle
 import re
 import sqlite3
+import threading
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from requests_cache.policy.expiration import get_expiration_datetime
 from urllib3.util.retry import Retry
 
@@ -71,8 +81,9 @@ class PageResponse:
     retries: int
     cache_key: str | None
     expires: datetime | None = None
-    #: The live response of a page fetched from the network, until it is stored in the cache.
-    response: requests.Response | None = field(default=None, repr=False, compare=False)
+    #: For a page fetched from the network into a cached client: what requests-cache stores
+    #: once the body has been decoded (a ``requests.Response`` or a ``CachedResponse``).
+    response: Any = field(default=None, repr=False, compare=False)
 
 
 def check_uuid(value: object) -> str:
@@ -172,6 +183,9 @@ class MihuClient:
         backoff_factor: float = 0.5,
     ) -> None:
         self.base_url = resolve_base_url(base_url, subdomain)
+        # How requests spells the address (lower-case host, quoting), so a URL built here and
+        # one requests prepares from it give the same cache key.
+        self._url_base = requests.Request("GET", self.base_url).prepare().url.rstrip("/")
         token = token if token is not None else os.environ.get("MIHU_API_TOKEN")
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ValueError("token must be a non-empty string")
@@ -201,7 +215,7 @@ class MihuClient:
             raise MihuError(f"cannot use the cache file {self.cache_path}: {exc}") from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", malformed
             assert self.cache_path is not None
-            for name in ("_session", "_network", "_writer"):
+            for name in ("_session", "_writer"):
                 opened = getattr(self, name, None)
                 if opened is not None:
                     opened.close()
@@ -214,42 +228,64 @@ class MihuClient:
             )
             self._open(backoff_factor)
         if token:
-            for session in {self._session, self._network}:
-                session.headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
         self._secret = token or None
 
     def _open(self, backoff_factor: float) -> None:
+        self._session: requests.Session | None = None
+        self._writer: requests.Session | None = None
+        self._opening = threading.Lock()
+        self.frame_cache: FrameCache | None = None
         if self.cache_path is not None:
             _create_private_file(self.cache_path)
             _check_not_locked(self.cache_path, self.timeout)
-        self._session = self._make_session(backoff_factor)
-        self._writer: requests.Session | None = None
-        self.frame_cache: FrameCache | None = None
-        if self.cache_path is not None:
-            # A second requests-cache session on the same file, used only to save pages: its own
-            # SQLite connection and lock, so saving a batch never stalls the workers' lookups.
-            self._writer = _cached_session(self.cache_path, self._expire_after, read_only=False)
             self.frame_cache = FrameCache(self.cache_path)
+        self._retry = self._make_retry(backoff_factor)
+        self._adapter = HTTPAdapter(
+            max_retries=self._retry, pool_connections=4, pool_maxsize=max(self.max_workers, 10)
+        )
+        # Proxy and CA bundle from the environment, read once (see _configure).
+        self._proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        # Pages the cache does not hold skip requests-cache's lookup (see cached_keys) and
+        # requests' per-request layers: they go to this urllib3 pool, with the same proxy, CA
+        # bundle, retries and headers as the cached session.
+        self._pool = _pool_manager(self.base_url, self._adapter, self._proxies, self._bundle)
+        self._timeouts = urllib3.Timeout(connect=self.timeout, read=self.timeout)
+        self._headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
+            "User-Agent": f"mihu_frames/{__version__}",
+        }
 
     # ------------------------------------------------------------------ set-up
 
-    def _make_session(self, backoff_factor: float) -> requests.Session:
-        if self.cache_path is None:
-            session = requests.Session()
-        else:
-            session = _cached_session(self.cache_path, self._expire_after)
-        self._adapter = self._make_adapter(backoff_factor)
-        _configure(session, self._adapter, self.base_url)
-        # Pages the cache does not hold skip requests-cache's per-request lookup (see
-        # cached_keys); they go through this plain session on the same connection pool.
-        self._network = session
-        if self.cache_path is not None:
-            self._network = requests.Session()
-            _configure(self._network, self._adapter, self.base_url)
+    def _cached(self, *, writer: bool = False) -> requests.Session:
+        """A requests-cache session on the cache file, opened on first use.
+
+        The reader looks pages up (read-only: nothing is saved while fetching); the writer
+        saves validated pages, on its own SQLite connection and lock, so saving a batch never
+        stalls the workers' lookups. A load served whole from the stored result opens neither.
+        """
+        assert self.cache_path is not None
+        name = "_writer" if writer else "_session"
+        with self._opening:
+            session = getattr(self, name)
+            if session is None:
+                try:
+                    session = _cached_session(
+                        self.cache_path, self._expire_after, read_only=not writer
+                    )
+                except sqlite3.Error as exc:
+                    raise MihuError(f"cannot use the cache file {self.cache_path}: {exc}") from None
+                if not writer:
+                    _configure(session, self._adapter, self._proxies, self._bundle)
+                    session.headers.update(self._headers)
+                setattr(self, name, session)
         return session
 
-    def _make_adapter(self, backoff_factor: float) -> HTTPAdapter:
-        retry = Retry(
+    def _make_retry(self, backoff_factor: float) -> Retry:
+        return Retry(
             total=self.retries,
             connect=self.retries,
             read=self.retries,
@@ -263,9 +299,6 @@ class MihuClient:
             raise_on_status=False,
             **_RETRY_AFTER_CAP,
         )
-        return HTTPAdapter(
-            max_retries=retry, pool_connections=4, pool_maxsize=max(self.max_workers, 10)
-        )
 
     def __repr__(self) -> str:
         cache = str(self.cache_path) if self.cache_path else None
@@ -273,13 +306,16 @@ class MihuClient:
         return f"MihuClient(base_url={self.base_url!r}, cache={cache!r}, token={token})"
 
     def close(self) -> None:
-        """Close the HTTP sessions and the cache file (after a pending stored-load write)."""
-        if self.frame_cache is not None:
-            self.frame_cache.wait()
-        self._session.close()
-        self._network.close()
-        if self._writer is not None:
-            self._writer.close()
+        """Close the HTTP sessions and the cache file.
+
+        A stored-load write still running (see :class:`~mihu_frames.framecache.FrameCache`)
+        finishes on its own thread: the next client on this file waits for it before reading,
+        and so does interpreter exit.
+        """
+        for session in (self._session, self._writer):
+            if session is not None:
+                session.close()
+        self._pool.clear()
 
     def __enter__(self) -> MihuClient:
         return self
@@ -292,9 +328,11 @@ class MihuClient:
 
     # ------------------------------------------------------------------ one page
 
-    def page_url(self, conversation: str) -> str:
-        """The sessions URL of one conversation (the UUID is checked, then quoted)."""
-        return self.base_url + API_PATH.format(uuid=quote(check_uuid(conversation), safe=""))
+    def page_url(self, conversation: str, params: Mapping[str, str | int] | None = None) -> str:
+        """The sessions URL of one conversation (the UUID is checked, then quoted), with
+        ``params`` as its query string, spelled exactly as ``requests`` would spell it."""
+        url = self._url_base + API_PATH.format(uuid=quote(check_uuid(conversation), safe=""))
+        return f"{url}?{urlencode(params)}" if params else url
 
     def fetch_page(
         self,
@@ -312,32 +350,25 @@ class MihuClient:
         page with ``refresh=True``, goes straight to the network.
         """
         page = int(params.get("page", 1))
-        url = self.page_url(conversation)
-        kwargs: dict[str, Any] = {"params": dict(params), "timeout": self.timeout}
-        session = self._session
-        if self.cache_path is not None:
-            prepared = requests.Request("GET", url, params=kwargs["params"]).prepare()
-            if not offline and (
-                refresh or (cached is not None and page_key(prepared) not in cached)
-            ):
-                session = self._network
-            else:
-                kwargs["only_if_cached"] = offline
+        url = self.page_url(conversation, params)
+        if self.cache_path is None:
+            return self._fetch_from_network(url, None, conversation, page)
+        key = url_key(url)
+        if not offline and (refresh or (cached is not None and key not in cached)):
+            return self._fetch_from_network(url, key, conversation, page)
         try:
-            try:
-                response = session.get(url, **kwargs)
-            except (OverflowError, EOFError, MemoryError, pickle.UnpicklingError) as exc:
-                # A damaged cache row that requests-cache does not catch: drop it, refetch.
-                key = page_key(requests.Request("GET", url, params=kwargs["params"]).prepare())
-                logger.warning("dropping a damaged cache entry %s: %r", key, exc)
-                self.forget(key)
-                if offline:
-                    raise CacheMissError(
-                        "the cached page was damaged and offline=True",
-                        conversation=conversation,
-                        page=page,
-                    ) from None
-                response = self._network.get(url, params=kwargs["params"], timeout=self.timeout)
+            response = self._cached().get(url, timeout=self.timeout, only_if_cached=offline)
+        except (OverflowError, EOFError, MemoryError, pickle.UnpicklingError) as exc:
+            # A damaged cache row that requests-cache does not catch: drop it, refetch.
+            logger.warning("dropping a damaged cache entry %s: %r", key, exc)
+            self.forget(key)
+            if offline:
+                raise CacheMissError(
+                    "the cached page was damaged and offline=True",
+                    conversation=conversation,
+                    page=page,
+                ) from None
+            return self._fetch_from_network(url, key, conversation, page)
         except requests.RequestException as exc:
             raise ServerError(
                 f"no response after {self.retries} retries ({_describe(exc)})",
@@ -352,32 +383,77 @@ class MihuClient:
                 page=page,
             )
         if response.status_code != 200:
-            raise self._error(response, conversation, page)
-        retry_state = getattr(response.raw, "retries", None)
-        page_response = PageResponse(
-            body=response.content,
-            fetched_at=_served_at(response),
-            from_cache=from_cache,
-            retries=len(retry_state.history) if retry_state is not None else 0,
-            cache_key=getattr(response, "cache_key", None),
-            expires=getattr(response, "expires", None),
-        )
-        if self.cache_path is not None and not from_cache:
-            cache = self._session.cache  # type: ignore[attr-defined]
-            page_response = replace(
-                page_response,
-                cache_key=cache.create_key(response.request),
-                expires=get_expiration_datetime(self._expire_after),
-                response=response,
+            raise self._error(
+                response.status_code, response.content, response.reason, conversation, page
             )
-        return page_response
+        retry_state = getattr(response.raw, "retries", None)
+        fetched_at = _served_at(response.headers.get("Date"), getattr(response, "created_at", None))
+        if from_cache:
+            return PageResponse(
+                body=response.content,
+                fetched_at=fetched_at,
+                from_cache=True,
+                retries=0,
+                cache_key=getattr(response, "cache_key", None) or key,
+                expires=getattr(response, "expires", None),
+            )
+        # An expired page, fetched anew by requests-cache (which saves nothing: read-only).
+        return PageResponse(
+            body=response.content,
+            fetched_at=fetched_at,
+            from_cache=False,
+            retries=len(retry_state.history) if retry_state is not None else 0,
+            cache_key=key,
+            expires=get_expiration_datetime(self._expire_after),
+            response=response,
+        )
+
+    def _fetch_from_network(
+        self, url: str, key: str | None, conversation: str, page: int
+    ) -> PageResponse:
+        """GET ``url`` on the urllib3 pool (retries included); ``key`` set: keep it storable."""
+        try:
+            reply = self._pool.urlopen(
+                "GET",
+                url,
+                headers=self._headers,
+                retries=self._retry,
+                timeout=self._timeouts,
+                # A redirect could carry the token to another host: reported, not followed.
+                redirect=False,
+                preload_content=True,
+                decode_content=True,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ServerError(
+                f"no response after {self.retries} retries ({_describe(exc)})",
+                conversation=conversation,
+                page=page,
+            ) from None
+        if reply.status != 200:
+            raise self._error(reply.status, reply.data, reply.reason, conversation, page)
+        body = reply.data
+        retries = len(reply.retries.history) if reply.retries is not None else 0
+        headers = reply.headers
+        if key is None:
+            return PageResponse(body, _served_at(headers.get("Date")), False, retries, None)
+        stored = _Fetched(url, reply.status, reply.reason or "", dict(headers.items()), body)
+        return PageResponse(
+            body=body,
+            fetched_at=_served_at(headers.get("Date")),
+            from_cache=False,
+            retries=retries,
+            cache_key=key,
+            expires=get_expiration_datetime(self._expire_after),
+            response=stored,
+        )
 
     def cached_keys(self) -> frozenset[str] | None:
         """The keys of every page the cache holds (fresh or not), read in one query."""
         if self.cache_path is None:
             return frozenset()
         try:
-            return frozenset(self._session.cache.responses.keys())  # type: ignore[attr-defined]
+            return frozenset(self._cached().cache.responses.keys())  # type: ignore[attr-defined]
         except sqlite3.Error as exc:
             logger.warning("could not list %s: %s", self.cache_path, exc)
             return None  # unknown: every page asks the cache
@@ -389,22 +465,23 @@ class MihuClient:
         :mod:`mihu_frames.frame` has checked the whole body; a batch is one transaction.
         """
         fresh = [page for page in pages if page.response is not None]
-        if not fresh or self._writer is None:
+        if not fresh or self.cache_path is None:
             return
-        cache = self._writer.cache  # type: ignore[attr-defined]
         try:
+            cache = self._cached(writer=True).cache  # type: ignore[attr-defined]
             with cache.responses.bulk_commit():
                 for page in fresh:
-                    cache.save_response(
-                        page.response, cache_key=page.cache_key, expires=page.expires
-                    )
-        except sqlite3.Error as exc:  # only a cache: the load itself has its pages
+                    response = page.response
+                    if isinstance(response, _Fetched):
+                        response = response.cached(self._headers)
+                    cache.save_response(response, cache_key=page.cache_key, expires=page.expires)
+        except (sqlite3.Error, MihuError) as exc:  # only a cache: the load has its pages
             logger.warning("could not save %d pages to %s: %s", len(fresh), self.cache_path, exc)
 
     def clear_cache(self) -> None:
         """Empty this client's cache file: every page and every stored load."""
         if self.cache_path is not None:
-            self._writer.cache.clear()  # type: ignore[union-attr]
+            self._cached(writer=True).cache.clear()  # type: ignore[attr-defined]
             if self.frame_cache is not None:
                 self.frame_cache.clear()
 
@@ -412,18 +489,19 @@ class MihuClient:
         """Drop one response from the cache (used when its body turned out to be invalid)."""
         if cache_key and self.cache_path is not None:
             try:
-                self._writer.cache.delete(cache_key)  # type: ignore[union-attr]
+                self._cached(writer=True).cache.delete(cache_key)  # type: ignore[attr-defined]
             except sqlite3.Error as exc:
                 logger.warning("could not drop cache entry %s: %s", cache_key, exc)
                 return
             logger.debug("dropped cache entry %s: body is not the documented envelope", cache_key)
 
-    def _error(self, response: requests.Response, conversation: str, page: int) -> MihuError:
-        status = response.status_code
-        payload = _json_or_none(response)
+    def _error(
+        self, status: int, body: bytes, reason: str | None, conversation: str, page: int
+    ) -> MihuError:
+        payload = _json_or_none(body)
         message = payload.get("message") if isinstance(payload, dict) else None
         if not isinstance(message, str) or not message:
-            message = _plain_text(response)
+            message = _plain_text(body, reason)
         message = self._scrub(message)
         where = {"conversation": conversation, "page": page, "status_code": status}
         if status in (401, 403):
@@ -529,23 +607,66 @@ class MihuClient:
         return fetch_frame(self, plan, progress=progress, refresh=refresh, offline=offline)
 
 
-def _configure(session: requests.Session, adapter: HTTPAdapter, base_url: str) -> None:
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    _settle_environment(session, base_url)
-    session.headers["Accept"] = "application/json"
-    session.headers["User-Agent"] = f"mihu_frames/{__version__}"
+@dataclass(frozen=True)
+class _Fetched:
+    """A page fetched on the urllib3 pool, until requests-cache stores it."""
+
+    url: str
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
+    def cached(self, request_headers: Mapping[str, str]) -> Any:
+        """The ``CachedResponse`` requests-cache would have made of this reply (the request
+        is recorded without its Authorization header, which ``ignored_parameters`` would drop
+        anyway)."""
+        from requests_cache.models import CachedRequest, CachedResponse
+
+        request = CachedRequest(
+            method="GET",
+            url=self.url,
+            headers=CaseInsensitiveDict(
+                {k: v for k, v in request_headers.items() if k.lower() != "authorization"}
+            ),
+        )
+        headers = CaseInsensitiveDict(self.headers)
+        return CachedResponse(
+            content=self.body,
+            encoding=requests.utils.get_encoding_from_headers(headers),
+            headers=headers,
+            reason=self.reason,
+            request=request,
+            status_code=self.status,
+            url=self.url,
+        )
 
 
-def _settle_environment(session: requests.Session, base_url: str) -> None:
-    """Read proxy and CA-bundle settings from the environment once, not on every request.
+def _pool_manager(
+    base_url: str, adapter: HTTPAdapter, proxies: dict[str, str], bundle: str | None
+) -> urllib3.PoolManager:
+    """A urllib3 pool manager with requests' proxy choice and CA bundle for ``base_url``."""
+    tls: dict[str, Any] = {}
+    if base_url.startswith("https:"):
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": bundle or requests.certs.where()}
+    proxy = requests.utils.select_proxy(base_url, proxies)
+    if proxy:
+        return adapter.proxy_manager_for(proxy, **tls)
+    return urllib3.PoolManager(num_pools=2, maxsize=adapter._pool_maxsize, **tls)
+
+
+def _configure(
+    session: requests.Session, adapter: HTTPAdapter, proxies: dict[str, str], bundle: str | None
+) -> None:
+    """Mount the retrying adapter and fix the environment's proxy and CA bundle on ``session``.
 
     With ``trust_env`` on, requests re-reads the environment for every request (a measurable
     share of a cached page's cost) and lets a ``~/.netrc`` entry replace our Authorization
-    header; reading it once here keeps the same proxies and CA bundle without either.
+    header; reading it once (in the client) keeps the same proxies and CA bundle without either.
     """
-    session.proxies.update(requests.utils.get_environ_proxies(base_url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.proxies.update(proxies)
     if bundle:
         session.verify = bundle
     session.trust_env = False
@@ -575,7 +696,12 @@ def page_key(request: requests.PreparedRequest, **_: Any) -> str:
     Headers never vary a page, and the URL is built by us in a fixed order, so the general
     normalisation requests-cache does by default is not needed (it costs ~0.5 ms a request).
     """
-    return hashlib.sha256(f"{request.method} {request.url}".encode()).hexdigest()[:32]
+    return url_key(request.url or "", request.method or "GET")
+
+
+def url_key(url: str, method: str = "GET") -> str:
+    """The cache key of a request for ``url`` (see :func:`page_key`)."""
+    return hashlib.sha256(f"{method} {url}".encode()).hexdigest()[:32]
 
 
 def _check_not_locked(path: Path, timeout: float) -> None:
@@ -624,38 +750,38 @@ def _create_private_file(path: Path) -> None:
             os.chmod(candidate, 0o600)
 
 
-def _served_at(response: requests.Response) -> datetime:
+def _served_at(date: str | None, created: datetime | None = None) -> datetime:
     """When the API produced this page: its ``Date`` header (the same clock as the sessions'
     timestamps, and the same value whether the page comes fresh or from the cache)."""
-    header = response.headers.get("Date")
-    if header:
+    if date:
         try:
-            served = parsedate_to_datetime(header)
+            served = parsedate_to_datetime(date)
         except (TypeError, ValueError):
             served = None
         if served is not None and served.tzinfo is not None:
             return served.astimezone(timezone.utc)
-    created = getattr(response, "created_at", None)
     return created if isinstance(created, datetime) else datetime.now(timezone.utc)
 
 
-def _json_or_none(response: requests.Response) -> Any:
+def _json_or_none(body: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
         return None
 
 
-def _plain_text(response: requests.Response) -> str:
-    text = response.text or ""
+def _plain_text(body: bytes, reason: str | None) -> str:
+    text = body.decode("utf-8", errors="replace")
     title = re.search(r"<title>(.*?)</title>|<h1>(.*?)</h1>", text, re.I | re.S)
     if title:
         text = title.group(1) or title.group(2)
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
-    return (text[:200] or response.reason or "no message").strip()
+    return (text[:200] or reason or "no message").strip()
 
 
 def _describe(exc: BaseException) -> str:
     """A one-line cause: the exception's class and its reason's class, never its URL."""
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    reason = getattr(exc, "reason", None)
+    if reason is None and exc.args:
+        reason = getattr(exc.args[0], "reason", None)
     return type(exc).__name__ + (f": {type(reason).__name__}" if reason is not None else "")

@@ -199,6 +199,34 @@ def _read_envelopes(lines: Sequence[bytes], use_threads: bool) -> pa.Table:
     )
 
 
+_HINT = {
+    name: re.compile(rb'"' + name.encode() + rb'"\s*:\s*(\d{1,12})\s*[,}]')
+    for name in ("last_page", "total", "per_page")
+}
+
+
+def paginator_hint(body: bytes) -> int | None:
+    """``last_page`` of a page body, read without decoding it; None when not plain.
+
+    A first page's hint lets its later pages be requested while it waits to be decoded. The
+    decode stays the truth (it checks the envelope and grows the load if ``last_page`` is
+    larger), so a wrong hint can cost requests or time, never rows. The envelope's fields are
+    the last of their names in the body (the paginator follows ``data``); the hint is only
+    taken when ``total`` and ``per_page`` agree with it, as the decode will demand.
+    """
+    found = {}
+    for name, pattern in _HINT.items():
+        at = body.rfind(b'"' + name.encode() + b'"')
+        match = pattern.match(body, at) if at >= 0 else None
+        if match is None:
+            return None
+        found[name] = int(match.group(1))
+    last_page, total, per_page = found["last_page"], found["total"], found["per_page"]
+    if per_page < 1 or last_page != max(1, math.ceil(total / per_page)):
+        return None
+    return last_page
+
+
 def _check_envelopes(
     pages: pa.Table, data: pa.StructArray, infos: Sequence[PageInfo]
 ) -> list[PageEnvelope]:

@@ -37,6 +37,10 @@ logger = logging.getLogger("mihu_frames")
 
 _TABLE = "mihu_frames_loads"
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4") if pa.Codec.is_available("lz4") else None
+#: Stores still being written, by cache file: any FrameCache on that file waits for them
+#: before reading, so a client opened right after another closed sees its last load.
+_PENDING: dict[str, threading.Thread] = {}
+_PENDING_LOCK = threading.Lock()
 
 
 class FrameCache:
@@ -45,7 +49,7 @@ class FrameCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._writing: threading.Thread | None = None
+        self._name = str(Path(path).resolve())
         with self._connect() as db:
             db.execute(
                 f"create table if not exists {_TABLE} (key text primary key, expires real, "
@@ -54,17 +58,22 @@ class FrameCache:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # mode=rw: a store finishing after its file was removed must not create a new one
+        # (with default permissions) in its place.
+        uri = Path(self.path).resolve().as_uri() + "?mode=rw"
+        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         try:
             db.execute("pragma journal_mode=wal")
+            db.execute("pragma synchronous=normal")  # as requests-cache does with WAL
             yield db
         finally:
             db.close()
 
     def wait(self) -> None:
-        """Wait until a store started by :meth:`put` has been written."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
+        """Wait until a store started by :meth:`put` (by any client on this file) is written."""
+        with _PENDING_LOCK:
+            writing = _PENDING.get(self._name)
+        if writing is not None and writing is not threading.current_thread():
             writing.join()
 
     @staticmethod
@@ -116,16 +125,19 @@ class FrameCache:
     ) -> None:
         """Store a complete load; drop stored loads sharing a freshly fetched conversation.
 
-        The write runs on a background thread (the caller already has its frame); the next
-        :meth:`get`, :meth:`put` or :meth:`clear` waits for it, and so does interpreter exit.
+        The write runs on a background thread (the caller already has its frame, and closing
+        the client does not wait); the next :meth:`get`, :meth:`put`, :meth:`invalidate` or
+        :meth:`clear` on this file waits for it, and so does interpreter exit.
         """
         self.wait()
-        self._writing = threading.Thread(
+        writing = threading.Thread(
             target=self._write,
             args=(key, table, expires, list(conversations), list(fresh), meta),
             name="mihu-frame-cache",
         )
-        self._writing.start()
+        with _PENDING_LOCK:
+            _PENDING[self._name] = writing
+        writing.start()
 
     def _write(
         self,
@@ -156,6 +168,10 @@ class FrameCache:
                 db.execute("commit")
         except (OSError, sqlite3.Error, pa.ArrowException) as exc:  # only a cache: never fatal
             logger.warning("could not store the load result in %s: %s", self.path, exc)
+        finally:
+            with _PENDING_LOCK:
+                if _PENDING.get(self._name) is threading.current_thread():
+                    del _PENDING[self._name]
 
     def invalidate(self, conversations: Iterable[str]) -> None:
         """Drop every stored load that holds one of ``conversations`` (fetched anew)."""

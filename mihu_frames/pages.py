@@ -5,7 +5,7 @@ type value). :func:`fetch_frame` runs it on one bounded thread pool:
 
 1. page 1 of every query is submitted;
 2. as soon as a query's page 1 answers, its pages 2..last_page are submitted (no waiting for
-   the other first pages);
+   the other first pages, nor for page 1 to be decoded: see :func:`paginator_hint`);
 3. page bodies are decoded in batches as they arrive, while the pool keeps fetching;
 4. if a later page reports a larger ``last_page`` (sessions arrived while reading), the new
    pages are fetched too;
@@ -17,11 +17,12 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import sys
 import time
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,14 @@ import pyarrow.compute as pc
 
 from mihu_frames.client import PageResponse, check_uuid
 from mihu_frames.errors import MihuError, ResponseFormatError
-from mihu_frames.frame import PageEnvelope, PageInfo, batch_size, decode_pages, finish
+from mihu_frames.frame import (
+    PageEnvelope,
+    PageInfo,
+    batch_size,
+    decode_pages,
+    finish,
+    paginator_hint,
+)
 from mihu_frames.schema import (
     SORT_BY_VALUES,
     SORT_DIR_VALUES,
@@ -166,7 +174,8 @@ class FetchedPage:
     query: Query
     info: PageInfo
     response: PageResponse
-    decoded: DecodedBatch | None = None
+    #: For a first page: ``last_page`` as its body states it, read before decoding.
+    hint: int | None = None
 
 
 @dataclass
@@ -183,15 +192,17 @@ class DecodedBatch:
 class PageRun:
     """Fetch the pages of many queries on one bounded pool and decode them in batches.
 
-    Three kinds of work overlap. ``max_workers`` threads fetch pages (and decode first pages
-    at once when ``decode_first`` is set). One decoder thread turns the other pages into
-    Arrow in batches of ~5,000 sessions (pyarrow parses without the GIL, on its own threads)
-    and stores the pages it validated in the cache when ``store`` is set. The calling thread
-    schedules and collects; :meth:`follow` says which page each decoded page leads to.
+    Three kinds of work overlap. ``max_workers`` threads fetch pages (and read the paginator
+    of first pages when ``hint_first`` is set, so later pages start before any decoding). One
+    decoder thread turns pages into Arrow in batches: whatever has arrived when it is free
+    (at least ~1,000 sessions, at most ~5,000), so little is left to decode when the last
+    page lands. When ``store`` is set, one more thread saves the pages the decoder validated
+    in the cache (:meth:`settle` waits for it). The calling thread schedules and collects;
+    :meth:`follow` says which page each decoded page leads to.
     """
 
     store = True
-    decode_first = True
+    hint_first = True
     label = "mihu sessions"
     #: How a conversation left out under on_error="warn" is announced.
     left_out = "left out {error}"
@@ -216,7 +227,11 @@ class PageRun:
         self.fetching: set[Future[FetchedPage]] = set()
         self.decoding: set[Future[DecodedBatch]] = set()
         self.batch: list[FetchedPage] = []
+        # Finished futures, in completion order: one queue instead of concurrent.futures.wait,
+        # which re-arms a waiter on every pending future each time (quadratic in the pages).
+        self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self.batch_limit = batch_size(plan.per_page)
+        self.batch_floor = max(1, self.batch_limit // 5)
         self.bar = _progress_bar(progress, len(self.queries), self.label)
         # One query for what the cache holds; pages it lacks skip the per-request lookup.
         self.cached = None if self.refresh or self.offline else client.cached_keys()
@@ -225,27 +240,34 @@ class PageRun:
         """Fetch every page the queries lead to; raise the first error under on_error="raise"."""
         self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu")
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="mihu-decode")
+        self.storer = ThreadPoolExecutor(1, thread_name_prefix="mihu-store") if self.store else None
         try:
             for query in self.queries:
                 self.submit(query, 1)
             while self.fetching or self.decoding or self.batch:
-                if self.batch and (len(self.batch) >= self.batch_limit or not self.fetching):
+                if self.batch and (
+                    len(self.batch) >= self.batch_limit
+                    or not self.fetching
+                    or (not self.decoding and len(self.batch) >= self.batch_floor)
+                ):
                     # While workers fetch, the cores are theirs; the last batch gets them all.
                     threads = not self.fetching
-                    self.decoding.add(self.decoder.submit(self.decode, self.batch, threads))
+                    decoding = self.decoder.submit(self.decode, self.batch, threads)
+                    self.decoding.add(decoding)
+                    decoding.add_done_callback(self.done.put)
                     self.batch = []
-                done, _ = wait(self.fetching | self.decoding, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future in self.fetching:
-                        self.fetching.discard(future)
-                        self.collect(future)
-                    else:
-                        self.decoding.discard(future)
-                        self.absorb(future.result())
+                future = self.done.get()
+                if future in self.fetching:
+                    self.fetching.discard(future)
+                    self.collect(future)
+                else:
+                    self.decoding.discard(future)
+                    self.absorb(future.result())
         except BaseException:
             # Do not wait for pages still in flight: the caller gets the error now.
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.decoder.shutdown(wait=True)  # a running batch may be writing the cache
+            self.decoder.shutdown(wait=True)  # a running batch may still hand pages to store
+            self.settle()
             raise
         else:
             self.pool.shutdown(wait=True)
@@ -254,14 +276,21 @@ class PageRun:
             if self.bar is not None:
                 self.bar.close()
 
+    def settle(self) -> None:
+        """Wait until every page this run validated has been saved in the cache."""
+        if self.storer is not None:
+            self.storer.shutdown(wait=True)
+
     def submit(self, query: Query, page: int) -> None:
-        self.fetching.add(self.pool.submit(self.fetch, query, page))
+        future = self.pool.submit(self.fetch, query, page)
+        self.fetching.add(future)
+        future.add_done_callback(self.done.put)
         if self.bar is not None and page > 1:
             self.bar.total = (self.bar.total or 0) + 1
             self.bar.refresh()
 
     def fetch(self, query: Query, page: int) -> FetchedPage:
-        """In a worker: fetch one page; decode it at once if it is a first page."""
+        """In a worker: fetch one page; for a first page, read its ``last_page`` too."""
         response = self.client.fetch_page(
             query.conversation,
             query.params(page, self.plan),
@@ -278,12 +307,12 @@ class PageRun:
             fetched_at=response.fetched_at,
         )
         fetched = FetchedPage(query, info, response)
-        if page == 1 and self.decode_first:
-            fetched.decoded = self.decode([fetched])
+        if page == 1 and self.hint_first:
+            fetched.hint = paginator_hint(response.body)
         return fetched
 
     def decode(self, pages: list[FetchedPage], threads: bool = False) -> DecodedBatch:
-        """Decode a batch of pages (and store the valid ones in the cache).
+        """Decode a batch of pages (and hand the valid ones to the cache's storer).
 
         A batch with a bad page is decoded page by page, so the good pages still count and
         the bad one is named.
@@ -305,8 +334,8 @@ class PageRun:
                 [e for part in parts for e in part.envelopes],
                 [r for part in parts for r in part.rejected],
             )
-        if self.store:
-            self.client.store(p.response for p in pages)
+        if self.storer is not None:
+            self.storer.submit(self.client.store, [p.response for p in pages])
         return DecodedBatch(pages, table, envelopes)
 
     def collect(self, future: Future[FetchedPage]) -> None:
@@ -318,10 +347,9 @@ class PageRun:
         if fetched.query.conversation in self.failed:
             return
         self.count(fetched.response, fetched.query.conversation)
-        if fetched.decoded is not None:
-            self.absorb(fetched.decoded)
-        else:
-            self.batch.append(fetched)
+        self.batch.append(fetched)
+        if fetched.hint is not None:
+            self.grow(fetched.query, fetched.hint)
 
     def absorb(self, decoded: DecodedBatch) -> None:
         for page, error in decoded.rejected:
@@ -443,16 +471,22 @@ def fetch_frame(
     if stored is not None:
         table, record = stored
         stats = LoadStats(cache_hits=record["pages"], pages=record["pages"])
+        df = to_pandas(table)
         logger.debug("served the whole load from the stored result %s", key[:12])
     else:
         run = PageRun(client, plan, plan.queries, progress, refresh=refresh, offline=offline)
         try:
             run.run()
+            table, stats = run.table(), run.stats
+            # The frame first, while the last pages are saved; the stored-load write (a
+            # background thread) comes after, so neither competes with it.
+            df = to_pandas(table)
         except BaseException:
             if frames is not None:  # pages fetched anew make stored loads that hold them stale
                 frames.invalidate(run.stats.fresh)
             raise
-        table, stats = run.table(), run.stats
+        finally:
+            run.settle()
         if frames is not None and stats.errors:
             frames.invalidate(stats.fresh)
         elif frames is not None:
@@ -464,7 +498,6 @@ def fetch_frame(
                 fresh=stats.fresh,
                 meta={"pages": stats.pages},
             )
-    df = to_pandas(table)
     df.attrs["mihu_frames"] = {
         "base_url": client.base_url,
         "conversations": list(plan.conversations),

@@ -453,7 +453,7 @@ class _IncrementalRead(PageRun):
     """
 
     store = False  # pages read newest-first are not the pages a load asks for
-    decode_first = False
+    hint_first = False
     label = "mihu sync"
     left_out = "did not sync {error}; it keeps its earlier state"
 
