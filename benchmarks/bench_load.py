@@ -13,8 +13,9 @@ What each row means:
    hand-written loop (a ``requests.Session`` fetching page after page, ``r.json()``, then
    ``pd.json_normalize`` and ``pd.to_datetime(utc=True, format="ISO8601")`` on the seven timestamp
    columns). Ratio = loop / mihu_frames, target >= 8x. Both must give the same uuids and rows.
-   Timed until the frame is in hand and the client closed; the stored-load write that
-   ``close()`` leaves running in the background is waited for untimed, and its length printed.
+   Timed until the frame is in hand and the client closed; the cache writes (pages, stored
+   load) that ``close()`` leaves running in the background are waited for untimed, and their
+   length printed.
 2. **cold load vs floor**: mihu_frames' cold time against ``pages x latency / max_workers``, the
    time the simulated latency alone costs with 8 requests in flight. Ratio = mihu / floor,
    target <= 1.5x.
@@ -42,7 +43,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -55,6 +55,7 @@ import requests
 from _common import parse, print_machine
 
 import mihu_frames as mf
+from mihu_frames import background
 from mihu_frames.frame import PageInfo, batch_size, decode_pages, finish
 from mihu_frames.schema import TIMESTAMP_FIELDS, to_pandas
 from mihu_frames.simulator import Simulator, spawn
@@ -118,15 +119,13 @@ def best_of(repeat: int, func: Callable[[], T]) -> tuple[float, T]:
 
 
 def settle_background_writes() -> float:
-    """Wait for mihu_frames' background stored-load write (untimed); return how long it took.
+    """Wait for mihu_frames' background cache writes (untimed); return how long they took.
 
-    ``MihuClient.close()`` does not wait for it (the caller has its frame), so it would
+    ``MihuClient.close()`` does not wait for them (the caller has its frame), so they would
     otherwise run into the next measurement and slow whichever side comes next.
     """
     started = time.perf_counter()
-    for thread in threading.enumerate():
-        if thread.name == "mihu-frame-cache":
-            thread.join()
+    background.flush_all()
     return time.perf_counter() - started
 
 
@@ -276,8 +275,9 @@ def bench_network(cfg: Config, workdir: Path) -> tuple[list[Row], dict[str, Any]
         ),
     ]
     rows[0].note = (
-        "timed until the frame is returned and the client closed; the stored-load write goes "
-        f"on in the background for up to {max(SETTLED) * 1000:.0f} ms (waited for untimed)"
+        "timed until the frame is returned and the client closed; saving pages and the stored "
+        f"load goes on in the background for up to {max(SETTLED) * 1000:.0f} ms (waited for "
+        "untimed)"
     )
     info.update(
         rows=len(cold_df),

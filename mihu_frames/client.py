@@ -42,6 +42,7 @@ from requests.structures import CaseInsensitiveDict
 from requests_cache.policy.expiration import get_expiration_datetime
 from urllib3.util.retry import Retry
 
+from mihu_frames import background
 from mihu_frames._version import __version__
 from mihu_frames.errors import (
     AuthenticationError,
@@ -452,6 +453,7 @@ class MihuClient:
         """The keys of every page the cache holds (fresh or not), read in one query."""
         if self.cache_path is None:
             return frozenset()
+        background.flush(self.cache_path)
         try:
             return frozenset(self._cached().cache.responses.keys())  # type: ignore[attr-defined]
         except sqlite3.Error as exc:
@@ -461,26 +463,32 @@ class MihuClient:
     def store(self, pages: Iterable[PageResponse]) -> None:
         """Save fetched pages to the cache, once they have been decoded and found valid.
 
-        The session is read-only for requests-cache, so nothing reaches the cache before
-        :mod:`mihu_frames.frame` has checked the whole body; a batch is one transaction.
+        The lookup session is read-only for requests-cache, so nothing reaches the cache before
+        :mod:`mihu_frames.frame` has checked the whole body. The pages are saved by the cache
+        file's background writer (:mod:`mihu_frames.background`), in one transaction, after
+        what was handed to it before; the caller does not wait.
         """
         fresh = [page for page in pages if page.response is not None]
-        if not fresh or self.cache_path is None:
-            return
-        try:
-            cache = self._cached(writer=True).cache  # type: ignore[attr-defined]
-            with cache.responses.bulk_commit():
-                for page in fresh:
-                    response = page.response
-                    if isinstance(response, _Fetched):
-                        response = response.cached(self._headers)
-                    cache.save_response(response, cache_key=page.cache_key, expires=page.expires)
-        except (sqlite3.Error, MihuError) as exc:  # only a cache: the load has its pages
-            logger.warning("could not save %d pages to %s: %s", len(fresh), self.cache_path, exc)
+        if fresh and self.cache_path is not None:
+            headers = {k: v for k, v in self._headers.items() if k != "Authorization"}
+            background.submit(
+                self.cache_path, _save_pages, self.cache_path, self._expire_after, fresh, headers
+            )
+
+    def flush_cache(self) -> None:
+        """Wait until the cache writes this process started on the cache file are done.
+
+        A load hands its frame back before its pages and result are saved; every later read
+        of the file through mihu_frames waits for them anyway, so this is only needed to look
+        at the file by other means (or to copy it).
+        """
+        if self.cache_path is not None:
+            background.flush(self.cache_path)
 
     def clear_cache(self) -> None:
         """Empty this client's cache file: every page and every stored load."""
         if self.cache_path is not None:
+            background.flush(self.cache_path)
             self._cached(writer=True).cache.clear()  # type: ignore[attr-defined]
             if self.frame_cache is not None:
                 self.frame_cache.clear()
@@ -488,6 +496,7 @@ class MihuClient:
     def forget(self, cache_key: str | None) -> None:
         """Drop one response from the cache (used when its body turned out to be invalid)."""
         if cache_key and self.cache_path is not None:
+            background.flush(self.cache_path)
             try:
                 self._cached(writer=True).cache.delete(cache_key)  # type: ignore[attr-defined]
             except sqlite3.Error as exc:
@@ -605,6 +614,32 @@ class MihuClient:
         if progress is not None and not isinstance(progress, bool):
             raise ValueError(f"progress must be True, False or None, got {progress!r}")
         return fetch_frame(self, plan, progress=progress, refresh=refresh, offline=offline)
+
+
+def _save_pages(
+    path: Path, expire_after: Any, pages: list[PageResponse], headers: Mapping[str, str]
+) -> None:
+    """Background job: save validated pages with a requests-cache session of its own."""
+    if not path.exists():  # removed since the load: never re-create it (with default modes)
+        logger.info("not saving %d pages: %s no longer exists", len(pages), path)
+        return
+    try:
+        session = _cached_session(path, expire_after, read_only=False)
+    except (sqlite3.Error, OSError) as exc:
+        logger.warning("could not open %s to save %d pages: %s", path, len(pages), exc)
+        return
+    try:
+        cache = session.cache  # type: ignore[attr-defined]
+        with cache.responses.bulk_commit():
+            for page in pages:
+                response = page.response
+                if isinstance(response, _Fetched):
+                    response = response.cached(headers)
+                cache.save_response(response, cache_key=page.cache_key, expires=page.expires)
+    except (sqlite3.Error, OSError) as exc:  # only a cache: the load itself had its pages
+        logger.warning("could not save %d pages to %s: %s", len(pages), path, exc)
+    finally:
+        session.close()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ keeping only each partition's newest rows changes nothing for it (rows tied on b
 compacted file is written first (atomically: a hidden temporary name, then a rename) and the
 files it replaces are removed after; in between, every row of the new file is an exact copy of
 a row still in the old files, so the latest state is the same before, during and after. A crash
-in between leaves duplicates only; the next compaction removes them.
+in between leaves duplicates only; the next compaction removes them. A crash while the compacted
+file is written leaves its hidden temporary file; like :func:`write_snapshot`, every compaction
+first removes temporary files that killed writers left (never one a live writer still holds).
 
 Rows keep their ``snapshot_id`` (the snapshot they were first written in). The compacted file
 gets a new snapshot id as its name and records the ids it replaced (``compacted_from``) in its
@@ -40,6 +42,7 @@ from mihu_frames.schema import SCHEMA_VERSION
 from mihu_frames.snapshots import (
     _FILE_SCHEMA,
     _private_dirs,
+    _remove_abandoned_temp_files,
     _write_atomically,
     new_snapshot_id,
     snapshot_files,
@@ -55,7 +58,8 @@ def compact_snapshots(root: str | os.PathLike[str]) -> list[Path]:
     """Rewrite each partition's snapshot files as one file of the latest state, atomically.
 
     Partitions holding a single file are left as they are. Concurrent readers get the same
-    latest state before, during and after (see the module documentation).
+    latest state before, during and after (see the module documentation). Temporary files
+    that killed writers left behind are removed first, as by :func:`write_snapshot`.
 
     Parameters
     ----------
@@ -84,6 +88,7 @@ def compact_snapshots(root: str | os.PathLike[str]) -> list[Path]:
     base = Path(root)
     if not base.exists():
         raise FileNotFoundError(f"no snapshot root at {base}")
+    _remove_abandoned_temp_files(base)
     partitions: dict[Path, list[Path]] = defaultdict(list)
     for path in snapshot_files(base):
         partitions[path.parent].append(path)

@@ -8,15 +8,19 @@ Two entry points share one column builder:
   error can name the page, the field and the value.
 - :func:`sessions_frame` takes session dicts a user already holds.
 
-Fields the documentation does not list are kept as JSON in ``extra``. Nothing here knows HTTP.
+Fields the documentation does not list are kept as JSON in ``extra``, exactly as sent: a page
+whose inferred Arrow values may say less than its text is read again with :mod:`json` for
+``extra`` (:func:`_fast_extra`). Nothing here knows HTTP.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise, repeat
@@ -51,6 +55,8 @@ _FAST_BODY = re.compile(rb"\A[ \t\r]*\{")
 MAX_EXTRA_DEPTH = 64
 #: Hidden columns that keep the frame in fetch order after concurrent fetching.
 ORDER_COLUMNS = ("_query", "_page", "_row")
+
+logger = logging.getLogger("mihu_frames")
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,9 @@ def decode_pages(
         offsets = lists.offsets.to_numpy()
         rows = np.arange(len(parents)) - offsets[parents]
         try:
-            return _build_batch(sessions, parents, rows, infos), envelopes
-        except _FieldError:
+            extra = _fast_extra(sessions, parents, bodies)
+            return _build_batch(sessions, parents, rows, infos, extra), envelopes
+        except (_FieldError, _NotExact):
             pass  # decode page by page below, so the error names its page
     # The fast reader refused the batch: decode page by page to find and name the problem.
     tables, envelopes = [], []
@@ -166,8 +173,8 @@ def _fast_path_safe(pages: pa.Table) -> bool:
 
     The reader does not check UTF-8, and for undocumented fields it infers types: a date-like
     string becomes a timestamp. Such batches, and undocumented values nested deeper than
-    ``MAX_EXTRA_DEPTH``, go through ``json.loads`` instead. (Known limit of the fast path:
-    in ``extra``, an int among floats is written as a float and null members are omitted.)
+    ``MAX_EXTRA_DEPTH``, go through ``json.loads`` instead. (Where the inferred values of the
+    plain types say less than the text, :func:`_fast_extra` re-reads those pages.)
     """
     try:
         pages.validate(full=True)
@@ -537,8 +544,8 @@ def build_columns(
 ) -> pa.Table:
     """Flatten, parse and derive every frame column from a struct array of API sessions.
 
-    ``extra`` is the JSON of undocumented fields when the caller already has it (built from
-    dicts); otherwise it is made from the struct's fields beyond the documented ones.
+    ``extra`` is the JSON of the undocumented fields, built by the caller (from dicts, or by
+    :func:`_fast_extra`); None when the sessions have none.
     Raises ``_FieldError`` for a timestamp that is not ISO 8601.
     """
     if isinstance(sessions, pa.ChunkedArray):
@@ -572,7 +579,7 @@ def build_columns(
         **{f"contact_{name}": contact_values[name] for name in CONTACT_FIELDS},
         "task_uuids": tasks,
         "task_count": pc.list_value_length(tasks).cast(pa.int64()),
-        "extra": extra if extra is not None else _extra_column(sessions),
+        "extra": extra if extra is not None else pa.nulls(n, pa.string()),
         "fetched_at": fetched_at,
     }
     uuids = columns["uuid"]
@@ -598,54 +605,309 @@ def _struct_children(struct: pa.StructArray, names: Iterable[str]) -> dict[str, 
     }
 
 
-def _extra_column(sessions: pa.StructArray) -> pa.Array:
-    """JSON text of the fields the documentation does not list, null where there are none."""
+class _NotExact(Exception):
+    """``json.loads`` of a page does not agree with the reader's table of it."""
+
+
+def _fast_extra(sessions: pa.StructArray, parents: np.ndarray, bodies: Sequence[bytes]) -> pa.Array:
+    """The ``extra`` column of a batch read by pyarrow: the text the records path writes.
+
+    For undocumented fields the reader's values say less than the JSON in two ways: a null
+    object member may have been sent as ``null`` or left out, and a double may have been sent
+    as an integer (``1`` among ``0.5``, or an integer beyond int64).
+    :func:`_pages_to_reread` finds every page where either may have happened; their sessions'
+    ``extra`` comes from ``json.loads`` of the body, as in the records path. On every other
+    page a null member was left out and every double was written with a fraction, so the
+    Arrow values without their null members are the JSON that was sent.
+
+    Parameters
+    ----------
+    sessions : pyarrow.StructArray
+        The sessions of the batch, in page order, with the reader's inferred fields.
+    parents : numpy.ndarray
+        The index in ``bodies`` of each session's page.
+    bodies : sequence of bytes
+        The page bodies the reader read.
+
+    Returns
+    -------
+    pyarrow.StringArray
+        JSON text of each session's undocumented fields, null where there are none.
+
+    Raises
+    ------
+    _NotExact
+        ``json.loads`` of a page disagrees with the reader (decode page by page instead).
+    _FieldError
+        Undocumented fields of a re-read page nest deeper than ``MAX_EXTRA_DEPTH``.
+    """
     n = len(sessions)
-    names = [sessions.type.field(i).name for i in range(sessions.type.num_fields)]
-    extra = [name for name in names if name not in API_SESSION_TYPE.names]
-    contact_extra: list[str] = []
-    if "contact" in names:
-        contact_type = sessions.type.field("contact").type
-        if pa.types.is_struct(contact_type):
-            contact_extra = [
-                contact_type.field(i).name
-                for i in range(contact_type.num_fields)
-                if contact_type.field(i).name not in CONTACT_FIELDS
-            ]
-    extra = [name for name in extra if not pa.types.is_null(sessions.type.field(name).type)]
-    if not extra and not contact_extra:
-        return pa.nulls(n, pa.string())
-    flat = sessions.flatten()
-    parts = {name: flat[names.index(name)] for name in extra}
-    if contact_extra:
-        contact = flat[names.index("contact")]
-        sub = contact.flatten()
-        child_names = [contact.type.field(i).name for i in range(contact.type.num_fields)]
-        kept = [c for c in contact_extra if not pa.types.is_null(contact.type.field(c).type)]
-        if kept:
-            parts["contact"] = pa.StructArray.from_arrays(
-                [sub[child_names.index(c)] for c in kept], names=kept
-            )
+    parts = _extra_parts(sessions)
     if not parts:
         return pa.nulls(n, pa.string())
-    present = None
-    for values in parts.values():
-        valid = values.is_valid()
-        present = valid if present is None else pc.or_(present, valid)
-    rows = np.flatnonzero(present.to_numpy(zero_copy_only=False))
+    reread = _pages_to_reread(parts, parents, bodies)
     out: list[str | None] = [None] * n
+    present = np.zeros(n, dtype=bool)
+    for values in parts.values():
+        present |= values.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(present & ~reread[parents])
     if len(rows):
         index = pa.array(rows)
         taken = {name: values.take(index).to_pylist() for name, values in parts.items()}
+        nested = [name for name, values in parts.items() if _has_null_members(values)]
         for j, row in enumerate(rows):
-            item = {k: v[j] for k, v in taken.items() if v[j] is not None}
-            if isinstance(item.get("contact"), dict):
-                item["contact"] = {k: v for k, v in item["contact"].items() if v is not None}
-                if not item["contact"]:
-                    del item["contact"]
-            if item:
-                out[row] = _JSON.encode(item)
-    return pa.array(out, type=pa.string())
+            item = {name: values[j] for name, values in taken.items() if values[j] is not None}
+            for name in nested:
+                if name in item:
+                    item[name] = _without_null_members(item[name])
+            out[row] = _JSON.encode(item)
+    for page in np.flatnonzero(reread):
+        start, stop = (int(i) for i in np.searchsorted(parents, [page, page + 1]))
+        if stop > start:
+            out[start:stop] = _exact_extras(bodies[page], stop - start)
+    try:
+        return pa.array(out, type=pa.string())
+    except UnicodeError:  # a lone surrogate escape that only json.loads let through
+        raise _NotExact from None
+
+
+def _extra_parts(sessions: pa.StructArray) -> dict[str, pa.Array]:
+    """The undocumented values of each session, by field, with the sessions' nulls applied.
+
+    The contact's undocumented members come as one struct under ``"contact"``, null where a
+    session has none of them. Null-typed fields are included: their names matter to
+    :func:`_pages_to_reread`.
+    """
+    if not pa.types.is_struct(sessions.type):
+        return {}
+    names = [field.name for field in sessions.type]
+    contact_type = sessions.type.field("contact").type if "contact" in names else None
+    contact_extra = []
+    if contact_type is not None and pa.types.is_struct(contact_type):
+        contact_extra = [i for i, f in enumerate(contact_type) if f.name not in _CONTACT_KEYS]
+    if not contact_extra and all(name in _KNOWN_KEYS for name in names):
+        return {}
+    flat = sessions.flatten()
+    parts = {name: flat[i] for i, name in enumerate(names) if name not in _KNOWN_KEYS}
+    if contact_extra:
+        children = flat[names.index("contact")].flatten()
+        arrays = [children[i] for i in contact_extra]
+        some = np.zeros(len(sessions), dtype=bool)
+        for values in arrays:
+            some |= values.is_valid().to_numpy(zero_copy_only=False)
+        parts["contact"] = pa.StructArray.from_arrays(
+            arrays,
+            fields=[contact_type.field(i) for i in contact_extra],
+            mask=pa.array(~some),
+        )
+    return parts
+
+
+def _pages_to_reread(
+    parts: Mapping[str, pa.Array], parents: np.ndarray, bodies: Sequence[bytes]
+) -> np.ndarray:
+    """Which pages' undocumented values the reader may not have kept exactly.
+
+    Two rules, each a superset of the pages where the rebuilt JSON could differ:
+
+    - a double without a fraction (or infinite) anywhere in an undocumented value: it may
+      have been sent as an integer, which ``json.loads`` keeps as an int;
+    - the body has ``"name": null`` (with any JSON spelling of ``name`` and any whitespace)
+      for a member name anywhere in the undocumented values: it may be an explicit null,
+      which the reader does not tell from a member that was left out.
+
+    Every other kind of value the reader keeps exactly (``_fast_path_safe`` lets through only
+    strings, booleans, int64, doubles, nulls, lists and objects of them), and a double with a
+    fraction can only come from a number written with one.
+    """
+    integral = np.zeros(len(bodies), dtype=bool)
+    for values in parts.values():
+        rows = _integral_rows(values)
+        if rows is not None:
+            integral[parents[rows]] = True
+    names = {name for name in parts if name != "contact"}
+    for values in parts.values():
+        _member_names(values.type, names)
+    nulls = _sends_null(bodies, names)
+    reread = integral | nulls
+    if reread.any():
+        logger.debug(
+            "re-reading %d of %d pages with json.loads for an exact 'extra': %d hold a double "
+            "without a fraction, %d a null member (undocumented names: %d)",
+            reread.sum(),
+            len(bodies),
+            integral.sum(),
+            nulls.sum(),
+            len(names),
+        )
+    return reread
+
+
+def _has_null_members(values: pa.Array) -> bool:
+    """Whether an object in ``values``, at any depth, has a null member."""
+    if pa.types.is_struct(values.type):
+        return any(
+            child.null_count > values.null_count or _has_null_members(child)
+            for child in values.flatten()  # the parent's nulls applied
+        )
+    if pa.types.is_list(values.type):
+        return _has_null_members(values.flatten())
+    return False
+
+
+def _holds(type_: pa.DataType, kind: Callable[[pa.DataType], bool]) -> bool:
+    """Whether ``type_`` or a type nested in it (through structs and lists) is of ``kind``."""
+    if kind(type_):
+        return True
+    if pa.types.is_struct(type_):
+        return any(_holds(field.type, kind) for field in type_)
+    if pa.types.is_list(type_):
+        return _holds(type_.value_type, kind)
+    return False
+
+
+def _member_names(type_: pa.DataType, names: set[str]) -> None:
+    """Add the names of every struct member nested in ``type_`` to ``names``."""
+    if pa.types.is_struct(type_):
+        for field in type_:
+            names.add(field.name)
+            _member_names(field.type, names)
+    elif pa.types.is_list(type_):
+        _member_names(type_.value_type, names)
+
+
+def _integral_rows(values: pa.Array) -> np.ndarray | None:
+    """Rows holding, at any depth, a double that may have been sent as an integer.
+
+    None when the type holds no double. Rows may be flagged by values under a null (a false
+    positive costs a ``json.loads``; a miss would cost a wrong row).
+    """
+    type_ = values.type
+    if not _holds(type_, pa.types.is_floating):
+        return None
+    if pa.types.is_floating(type_):
+        numbers = values.to_numpy(zero_copy_only=False)  # nulls become NaN
+        return np.trunc(numbers) == numbers
+    found = np.zeros(len(values), dtype=bool)
+    if pa.types.is_struct(type_):
+        for i in range(type_.num_fields):
+            rows = _integral_rows(values.field(i))
+            if rows is not None:
+                found |= rows
+    elif pa.types.is_list(type_):
+        offsets = values.offsets.to_numpy()
+        items = values.values.slice(offsets[0], offsets[-1] - offsets[0])
+        rows = _integral_rows(items)
+        if rows is not None:
+            owner = np.repeat(np.arange(len(values)), np.diff(offsets))
+            found[owner[rows]] = True
+    return found
+
+
+#: Longest RE2 pattern given to pyarrow at once; more names are split over several patterns.
+_MAX_PATTERN = 20_000
+#: The short escapes JSON has, as the character after the backslash.
+_SHORT_ESCAPES = dict(zip('"\\/\b\f\n\r\t', '"\\/bfnrt', strict=True))
+
+
+def _sends_null(bodies: Sequence[bytes], names: Iterable[str]) -> np.ndarray:
+    """Which bodies contain ``"name": null`` for one of ``names``, however it is written.
+
+    A single pass of RE2 (through pyarrow) over each body; the bodies go in as binary, so the
+    pattern works on bytes.
+    """
+    found = np.zeros(len(bodies), dtype=bool)
+    spelled = [_spelled(name) for name in sorted(names)]
+    if not spelled:
+        return found
+    groups: list[list[str]] = [[]]
+    size = 0
+    for pattern in spelled:
+        if groups[-1] and size + len(pattern) > _MAX_PATTERN:
+            groups.append([])
+            size = 0
+        groups[-1].append(pattern)
+        size += len(pattern)
+    offsets = np.zeros(len(bodies) + 1, dtype=np.int64)
+    np.cumsum([len(body) for body in bodies], out=offsets[1:])
+    texts = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        len(bodies),
+        [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(bodies))],
+    )
+    for group in groups:
+        pattern = r"\x22(?:" + "|".join(group) + r")\x22[\t\n\r ]*:[\t\n\r ]*null"
+        try:
+            hits = pc.match_substring_regex(texts, pattern)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # too large, or no RE2
+            return np.ones(len(bodies), dtype=bool)
+        found |= hits.to_numpy(zero_copy_only=False)
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _spelled(name: str) -> str:
+    """An RE2 pattern over bytes for every way JSON can write the text of ``name``.
+
+    Each character may come as itself (its UTF-8 bytes), as a ``\\u`` escape in either case
+    (a surrogate pair beyond the BMP), or as a short escape (``\\n``, ``\\/`` ...).
+    """
+    return "".join(_spelled_char(char) for char in name)
+
+
+def _spelled_char(char: str) -> str:
+    forms = ["".join(_byte(b) for b in char.encode("utf-8", "surrogatepass"))]
+    code = ord(char)
+    if code > 0xFFFF:
+        code -= 0x10000
+        forms.append(_u_escape(0xD800 + (code >> 10)) + _u_escape(0xDC00 + (code & 0x3FF)))
+    else:
+        forms.append(_u_escape(code))
+    if char in _SHORT_ESCAPES:
+        forms.append(_byte(0x5C) + _byte(ord(_SHORT_ESCAPES[char])))
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _u_escape(code: int) -> str:
+    digits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{code:04x}")
+    return _byte(0x5C) + "u" + digits
+
+
+def _byte(value: int) -> str:
+    char = chr(value)
+    return char if char.isascii() and (char.isalnum() or char == "_") else f"\\x{value:02x}"
+
+
+def _without_null_members(value: Any) -> Any:
+    """``value`` without its null object members, at any depth (null list items stay)."""
+    if value.__class__ is dict:
+        return {k: _without_null_members(v) for k, v in value.items() if v is not None}
+    if value.__class__ is list:
+        return [_without_null_members(v) for v in value]
+    return value
+
+
+def _exact_extras(body: bytes, rows: int) -> list[str | None]:
+    """The ``extra`` of each session of one page, from ``json.loads`` as the records path.
+
+    Raises ``_NotExact`` when the body does not parse to ``rows`` session objects.
+    """
+    try:
+        records = json.loads(body)["data"]["data"]
+    except (ValueError, RecursionError, TypeError, KeyError):
+        raise _NotExact from None
+    if records.__class__ is not list or len(records) != rows:
+        raise _NotExact
+    extras: list[str | None] = [None] * rows
+    for i, record in enumerate(records):
+        if record.__class__ is not dict:
+            raise _NotExact
+        contact = record.get("contact")
+        if not record.keys() <= _KNOWN_KEYS or (
+            contact.__class__ is dict and not contact.keys() <= _CONTACT_KEYS
+        ):
+            extras[i] = _extra_of(record, i)
+    return extras
 
 
 def parse_timestamps(values: pa.Array, field: str = "timestamp") -> pa.Array:

@@ -1,8 +1,8 @@
 """Decoded loads kept beside the HTTP cache, so an identical reload is one read, not N pages.
 
 requests-cache keeps every page's response; reloading from it still costs a lookup, an unpickle
-and a JSON decode per page. This cache keeps the *result* of a whole load (the Arrow table) in
-a table of the same SQLite file, valid exactly as long as the pages it was built from:
+and a JSON decode per page. This cache keeps the *result* of a whole load (the Arrow table),
+valid exactly as long as the pages it was built from:
 
 - its expiry is the earliest expiry of those pages, so it never outlives what requests-cache
   would have served;
@@ -12,7 +12,11 @@ a table of the same SQLite file, valid exactly as long as the pages it was built
   conversations, so no stored load is older than the pages in the HTTP cache;
 - only complete loads (no failed conversation) are stored.
 
-The table is plain SQL (``sqlite3``) because expiry and invalidation are queries.
+The index is a table of the requests-cache SQLite file (``mihu_frames_loads``: plain SQL,
+because expiry and invalidation are queries); each table is an uncompressed Arrow IPC file in
+the folder ``<cache file>.loads/`` (owner-only), read back in one sequential read with no
+decoding. A file is written under a temporary name and renamed, then indexed; a file whose
+row is gone is deleted with it, or (left by a crash) by a later store once it is an hour old.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -30,31 +37,32 @@ from typing import Any
 
 import pyarrow as pa
 
+from mihu_frames import background
 from mihu_frames._version import __version__
 from mihu_frames.schema import SCHEMA_VERSION
 
 logger = logging.getLogger("mihu_frames")
 
 _TABLE = "mihu_frames_loads"
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4") if pa.Codec.is_available("lz4") else None
-#: Stores still being written, by cache file: any FrameCache on that file waits for them
-#: before reading, so a client opened right after another closed sees its last load.
-_PENDING: dict[str, threading.Thread] = {}
-_PENDING_LOCK = threading.Lock()
+_COLUMNS = "key text primary key, expires real, conversations text not null, meta text not null"
+#: A stored-load file no row points to is a crash's leftover once it is this old (younger, it
+#: may be another process's store between its rename and its commit).
+ORPHAN_AGE = 3600.0
 
 
 class FrameCache:
-    """Whole-load results in the requests-cache SQLite file (table ``mihu_frames_loads``)."""
+    """Whole-load results beside the requests-cache SQLite file: an index table in it, one
+    Arrow file per load in ``<cache file>.loads/``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.folder = Path(f"{path}.loads")
         self._lock = threading.Lock()
-        self._name = str(Path(path).resolve())
         with self._connect() as db:
-            db.execute(
-                f"create table if not exists {_TABLE} (key text primary key, expires real, "
-                "conversations text not null, meta text not null, body blob not null)"
-            )
+            columns = [row[1] for row in db.execute(f"pragma table_info({_TABLE})")]
+            if columns and "file" not in columns:  # stored by an older version: start over
+                db.execute(f"drop table {_TABLE}")
+            db.execute(f"create table if not exists {_TABLE} ({_COLUMNS}, file text not null)")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -70,11 +78,8 @@ class FrameCache:
             db.close()
 
     def wait(self) -> None:
-        """Wait until a store started by :meth:`put` (by any client on this file) is written."""
-        with _PENDING_LOCK:
-            writing = _PENDING.get(self._name)
-        if writing is not None and writing is not threading.current_thread():
-            writing.join()
+        """Wait until every store :meth:`put` started on this file (by any client) is written."""
+        background.flush(self.path)
 
     @staticmethod
     def key(base_url: str, plan: Any) -> str:
@@ -94,23 +99,30 @@ class FrameCache:
         try:
             with self._lock, self._connect() as db:
                 row = db.execute(
-                    f"select expires, meta, body from {_TABLE} where key = ?", (key,)
+                    f"select expires, meta, file from {_TABLE} where key = ?", (key,)
                 ).fetchone()
         except sqlite3.Error as exc:  # only a cache: load the pages instead
             logger.warning("could not read stored loads in %s: %s", self.path, exc)
             return None
         if row is None:
             return None
-        expires, meta, body = row
+        expires, meta, name = row
         if expires is not None and expires <= _now() and not offline:
             logger.debug("stored load %s expired", key[:12])
             return None
         try:
-            return pa.ipc.open_stream(pa.py_buffer(body)).read_all(), json.loads(meta)
+            # Read into memory, not memory-mapped: a frame must not depend on a cache file
+            # that another process may remove or a user may truncate.
+            with pa.OSFile(str(self.folder / _plain_name(name))) as source:
+                table = pa.ipc.open_file(source).read_all()
+            return table, json.loads(meta)
         except (pa.ArrowException, OSError, ValueError) as exc:
             logger.warning("dropping a damaged stored load in %s: %s", self.path, exc)
-            with self._lock, self._connect() as db:
-                db.execute(f"delete from {_TABLE} where key = ?", (key,))
+            try:
+                with self._lock, self._connect() as db:
+                    self._delete(db, "key = ?", (key,))
+            except sqlite3.Error as error:
+                logger.warning("could not drop it: %s", error)
             return None
 
     def put(
@@ -125,19 +137,21 @@ class FrameCache:
     ) -> None:
         """Store a complete load; drop stored loads sharing a freshly fetched conversation.
 
-        The write runs on a background thread (the caller already has its frame, and closing
-        the client does not wait); the next :meth:`get`, :meth:`put`, :meth:`invalidate` or
-        :meth:`clear` on this file waits for it, and so does interpreter exit.
+        The write runs on the file's background writer (:mod:`mihu_frames.background`): the
+        caller already has its frame, and closing the client does not wait. The next
+        :meth:`get`, :meth:`invalidate` or :meth:`clear` on this file waits for it, and so does
+        interpreter exit.
         """
-        self.wait()
-        writing = threading.Thread(
-            target=self._write,
-            args=(key, table, expires, list(conversations), list(fresh), meta),
-            name="mihu-frame-cache",
+        background.submit(
+            self.path,
+            self._write,
+            key,
+            table,
+            expires,
+            list(conversations),
+            list(fresh),
+            meta,
         )
-        with _PENDING_LOCK:
-            _PENDING[self._name] = writing
-        writing.start()
 
     def _write(
         self,
@@ -148,30 +162,68 @@ class FrameCache:
         fresh: list[str],
         meta: dict[str, Any],
     ) -> None:
+        if not Path(self.path).exists():  # removed since the load: nothing to index it in
+            return
+        name = f"{key}-{secrets.token_hex(4)}.arrow"
         try:
-            sink = pa.BufferOutputStream()
-            # One record batch: a load arrives as hundreds of page slices, which would each
-            # become a separately compressed batch and make writing and reading slow.
-            table = table.combine_chunks()
-            with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
-                writer.write_table(table)
-            body = memoryview(sink.getvalue())
+            self._write_file(name, table)
             stamp = expires.timestamp() if expires is not None else None
             with self._lock, self._connect() as db:
                 db.execute("begin immediate")
-                _drop(db, fresh)
-                db.execute(f"delete from {_TABLE} where expires <= ?", (_now(),))
+                # Stored loads sharing a conversation fetched anew are stale; the same load
+                # stored before is replaced.
+                self._delete(db, _conversations_clause(fresh, key), [*fresh, key])
+                self._delete(db, "expires <= ?", (_now(),))
                 db.execute(
-                    f"insert or replace into {_TABLE} values (?, ?, ?, ?, ?)",
-                    (key, stamp, ",".join(conversations), json.dumps(meta), body),
+                    f"insert into {_TABLE} values (?, ?, ?, ?, ?)",
+                    (key, stamp, ",".join(conversations), json.dumps(meta), name),
                 )
                 db.execute("commit")
+            self._remove_orphans()
         except (OSError, sqlite3.Error, pa.ArrowException) as exc:  # only a cache: never fatal
             logger.warning("could not store the load result in %s: %s", self.path, exc)
-        finally:
-            with _PENDING_LOCK:
-                if _PENDING.get(self._name) is threading.current_thread():
-                    del _PENDING[self._name]
+            (self.folder / name).unlink(missing_ok=True)
+
+    def _write_file(self, name: str, table: pa.Table) -> None:
+        """Write ``table`` as ``name`` in the folder: owner-only, temporary name, then renamed."""
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        temporary = self.folder / f".{name}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as raw, pa.PythonFile(raw, mode="w") as sink:
+                # One record batch: a load arrives as hundreds of page slices.
+                table = table.combine_chunks()
+                with pa.ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table)
+            os.replace(temporary, self.folder / name)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    def _delete(self, db: sqlite3.Connection, where: str, params: Iterable[Any]) -> None:
+        """Delete the rows matching ``where`` and their files (inside the caller's work)."""
+        params = tuple(params)
+        names = [r[0] for r in db.execute(f"select file from {_TABLE} where {where}", params)]
+        db.execute(f"delete from {_TABLE} where {where}", params)
+        for name in names:
+            try:
+                (self.folder / _plain_name(name)).unlink(missing_ok=True)
+            except (OSError, ValueError) as exc:
+                logger.warning("could not remove a stored load %r: %s", name, exc)
+
+    def _remove_orphans(self) -> None:
+        """Remove stored-load files no row points to (a crash's leftovers), once old enough."""
+        with self._lock, self._connect() as db:
+            known = {r[0] for r in db.execute(f"select file from {_TABLE}")}
+        cutoff = time.time() - ORPHAN_AGE
+        for entry in os.scandir(self.folder):
+            orphan = entry.name.endswith((".arrow", ".arrow.tmp")) and entry.name not in known
+            try:
+                if orphan and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    logger.info("removed a stored load no index row points to: %s", entry.path)
+            except OSError as exc:
+                logger.warning("could not remove %s: %s", entry.path, exc)
 
     def invalidate(self, conversations: Iterable[str]) -> None:
         """Drop every stored load that holds one of ``conversations`` (fetched anew)."""
@@ -181,7 +233,7 @@ class FrameCache:
         self.wait()
         try:
             with self._lock, self._connect() as db:
-                _drop(db, conversations)
+                self._delete(db, _conversations_clause(conversations), conversations)
         except sqlite3.Error as exc:
             logger.warning("could not drop stale stored loads in %s: %s", self.path, exc)
 
@@ -189,12 +241,23 @@ class FrameCache:
         """Drop every stored load."""
         self.wait()
         with self._lock, self._connect() as db:
-            db.execute(f"delete from {_TABLE}")
+            self._delete(db, "1", ())
 
 
-def _drop(db: sqlite3.Connection, conversations: Iterable[str]) -> None:
-    for conversation in set(conversations):
-        db.execute(f"delete from {_TABLE} where instr(conversations, ?) > 0", (conversation,))
+def _conversations_clause(conversations: Iterable[str], key: str | None = None) -> str:
+    """SQL matching rows holding any of ``conversations`` (and the row ``key``, if given);
+    the parameters are the conversations, then the key."""
+    tests = ["instr(conversations, ?) > 0" for _ in conversations]
+    if key is not None:
+        tests.append("key = ?")
+    return " or ".join(tests) or "0"
+
+
+def _plain_name(name: object) -> str:
+    """A stored-load file name from the index, refused if it could point outside the folder."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name[0] == ".":
+        raise ValueError(f"not a stored-load file name: {name!r:.80}")
+    return name
 
 
 def _now() -> float:

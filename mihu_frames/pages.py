@@ -196,9 +196,10 @@ class PageRun:
     of first pages when ``hint_first`` is set, so later pages start before any decoding). One
     decoder thread turns pages into Arrow in batches: whatever has arrived when it is free
     (at least ~1,000 sessions, at most ~5,000), so little is left to decode when the last
-    page lands. When ``store`` is set, one more thread saves the pages the decoder validated
-    in the cache (:meth:`settle` waits for it). The calling thread schedules and collects;
-    :meth:`follow` says which page each decoded page leads to.
+    page lands. The calling thread schedules and collects; :meth:`follow` says which page each
+    decoded page leads to. When ``store`` is set, the pages the decoder validated are handed
+    to the cache file's background writer (:meth:`save`): at the end of the run, or every
+    ~50,000 sessions, so a big load does not hold all its bodies until then.
     """
 
     store = True
@@ -232,6 +233,8 @@ class PageRun:
         self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self.batch_limit = batch_size(plan.per_page)
         self.batch_floor = max(1, self.batch_limit // 5)
+        self.unsaved: list[PageResponse] = []
+        self.save_limit = max(1, 50_000 // plan.per_page)
         self.bar = _progress_bar(progress, len(self.queries), self.label)
         # One query for what the cache holds; pages it lacks skip the per-request lookup.
         self.cached = None if self.refresh or self.offline else client.cached_keys()
@@ -240,7 +243,6 @@ class PageRun:
         """Fetch every page the queries lead to; raise the first error under on_error="raise"."""
         self.pool = ThreadPoolExecutor(self.client.max_workers, thread_name_prefix="mihu")
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="mihu-decode")
-        self.storer = ThreadPoolExecutor(1, thread_name_prefix="mihu-store") if self.store else None
         try:
             for query in self.queries:
                 self.submit(query, 1)
@@ -266,8 +268,8 @@ class PageRun:
         except BaseException:
             # Do not wait for pages still in flight: the caller gets the error now.
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.decoder.shutdown(wait=True)  # a running batch may still hand pages to store
-            self.settle()
+            self.decoder.shutdown(wait=True)
+            self.save()  # what was validated is worth keeping
             raise
         else:
             self.pool.shutdown(wait=True)
@@ -276,10 +278,11 @@ class PageRun:
             if self.bar is not None:
                 self.bar.close()
 
-    def settle(self) -> None:
-        """Wait until every page this run validated has been saved in the cache."""
-        if self.storer is not None:
-            self.storer.shutdown(wait=True)
+    def save(self) -> None:
+        """Hand the validated pages not handed over yet to the cache's background writer."""
+        if self.unsaved:
+            self.client.store(self.unsaved)
+            self.unsaved = []
 
     def submit(self, query: Query, page: int) -> None:
         future = self.pool.submit(self.fetch, query, page)
@@ -312,7 +315,7 @@ class PageRun:
         return fetched
 
     def decode(self, pages: list[FetchedPage], threads: bool = False) -> DecodedBatch:
-        """Decode a batch of pages (and hand the valid ones to the cache's storer).
+        """Decode a batch of pages.
 
         A batch with a bad page is decoded page by page, so the good pages still count and
         the bad one is named.
@@ -334,8 +337,6 @@ class PageRun:
                 [e for part in parts for e in part.envelopes],
                 [r for part in parts for r in part.rejected],
             )
-        if self.storer is not None:
-            self.storer.submit(self.client.store, [p.response for p in pages])
         return DecodedBatch(pages, table, envelopes)
 
     def collect(self, future: Future[FetchedPage]) -> None:
@@ -352,6 +353,10 @@ class PageRun:
             self.grow(fetched.query, fetched.hint)
 
     def absorb(self, decoded: DecodedBatch) -> None:
+        if self.store and decoded.table is not None:  # before a rejection may raise
+            self.unsaved += [p.response for p in decoded.pages if p.response.response is not None]
+            if len(self.unsaved) >= self.save_limit:
+                self.save()
         for page, error in decoded.rejected:
             self.fail(page.query.conversation, error)
         if decoded.table is None:
@@ -478,15 +483,14 @@ def fetch_frame(
         try:
             run.run()
             table, stats = run.table(), run.stats
-            # The frame first, while the last pages are saved; the stored-load write (a
-            # background thread) comes after, so neither competes with it.
+            # The frame first; saving the pages and the stored load (in the background, in
+            # that order) comes after, so neither competes with it.
             df = to_pandas(table)
         except BaseException:
             if frames is not None:  # pages fetched anew make stored loads that hold them stale
                 frames.invalidate(run.stats.fresh)
             raise
-        finally:
-            run.settle()
+        run.save()
         if frames is not None and stats.errors:
             frames.invalidate(stats.fresh)
         elif frames is not None:

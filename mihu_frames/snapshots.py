@@ -5,6 +5,24 @@ snapshot: the sessions frame plus a ``snapshot_id`` column, zstd-compressed, wit
 metadata (library and schema version, snapshot id, fetch time, base URL, filters, counts; never
 the token). Files are written under a hidden temporary name, flushed, then renamed, so a reader
 never sees a partial file; files are ``0600`` and folders ``0700`` (contacts are personal data).
+
+Abandoned temporary files
+-------------------------
+A writer killed mid-write (``kill -9``, power loss) leaves its hidden temporary file behind: part
+of a snapshot, contacts included. Every write (and every compaction) first removes such leftovers
+from the whole snapshot tree, without ever touching a file a live writer in another process is
+still writing. The rule, in :func:`_remove_abandoned_temp_files`:
+
+- Only regular files named exactly like ours (``.<snapshot_id>.parquet.<8 hex>.tmp``) directly in
+  a ``sessions/fetched_date=*/`` folder are candidates; nothing else is ever touched.
+- A writer holds an exclusive ``flock`` on its temporary file from before its first byte until
+  after the rename, and the kernel drops the lock when the process dies. A candidate the cleaner
+  can lock (without waiting) and that holds data has therefore lost its writer: it is removed at
+  once. An empty candidate may have been created a moment ago by a writer that has not locked it
+  yet: it is removed only when older than :data:`STALE_TEMP_SECONDS` (it holds no data anyway),
+  and a writer that finds its new file gone after locking it starts over under a new name.
+- Without ``flock`` (Windows) the age rule alone applies to every candidate; there a file still
+  open by its writer cannot be removed anyway.
 """
 
 from __future__ import annotations
@@ -12,12 +30,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
 import secrets
+import stat
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the age rule alone decides (see the module docstring)
+    fcntl = None  # type: ignore[assignment]
 
 import pandas as pd
 import pyarrow as pa
@@ -40,6 +67,17 @@ DATASET = "sessions"
 SNAPSHOT_ID = "snapshot_id"
 PARTITION = "fetched_date"
 _FILE_SCHEMA = SESSIONS_SCHEMA.append(pa.field(SNAPSHOT_ID, pa.string()))
+
+#: Where a temporary file's lock cannot tell, its age does: an unlocked *empty* one (its writer
+#: may be between creating and locking it, a matter of microseconds) or, without ``flock``, any
+#: one is taken for abandoned once its last write is this old. A snapshot write takes seconds
+#: and moves the mtime as it goes, so an hour is far beyond any live write, and a leftover
+#: still goes the same day.
+STALE_TEMP_SECONDS = 3600.0
+_TEMP_NAME = re.compile(r"\.\d{8}T\d{12}Z-[0-9a-f]{8}\.parquet\.[0-9a-f]{8}\.tmp")
+_TEMP_ATTEMPTS = 3
+
+logger = logging.getLogger("mihu_frames")
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:
@@ -76,6 +114,18 @@ def write_snapshot(
     -------
     pathlib.Path
         The snapshot file.
+
+    Notes
+    -----
+    The file is written under a hidden temporary name (``.<snapshot_id>.parquet.<hex>.tmp``,
+    ``0600``), flushed and renamed, so readers never see a partial snapshot, even when the
+    writer is killed. Before writing, temporary files that earlier writers abandoned (killed
+    mid-write) anywhere in ``root/sessions/fetched_date=*/`` are removed, and each removal is
+    logged at INFO. A temporary file that a live writer in another process is still writing is
+    never removed: writers hold an exclusive ``flock`` on it until it is renamed. On platforms
+    without ``flock`` (Windows) a leftover is removed once it is :data:`STALE_TEMP_SECONDS`
+    old. Only files matching that exact name in a partition folder are ever touched, and a
+    failure to remove one is logged at WARNING and never fails the write.
 
     Examples
     --------
@@ -119,6 +169,7 @@ def write_snapshot(
     kv = {f"mihu_frames.{k}": json.dumps(v, default=str) for k, v in record.items()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **kv})
     final = folder / f"{snapshot_id}.parquet"
+    _remove_abandoned_temp_files(root)
     _write_atomically(table, final)
     return final
 
@@ -175,14 +226,18 @@ def _private_dirs(folder: Path) -> None:
 
 
 def _write_atomically(table: pa.Table, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp, fd = _create_temp_file(final)
     try:
         with os.fdopen(fd, "wb") as handle:
             pq.write_table(table, handle, compression="zstd", use_dictionary=True)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, final)
+            if fcntl is not None:
+                # Rename while the lock is held (closing drops it): a temporary file with data
+                # in it is never unlocked while its writer lives, which the cleaner relies on.
+                os.replace(tmp, final)
+        if fcntl is None:
+            os.replace(tmp, final)  # Windows cannot rename a file that is still open
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -191,6 +246,104 @@ def _write_atomically(table: pa.Table, final: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _create_temp_file(final: Path) -> tuple[Path, int]:
+    """Create ``final``'s hidden temporary file (``0600``) and lock it; return it and its fd."""
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if fcntl is None:
+            return tmp, fd
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while a cleaner looks at the file
+            except OSError:
+                return tmp, fd  # a file system without locks: the age rule protects the file
+            # A cleaner removes an empty unlocked file only once it is STALE_TEMP_SECONDS old,
+            # so this one was not removed before we locked it, unless we stalled that long
+            # between two calls or the clock jumped. Then: a new name.
+            try:
+                if os.path.samestat(os.stat(tmp), os.fstat(fd)):
+                    return tmp, fd
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    raise OSError(f"could not create a temporary file next to {final}: removed as it was made")
+
+
+def _remove_abandoned_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files killed writers left under ``root``; never raises.
+
+    See the module docstring for the rule. Returns the files removed.
+    """
+    removed: list[Path] = []
+    try:
+        candidates = sorted(
+            path
+            for path in (Path(root) / DATASET).glob(f"{PARTITION}=*/.*.tmp")
+            if _TEMP_NAME.fullmatch(path.name)
+        )
+    except OSError as error:
+        logger.warning("could not look for abandoned temporary files under %s: %s", root, error)
+        return removed
+    for path in candidates:
+        try:
+            if _remove_if_abandoned(path):
+                removed.append(path)
+                logger.info("removed abandoned temporary file %s (left by a killed writer)", path)
+        except Exception as error:  # cleaning up must never fail the write
+            logger.warning("could not remove abandoned temporary file %s: %s", path, error)
+    return removed
+
+
+def _remove_if_abandoned(path: Path) -> bool:
+    """Remove ``path`` if its writer is gone (see the module docstring); ``True`` if removed."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False  # a folder, a symlink, a pipe: not ours
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return False  # renamed to its final name or removed meanwhile
+    try:
+        locked = False
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                logger.debug("kept temporary file %s: a live writer holds its lock", path)
+                return False
+            except OSError:
+                pass  # a file system without locks: the age rule decides
+        info = os.fstat(fd)
+        age = time.time() - info.st_mtime
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        # Writers lock before their first byte: locked with data in it means its writer is gone.
+        if (not locked or info.st_size == 0) and age < STALE_TEMP_SECONDS:
+            logger.debug(
+                "kept temporary file %s: %d bytes, locked by us=%s, %.0f s old",
+                path,
+                info.st_size,
+                locked,
+                age,
+            )
+            return False
+        try:
+            if not os.path.samestat(path.lstat(), info):
+                return False  # the name now belongs to another file
+        except FileNotFoundError:
+            return False
+        path.unlink()
+        return True
+    finally:
+        os.close(fd)
 
 
 def snapshot_files(root: str | os.PathLike[str]) -> list[Path]:

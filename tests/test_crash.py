@@ -3,13 +3,17 @@
 Child processes run ``sys.executable -c ...`` and are killed with ``SIGKILL`` in the middle of
 ``write_snapshot``, of a sync and of a cached load. Afterwards earlier snapshots stay readable,
 no partial file is ever read (by mihu_frames, pyarrow.dataset or DuckDB), and the next run
-completes. Two processes writing into one root at once both land. A corrupted or locked cache
-file gives a clear error or is rebuilt: never a traceback from sqlite or pyarrow internals.
+completes. Two processes writing into one root at once both land. The hidden temporary file a
+killed writer leaves (part of a snapshot: personal data) is removed by the next write or
+compaction; one a live writer still holds never is, nor any file not named exactly like ours. A
+corrupted or locked cache file gives a clear error or is rebuilt: never a traceback from sqlite
+or pyarrow internals.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import select
@@ -33,6 +37,7 @@ import pytest
 from conftest import assert_matches_truth
 
 import mihu_frames as mf
+from mihu_frames import snapshots
 from mihu_frames.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,12 +147,15 @@ def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay)
     root = tmp_path / "snaps"
     partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
     whole: dict[str, int] = {}  # snapshot id -> the writer's iteration number
+    killed_with_data: set[Path] = set()  # the killed writer's temporary files holding data
     for round_ in range(2):  # the second round writes on top of the first one's leftovers
         first = round_ * 100
         child = spawn(_WRITER, str(root), str(first), "50", str(ROWS))
         for i in range(first, first + 2):
             line = read_until(child, lambda s, i=i: s.startswith(f"done {i} "), 120)
             whole[Path(line.split(" ", 2)[2]).stem] = i
+            # the new writer's first write removed what the killed one left
+            assert not [p for p in killed_with_data if p.exists()]
         starting = f"start {first + 2}"
         read_until(child, lambda s, starting=starting: s == starting, 60)
         leftovers = set(temp_files(partition))
@@ -171,12 +179,18 @@ def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay)
         latest = mf.read_snapshots(root)
         assert latest["uuid"].is_unique and len(latest) == ROWS * len(numbers)
         left = [p.name for p in temp_files(partition)]
+        killed_with_data = {p for p in temp_files(partition) if p.stat().st_size}
         print(f"\nround {round_}: killed {delay}s into a write; hidden temp files left: {left}")
 
-    # the next run completes and its snapshot is read with the others
+    # the next run completes, its snapshot is read with the others, and it removed every
+    # leftover holding data (one killed before its first byte is empty: see STALE_TEMP_SECONDS)
     path = mf.write_snapshot(mf.read_snapshots(root).head(10), root)
     assert mf.snapshot_metadata(path)["rows"] == 10
     assert path.stem in set(mf.read_snapshots(root, latest=False)["snapshot_id"])
+    assert [p for p in temp_files(root) if p.stat().st_size] == []
+    df = assert_no_partial_file_is_read(root)
+    for sid, i in whole.items():
+        assert (df["snapshot_id"] == sid).sum() == ROWS and _snapshot_numbers(df)[sid] == {i}
 
 
 def test_two_processes_writing_into_one_root_both_land(tmp_path):
@@ -195,6 +209,237 @@ def test_two_processes_writing_into_one_root_both_land(tmp_path):
     assert sorted(n for s in numbers.values() for n in s) == [*range(8), *range(50, 58)]
     assert len(mf.read_snapshots(root)) == 16 * 2000
     assert temp_files(root) == []
+
+
+# --------------------------------------------------------------------------- abandoned temp files
+
+SECRET = "Jolanta Secretname +48 600 100 200"  # personal data that must not reach the log
+
+_HOLDER = """
+import os, sys, time
+import pyarrow.parquet as pq
+import mihu_frames as mf
+
+root, conversation, fetched, secret, stage = sys.argv[1:]
+real_write_table, real_replace = pq.write_table, os.replace
+
+def write_then_hang(table, where, **options):
+    real_write_table(table, where, **options)
+    where.flush()  # the whole snapshot is in the temporary file, not yet synced nor renamed
+    print("holding", flush=True)
+    time.sleep(600)
+
+def hang_then_replace(src, dst):
+    if str(src).endswith(".tmp"):  # written and synced, about to be renamed
+        print("holding", flush=True)
+        time.sleep(600)
+    real_replace(src, dst)
+
+if stage == "writing":
+    pq.write_table = write_then_hang
+else:
+    os.replace = hang_then_replace
+records = [
+    {"uuid": f"d0000000-0000-4000-8000-{j:012x}", "conversation_uuid": conversation,
+     "updated_at": "2026-02-01T00:00:00Z", "summary": secret,
+     "contact": {"name": "Jolanta", "phone_number": "+48600100200"}}
+    for j in range(500)
+]
+mf.write_snapshot(mf.sessions_frame(records, fetched_at=fetched), root)
+"""
+
+
+def _frame(prefix: str, rows: int, fetched: str = FETCHED) -> pd.DataFrame:
+    records = [
+        {
+            "uuid": f"{prefix}-0000-4000-8000-{j:012x}",
+            "conversation_uuid": CONVERSATION,
+            "updated_at": "2026-02-01T00:00:00Z",
+            "summary": f"row {j}",
+        }
+        for j in range(rows)
+    ]
+    return mf.sessions_frame(records, fetched_at=fetched)
+
+
+def _temp_name(hex_part: str = "0badc0de") -> str:
+    """A name exactly like the ones write_snapshot gives its temporary files."""
+    return f".{snapshots.new_snapshot_id()}.parquet.{hex_part}.tmp"
+
+
+def _make_old(path: Path) -> None:
+    old = time.time() - 2 * snapshots.STALE_TEMP_SECONDS
+    os.utime(path, (old, old), follow_symlinks=False)
+
+
+def _hold_a_temp_file(root: Path, stage: str = "writing") -> tuple[subprocess.Popen[str], Path]:
+    """A child process stopped in write_snapshot (``"writing"`` its file, or ``"renaming"`` it
+    once written and synced), and its temporary file."""
+    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
+    before = set(temp_files(partition)) if partition.exists() else set()
+    child = spawn(_HOLDER, str(root), CONVERSATION, FETCHED, SECRET, stage)
+    read_until(child, lambda s: s == "holding", 60)
+    (tmp,) = set(temp_files(partition)) - before
+    assert snapshots._TEMP_NAME.fullmatch(tmp.name) and tmp.stat().st_size > 10_000
+    return child, tmp
+
+
+@pytest.mark.parametrize("next_run", ["write_snapshot", "compact_snapshots"])
+def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, caplog, next_run):
+    root = tmp_path / "snaps"
+    first = mf.write_snapshot(_frame("a0000000", 50), root)
+    second = mf.write_snapshot(_frame("b0000000", 30), root)
+    child, tmp = _hold_a_temp_file(root)
+    kill9(child)
+    assert tmp.exists()  # fresh (seconds old), full of data, and no one holds its lock
+
+    caplog.set_level(logging.DEBUG, logger="mihu_frames")
+    if next_run == "write_snapshot":  # into another partition: the whole tree is cleaned
+        third = mf.write_snapshot(_frame("c0000000", 20, "2026-03-02T00:00:00Z"), root)
+        expected = {first.stem: 50, second.stem: 30, third.stem: 20}
+    else:
+        (compacted,) = mf.compact_snapshots(root)
+        expected = {first.stem: 50, second.stem: 30}  # rows keep their snapshot ids
+        assert {p.stem for p in root.rglob("*.parquet")} == {compacted.stem}
+
+    assert not tmp.exists()
+    assert temp_files(root) == []
+    removals = [r for r in caplog.records if r.levelno == logging.INFO and str(tmp) in r.message]
+    assert len(removals) == 1
+    assert "Jolanta" not in caplog.text and SECRET not in caplog.text
+    df = assert_no_partial_file_is_read(root)
+    assert df["snapshot_id"].value_counts().to_dict() == expected
+    assert not df["uuid"].str.startswith("d0000000").any()  # nothing of the killed write
+
+
+@pytest.mark.parametrize("stage", ["writing", "renaming"])
+def test_temp_file_of_a_live_writer_is_never_removed(tmp_path, stage):
+    root = tmp_path / "snaps"
+    mf.write_snapshot(_frame("a0000000", 50), root)
+    child, tmp = _hold_a_temp_file(root, stage)
+    try:
+        _make_old(tmp)  # so that only the writer's lock protects it, not its age
+        # a writer that has just created its file and not locked it yet: empty and fresh
+        fresh = tmp.parent / _temp_name()
+        fresh.touch(mode=0o600)
+        content = tmp.read_bytes()
+
+        written = mf.write_snapshot(_frame("b0000000", 30), root)  # same partition
+        mf.write_snapshot(_frame("c0000000", 20, "2026-03-02T00:00:00Z"), root)
+        mf.compact_snapshots(root)
+        other = spawn(_WRITER, str(root), "7", "1", "100")  # another process, too
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 0 and "done 7" in out, err
+
+        assert child.poll() is None, "the writer is still writing"
+        assert tmp.read_bytes() == content
+        assert fresh.exists()
+        assert not written.exists()  # compacted away: the compaction ran
+    finally:
+        if child.poll() is None:
+            kill9(child)
+    # once the writer is gone, the next write removes its file (the empty one is too young)
+    mf.write_snapshot(_frame("e0000000", 10), root)
+    assert not tmp.exists() and fresh.exists()
+    _make_old(fresh)
+    mf.write_snapshot(_frame("f0000000", 10), root)
+    assert temp_files(root) == []
+
+
+def test_only_temp_files_named_like_ours_in_a_partition_are_touched(tmp_path, caplog):
+    root = tmp_path / "snaps"
+    mf.write_snapshot(_frame("a0000000", 10), root)
+    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
+    ours = _temp_name()
+    mine = tmp_path / "my-notes.txt"
+    mine.write_text("the user's own file")
+    keep = [
+        partition / ".DS_Store",
+        partition / ".notes.tmp",
+        partition / ours.replace(".0badc0de", ""),  # no random part
+        partition / _temp_name("0BADC0DE"),  # upper-case hex
+        partition / _temp_name("0badc0d"),  # too short
+        partition / _temp_name("0badc0de0"),  # too long
+        partition / (ours + ".bak"),
+        partition / ours.replace(".tmp", ".TMP"),
+        partition / ours[1:],  # not hidden
+        partition / ("." + ours),
+        partition / ours.replace(".parquet", ".csv"),
+        partition / "sub" / ours,  # too deep
+        root / ours,  # matching names outside a partition folder
+        root / "sessions" / ours,
+        root / "sessions" / "notes" / ours,
+        root / "elsewhere" / f"fetched_date={FETCHED[:10]}" / ours,
+        tmp_path / ours,
+    ]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"user data in {path.name}")
+        _make_old(path)
+    folder = partition / _temp_name("00000001")  # our name, but a folder
+    folder.mkdir()
+    (folder / "inside").write_text("user data")
+    link = partition / _temp_name("00000002")  # our name, but a symlink to the user's file
+    link.symlink_to(mine)
+    fifo = partition / _temp_name("00000003")  # our name, but a pipe
+    os.mkfifo(fifo)
+    for path in (folder, link, fifo):
+        _make_old(path)
+    abandoned = partition / _temp_name("00000004")  # the one file that is really ours
+    abandoned.write_bytes(b"PAR1 part of a snapshot")
+
+    caplog.set_level(logging.INFO, logger="mihu_frames")
+    mf.write_snapshot(_frame("b0000000", 10), root)
+    mf.compact_snapshots(root)
+
+    assert not abandoned.exists()  # the clean-up ran
+    for path in keep:
+        assert path.read_text() == f"user data in {path.name}", path
+    assert (folder / "inside").read_text() == "user data"
+    assert link.is_symlink() and mine.read_text() == "the user's own file"
+    assert fifo.exists()
+    assert [r.levelname for r in caplog.records if "temporary" in r.message] == ["INFO"]
+
+
+def test_a_failing_clean_up_never_fails_the_write(tmp_path, caplog, monkeypatch):
+    root = tmp_path / "snaps"
+    mf.write_snapshot(_frame("a0000000", 10), root)
+    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
+    stuck = partition / _temp_name()
+    stuck.write_bytes(b"PAR1 part of a snapshot")
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    caplog.set_level(logging.INFO, logger="mihu_frames")
+    path = mf.write_snapshot(_frame("b0000000", 10), root)
+    assert mf.snapshot_metadata(path)["rows"] == 10
+    assert stuck.exists()
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(stuck) in warning.message and "Permission denied" in warning.message
+    assert len(mf.read_snapshots(root)) == 20
+
+
+def test_a_writer_whose_new_temp_file_is_removed_before_it_locks_starts_over(tmp_path, monkeypatch):
+    real_flock = snapshots.fcntl.flock
+    taken: list[str] = []
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == snapshots.fcntl.LOCK_EX and not taken:
+            # a cleaner takes the new, still unlocked file for abandoned (a stall or clock jump)
+            (tmp,) = temp_files(tmp_path)
+            taken.append(tmp.name)
+            tmp.unlink()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(snapshots.fcntl, "flock", flock)
+    path = mf.write_snapshot(_frame("a0000000", 10), tmp_path)
+    assert taken and temp_files(tmp_path) == []
+    assert mf.snapshot_metadata(path)["rows"] == 10
 
 
 # --------------------------------------------------------------------------- sync and load
@@ -324,8 +569,9 @@ def _corrupt(kind: str, path: Path) -> None:
                 garbage = random.Random(seed).randbytes(200)
                 db.execute("update responses set value = ?", (garbage,))
                 db.execute("delete from mihu_frames_loads")
-            elif kind == "stored-load-body":
-                db.execute("update mihu_frames_loads set body = randomblob(length(body))")
+            elif kind == "stored-load-body":  # the stored load's Arrow file
+                for stored in Path(f"{path}.loads").glob("*.arrow"):
+                    stored.write_bytes(os.urandom(stored.stat().st_size))
             elif kind == "stored-load-meta":
                 db.execute("update mihu_frames_loads set meta = 'not json'")
             elif kind == "tables-dropped":
@@ -388,6 +634,7 @@ import sys
 sys.path.insert(0, "tests")
 from pathlib import Path
 import mihu_frames as mf
+from mihu_frames import snapshots
 from mihu_frames.simulator import Simulator
 from conftest import assert_matches_truth
 from test_crash import _corrupt, _wait_for_stored_load

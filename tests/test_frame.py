@@ -6,8 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+import requests
 
 import mihu_frames as mf
+from mihu_frames import frame
 from mihu_frames.frame import PageInfo, decode_pages, finish
 from mihu_frames.schema import to_pandas
 
@@ -143,3 +145,120 @@ def test_sessions_frame_tags_and_fetched_at():
         mf.sessions_frame([_session()], status="done")
     with pytest.raises(mf.ResponseFormatError, match="expected an object"):
         mf.sessions_frame([_session(), "not a dict"])
+
+
+# --------------------------------------------------------------------------- exact extra, fast
+
+
+def _count_rereads(monkeypatch):
+    """Record the bodies whose ``extra`` is re-read with json.loads, and those decoded slowly."""
+    reread, slowly = [], []
+    exact_extras, decode_slowly = frame._exact_extras, frame._decode_page_slowly
+
+    def counting_reread(body, rows):
+        reread.append(body)
+        return exact_extras(body, rows)
+
+    def counting_slow(body, info):
+        slowly.append(body)
+        return decode_slowly(body, info)
+
+    monkeypatch.setattr(frame, "_exact_extras", counting_reread)
+    monkeypatch.setattr(frame, "_decode_page_slowly", counting_slow)
+    return reread, slowly
+
+
+SIMULATOR_EXTRA = {
+    "channel": "whatsapp",
+    "sentiment": -0.42,
+    "is_test": False,
+    "metadata": {"source": "widget", "version": 2},
+}
+
+
+def _with_extra(n, **extra):
+    """Session ``n`` with the simulator's kinds of undocumented fields, changed by ``extra``."""
+    return _session(uuid=f"{n:08d}-0d44-4b50-8888-8dd25736052a", **{**SIMULATOR_EXTRA, **extra})
+
+
+def test_only_pages_whose_extra_may_differ_are_reread(monkeypatch):
+    reread, slowly = _count_rereads(monkeypatch)
+    pages = [
+        [_with_extra(1), _session(uuid="00000002-0d44-4b50-8888-8dd25736052a")],
+        [_with_extra(3), _with_extra(4, channel=None)],  # an explicit null
+        [_with_extra(5), _with_extra(6, sentiment=1)],  # an int among floats
+        [_with_extra(7, metadata={"source": "api"}), _with_extra(8, language="tr")],
+    ]
+    bodies = [_page(sessions, page=i + 1) for i, sessions in enumerate(pages)]
+    decoded = _decode(*bodies)
+    assert reread == [bodies[1], bodies[2]] and slowly == []
+    pd.testing.assert_frame_equal(decoded, mf.sessions_frame([s for p in pages for s in p]))
+    assert json.loads(decoded.loc[3, "extra"]) == {**SIMULATOR_EXTRA, "channel": None}
+    assert json.loads(decoded.loc[5, "extra"])["sentiment"].__class__ is int
+    assert json.loads(decoded.loc[6, "extra"])["metadata"] == {"source": "api"}
+
+
+def test_a_reread_that_disagrees_sends_the_batch_page_by_page(monkeypatch):
+    reread, slowly = _count_rereads(monkeypatch)
+
+    def disagree(body, rows):
+        reread.append(body)
+        raise frame._NotExact
+
+    monkeypatch.setattr(frame, "_exact_extras", disagree)
+    sessions = [_with_extra(1), _with_extra(2, sentiment=None)]
+    body = _page(sessions)
+    pd.testing.assert_frame_equal(_decode(body), mf.sessions_frame(sessions))
+    assert reread == [body] and slowly == [body]
+
+
+def _simulator_bodies(sim):
+    conversation = sim.conversation_uuids[-1]  # 2,500 sessions
+    url = f"{sim.base_url}/api/v1/conversations/{conversation}/sessions"
+    headers = {"Authorization": f"Bearer {sim.token}"}
+    bodies, page, last = [], 1, 1
+    while page <= last:
+        response = requests.get(url, params={"page": page, "per_page": 100}, headers=headers)
+        response.raise_for_status()
+        bodies.append(response.content)
+        last = response.json()["data"]["last_page"]
+        page += 1
+    return conversation, bodies
+
+
+@pytest.mark.parametrize("encoding", ["as served", "ascii escapes"])
+def test_simulator_pages_keep_extra_on_the_fast_path(sim, monkeypatch, encoding):
+    conversation, bodies = _simulator_bodies(sim)
+    if encoding == "ascii escapes":  # as PHP writes JSON: \u00e9 and \/ in the text
+        bodies = [json.dumps(json.loads(b)).replace("/", "\\/").encode() for b in bodies]
+    reread, slowly = _count_rereads(monkeypatch)
+    infos = [PageInfo(conversation=conversation, page=i + 1) for i in range(len(bodies))]
+    b = frame.batch_size(100)
+    tables = [
+        decode_pages(bodies[i : i + b], infos[i : i + b])[0] for i in range(0, len(bodies), b)
+    ]
+    decoded = to_pandas(finish(tables))
+    assert reread == [] and slowly == []
+    records = [s for body in bodies for s in json.loads(body)["data"]["data"]]
+    assert list(decoded["extra"]) == list(mf.sessions_frame(records)["extra"])
+    kinds = {
+        (key, type(value).__name__)
+        for text in decoded["extra"].dropna()
+        for key, value in json.loads(text).items()
+    }
+    assert {kind for _, kind in kinds} == {"str", "float", "bool", "dict"}, kinds
+
+
+def test_a_null_among_many_undocumented_names_is_kept(monkeypatch):
+    # more names than one RE2 pattern takes: the check is split, and the null still found
+    reread, _ = _count_rereads(monkeypatch)
+    sessions = [_with_extra(i, **{f"custom_field_{i:04d}": 0.5}) for i in range(100)]
+    sessions[98]["custom_field_0099"] = None  # a name the last pattern holds
+    pages = [sessions[:50], sessions[50:]]
+    bodies = [
+        _page(p, page=i + 1, total=100, per_page=50, last_page=2) for i, p in enumerate(pages)
+    ]
+    decoded = _decode(*bodies)
+    assert reread == [bodies[1]]
+    pd.testing.assert_frame_equal(decoded, mf.sessions_frame(sessions))
+    assert json.loads(decoded.loc[98, "extra"])["custom_field_0099"] is None

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import closing
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from mihu_frames.framecache import FrameCache
+from mihu_frames.framecache import ORPHAN_AGE, FrameCache
 
 
 def _stored_loads(client) -> int:
-    client.frame_cache.wait()  # the result is written on a background thread
+    client.flush_cache()  # the result is written on a background thread
     with closing(sqlite3.connect(client.cache_path)) as db:
         return db.execute("select count(*) from mihu_frames_loads").fetchone()[0]
 
@@ -103,3 +106,86 @@ def test_a_partly_failed_refresh_drops_stored_loads_it_made_stale(fresh_sim, mak
     again = client.sessions([a, b])
     assert set(new) <= set(again["uuid"]) and len(again) == len(before) + 3
     assert fresh_sim.request_count == 0  # answered from the refreshed pages, not the old result
+
+
+def _stored_files(client) -> list[Path]:
+    client.flush_cache()
+    return sorted(client.frame_cache.folder.glob("*.arrow"))
+
+
+def test_each_stored_load_is_one_file_removed_with_its_row(fresh_sim, make_client):
+    client = make_client(fresh_sim)
+    a, b = fresh_sim.conversation_uuids[2], fresh_sim.conversation_uuids[3]
+    client.sessions(a)
+    client.sessions([a, b])
+    first = _stored_files(client)
+    assert len(first) == 2 == _stored_loads(client)
+    client.sessions(b, refresh=True)  # b fetched anew: the load holding b is stale
+    files = _stored_files(client)
+    assert len(files) == 2 == _stored_loads(client)  # the a-only load and the new b load
+    assert first[0] in files or first[1] in files
+    client.sessions(a, refresh=True)  # replaces the stored a-only load: a new file, old gone
+    assert len(_stored_files(client)) == 2 and not set(first) & set(_stored_files(client))
+    client.clear_cache()
+    assert _stored_files(client) == [] and _stored_loads(client) == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing", "outside-name"])
+def test_a_damaged_stored_file_is_dropped_and_the_pages_answer(
+    fresh_sim, make_client, tmp_path, damage
+):
+    client = make_client(fresh_sim)
+    conversation = fresh_sim.conversation_uuids[2]
+    first = client.sessions(conversation)
+    (path,) = _stored_files(client)
+    outside = tmp_path / "outside.arrow"
+    if damage == "garbage":
+        path.write_bytes(os.urandom(path.stat().st_size))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "missing":
+        path.unlink()
+    else:  # an index row pointing outside the folder is refused, and nothing there is touched
+        outside.write_bytes(path.read_bytes())
+        with closing(sqlite3.connect(client.cache_path)) as db, db:
+            db.execute("update mihu_frames_loads set file = ?", (f"../{outside.name}",))
+    fresh_sim.reset_requests()
+    again = client.sessions(conversation)
+    pd.testing.assert_frame_equal(first, again)
+    assert fresh_sim.request_count == 0  # every page came from requests-cache
+    assert _stored_loads(client) == 1  # stored anew
+    if damage == "outside-name":
+        assert outside.exists()
+
+
+def test_leftover_files_are_removed_once_an_hour_old(fresh_sim, make_client):
+    client = make_client(fresh_sim)
+    client.sessions(fresh_sim.conversation_uuids[1])
+    client.flush_cache()
+    folder = client.frame_cache.folder
+    old = [folder / ("0" * 64 + "-deadbeef.arrow"), folder / ".x-1.arrow.tmp"]
+    young = folder / ("1" * 64 + "-deadbeef.arrow")
+    mine = folder / "notes.txt"
+    for path in [*old, young, mine]:
+        path.write_bytes(b"left by a crash")
+    stamp = time.time() - ORPHAN_AGE - 60
+    for path in old:
+        os.utime(path, (stamp, stamp))
+    client.sessions(fresh_sim.conversation_uuids[2])  # the next store cleans up
+    client.flush_cache()
+    assert not any(p.exists() for p in old)
+    assert young.exists() and mine.exists()
+    assert len(_stored_files(client)) == 3  # two loads + the young leftover
+
+
+def test_a_stored_load_index_from_an_older_version_is_replaced(fresh_sim, make_client, cache_path):
+    cache_path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(cache_path)) as db, db:
+        db.execute(
+            "create table mihu_frames_loads (key text primary key, expires real, "
+            "conversations text not null, meta text not null, body blob not null)"
+        )
+        db.execute("insert into mihu_frames_loads values ('k', null, 'c', '{}', x'00')")
+    client = make_client(fresh_sim)
+    df = client.sessions(fresh_sim.conversation_uuids[2])
+    assert len(df) == 150 and _stored_loads(client) == 1

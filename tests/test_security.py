@@ -43,6 +43,7 @@ def test_token_never_reaches_cache_snapshot_logs_errors_or_repr(secret_sim, tmp_
             texts += [str(exc), repr(exc), repr(exc.args)]
             texts.append(repr(pickle.loads(pickle.dumps(exc)).__dict__))
     client.close()
+    client.flush_cache()  # close() leaves the cache writes running; scan after them
     assert "DEBUG" in caplog.text  # the logs really were captured at DEBUG
     assert all(TOKEN not in text for text in texts)
     files = _files_under(tmp_path)
@@ -70,11 +71,14 @@ def test_cache_files_are_owner_only(secret_sim, tmp_path):
         cache = tmp_path / "deep" / "cache.sqlite"
         with mf.MihuClient(secret_sim.base_url, token=TOKEN, cache=cache) as client:
             client.sessions(secret_sim.conversation_uuids)
+            client.flush_cache()  # pages and the stored load are written in the background
     finally:
         os.umask(old)
     assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
-    for path in cache.parent.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    paths = list(cache.parent.rglob("*"))
+    assert any(p.suffix == ".arrow" for p in paths)  # the stored load's own file is checked too
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 
 
 def test_default_cache_lives_in_the_user_cache_dir(monkeypatch, tmp_path, secret_sim):
