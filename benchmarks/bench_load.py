@@ -1,7 +1,7 @@
 """Benchmark loading sessions with mihu_frames against what an analyst would write by hand.
 
 Run ``python benchmarks/bench_load.py`` (about 1-2 minutes), ``--quick`` for a smaller smoke run
-(under 20 s), ``--repeat N`` for best-of-N (default 3) and ``--json PATH`` to also write the
+(under 20 s), ``--repeat N`` for best-of-N (default 5) and ``--json PATH`` to also write the
 results. Every measurement is the best wall time (``time.perf_counter``) of N repetitions, taken in
 the same run as its baseline and reported as a ratio, because absolute seconds mean little on a
 shared machine. The simulator (``mihu_frames.simulator.spawn``) always serves from its own process.
@@ -85,8 +85,10 @@ class Config:
 
 #: Seconds each timed call's background stored-load write went on after the call returned.
 SETTLED: list[float] = []
+#: Every timed repetition of each interleaved pair, in order (printed, so the spread shows).
+ALL_TIMES: list[list[list[float]]] = []
 
-FULL = Config(20, 1000, 0.02, 10, 10_000, 3)
+FULL = Config(20, 1000, 0.02, 10, 10_000, 5)
 QUICK = Config(8, 500, 0.02, 2, 5_000, 2)
 
 
@@ -152,6 +154,7 @@ def interleaved(
             if rep == repeat - 1:
                 results[k] = result
             del result
+    ALL_TIMES.append(times)
     return min(times[0]), results[0], min(times[1]), results[1]
 
 
@@ -280,6 +283,8 @@ def bench_network(cfg: Config, workdir: Path) -> tuple[list[Row], dict[str, Any]
         "untimed)"
     )
     info.update(
+        cold_runs=[round(t, 3) for t in ALL_TIMES[-1][0]],
+        loop_runs=[round(t, 3) for t in ALL_TIMES[-1][1]],
         rows=len(cold_df),
         pages=cfg.pages,
         cold_attrs={k: cold_attrs[k] for k in ("requests", "cache_hits", "pages", "fetch_seconds")},
@@ -440,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"cold load: {net_info['rows']:,} rows; attrs {net_info['cold_attrs']}; "
-        f"cached attrs {net_info['cached_attrs']}"
+        f"cached attrs {net_info['cached_attrs']}\n"
+        f"every cold run (s): {net_info['cold_runs']}; every loop run (s): {net_info['loop_runs']}"
     )
     print(
         f"decode: {dec_info['decode_pages']} pages, {dec_info['decode_sessions']:,} sessions, "

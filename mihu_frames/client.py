@@ -455,7 +455,17 @@ class MihuClient:
             return frozenset()
         background.flush(self.cache_path)
         try:
-            return frozenset(self._cached().cache.responses.keys())  # type: ignore[attr-defined]
+            if self._session is not None:
+                return frozenset(self._session.cache.responses.keys())  # type: ignore[attr-defined]
+            # Just the key column, without opening a whole CachedSession (~5 ms of set-up a
+            # cold load would pay before its first request).
+            from requests_cache.backends.sqlite import SQLiteDict
+
+            table = SQLiteDict(self.cache_path, "responses", serializer=None, wal=True)
+            try:
+                return frozenset(table.keys())
+            finally:
+                table.close()
         except sqlite3.Error as exc:
             logger.warning("could not list %s: %s", self.cache_path, exc)
             return None  # unknown: every page asks the cache
