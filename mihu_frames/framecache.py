@@ -188,11 +188,12 @@ class FrameCache:
         """Write ``table`` as ``name`` in the folder: owner-only, temporary name, then renamed."""
         self.folder.mkdir(mode=0o700, exist_ok=True)
         temporary = self.folder / f".{name}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
-            with os.fdopen(fd, "wb") as raw, pa.PythonFile(raw, mode="w") as sink:
-                # One record batch: a load arrives as hundreds of page slices.
-                table = table.combine_chunks()
+            # pyarrow's own file (it keeps the mode): buffers go to the file without passing
+            # through Python bytes objects, so a big load is not copied once more on the way.
+            with pa.OSFile(str(temporary), "wb") as sink:
+                table = table.combine_chunks()  # one record batch (usually one chunk already)
                 with pa.ipc.new_file(sink, table.schema) as writer:
                     writer.write_table(table)
             os.replace(temporary, self.folder / name)

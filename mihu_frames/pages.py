@@ -423,7 +423,10 @@ class PageRun:
             logger.info("%s", message)
 
     def table(self) -> pa.Table:
-        table = finish(self.tables)
+        """The run's frame table; the batches are let go (finish copies them into one take)."""
+        batches, self.tables = self.tables, []
+        table = finish(batches)
+        del batches
         if self.failed and table.num_rows:
             failed = pa.array(list(self.failed), type=pa.string())
             table = table.filter(pc.invert(pc.is_in(table.column("conversation_uuid"), failed)))

@@ -1024,17 +1024,7 @@ def test_timestamp_forms_parse_right_or_are_refused(kind):
             {"uuid": str(uuidlib.UUID(int=i + 1)), name: value} for i, value in enumerate(values)
         ]
         info = PageInfo(conversation=str(uuidlib.UUID(int=99)), page=1)
-        payload = {
-            "success": True,
-            "message": "",
-            "data": {
-                "current_page": 1,
-                "total": len(records),
-                "last_page": 1,
-                "per_page": 15,
-                "data": records,
-            },
-        }
+        payload = _single_page(records)
         outcome = check([Page(payload, info)], tally)
         assert outcome == "frame" or kind != "rfc3339"
 
@@ -1053,11 +1043,7 @@ def test_huge_strings_and_lists_are_kept_whole():
         {"uuid": str(uuidlib.UUID(int=1)), "summary": summary, "task_uuids": tasks},
         {"uuid": str(uuidlib.UUID(int=2)), "contact": {"name": name}, "x_s_note": name},
     ]
-    payload = {
-        "success": True,
-        "message": "",
-        "data": {"current_page": 1, "total": 2, "last_page": 1, "per_page": 15, "data": records},
-    }
+    payload = _single_page(records)
     info = PageInfo(conversation=str(uuidlib.UUID(int=9)), page=1)
     table, _ = decode_pages([json.dumps(payload, ensure_ascii=False).encode()], [info])
     df = to_pandas(finish([table]))
@@ -1070,12 +1056,23 @@ def test_huge_strings_and_lists_are_kept_whole():
 # ------------------------------------------------------------ single cases (bugs found before)
 
 
-def _one_session_page(record: dict[str, Any]) -> tuple[bytes, PageInfo]:
-    payload = {
+def _single_page(records: list[Any]) -> dict[str, Any]:
+    """The envelope of a one-page listing holding ``records``."""
+    return {
         "success": True,
         "message": "",
-        "data": {"current_page": 1, "total": 1, "last_page": 1, "per_page": 15, "data": [record]},
+        "data": {
+            "current_page": 1,
+            "total": len(records),
+            "last_page": 1,
+            "per_page": 15,
+            "data": records,
+        },
     }
+
+
+def _one_session_page(record: dict[str, Any]) -> tuple[bytes, PageInfo]:
+    payload = _single_page([record])
     return json.dumps(payload).encode(), PageInfo(conversation=str(uuidlib.UUID(int=7)), page=1)
 
 
@@ -1110,17 +1107,7 @@ def test_valid_timestamp_outside_pandas_nanosecond_range_parses(text):
 
 
 def _decode_records(records: list[dict[str, Any]]) -> pd.DataFrame:
-    payload = {
-        "success": True,
-        "message": "",
-        "data": {
-            "current_page": 1,
-            "total": len(records),
-            "last_page": 1,
-            "per_page": 15,
-            "data": records,
-        },
-    }
+    payload = _single_page(records)
     info = PageInfo(conversation=str(uuidlib.UUID(int=7)), page=1)
     table, _ = decode_pages([json.dumps(payload).encode()], [info])
     return to_pandas(finish([table]))
@@ -1323,17 +1310,7 @@ def test_undocumented_values_survive_any_json_spelling():
             if contact is not None:
                 record["contact"] = {"name": "n", **contact}
             records.append(record)
-        payload = {
-            "success": True,
-            "message": "",
-            "data": {
-                "current_page": 1,
-                "total": len(records),
-                "last_page": 1,
-                "per_page": 15,
-                "data": records,
-            },
-        }
+        payload = _single_page(records)
         body = _write_json(payload, random.Random(seed)).encode()
         note(body.decode())
         before = tally["pages re-read"] + tally["pages decoded slowly"]
