@@ -11,6 +11,7 @@ transaction that never happened: the next load fetches those pages again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,17 @@ logger = logging.getLogger("mihu_frames")
 _WRITERS: dict[str, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 _IN_WRITER = threading.local()
+
+
+def _forget_writers_after_fork() -> None:
+    # A forked child inherits the table but not the threads: it starts with writers of its own.
+    global _LOCK
+    _WRITERS.clear()
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers_after_fork)
 
 
 def _name(path: str | Path) -> str:

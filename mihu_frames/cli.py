@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mihu_frames import background
 from mihu_frames._version import __version__
 from mihu_frames.errors import MihuError
 from mihu_frames.load import load_sessions
@@ -294,6 +295,7 @@ def _demo(args: argparse.Namespace) -> int:
         path = write_snapshot(tagged, args.root)
         back = read_snapshots(args.root, conversations=sim.conversation_uuids)
         print(f"snapshot: {path} ({len(back):,} sessions read back)")
+        background.flush(options["cache"])  # before the temporary folder goes
     return 0
 
 

@@ -358,7 +358,11 @@ class MihuClient:
         if not offline and (refresh or (cached is not None and key not in cached)):
             return self._fetch_from_network(url, key, conversation, page)
         try:
-            response = self._cached().get(url, timeout=self.timeout, only_if_cached=offline)
+            # Redirects are reported, never followed (they could carry the token elsewhere),
+            # on this path as on the pool's.
+            response = self._cached().get(
+                url, timeout=self.timeout, only_if_cached=offline, allow_redirects=False
+            )
         except (OverflowError, EOFError, MemoryError, pickle.UnpicklingError) as exc:
             # A damaged cache row that requests-cache does not catch: drop it, refetch.
             logger.warning("dropping a damaged cache entry %s: %r", key, exc)
@@ -693,7 +697,11 @@ def _pool_manager(
     """A urllib3 pool manager with requests' proxy choice and CA bundle for ``base_url``."""
     tls: dict[str, Any] = {}
     if base_url.startswith("https:"):
-        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": bundle or requests.certs.where()}
+        tls = {"cert_reqs": "CERT_REQUIRED"}
+        if bundle and os.path.isdir(bundle):  # a c_rehash'ed folder, as requests accepts
+            tls["ca_cert_dir"] = bundle
+        else:
+            tls["ca_certs"] = bundle or requests.certs.where()
     proxy = requests.utils.select_proxy(base_url, proxies)
     if proxy:
         return adapter.proxy_manager_for(proxy, **tls)

@@ -1003,9 +1003,12 @@ def finish(tables: Sequence[pa.Table]) -> pa.Table:
     if not pieces:
         return empty_table()
     pieces.sort()
-    order = np.concatenate([np.arange(start, start + n) for _, _, start, n in pieces])
     table = pa.concat_tables([t for t in tables if t.num_rows]).drop_columns(list(ORDER_COLUMNS))
-    return deduplicate(table.take(pa.array(order)))
+    try:
+        order = np.concatenate([np.arange(start, start + n) for _, _, start, n in pieces])
+        return deduplicate(table.take(pa.array(order)))
+    except pa.ArrowInvalid:  # a string column over 2 GiB cannot be one chunk: page slices
+        return deduplicate(pa.concat_tables([table.slice(s, n) for _, _, s, n in pieces]))
 
 
 def deduplicate(table: pa.Table, tiebreak: str | None = None) -> pa.Table:

@@ -45,6 +45,9 @@ logger = logging.getLogger("mihu_frames")
 
 _TABLE = "mihu_frames_loads"
 _COLUMNS = "key text primary key, expires real, conversations text not null, meta text not null"
+#: Rows holding any conversation of a JSON list (one parameter, however long the list: one
+#: ``or`` per conversation hits SQLite's expression-depth limit at 1,000).
+_HOLDS_ANY = "exists (select 1 from json_each(?) where instr(conversations, value) > 0)"
 #: A stored-load file no row points to is a crash's leftover once it is this old (younger, it
 #: may be another process's store between its rename and its commit).
 ORPHAN_AGE = 3600.0
@@ -119,8 +122,8 @@ class FrameCache:
         except (pa.ArrowException, OSError, ValueError) as exc:
             logger.warning("dropping a damaged stored load in %s: %s", self.path, exc)
             try:
-                with self._lock, self._connect() as db:
-                    self._delete(db, "key = ?", (key,))
+                with self._lock, self._connect() as db:  # not a row stored meanwhile
+                    self._delete(db, "key = ? and file = ?", (key, name))
             except sqlite3.Error as error:
                 logger.warning("could not drop it: %s", error)
             return None
@@ -172,7 +175,7 @@ class FrameCache:
                 db.execute("begin immediate")
                 # Stored loads sharing a conversation fetched anew are stale; the same load
                 # stored before is replaced.
-                self._delete(db, _conversations_clause(fresh, key), [*fresh, key])
+                self._delete(db, _HOLDS_ANY + " or key = ?", (json.dumps(fresh), key))
                 self._delete(db, "expires <= ?", (_now(),))
                 db.execute(
                     f"insert into {_TABLE} values (?, ?, ?, ?, ?)",
@@ -234,7 +237,7 @@ class FrameCache:
         self.wait()
         try:
             with self._lock, self._connect() as db:
-                self._delete(db, _conversations_clause(conversations), conversations)
+                self._delete(db, _HOLDS_ANY, (json.dumps(conversations),))
         except sqlite3.Error as exc:
             logger.warning("could not drop stale stored loads in %s: %s", self.path, exc)
 
@@ -243,15 +246,6 @@ class FrameCache:
         self.wait()
         with self._lock, self._connect() as db:
             self._delete(db, "1", ())
-
-
-def _conversations_clause(conversations: Iterable[str], key: str | None = None) -> str:
-    """SQL matching rows holding any of ``conversations`` (and the row ``key``, if given);
-    the parameters are the conversations, then the key."""
-    tests = ["instr(conversations, ?) > 0" for _ in conversations]
-    if key is not None:
-        tests.append("key = ?")
-    return " or ".join(tests) or "0"
 
 
 def _plain_name(name: object) -> str:

@@ -189,3 +189,22 @@ def test_a_stored_load_index_from_an_older_version_is_replaced(fresh_sim, make_c
     client = make_client(fresh_sim)
     df = client.sessions(fresh_sim.conversation_uuids[2])
     assert len(df) == 150 and _stored_loads(client) == 1
+
+
+def test_invalidation_works_for_thousands_of_conversations(tmp_path):
+    from mihu_frames.client import _create_private_file
+    from mihu_frames.schema import empty_table
+
+    path = tmp_path / "c.sqlite"
+    _create_private_file(path)
+    cache = FrameCache(path)
+    many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(1500)]
+    meta = {"pages": 1}
+    cache.put("a", empty_table(), expires=None, conversations=many[:2], fresh=[], meta=meta)
+    # b fetched 1,500 conversations anew (more than SQLite's expression-depth limit of 1,000
+    # if each were its own "or"): a, which shares two of them, is stale and dropped
+    cache.put("b", empty_table(), expires=None, conversations=many, fresh=many, meta=meta)
+    assert cache.get("a") is None and cache.get("b") is not None
+    cache.put("a", empty_table(), expires=None, conversations=many[:2], fresh=[], meta=meta)
+    cache.invalidate(many[1:])
+    assert cache.get("a") is None and cache.get("b") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -232,3 +233,50 @@ def test_background_writes_never_recreate_a_removed_cache_file(fresh_sim, cache_
     assert len(df) == 150
     assert not cache_path.exists()
     assert not any(p.is_file() for p in cache_path.parent.rglob("*"))
+
+
+def test_an_expired_page_answered_by_a_redirect_is_an_error_not_a_hang(server_factory, tmp_path):
+    elsewhere = server_factory(lambda path, headers: (200, {}, b"{}"))
+    state = {"redirect": False}
+
+    def answer(path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        if state["redirect"]:
+            return 302, {"Location": f"{elsewhere.base_url}/x"}, b""
+        return 200, {"Content-Type": "application/json"}, _body(1, 0)
+
+    server = server_factory(answer)
+    cache = tmp_path / "c.sqlite"
+    options = {"token": "secret-token", "cache": cache, "retries": 0, "expire_after": 1}
+    with mf.MihuClient(server.base_url, **options) as client:
+        client.sessions(CONVERSATION)
+    time.sleep(1.2)  # the page expires: requests-cache asks again, and gets a redirect
+    state["redirect"] = True
+    with mf.MihuClient(server.base_url, **options) as client:
+        with pytest.raises(mf.MihuError) as caught:
+            client.sessions(CONVERSATION)
+        client.flush_cache()  # returns: the writer is not stuck
+    assert caught.value.status_code == 302
+    assert elsewhere.paths == []
+
+
+def test_a_forked_child_gets_cache_writers_of_its_own(fresh_sim, cache_path):
+    import multiprocessing
+
+    conversation = fresh_sim.conversation_uuids[2]
+    with mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path) as client:
+        client.sessions(conversation)  # this process now has a writer for the file
+        client.flush_cache()  # (forking during an SQLite write is unsafe whatever we do)
+    child = multiprocessing.get_context("fork").Process(
+        target=_load_in_child, args=(fresh_sim.base_url, fresh_sim.token, cache_path, conversation)
+    )
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+
+
+def _load_in_child(base_url: str, token: str, cache: Any, conversation: str) -> None:
+    with mf.MihuClient(base_url, token=token, cache=cache) as client:
+        client.sessions(conversation, refresh=True)
+        client.flush_cache()
