@@ -264,9 +264,9 @@ class MihuClient:
     def _cached(self, *, writer: bool = False) -> requests.Session:
         """A requests-cache session on the cache file, opened on first use.
 
-        The reader looks pages up (read-only: nothing is saved while fetching); the writer
-        saves validated pages, on its own SQLite connection and lock, so saving a batch never
-        stalls the workers' lookups. A load served whole from the stored result opens neither.
+        The reader looks pages up (read-only: pages are saved only once validated, by the
+        background writer, see :meth:`store`); the writer serves :meth:`clear_cache` and
+        :meth:`forget`. A load served whole from the stored result opens neither.
         """
         assert self.cache_path is not None
         name = "_writer" if writer else "_session"
@@ -309,9 +309,9 @@ class MihuClient:
     def close(self) -> None:
         """Close the HTTP sessions and the cache file.
 
-        A stored-load write still running (see :class:`~mihu_frames.framecache.FrameCache`)
-        finishes on its own thread: the next client on this file waits for it before reading,
-        and so does interpreter exit.
+        Cache writes still running (validated pages, the stored load: see
+        :mod:`mihu_frames.background`) finish on their own thread: the next reader of this file
+        waits for them, and so does interpreter exit; :meth:`flush_cache` waits explicitly.
         """
         for session in (self._session, self._writer):
             if session is not None:
@@ -437,20 +437,20 @@ class MihuClient:
             ) from None
         if reply.status != 200:
             raise self._error(reply.status, reply.data, reply.reason, conversation, page)
-        body = reply.data
-        retries = len(reply.retries.history) if reply.retries is not None else 0
-        headers = reply.headers
-        if key is None:
-            return PageResponse(body, _served_at(headers.get("Date")), False, retries, None)
-        stored = _Fetched(url, reply.status, reply.reason or "", dict(headers.items()), body)
+        body, headers = reply.data, reply.headers
+        storable = key is not None
         return PageResponse(
             body=body,
             fetched_at=_served_at(headers.get("Date")),
             from_cache=False,
-            retries=retries,
+            retries=len(reply.retries.history) if reply.retries is not None else 0,
             cache_key=key,
-            expires=get_expiration_datetime(self._expire_after),
-            response=stored,
+            expires=get_expiration_datetime(self._expire_after) if storable else None,
+            response=(
+                _Fetched(url, reply.status, reply.reason or "", dict(headers.items()), body)
+                if storable
+                else None
+            ),
         )
 
     def cached_keys(self) -> frozenset[str] | None:
@@ -459,8 +459,6 @@ class MihuClient:
             return frozenset()
         background.flush(self.cache_path)
         try:
-            if self._session is not None:
-                return frozenset(self._session.cache.responses.keys())  # type: ignore[attr-defined]
             # Just the key column, without opening a whole CachedSession (~5 ms of set-up a
             # cold load would pay before its first request).
             from requests_cache.backends.sqlite import SQLiteDict
