@@ -7,18 +7,21 @@
 from mihu_frames._version import __version__
 from mihu_frames.client import MihuClient
 from mihu_frames.compaction import compact_snapshots
+from mihu_frames.decoding import sessions_frame
 from mihu_frames.errors import (
     AuthenticationError,
     CacheLockedError,
     CacheMissError,
+    ConnectionError,
+    DeadlineExceededError,
     MihuError,
     NotFoundError,
     RateLimitError,
     ResponseFormatError,
+    ResponseTimeoutError,
     ServerError,
     ValidationError,
 )
-from mihu_frames.frame import sessions_frame
 from mihu_frames.load import load_sessions
 from mihu_frames.plots import plot_activity, plot_durations, plot_hourly
 from mihu_frames.schema import SESSIONS_SCHEMA, empty_frame
@@ -31,11 +34,14 @@ __all__ = [
     "AuthenticationError",
     "CacheLockedError",
     "CacheMissError",
+    "ConnectionError",
+    "DeadlineExceededError",
     "MihuClient",
     "MihuError",
     "NotFoundError",
     "RateLimitError",
     "ResponseFormatError",
+    "ResponseTimeoutError",
     "ServerError",
     "ValidationError",
     "__version__",

@@ -1,8 +1,9 @@
 """``mihu-frames``: a thin command line over the library (nothing imports this module).
 
-Every command is a library call plus printing: ``fetch`` is :func:`load_sessions` then
-:func:`write_snapshot`; ``demo`` does the same against the built-in simulator; ``simulate``
-runs the simulator for notebooks and benchmarks.
+Every command is a library call plus printing. Each command's flags come from the option
+declarations in :mod:`mihu_frames.options`, and each command shows only the options it takes.
+Failures print one line on stderr, never a traceback: exit code 2 for a usage or API error,
+1 when nothing could be loaded, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,105 +12,171 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from mihu_frames import background
 from mihu_frames._version import __version__
 from mihu_frames.errors import MihuError
-from mihu_frames.load import load_sessions
-from mihu_frames.schema import SORT_BY_VALUES, SORT_DIR_VALUES, STATUS_VALUES, TYPE_VALUES
-from mihu_frames.snapshots import write_snapshot
+from mihu_frames.options import (
+    SYNC_LOAD_OPTIONS,
+    ClientOptions,
+    LoadOptions,
+    SyncOptions,
+    option_fields,
+)
+
+#: The client options a command line offers (the token only ever comes from MIHU_API_TOKEN).
+CLIENT_FLAGS = ("base_url", "subdomain", "cache", "max_workers", "timeout", "retries")
+FETCH_LOAD_FLAGS = (
+    "status",
+    "type",
+    "sort_by",
+    "sort_dir",
+    "per_page",
+    "progress",
+    "on_error",
+    "refresh",
+    "offline",
+    "deadline",
+)
+SYNC_FLAGS = tuple(n for n in SYNC_LOAD_OPTIONS if n != "max_pages")
+TOKEN_NOTE = "The API token is read from MIHU_API_TOKEN, never from the command line."
 
 
-def summary(df: pd.DataFrame, label: str = "loaded") -> str:
-    """One line a person reads: rows, conversations, requests, cache hits, median duration."""
-    attrs = df.attrs.get("mihu_frames", {})
-    median = df["duration"].median() if len(df) else pd.NaT
-    median_text = "n/a" if pd.isna(median) else str(pd.Timedelta(median).round("s"))
-    parts = [
-        f"{label}: {len(df):,} sessions",
-        f"{df['conversation_uuid'].nunique():,} conversations",
-        f"{attrs.get('requests', 0):,} requests",
-        f"{attrs.get('cache_hits', 0):,} cache hits",
-        f"{attrs.get('fetch_seconds', 0):.2f} s",
-        f"median duration {median_text}",
-    ]
-    errors = attrs.get("errors") or []
-    if errors:
-        parts.append(f"{len(errors)} conversation(s) failed")
-    return ", ".join(parts)
+class Failure(Exception):
+    """A failure the command line reports in one line (with its exit code)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def _filter_arg(values: list[str] | None) -> str | list[str] | None:
-    if not values:
-        return None
-    return "all" if values == ["all"] else values
+# --------------------------------------------------------------------------- flags
 
 
-def _add_client_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("API and cache")
-    group.add_argument("--base-url", help="API base URL (default: MIHU_BASE_URL)")
-    group.add_argument("--subdomain", help="instead of --base-url: https://SUBDOMAIN.mihu.ai")
-    group.add_argument(
-        "--cache", help="requests-cache SQLite file (default: the user cache directory)"
-    )
-    group.add_argument("--no-cache", action="store_true", help="do not cache responses")
-    group.add_argument("--refresh", action="store_true", help="bypass the cache for this run")
-    group.add_argument("--offline", action="store_true", help="serve only from the cache")
-    group.add_argument("--max-workers", type=int, default=8, help="pages fetched at once")
-    group.add_argument("--retries", type=int, default=5, help="retries per page")
-    group.add_argument("--timeout", type=float, default=30, help="seconds per request")
-    parser.epilog = "The token is read from MIHU_API_TOKEN (never from the command line)."
+def add_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], title: str) -> None:
+    """Add the flags of the options ``names`` of dataclass ``cls`` as one argument group."""
+    group = parser.add_argument_group(title)
+    for f in option_fields(cls, names):
+        spec = dict(f.metadata["cli"] or {})
+        flag = spec.pop("flag")
+        if spec.get("action") == "bool":
+            spec["action"] = argparse.BooleanOptionalAction
+        spec.setdefault("default", None)
+        group.add_argument(flag, dest=f.name, **spec)
+        if f.name == "cache":
+            group.add_argument(
+                "--no-cache", action="store_true", help="do not cache responses (cache=None)"
+            )
 
 
-def _client_options(args: argparse.Namespace) -> dict[str, object]:
-    options: dict[str, object] = {
-        "base_url": args.base_url,
-        "subdomain": args.subdomain,
-        "max_workers": args.max_workers,
-        "retries": args.retries,
-        "timeout": args.timeout,
-        "refresh": args.refresh,
-        "offline": args.offline,
-    }
-    if args.no_cache:
-        options["cache"] = None
-    elif args.cache:
-        options["cache"] = args.cache
-    return options
+def given(args: argparse.Namespace, cls: type, names: Iterable[str]) -> dict[str, Any]:
+    """The options of ``cls`` the user gave on the command line (the library has the defaults)."""
+    out: dict[str, Any] = {}
+    for f in option_fields(cls, names):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name in ("status", "type"):
+            value = _filter_values(value)
+        out[f.name] = value
+    if cls is ClientOptions and getattr(args, "no_cache", False):
+        out["cache"] = None
+    return out
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _filter_values(values: list[str]) -> str | list[str]:
+    """``--status a --status b,c`` → ``["a", "b", "c"]``; ``all`` alone → ``"all"``."""
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return "all" if items == ["all"] else items
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mihu-frames",
         description="Mihu AI conversation sessions as DataFrames and Parquet snapshots.",
+        epilog=TOKEN_NOTE,
     )
     parser.add_argument("--version", action="version", version=f"mihu_frames {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for build in (_fetch_parser, _sync_parser, _compact_parser, _stats_parser, _demo_parser):
+        build(commands)
+    commands.add_parser(
+        "simulate",
+        help="run the built-in simulator (see `mihu-frames simulate --help`)",
+        add_help=False,
+    )
+    return parser
 
+
+def _fetch_parser(commands: Any) -> None:
     fetch = commands.add_parser(
         "fetch",
-        help="load conversations' sessions and write a snapshot",
-        description="Load every session of the given conversations and write one Parquet "
-        "snapshot under ROOT/sessions/fetched_date=YYYY-MM-DD/.",
+        help="load conversations' sessions and write them to a snapshot root",
+        description="Load every session of the given conversations and write them to the "
+        "snapshot root (one Parquet dataset, see the README).",
     )
+    fetch.epilog = TOKEN_NOTE
     fetch.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
-    fetch.add_argument(
-        "--status", nargs="+", choices=[*STATUS_VALUES, "all"], help="filter; several = each"
-    )
-    fetch.add_argument("--type", nargs="+", choices=[*TYPE_VALUES, "all"], help="filter")
-    fetch.add_argument("--sort-by", default="created_at", choices=SORT_BY_VALUES)
-    fetch.add_argument("--sort-dir", default="asc", choices=SORT_DIR_VALUES)
-    fetch.add_argument("--per-page", type=int, default=100)
-    fetch.add_argument("--on-error", default="raise", choices=["raise", "warn", "skip"])
     fetch.add_argument("--root", default="data/snapshots", help="snapshot root")
-    fetch.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    _add_client_options(fetch)
+    add_flags(fetch, LoadOptions, FETCH_LOAD_FLAGS, "what to load")
+    add_flags(fetch, ClientOptions, CLIENT_FLAGS, "API and cache")
+    fetch.set_defaults(run=_fetch)
 
+
+def _sync_parser(commands: Any) -> None:
+    sync = commands.add_parser(
+        "sync",
+        help="fetch only what changed since the snapshots under ROOT, and write it",
+        description="For each conversation, fetch the sessions changed since the newest one "
+        "held under ROOT (newest change first, stopping at what is held; conversations never "
+        "seen get a full load), write the changed and new rows and print a summary. Pages "
+        "are always read fresh. --full re-reads everything and reports deleted sessions.",
+    )
+    sync.epilog = TOKEN_NOTE
+    sync.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
+    sync.add_argument("--root", default="data/snapshots", help="snapshot root")
+    add_flags(sync, SyncOptions, None, "what to sync")
+    add_flags(sync, LoadOptions, SYNC_FLAGS, "what to load")
+    add_flags(sync, ClientOptions, CLIENT_FLAGS, "API and cache")
+    sync.set_defaults(run=_sync)
+
+
+def _compact_parser(commands: Any) -> None:
+    compact = commands.add_parser(
+        "compact",
+        help="rewrite ROOT's snapshot files into fewer files",
+        description="Rewrite the snapshot files under ROOT into one file per partition, "
+        "atomically: readers get the same state before, during and after.",
+    )
+    compact.add_argument("root", metavar="ROOT", help="snapshot root")
+    compact.set_defaults(run=_compact)
+
+
+def _stats_parser(commands: Any) -> None:
+    stats = commands.add_parser(
+        "stats",
+        help="duration and activity statistics of the sessions under ROOT",
+        description="Read the latest state of every session under ROOT and print session "
+        "statistics, activity per time bucket and the weekday x hour profile.",
+    )
+    stats.add_argument("root", metavar="ROOT", help="snapshot root")
+    stats.add_argument("--by", action="append", help="group statistics by this column")
+    stats.add_argument("--freq", default="1D", help="activity bucket (pandas offset: 1D, 1h, W)")
+    stats.add_argument("--tz", default="UTC", help="time zone of buckets and the hourly profile")
+    stats.add_argument("--plot", metavar="PNG", help="also write the figures to this PNG file")
+    stats.set_defaults(run=_stats)
+
+
+def _demo_parser(commands: Any) -> None:
     demo = commands.add_parser(
         "demo",
         help="the whole path against the built-in simulator (no token, no network)",
@@ -119,114 +186,94 @@ def _build_parser() -> argparse.ArgumentParser:
         "--sizes", default="0,1,99,100,101,250,3000", help="sessions per conversation"
     )
     demo.add_argument("--latency", type=float, default=0.005, help="simulated seconds per request")
+    demo.set_defaults(run=_demo)
 
-    sync = commands.add_parser(
-        "sync",
-        help="fetch only what changed since the snapshots under ROOT, write it as a snapshot",
-        description="For each conversation, fetch the sessions changed since the newest one "
-        "held under ROOT (newest change first, stopping at what is held; conversations never "
-        "seen get a full load), write the changed and new rows as one snapshot and print a "
-        "summary. --full re-reads everything and reports deleted sessions.",
-    )
-    sync.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
-    sync.add_argument("--root", default="data/snapshots", help="snapshot root")
-    sync.add_argument("--full", action="store_true", help="re-read everything (sees deletions)")
-    sync.add_argument(
-        "--overlap",
-        type=float,
-        default=300,
-        metavar="SECONDS",
-        help="re-read this far before the newest update held (default 300)",
-    )
-    sync.add_argument(
-        "--status", nargs="+", choices=[*STATUS_VALUES, "all"], help="filter; several = each"
-    )
-    sync.add_argument("--type", nargs="+", choices=[*TYPE_VALUES, "all"], help="filter")
-    sync.add_argument("--per-page", type=int, default=100)
-    sync.add_argument("--on-error", default="raise", choices=["raise", "warn", "skip"])
-    sync.add_argument("--pii", choices=["hash"], help="hash contact columns (MIHU_PII_KEY)")
-    sync.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    _add_client_options(sync)
 
-    compact = commands.add_parser(
-        "compact",
-        help="rewrite ROOT's snapshots as one latest-state file per partition",
-        description="Replace the snapshot files of each fetched_date= partition under ROOT by "
-        "one file holding the latest state of every session in them, atomically: readers get "
-        "the same latest state before, during and after.",
-    )
-    compact.add_argument("root", metavar="ROOT", help="snapshot root")
-
-    stats = commands.add_parser(
-        "stats",
-        help="duration and activity tables from the latest snapshot state",
-        description="Read the latest state of every session under ROOT and print session "
-        "statistics, activity per time bucket and the weekday x hour profile.",
-    )
-    stats.add_argument("root", metavar="ROOT", help="snapshot root")
-    stats.add_argument("--by", nargs="+", help="group statistics by these columns")
-    stats.add_argument("--freq", default="1D", help="activity bucket (pandas offset: 1D, 1h, W)")
-    stats.add_argument("--tz", default="UTC", help="time zone of buckets and the hourly profile")
-    stats.add_argument("--plot", metavar="PNG", help="also write the figures to this PNG file")
-
-    commands.add_parser(
-        "simulate",
-        help="run the simulator (see `mihu-frames simulate --help`)",
-        add_help=False,
-    )
-    return parser
+# --------------------------------------------------------------------------- running
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mihu-frames`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["simulate"]:
-        from mihu_frames.simulator import main as simulate
-
-        return simulate(argv[1:])
-    args = _build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "fetch":
-            return _fetch(args)
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "stats":
-            return _stats(args)
-        if args.command == "sync":
-            return _sync(args)
-        if args.command == "compact":
-            return _compact(args)
+        if argv[:1] == ["simulate"]:
+            from mihu_frames.simulator import main as simulate
+
+            return simulate(argv[1:])
+        args = build_parser().parse_args(argv)
+        level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        run: Callable[[argparse.Namespace], int] = args.run
+        with warnings.catch_warnings():
+            # The library's warnings say what a load left out; the commands print that.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Failure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     except MihuError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 1  # pragma: no cover - argparse rejects unknown commands
+
+
+def summary(df: pd.DataFrame, label: str = "loaded") -> str:
+    """One line a person reads: rows, conversations, requests, cache hits, median duration."""
+    attrs = df.attrs.get("mihu_frames", {})
+    median = df["duration"].median() if len(df) else pd.NaT
+    median_text = "n/a" if pd.isna(median) else str(pd.Timedelta(median).round("s"))
+    asked = len(attrs.get("conversations") or [])
+    held = df["conversation_uuid"].nunique()
+    conversations = f"{held:,} conversations"
+    if asked > held:
+        conversations = f"{asked:,} conversations ({asked - held:,} without sessions or failed)"
+    parts = [
+        f"{label}: {len(df):,} sessions",
+        conversations,
+        f"{attrs.get('requests', 0):,} requests",
+        f"{attrs.get('cache_hits', 0):,} cache hits",
+        f"{attrs.get('fetch_seconds', 0):.2f} s",
+        f"median duration {median_text}",
+    ]
+    if attrs.get("rate_limited"):
+        parts.append(
+            f"{attrs['rate_limited']:,} answered 429 ({attrs.get('waited_seconds', 0):.0f} s "
+            "waiting for the rate limit)"
+        )
+    errors = attrs.get("errors") or []
+    if errors:
+        parts.append(f"{len(errors)} conversation(s) failed")
+    return ", ".join(parts)
 
 
 def _print_errors(df: pd.DataFrame) -> None:
-    for error in df.attrs["mihu_frames"]["errors"]:
-        print(f"  failed: {error['message']}", file=sys.stderr)
+    for error in df.attrs["mihu_frames"].get("errors") or []:
+        print(f"  left out: {error['message']}", file=sys.stderr)
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from mihu_frames.load import load_sessions
+    from mihu_frames.snapshots import write_snapshot
+
     df = load_sessions(
         args.conversations,
-        status=_filter_arg(args.status),
-        type=_filter_arg(args.type),
-        sort_by=args.sort_by,
-        sort_dir=args.sort_dir,
-        per_page=args.per_page,
-        on_error=args.on_error,
-        progress=args.progress,
-        **_client_options(args),
+        **given(args, LoadOptions, FETCH_LOAD_FLAGS),
+        **given(args, ClientOptions, CLIENT_FLAGS),
     )
-    path = write_snapshot(df, args.root)
     print(summary(df))
     _print_errors(df)
+    errors = df.attrs["mihu_frames"]["errors"]
+    if errors and df.empty:
+        raise Failure("nothing loaded: every conversation failed; no snapshot written")
+    if df.empty:
+        print("no sessions: nothing to write")
+        return 0
+    path = write_snapshot(df, args.root)
     print(f"snapshot: {path}")
     return 0
 
@@ -234,22 +281,12 @@ def _fetch(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     from mihu_frames.sync import sync_snapshots, sync_summary
 
-    options = _client_options(args)
-    if options.pop("offline"):
-        raise ValueError("a sync reads the API: --offline does not apply")
-    options.pop("refresh")  # a sync always reads its pages fresh
     df = sync_snapshots(
         args.root,
         args.conversations,
-        full=args.full,
-        overlap=args.overlap,
-        status=_filter_arg(args.status),
-        type=_filter_arg(args.type),
-        per_page=args.per_page,
-        on_error=args.on_error,
-        pii=args.pii,
-        progress=args.progress,
-        **options,
+        **given(args, SyncOptions, None),
+        **given(args, LoadOptions, SYNC_FLAGS),
+        **given(args, ClientOptions, CLIENT_FLAGS),
     )
     print(sync_summary(df))
     _print_errors(df)
@@ -272,30 +309,27 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from mihu_frames.client import MihuClient
     from mihu_frames.simulator import Simulator
-    from mihu_frames.snapshots import read_snapshots
+    from mihu_frames.snapshots import read_snapshots, write_snapshot
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     with Simulator(sizes=sizes, latency=args.latency) as sim, tempfile.TemporaryDirectory() as tmp:
         print(f"simulator: {sim.base_url} ({len(sizes)} conversations, {sum(sizes):,} sessions)")
-        options = {
-            "base_url": sim.base_url,
-            "token": sim.token,
-            "cache": Path(tmp) / "demo_cache.sqlite",
-            "progress": False,
-        }
-        cold = load_sessions(sim.conversation_uuids, **options)
-        print(summary(cold, "cold load"))
-        warm = load_sessions(sim.conversation_uuids, **options)
-        print(summary(warm, "cached reload"))
-        tagged = load_sessions(sim.conversation_uuids, status="all", **options)
-        print(summary(tagged, "by status"))
-        counts = tagged["status"].value_counts().to_dict()
-        print("  " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+        options = {"token": sim.token, "cache": Path(tmp) / "demo_cache.sqlite"}
+        with MihuClient(sim.base_url, **options) as client:
+            cold = client.sessions(sim.conversation_uuids, progress=False)
+            print(summary(cold, "cold load"))
+            warm = client.sessions(sim.conversation_uuids, progress=False)
+            print(summary(warm, "cached reload"))
+            tagged = client.sessions(sim.conversation_uuids, status="all", progress=False)
+            print(summary(tagged, "by status"))
+            counts = tagged["status"].value_counts().to_dict()
+            print("  " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+            client.flush_cache()  # before the temporary folder goes
         path = write_snapshot(tagged, args.root)
         back = read_snapshots(args.root, conversations=sim.conversation_uuids)
         print(f"snapshot: {path} ({len(back):,} sessions read back)")
-        background.flush(options["cache"])  # before the temporary folder goes
     return 0
 
 
@@ -303,6 +337,8 @@ def _stats(args: argparse.Namespace) -> int:
     from mihu_frames.snapshots import read_snapshots
     from mihu_frames.stats import activity, hourly_profile, session_stats
 
+    if args.plot:
+        _require_matplotlib()
     df = read_snapshots(args.root)
     by = args.by[0] if args.by and len(args.by) == 1 else args.by
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -317,6 +353,13 @@ def _stats(args: argparse.Namespace) -> int:
         _write_figures(df, args)
         print(f"\nfigures: {args.plot}")
     return 0
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise Failure("--plot needs matplotlib: pip install 'mihu_frames[plot]'", code=2) from None
 
 
 def _write_figures(df: pd.DataFrame, args: argparse.Namespace) -> None:

@@ -3,11 +3,14 @@
 ::
 
     MihuError                      every failure the API or its responses cause
-    ├── AuthenticationError        401 / 403: token missing, wrong or without access
+    ├── ConnectionError            no answer from the address (names the URL tried)
+    ├── AuthenticationError        401 / 403, or no token at all: token missing, wrong or refused
     ├── NotFoundError              404: the conversation does not exist (or is not yours)
     ├── ValidationError            422: the server rejected the query (field errors in ``.errors``)
     ├── RateLimitError             429 still returned after every retry
-    ├── ServerError                5xx, a dropped connection or a timeout after every retry
+    ├── ServerError                5xx or a dropped connection after every retry
+    │   └── ResponseTimeoutError   a response not in whole within ``timeout``, after every retry
+    ├── DeadlineExceededError      the load's ``deadline`` passed before its last page
     ├── ResponseFormatError        a body that is not the documented envelope or session shape
     ├── CacheMissError             ``offline=True`` and a page is not in the cache
     └── CacheLockedError           another process holds the cache file's write lock
@@ -104,12 +107,38 @@ class ValidationError(MihuError):
         return text
 
 
+class ConnectionError(MihuError):
+    """No answer from the address: a refused connection, an unknown host, a TLS or proxy failure.
+
+    Attributes
+    ----------
+    url : str or None
+        The URL that was tried (never with the token: it travels in a header).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, **kw: Any) -> None:
+        self.url = url
+        super().__init__(message, **kw)
+
+
 class RateLimitError(MihuError):
     """The API kept answering 429 Too Many Requests after every retry."""
 
 
 class ServerError(MihuError):
     """The API failed (5xx), dropped the connection or timed out after every retry."""
+
+
+class ResponseTimeoutError(ServerError):
+    """A response did not arrive in whole within the client's ``timeout``, after every retry.
+
+    ``timeout`` bounds each whole response (connecting and every read together), so a server
+    that sends a byte a second cannot hold a load forever.
+    """
+
+
+class DeadlineExceededError(MihuError):
+    """The load's ``deadline`` passed before its last page arrived."""
 
 
 class ResponseFormatError(MihuError):

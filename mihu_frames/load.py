@@ -2,51 +2,33 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
 from mihu_frames.client import MihuClient
-
-_CLIENT_OPTIONS = frozenset(inspect.signature(MihuClient.__init__).parameters) - {"self"}
-_LOAD_OPTIONS = frozenset(inspect.signature(MihuClient.sessions).parameters) - {
-    "self",
-    "conversations",
-}
+from mihu_frames.options import ClientOptions, LoadOptions, split_options, takes
 
 
-def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split keyword options into client options and load options; reject unknown names."""
-    unknown = set(options) - _CLIENT_OPTIONS - _LOAD_OPTIONS
-    if unknown:
-        known = ", ".join(sorted(_CLIENT_OPTIONS | _LOAD_OPTIONS))
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; known options: {known}")
-    client = {k: v for k, v in options.items() if k in _CLIENT_OPTIONS}
-    load = {k: v for k, v in options.items() if k in _LOAD_OPTIONS}
-    return client, load
-
-
-def load_sessions(conversations: str | Iterable[str], **options: Any) -> pd.DataFrame:
+@takes((LoadOptions, None), (ClientOptions, None))
+def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
     """Load every session of one or more conversations in one call.
 
-    Takes the options of :class:`MihuClient` (``base_url``, ``subdomain``, ``token``,
-    ``cache``, ``expire_after``, ``max_workers``, ``timeout``, ``retries``, ``backoff_factor``)
-    and of :meth:`MihuClient.sessions` (``status``, ``type``, ``sort_by``, ``sort_dir``,
-    ``per_page``, ``progress``, ``on_error``, ``refresh``, ``offline``).
+    Builds a :class:`MihuClient` from the client options, runs
+    :meth:`MihuClient.sessions` with the load options, and closes the client. For many loads,
+    keep one client (one cache file, one connection pool).
 
     Parameters
     ----------
-    conversations : str or iterable of str
+    conversations : str, uuid.UUID, or an iterable of them
         Conversation UUIDs.
-    **options
-        Client and load options, as above.
+    <options>
 
     Returns
     -------
     pandas.DataFrame
-        One row per session in the documented schema.
+        One row per session in the documented schema; ``df.attrs["mihu_frames"]`` records
+        what the load cost.
 
     Examples
     --------
@@ -54,6 +36,6 @@ def load_sessions(conversations: str | Iterable[str], **options: Any) -> pd.Data
     >>> df = mf.load_sessions(["3c90c3cc-0d44-4b50-8888-8dd25736052a"],
     ...                       subdomain="acme", status="all")          # doctest: +SKIP
     """
-    client_options, load_options = split_options(options)
-    with MihuClient(**client_options) as client:
-        return client.sessions(conversations, **load_options)
+    load, client = split_options(options, LoadOptions, ClientOptions)
+    with MihuClient(**client) as session:
+        return session.sessions(conversations, **load)

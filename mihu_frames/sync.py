@@ -44,8 +44,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mihu_frames.client import MihuClient
-from mihu_frames.frame import PageEnvelope
-from mihu_frames.pages import FetchedPage, PageRun, Plan
+from mihu_frames.decoding import PageEnvelope
+from mihu_frames.options import (
+    DEFAULT_OVERLAP,
+    SYNC_LOAD_OPTIONS,
+    ClientOptions,
+    LoadOptions,
+    SyncOptions,
+    conversation_ids,
+    split_options,
+    takes,
+)
+from mihu_frames.runner import FullListing, Plan, Query
 from mihu_frames.schema import (
     COLUMNS,
     STATUS_VALUES,
@@ -73,31 +83,24 @@ __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
 
 logger = logging.getLogger("mihu_frames")
 
-#: How far before the newest held ``updated_at`` an incremental read goes on reading.
-DEFAULT_OVERLAP = timedelta(minutes=5)
 #: A session's content: every column but when it was fetched.
 _CONTENT = tuple(name for name in COLUMNS if name != "fetched_at")
 _KEYS = ("conversation_uuid", "uuid", "updated_at")
+#: How a conversation left out under on_error="warn" is announced.
+LEFT_OUT = "did not sync {error}; it keeps its earlier state"
 _TS = pa.timestamp("us", tz="UTC")
 _KEYS_SCHEMA = pa.schema(
     [("conversation_uuid", pa.string()), ("uuid", pa.string()), ("updated_at", _TS)]
 )
 
 
+@takes((SyncOptions, None), (LoadOptions, SYNC_LOAD_OPTIONS), (ClientOptions, None))
 def sync_snapshots(
     root: str | os.PathLike[str],
-    conversations: str | Iterable[str],
+    conversations: Any,
     *,
-    full: bool = False,
-    overlap: timedelta | float = DEFAULT_OVERLAP,
-    status: str | Iterable[str] | None = None,
-    type: str | Iterable[str] | None = None,
-    per_page: int = 100,
-    progress: bool | None = None,
-    on_error: str = "raise",
-    pii: str | None = None,
     client: MihuClient | None = None,
-    **client_options: Any,
+    **options: Any,
 ) -> pd.DataFrame:
     """Fetch what changed since the snapshots under ``root``, write it, return the latest state.
 
@@ -111,32 +114,11 @@ def sync_snapshots(
     ----------
     root : str or Path
         The snapshot root (see :func:`write_snapshot`); created if missing.
-    conversations : str or iterable of str
+    conversations : str, uuid.UUID, or an iterable of them
         Conversation UUIDs; duplicates are synced once.
-    full : bool
-        Re-read every conversation in full: the way to notice deleted sessions, which an
-        incremental read cannot see. They are reported (``rows_deleted``, ``deleted_uuids``),
-        not removed: history and the returned latest state keep them.
-    overlap : timedelta or float seconds
-        How far before the newest held ``updated_at`` to keep reading (default five minutes):
-        covers equal timestamps, clock skew, and sessions updated while a sync runs.
-    status, type : str, list of str, or "all", optional
-        As for :meth:`MihuClient.sessions`; use the same filters on every sync of a root.
-    per_page : int
-        1 to 100 (default 100).
-    progress : bool, optional
-        tqdm progress bars counting pages; default: shown on a terminal or in Jupyter.
-    on_error : {"raise", "warn", "skip"}
-        With ``warn`` / ``skip`` a failing conversation is not synced (it keeps its earlier
-        state) while the others are; ``df.attrs["mihu_frames"]["errors"]`` says what failed.
-    pii : {None, "hash"}
-        Passed to :func:`write_snapshot`; with ``"hash"`` fetched rows are hashed before they
-        are compared with the (hashed) held state.
     client : MihuClient, optional
-        The client to use; by default one is built from ``client_options`` and closed after.
-    **client_options
-        :class:`MihuClient` options (``base_url``, ``subdomain``, ``token``, ``cache``,
-        ``max_workers``, ``timeout``, ``retries`` ...) when no ``client`` is given.
+        The client to use; by default one is built from the client options and closed after.
+    <options>
 
     Returns
     -------
@@ -167,22 +149,11 @@ def sync_snapshots(
     'synced 1 conversation (0 full, 1 incremental), 1 request, 3 rows changed, 1 new, ...'
     """
     started = time.perf_counter()
-    plan = Plan.build(
-        conversations,
-        status=status,
-        type=type,
-        sort_by="updated_at",
-        sort_dir="desc",
-        per_page=per_page,
-        on_error=on_error,
-    )
-    window = _check_overlap(overlap)
-    if not isinstance(full, bool):
-        raise ValueError(f"full must be True or False, got {full!r}")
-    if progress is not None and not isinstance(progress, bool):
-        raise ValueError(f"progress must be True, False or None, got {progress!r}")
-    if pii not in (None, "hash"):
-        raise ValueError(f"pii must be None or 'hash', got {pii!r}")
+    sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
+    settings = SyncOptions(**sync)
+    full, window, pii = settings.full, settings.overlap, settings.pii
+    ids = conversation_ids(conversations)
+    plan = Plan.build(ids, LoadOptions(sort_by="updated_at", sort_dir="desc", **load))
     if pii == "hash":
         hash_pii(empty_table())  # no key: ValueError now, not after the requests
     if client is not None and client_options:
@@ -204,7 +175,7 @@ def sync_snapshots(
             "full=True" if full else "nothing held for them",
         )
         fetch_started = time.perf_counter()
-        fetched = _fetch(active, plan, held, incremental, full_load, window, progress)
+        fetched = _fetch(active, plan, held, incremental, full_load, window)
         fetch_seconds = time.perf_counter() - fetch_started
     finally:
         if own_client:
@@ -297,20 +268,6 @@ def sync_summary(df: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- arguments
 
 
-def _check_overlap(overlap: object) -> timedelta:
-    if isinstance(overlap, timedelta):
-        window = overlap
-    elif isinstance(overlap, (int, float)) and not isinstance(overlap, bool):
-        if overlap != overlap or overlap in (float("inf"), float("-inf")):
-            raise ValueError(f"overlap must be a finite duration, got {overlap!r}")
-        window = timedelta(seconds=overlap)
-    else:
-        raise ValueError(f"overlap must be a timedelta or seconds, got {overlap!r}")
-    if pd.isna(pd.Timedelta(window)) or window < timedelta(0):
-        raise ValueError(f"overlap must be zero or positive, got {overlap!r}")
-    return window
-
-
 def _filters(plan: Plan) -> dict[str, Any]:
     described = plan.describe()
     return {k: described[k] for k in ("status", "type", "per_page")}
@@ -318,7 +275,9 @@ def _filters(plan: Plan) -> dict[str, Any]:
 
 def _covers_everything(plan: Plan) -> bool:
     """True when the filters together return every session (so a missing one is deleted)."""
-    return set(plan.statuses) in ({None}, set(STATUS_VALUES)) and set(plan.types) in (
+    return set(plan.options.statuses) in ({None}, set(STATUS_VALUES)) and set(
+        plan.options.types
+    ) in (
         {None},
         set(TYPE_VALUES),
     )
@@ -376,43 +335,35 @@ def _fetch(
     incremental: Sequence[str],
     full_load: Sequence[str],
     window: timedelta,
-    progress: bool | None,
 ) -> _Fetched:
-    """Incremental reads first (usually most conversations), then the full loads."""
+    """Incremental reads first (usually most conversations), then the full loads; both on
+    the client's page runner, always from the network."""
     tables: list[pa.Table] = []
     requests = retries = pages = rows_seen = 0
     errors: list[dict[str, Any]] = []
     failed: set[str] = set()
     if incremental:
         thresholds = {c: held.threshold(c, window) for c in incremental}
-        reader = _IncrementalRead(client, plan, thresholds, progress)
-        reader.run()
-        read = reader.table()
+        read, stats = client.run(plan, Window(thresholds), refresh=True)
         rows_seen += read.num_rows
         tables.append(_in_window(read, held, thresholds))
-        stats = reader.stats
         requests, retries, pages = stats.requests, stats.retries, stats.pages
         errors.extend(stats.errors)
-        failed.update(reader.failed)
+        failed.update(e["conversation"] for e in stats.errors)
     reread: list[str] = []
     returned = pa.array([], pa.string())
     if full_load:
-        loaded = client.sessions(
-            full_load,
-            status=[s for s in plan.statuses if s is not None] or None,
-            type=[t for t in plan.types if t is not None] or None,
-            per_page=plan.per_page,
-            progress=progress,
-            on_error=plan.on_error,
+        options = replace(plan.options, sort_by="created_at", sort_dir="asc")
+        table, stats = client.run(
+            Plan.build(full_load, options),
+            FullListing(label="mihu sync (full)", left_out=LEFT_OUT),
             refresh=True,
         )
-        attrs = loaded.attrs["mihu_frames"]
-        requests += attrs["requests"]
-        retries += attrs["retries"]
-        pages += attrs["pages"]
-        errors.extend(attrs["errors"])
-        failed.update(e["conversation"] for e in attrs["errors"])
-        table = from_pandas(loaded)
+        requests += stats.requests
+        retries += stats.retries
+        pages += stats.pages
+        errors.extend(stats.errors)
+        failed.update(e["conversation"] for e in stats.errors)
         rows_seen += table.num_rows
         tables.append(table)
         reread = [c for c in full_load if c not in failed]
@@ -444,46 +395,41 @@ def _uuids(table: pa.Table) -> pa.Array:
     return table.column("uuid").combine_chunks()
 
 
-class _IncrementalRead(PageRun):
-    """Read each known conversation newest change first, down to its window.
+@dataclass(frozen=True)
+class Window:
+    """The paging policy of an incremental read: each known conversation newest change first,
+    down to its window.
 
-    The shared page runner fetches (fresh: a cached page would hide changes) and decodes in
-    batches; each decoded page decides whether its query reads on: the next page is asked for
-    unless this one is the last, or its oldest ``updated_at`` is before the window.
+    Pages are always fetched fresh (a cached page would hide changes) and never saved (pages
+    read newest-first are not the pages a load asks for); each decoded page decides whether
+    its query reads on: the next page is asked for unless this one is the last, or its oldest
+    ``updated_at`` is before the window.
     """
 
-    store = False  # pages read newest-first are not the pages a load asks for
-    hint_first = False
-    label = "mihu sync"
-    left_out = "did not sync {error}; it keeps its earlier state"
+    thresholds: dict[str, datetime]
+    cached: bool = False
+    hint: bool = False
+    label: str = "mihu sync"
+    left_out: str = LEFT_OUT
 
-    def __init__(
-        self,
-        client: MihuClient,
-        plan: Plan,
-        thresholds: dict[str, datetime],
-        progress: bool | None,
-    ) -> None:
-        queries = [q for q in plan.queries if q.conversation in thresholds]
-        super().__init__(client, plan, queries, progress, refresh=True)
-        self.thresholds = thresholds
+    def queries(self, plan: Plan) -> list[Query]:
+        return [q for q in plan.queries if q.conversation in self.thresholds]
 
-    def follow(self, page: FetchedPage, envelope: PageEnvelope, rows: pa.Table) -> None:
-        conversation, number = page.query.conversation, page.info.page
-        threshold = self.thresholds[conversation]
+    def after(self, query: Query, page: int, envelope: PageEnvelope, rows: pa.Table) -> int:
+        threshold = self.thresholds[query.conversation]
         oldest = pc.min(rows.column("updated_at")).as_py()
-        more = envelope.rows > 0 and number < envelope.last_page
+        more = envelope.rows > 0 and page < envelope.last_page
         if more and (oldest is None or oldest >= threshold):
-            self.submit(page.query, number + 1)
-            return
+            return page + 1
         logger.debug(
             "conversation %s: stopped after page %d of %d (oldest on it %s, window from %s)",
-            conversation,
-            number,
+            query.conversation,
+            page,
             envelope.last_page,
             oldest,
             threshold,
         )
+        return page
 
 
 # --------------------------------------------------------------------------- comparing

@@ -90,7 +90,10 @@ def test_demo_runs_without_token_or_network(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "cold load: 571 sessions" in result.stdout
-    assert "cached reload: 571 sessions, 3 conversations, 0 requests" in result.stdout
+    assert (
+        "cached reload: 571 sessions, 4 conversations (1 without sessions or failed), 0 requests"
+        in result.stdout
+    )
     assert len(mf.read_snapshots(tmp_path / "snaps")) == 571
 
 

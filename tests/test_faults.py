@@ -121,7 +121,7 @@ def test_fault_soak_loads_everything_and_reports_the_cost(tmp_path, record_prope
         ("503", mf.ServerError),
         ("429", mf.RateLimitError),
         ("drop", mf.ServerError),
-        ("stall", mf.ServerError),
+        ("stall", mf.ResponseTimeoutError),
     ],
 )
 def test_exhausted_retries_under_faults_are_reported_and_the_rest_load(kind, error):

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 import mihu_frames as mf
-from mihu_frames import frame
-from mihu_frames.frame import PageInfo, decode_pages, finish
+from mihu_frames.decoding import PageInfo, arrow, decode_pages, extra
+from mihu_frames.frame import finish
 from mihu_frames.schema import to_pandas
 
 UUID = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
@@ -153,7 +153,7 @@ def test_sessions_frame_tags_and_fetched_at():
 def _count_rereads(monkeypatch):
     """Record the bodies whose ``extra`` is re-read with json.loads, and those decoded slowly."""
     reread, slowly = [], []
-    exact_extras, decode_slowly = frame._exact_extras, frame._decode_page_slowly
+    exact_extras, decode_slowly = extra.exact_extras, arrow.decode_page_slowly
 
     def counting_reread(body, rows):
         reread.append(body)
@@ -163,8 +163,8 @@ def _count_rereads(monkeypatch):
         slowly.append(body)
         return decode_slowly(body, info)
 
-    monkeypatch.setattr(frame, "_exact_extras", counting_reread)
-    monkeypatch.setattr(frame, "_decode_page_slowly", counting_slow)
+    monkeypatch.setattr(extra, "exact_extras", counting_reread)
+    monkeypatch.setattr(arrow, "decode_page_slowly", counting_slow)
     return reread, slowly
 
 
@@ -203,9 +203,9 @@ def test_a_reread_that_disagrees_sends_the_batch_page_by_page(monkeypatch):
 
     def disagree(body, rows):
         reread.append(body)
-        raise frame._NotExact
+        raise extra.NotExact
 
-    monkeypatch.setattr(frame, "_exact_extras", disagree)
+    monkeypatch.setattr(extra, "exact_extras", disagree)
     sessions = [_with_extra(1), _with_extra(2, sentiment=None)]
     body = _page(sessions)
     pd.testing.assert_frame_equal(_decode(body), mf.sessions_frame(sessions))
@@ -233,7 +233,7 @@ def test_simulator_pages_keep_extra_on_the_fast_path(sim, monkeypatch, encoding)
         bodies = [json.dumps(json.loads(b)).replace("/", "\\/").encode() for b in bodies]
     reread, slowly = _count_rereads(monkeypatch)
     infos = [PageInfo(conversation=conversation, page=i + 1) for i in range(len(bodies))]
-    b = frame.batch_size(100)
+    b = arrow.batch_size(100)
     tables = [
         decode_pages(bodies[i : i + b], infos[i : i + b])[0] for i in range(0, len(bodies), b)
     ]

@@ -16,8 +16,10 @@ import pytest
 import requests
 
 import mihu_frames as mf
-from mihu_frames.client import page_key, url_key
-from mihu_frames.frame import paginator_hint
+from mihu_frames.cachefile import page_key, url_key
+from mihu_frames.decoding import paginator_hint
+from mihu_frames.options import LoadOptions
+from mihu_frames.runner import Plan, Query
 
 CONVERSATION = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 
@@ -42,10 +44,14 @@ CONVERSATION = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 )
 def test_page_url_and_key_are_what_requests_prepares(base_url, params):
     client = mf.MihuClient(base_url, cache=None)
-    url = client.page_url(CONVERSATION, params)
-    prepared = requests.Request("GET", client.page_url(CONVERSATION), params=params).prepare()
+    options = {k: params[k] for k in ("per_page", "sort_by", "sort_dir")}
+    plan = Plan.build([CONVERSATION], LoadOptions(**options))
+    query = Query(0, CONVERSATION, params.get("status"), params.get("type"))
+    url = client.runner.page_url(query, params["page"], plan)
+    path = f"{base_url.rstrip('/')}/api/v1/conversations/{CONVERSATION}/sessions"
+    prepared = requests.Request("GET", path, params=params).prepare()
     assert url == prepared.url
-    # requests-cache looks a page up with key_fn(prepared request): it must find what we stored
+    # a CachedSession with page_key as its key_fn finds the pages a load saved
     assert url_key(url) == page_key(prepared)
     assert page_key(requests.Request("GET", url).prepare()) == url_key(url)
 
@@ -196,7 +202,7 @@ def test_gzip_bodies_are_decoded_and_headers_are_sent(server_factory):
     assert "gzip" in seen[0]["Accept-Encoding"]
 
 
-def test_without_a_token_no_authorization_header_is_sent(server_factory, monkeypatch):
+def test_without_a_token_a_load_says_so_and_sends_nothing(server_factory, monkeypatch, tmp_path):
     monkeypatch.delenv("MIHU_API_TOKEN", raising=False)
     seen: list[dict[str, str]] = []
 
@@ -205,31 +211,39 @@ def test_without_a_token_no_authorization_header_is_sent(server_factory, monkeyp
         return 200, {}, _body(1, 0)
 
     server = server_factory(answer)
-    mf.MihuClient(server.base_url, token=None, cache=None).sessions(CONVERSATION)
-    assert "Authorization" not in seen[0]
+    cache = tmp_path / "c.sqlite"
+    with mf.MihuClient(server.base_url, token="tok", cache=cache) as client:
+        client.sessions(CONVERSATION)
+    seen.clear()
+    with mf.MihuClient(server.base_url, token=None, cache=cache) as client:
+        assert repr(client).endswith("token=none)")
+        with pytest.raises(mf.AuthenticationError, match=r"no API token.*MIHU_API_TOKEN"):
+            client.sessions(CONVERSATION)  # even though the cache could answer
+        assert client.sessions(CONVERSATION, offline=True).empty
+    assert seen == []
 
 
 def test_background_writes_never_recreate_a_removed_cache_file(fresh_sim, cache_path):
-    from mihu_frames import background
-
     client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path)
     hold = threading.Event()
-    store = client.store
+    cache = client.cache
+    assert cache is not None
+    save = cache.save_pages
 
-    def store_behind_a_held_job(pages: Any) -> None:  # the load's writes wait for `hold`
-        background.submit(cache_path, hold.wait)
-        store(pages)
+    def save_behind_a_held_job(*args: Any) -> None:  # the load's writes wait for `hold`
+        cache._submit(hold.wait)
+        save(*args)
 
-    client.store = store_behind_a_held_job  # type: ignore[method-assign]
+    cache.save_pages = save_behind_a_held_job  # type: ignore[method-assign]
     try:
         df = client.sessions(fresh_sim.conversation_uuids[2])
         client.close()
-        for path in cache_path.parent.iterdir():
+        for path in cache_path.parent.rglob("*"):
             if path.is_file():
                 path.unlink()
     finally:
         hold.set()  # never leave the writer blocked, whatever happened
-    background.flush(cache_path)
+    client.flush_cache()
     assert len(df) == 150
     assert not cache_path.exists()
     assert not any(p.is_file() for p in cache_path.parent.rglob("*"))
@@ -274,6 +288,30 @@ def test_a_forked_child_gets_cache_writers_of_its_own(fresh_sim, cache_path):
     if child.is_alive():
         child.kill()
     assert child.exitcode == 0
+
+
+def test_a_client_used_across_a_fork_gets_a_writer_of_its_own(fresh_sim, cache_path):
+    import multiprocessing
+
+    conversation = fresh_sim.conversation_uuids[2]
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path)
+    client.sessions(conversation)
+    client.flush_cache()
+    child = multiprocessing.get_context("fork").Process(
+        target=_reload_in_child, args=(client, conversation)
+    )
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    client.close()
+    assert child.exitcode == 0
+
+
+def _reload_in_child(client: mf.MihuClient, conversation: str) -> None:
+    df = client.sessions(conversation, refresh=True)  # saves pages: needs a live writer
+    client.flush_cache()
+    assert len(df) == 150
 
 
 def _load_in_child(base_url: str, token: str, cache: Any, conversation: str) -> None:

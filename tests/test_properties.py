@@ -41,8 +41,10 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 import mihu_frames as mf
-from mihu_frames import frame as frame_module
-from mihu_frames.frame import PageInfo, decode_pages, finish
+from mihu_frames.decoding import PageInfo, decode_pages
+from mihu_frames.decoding import arrow as arrow_module
+from mihu_frames.decoding import extra as extra_module
+from mihu_frames.frame import finish
 from mihu_frames.schema import to_pandas
 from mihu_frames.simulator import Simulator
 
@@ -1282,8 +1284,8 @@ def _write_key(key: str, rnd: random.Random) -> str:
 
 def test_undocumented_values_survive_any_json_spelling():
     tally: Counter[str] = Counter()
-    reread = frame_module._exact_extras
-    slowly = frame_module._decode_page_slowly
+    reread = extra_module.exact_extras
+    slowly = arrow_module.decode_page_slowly
 
     def count_reread(body: bytes, rows: int) -> list[str | None]:
         tally["pages re-read"] += 1
@@ -1319,8 +1321,8 @@ def test_undocumented_values_survive_any_json_spelling():
             tally["pages rebuilt from Arrow"] += 1
 
     with (
-        mock.patch.object(frame_module, "_exact_extras", count_reread),
-        mock.patch.object(frame_module, "_decode_page_slowly", count_slow),
+        mock.patch.object(extra_module, "exact_extras", count_reread),
+        mock.patch.object(arrow_module, "decode_page_slowly", count_slow),
     ):
         spelled()
     report("undocumented values in any spelling", tally)
@@ -1385,7 +1387,7 @@ def _run_isolated(code: str) -> subprocess.CompletedProcess[str]:
 
 _ISOLATED = """
 import mihu_frames as mf
-from mihu_frames.frame import PageInfo, decode_pages
+from mihu_frames.decoding import PageInfo, decode_pages
 body = {body!r}
 try:
     decode_pages([body], [PageInfo(conversation="c", page=1)])

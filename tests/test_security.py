@@ -62,7 +62,7 @@ def test_client_cannot_be_pickled_and_session_repr_is_clean(secret_sim):
 
 def test_server_message_echoing_the_token_is_scrubbed(secret_sim):
     client = mf.MihuClient(secret_sim.base_url, token=TOKEN, cache=None)
-    assert client._scrub(f"bad token {TOKEN}") == "bad token ***"
+    assert client.transport.scrub(f"bad token Bearer {TOKEN} {TOKEN}") == "bad token *** ***"
 
 
 def test_cache_files_are_owner_only(secret_sim, tmp_path):

@@ -11,7 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mihu_frames.framecache import ORPHAN_AGE, FrameCache
+import mihu_frames as mf
+from mihu_frames.cachefile import ORPHAN_AGE, CacheFile
+from mihu_frames.options import LoadOptions
+from mihu_frames.runner import Plan
 
 
 def _stored_loads(client) -> int:
@@ -81,17 +84,17 @@ def test_clear_cache_empties_pages_and_loads(fresh_sim, make_client):
 
 
 def test_key_depends_on_every_part_of_the_load(fresh_sim):
-    from mihu_frames.pages import Plan
-
     c = fresh_sim.conversation_uuids
     plans = [
-        Plan.build(c[1]),
-        Plan.build(c[2]),
-        Plan.build(c[1], status="all"),
-        Plan.build(c[1], per_page=50),
-        Plan.build(c[1], sort_dir="desc"),
+        Plan.build([c[1]], LoadOptions()),
+        Plan.build([c[2]], LoadOptions()),
+        Plan.build([c[1]], LoadOptions(status="all")),
+        Plan.build([c[1]], LoadOptions(per_page=50)),
+        Plan.build([c[1]], LoadOptions(sort_dir="desc")),
     ]
-    keys = {FrameCache.key("http://x", p) for p in plans} | {FrameCache.key("http://y", plans[0])}
+    x = mf.MihuClient("https://x", token="t", cache=None)
+    y = mf.MihuClient("https://y", token="t", cache=None)
+    keys = {x.load_key(p) for p in plans} | {y.load_key(plans[0])}
     assert len(keys) == len(plans) + 1
 
 
@@ -110,7 +113,7 @@ def test_a_partly_failed_refresh_drops_stored_loads_it_made_stale(fresh_sim, mak
 
 def _stored_files(client) -> list[Path]:
     client.flush_cache()
-    return sorted(client.frame_cache.folder.glob("*.arrow"))
+    return sorted(client.cache.folder.glob("*.arrow"))
 
 
 def test_each_stored_load_is_one_file_removed_with_its_row(fresh_sim, make_client):
@@ -162,7 +165,7 @@ def test_leftover_files_are_removed_once_an_hour_old(fresh_sim, make_client):
     client = make_client(fresh_sim)
     client.sessions(fresh_sim.conversation_uuids[1])
     client.flush_cache()
-    folder = client.frame_cache.folder
+    folder = client.cache.folder
     old = [folder / ("0" * 64 + "-deadbeef.arrow"), folder / ".x-1.arrow.tmp"]
     young = folder / ("1" * 64 + "-deadbeef.arrow")
     mine = folder / "notes.txt"
@@ -192,19 +195,17 @@ def test_a_stored_load_index_from_an_older_version_is_replaced(fresh_sim, make_c
 
 
 def test_invalidation_works_for_thousands_of_conversations(tmp_path):
-    from mihu_frames.client import _create_private_file
     from mihu_frames.schema import empty_table
 
-    path = tmp_path / "c.sqlite"
-    _create_private_file(path)
-    cache = FrameCache(path)
+    cache = CacheFile(tmp_path / "c.sqlite", expire_after=None, timeout=5)
     many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(1500)]
     meta = {"pages": 1}
-    cache.put("a", empty_table(), expires=None, conversations=many[:2], fresh=[], meta=meta)
+    cache.store_load("a", empty_table(), conversations=many[:2], fresh=[], meta=meta)
     # b fetched 1,500 conversations anew (more than SQLite's expression-depth limit of 1,000
     # if each were its own "or"): a, which shares two of them, is stale and dropped
-    cache.put("b", empty_table(), expires=None, conversations=many, fresh=many, meta=meta)
-    assert cache.get("a") is None and cache.get("b") is not None
-    cache.put("a", empty_table(), expires=None, conversations=many[:2], fresh=[], meta=meta)
+    cache.store_load("b", empty_table(), conversations=many, fresh=many, meta=meta)
+    assert cache.stored_load("a") is None and cache.stored_load("b") is not None
+    cache.store_load("a", empty_table(), conversations=many[:2], fresh=[], meta=meta)
     cache.invalidate(many[1:])
-    assert cache.get("a") is None and cache.get("b") is None
+    assert cache.stored_load("a") is None and cache.stored_load("b") is None
+    cache.close()

@@ -1,0 +1,102 @@
+"""The progress bar of a load: pages done, a total that only moves forward, waits shown.
+
+A tqdm bar (``tqdm.auto``: a widget in Jupyter, text on a terminal). Its total is unknown until
+every query's page count is (each first page says how many pages follow); until then the bar
+counts pages without a percentage, so it never runs backwards. When the server's rate limit
+holds requests back for more than a second, the bar says so ("waiting for the rate limit,
+23 s"). Written to something that is not a terminal (a log file, CI), it refreshes at most
+every few seconds instead of many times a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from mihu_frames.pacing import VISIBLE_WAIT, Pacer
+
+#: Seconds between refreshes when the output is not a terminal.
+QUIET_INTERVAL = 5.0
+
+
+class Progress:
+    """A page counter for one run; does nothing when ``enabled`` is False.
+
+    Parameters
+    ----------
+    enabled : bool or None
+        None: shown on a terminal or in Jupyter.
+    label : str
+        The bar's description.
+    pacer : Pacer
+        Asked whether requests are being held back, to say so.
+    """
+
+    def __init__(self, enabled: bool | None, label: str, pacer: Pacer) -> None:
+        if enabled is None:
+            enabled = interactive()
+        self._bar: Any = None
+        self._pacer = pacer
+        self._waiting = False
+        if enabled:
+            from tqdm.auto import tqdm
+
+            terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+            self._bar = tqdm(
+                total=None,
+                unit="page",
+                desc=label,
+                leave=True,
+                mininterval=0.1 if terminal or _in_jupyter() else QUIET_INTERVAL,
+            )
+
+    def advance(self, pages: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(pages)
+            self.tick()
+
+    def set_total(self, total: int) -> None:
+        """Set the total, once known; it never goes down, and never below what is done."""
+        bar = self._bar
+        if bar is not None:
+            total = max(total, bar.n)
+            if bar.total is None or total > bar.total:
+                bar.total = total
+                bar.refresh()
+
+    def tick(self) -> None:
+        """Show (or clear) a wait for the rate limit."""
+        if self._bar is None:
+            return
+        wait = self._pacer.waiting()
+        if wait > VISIBLE_WAIT:
+            self._bar.set_postfix_str(f"waiting for the rate limit, {wait:.0f} s")
+            self._waiting = True
+        elif self._waiting:
+            self._bar.set_postfix_str("")
+            self._waiting = False
+
+    def close(self) -> None:
+        if self._bar is not None:
+            if self._bar.total is not None and self._bar.n < self._bar.total:
+                self._bar.total = self._bar.n  # pages left out (failed) are not coming
+            if self._waiting:
+                self._bar.set_postfix_str("")
+            self._bar.close()
+
+
+def interactive() -> bool:
+    """Whether a progress bar has someone to show it to: Jupyter, or a terminal."""
+    return _in_jupyter() or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _in_jupyter() -> bool:
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:
+        return False
