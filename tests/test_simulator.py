@@ -27,10 +27,9 @@ from mihu_frames.simulator import (
     DEFAULT_SIZES,
     RequestRecord,
     Simulator,
-    _build_parser,
-    _parse_sizes,
     spawn,
 )
+from mihu_frames.simulator.cli import build_parser
 
 SIZES = (0, 1, 99, 100, 101, 250)
 DOCUMENTED_KEYS = [
@@ -567,7 +566,7 @@ def test_generation_is_lazy_and_fast() -> None:
     assert len(sim.conversation_uuids) == 60
     started = time.perf_counter()
     sim2 = Simulator(seed=1, sizes=(1000,) * 10)
-    sim2._generate_all()
+    sim2.generate_all()
     assert time.perf_counter() - started < 2.0
     assert len(sim2.tags()) == 10_000
 
@@ -641,7 +640,7 @@ def test_timestamp_formats_vary_and_are_exact(big: Simulator) -> None:
     offsets = {s[-6:] for s in strings if re.search(r"[+-]\d\d:\d\d$", s)}
     assert {"+03:00", "-05:00", "+05:30"} <= offsets
     # every served string is exactly the internal instant, to the microsecond
-    for conv in big._conversations.values():
+    for conv in big._data.conversations.values():
         for session in conv.sessions:
             served = json.loads(session.body)
             for name in TIMESTAMPS:
@@ -894,8 +893,8 @@ def test_wall_clock_option() -> None:
         served = date_of(get(sim, sim.conversation_uuids[0]))
         assert instant(row["created_at"]) <= served
         assert abs(served - datetime.now(timezone.utc)) < timedelta(seconds=3)
-    assert _build_parser().parse_args(["--clock", "wall"]).clock == "wall"
-    assert _build_parser().parse_args([]).clock == "simulated"
+    assert build_parser().parse_args(["--clock", "wall"]).clock == "wall"
+    assert build_parser().parse_args([]).clock == "simulated"
 
 
 def test_lifecycle() -> None:
@@ -912,12 +911,6 @@ def test_lifecycle() -> None:
     sim.stop()  # idempotent
     with pytest.raises(RuntimeError):
         _ = sim.base_url
-
-
-def test_parse_sizes() -> None:
-    assert _parse_sizes("0,1,99,100") == (0, 1, 99, 100)
-    assert _parse_sizes("1000x3") == (1000, 1000, 1000)
-    assert _parse_sizes("5, 2x2") == (5, 2, 2)
 
 
 def _read_line(process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""The command line: ``python -m mihu_frames.simulator`` and ``mihu-frames simulate``.
+
+A thin shell over ``Simulator``: one flag per ``SimulatorOptions`` field (see ``options.py``),
+plus the settings of the process itself (``--log-level``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mihu_frames.simulator import options as _options
+from mihu_frames.simulator.app import Simulator
+
+#: The program name ``--help`` shows when run as ``python -m mihu_frames.simulator``.
+PROG = "python -m mihu_frames.simulator"
+#: Settings of the process, not of the simulator: (name, default, help).
+PROCESS_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("log_level", "WARNING", "logging level for stderr"),
+)
+
+
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with its ValueError turned into argparse's message."""
+
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    read.__name__ = getattr(parse, "__name__", "value")
+    return read
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser: a flag per simulator option, then the process settings.
+
+    Parameters
+    ----------
+    prog : str
+        The program name in ``usage:`` (``"mihu-frames simulate"`` from ``mihu_frames.cli``).
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the Mihu sessions API from seeded synthetic data on 127.0.0.1.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    types = _options.annotations()
+    for f in _options.option_fields():
+        meta = f.metadata
+        parse = meta["parse"]
+        parser.add_argument(
+            _options.flag(f.name),
+            dest=f.name,
+            type=types[f.name] if parse is None else _argument_type(parse),
+            default=meta["cli_default"],
+            choices=meta["choices"],
+            metavar=meta["metavar"],
+            help=meta["help"],
+        )
+    for name, default, help_text in PROCESS_SETTINGS:
+        parser.add_argument(_options.flag(name), dest=name, default=default, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the simulator until SIGINT/SIGTERM.
+
+    Prints one JSON line ``{"base_url", "token", "conversations"}`` to stdout once serving.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+    prog : str
+        The program name ``--help`` and errors show.
+
+    Returns
+    -------
+    int
+        The exit status, 0 on a clean shutdown.
+
+    Examples
+    --------
+    ``python -m mihu_frames.simulator --port 0 --sizes 1000x20 --latency 0.02``
+    """
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    try:
+        sim = Simulator(**{f.name: getattr(args, f.name) for f in _options.option_fields()})
+    except ValueError as exc:
+        parser.error(str(exc))
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: rely on KeyboardInterrupt
+            previous[sig] = signal.signal(sig, _on_signal)
+    sim.generate_all()  # warm before announcing, so clients never wait on generation
+    sim.start()
+    try:
+        line = {
+            "base_url": sim.base_url,
+            "token": sim.token,
+            "conversations": sim.conversation_uuids,
+        }
+        print(json.dumps(line), flush=True)
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
