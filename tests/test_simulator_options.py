@@ -21,6 +21,10 @@ CHANGED = {
     "latency": 0.25,
     "rate_limit": 0.5,
     "retry_after": 3,
+    "rate_limit_max": 40,
+    "rate_window": 1.5,
+    "bucket_rate": 2.5,
+    "bucket_burst": 4,
     "server_error": 0.125,
     "drop": 0.0625,
     "stall": 0.03125,
@@ -91,7 +95,15 @@ def test_validation() -> None:
     assert SimulatorOptions(sizes="2x2,5").sizes == (2, 2, 5)
     assert SimulatorOptions(sizes=None).sizes == DEFAULT_SIZES
     assert SimulatorOptions(sizes=[1, 2]).sizes == (1, 2)
-    for bad in ({"clock": "lunar"}, {"sizes": [-1]}, {"rate_limit": 1.5}, {"latency": -1}):
+    for bad in (
+        {"clock": "lunar"},
+        {"sizes": [-1]},
+        {"rate_limit": 1.5},
+        {"latency": -1},
+        {"rate_window": 0},
+        {"bucket_burst": 0},
+        {"rate_limit_max": -1},
+    ):
         with pytest.raises(ValueError):
             Simulator(**bad)
     with pytest.raises(TypeError):

@@ -1,9 +1,23 @@
 """``Simulator``: the options, the data, the faults and the server put together.
 
-A request goes through one pipeline (``Simulator._handle``), in this order: latency; the fault
-of the request (``faults.py``: a queued ``fail_next`` rule or a random draw), which may drop,
-stall or replace the answer; the endpoint (auth, 404, validation, the page); then a body fault
-may spoil the answer. Every request is recorded with the status it got (``RequestRecord``).
+A request goes through one pipeline (``Simulator._handle``), in this order:
+
+1. latency (``latency``);
+2. the fault of the request (``faults.py``: a queued ``fail_next`` rule or a random draw), which
+   may drop the connection, stall, or replace the answer (401, 429, 5xx): such requests stand in
+   front of the application and are not counted by the rate limiters;
+3. a path that is no API route gets ``404 Not found.`` (not counted either);
+4. the token bucket (``bucket_rate``/``bucket_burst``), a gateway in front of the application:
+   a 429 with only ``Retry-After: 1``;
+5. Laravel's throttle (``rate_limit_max`` per ``rate_window``): a 429 with ``Retry-After`` and
+   ``X-RateLimit-*``; when it lets the request through, its ``X-RateLimit-Limit``/``-Remaining``
+   go on whatever the application answers next, errors included;
+6. the application: auth (401), the endpoint (404, 422, the page);
+7. a body fault (``invalid_json``, ``bad_envelope``, ``html200``) may spoil that answer.
+
+Both limiters key on the bearer token presented (hashed), or the client address without one, so
+requests with a wrong token are counted apart from the right one's. Every request is recorded
+with the status it got (``RequestRecord``).
 
 The server keeps a simulated clock that continues the data: ``Simulator.now()`` is ``DATA_END`` (the
 end of the generated span) plus the time since ``start``. The ``Date`` header of every response
@@ -26,7 +40,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mihu_frames.simulator import options as _options
 from mihu_frames.simulator.data import END_US, EPOCH_UTC, SORT_KEYS, STATUSES, TYPES, Dataset
-from mihu_frames.simulator.faults import BODY_FAULTS, Faults, Odds, fault_response
+from mihu_frames.simulator.faults import (
+    BODY_FAULTS,
+    Faults,
+    FixedWindow,
+    Odds,
+    TokenBucket,
+    fault_response,
+    limit_key,
+)
 from mihu_frames.simulator.options import SimulatorOptions
 from mihu_frames.simulator.server import (
     UUID_RE,
@@ -68,8 +90,8 @@ class Simulator:
     **options
         The fields of ``SimulatorOptions`` (see its documentation and ``inspect.signature``):
         ``seed``, ``sizes``, ``token``, ``latency``, ``rate_limit``, ``retry_after``,
-        ``server_error``, ``drop``, ``stall``, ``stall_seconds``, ``drift``, ``host``, ``port``,
-        ``clock``.
+        ``rate_limit_max``, ``rate_window``, ``bucket_rate``, ``bucket_burst``, ``server_error``,
+        ``drop``, ``stall``, ``stall_seconds``, ``drift``, ``host``, ``port``, ``clock``.
 
     Examples
     --------
@@ -86,6 +108,10 @@ class Simulator:
     latency: float
     rate_limit: float
     retry_after: int
+    rate_limit_max: int
+    rate_window: float
+    bucket_rate: float
+    bucket_burst: int
     server_error: float
     drop: float
     stall: float
@@ -105,6 +131,8 @@ class Simulator:
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._faults = Faults(self.seed)
+        self._throttle = FixedWindow()
+        self._bucket = TokenBucket()
         self._started_ns: int | None = None  # time.monotonic_ns() at the first start()
         self._data = Dataset(self.seed, self.sizes, self._now_us)
         self.conversation_uuids: list[str] = self._data.uuids
@@ -257,6 +285,11 @@ class Simulator:
         """
         self._faults.queue(kind, n, conversation, page)
 
+    def reset_rate_limits(self) -> None:
+        """Forget what the rate limiters counted: every window closed, every bucket full."""
+        self._throttle.reset()
+        self._bucket.reset()
+
     # --- data access ------------------------------------------------------------------------
     def ground_truth(
         self,
@@ -383,17 +416,33 @@ class Simulator:
             if fault is not None:
                 response = self._faults.corrupt(fault, response)
         else:
-            response = fault_response(fault, self.retry_after)
+            response = fault_response(fault, self.retry_after, self.rate_limit_max or 60)
         self._record(conversation, params, response.status, page)
         handler.send(response, head=head)
 
     def _answer(self, handler: Handler, matched: Route | None, params: dict[str, str]) -> Response:
-        """The application's answer: auth, then the endpoint."""
+        """The answer of steps 3 to 6 of the pipeline: route, rate limits, auth, endpoint."""
         if matched is None:
             return error(404, "Not found.")
+        key = limit_key(handler.headers.get("Authorization", ""), handler.client_address[0])
+        if self.bucket_rate > 0 and not self._bucket.take(key, self.bucket_rate, self.bucket_burst):
+            response = error(429, "Too Many Requests.")
+            response.headers = (("Retry-After", "1"),)
+            return response
+        limit_headers: tuple[tuple[str, str], ...] = ()
+        if self.rate_limit_max > 0:
+            verdict = self._throttle.hit(key, self.rate_limit_max, self.rate_window)
+            if not verdict.allowed:
+                response = error(429, "Too Many Attempts.")
+                response.headers = verdict.headers
+                return response
+            limit_headers = verdict.headers
         if not self._authenticated(handler):
-            return error(401, "Unauthenticated.")
-        return self._sessions(handler, matched, params)
+            response = error(401, "Unauthenticated.")
+        else:
+            response = self._sessions(handler, matched, params)
+        response.headers = limit_headers + response.headers
+        return response
 
     def _authenticated(self, handler: Handler) -> bool:
         scheme, _, given = handler.headers.get("Authorization", "").partition(" ")

@@ -13,6 +13,19 @@ spelling. Everything else is derived from it:
 
 Knobs (``knob=True``) may be changed while the simulator runs (``Simulator.configure`` or plain
 attribute assignment); the others fix the data or the address and are set at construction.
+
+Three kinds of 429 can be switched on, independently:
+
+- ``rate_limit``: a probability; any request may get a 429 (``Retry-After: retry_after``), with no
+  counting at all (a noisy upstream);
+- ``rate_limit_max`` per ``rate_window`` seconds: Laravel's throttle middleware, a fixed window per
+  token with ``X-RateLimit-Limit``/``-Remaining`` on every API response and ``Retry-After``/
+  ``X-RateLimit-Reset`` on its 429s (Laravel's stock API limit is 60 per 60 s);
+- ``bucket_rate`` per second with ``bucket_burst``: a bare token bucket per token in front of the
+  application, whose 429s carry only ``Retry-After: 1``.
+
+Both limiters count on the real clock, every request that reaches an API route (whatever its
+answer); ``faults.py`` has their exact rules and ``app.py`` their place among the faults.
 """
 
 from __future__ import annotations
@@ -102,9 +115,18 @@ class SimulatorOptions:
     latency : float
         Seconds to sleep before answering every request (never while holding a lock).
     rate_limit : float
-        Probability that a request gets a 429 with ``Retry-After: retry_after``.
+        Probability that a request gets a 429 with ``Retry-After: retry_after`` (random, counted
+        nowhere: a noisy upstream, not a limit a client can pace itself by).
     retry_after : int
         Seconds in the ``Retry-After`` of those random 429s and of ``fail_next("429")``.
+    rate_limit_max : int
+        Laravel's throttle: requests allowed per ``rate_window`` per token; 0 (default) is off.
+    rate_window : float
+        Laravel's throttle: the window in seconds (Laravel: 60; e.g. 1.0 to keep tests short).
+    bucket_rate : float
+        A bare token bucket: requests per second per token; 0 (default) is off.
+    bucket_burst : int
+        The token bucket's capacity: requests allowed at once after a pause.
     server_error : float
         Probability of a 500/502/503 with an nginx-style HTML body.
     drop : float
@@ -140,6 +162,18 @@ class SimulatorOptions:
     latency: float = _option(0.0, "seconds to wait before answering every request")
     rate_limit: float = _option(0.0, "probability of a 429 with Retry-After: --retry-after")
     retry_after: int = _option(1, "seconds in the Retry-After of random and fail_next 429s")
+    rate_limit_max: int = _option(
+        0,
+        "Laravel throttle: requests per --rate-window per token, X-RateLimit-* headers on "
+        "every API response; 0 = off",
+    )
+    rate_window: float = _option(
+        60.0, "Laravel throttle: the fixed window in seconds (scale down for tests)"
+    )
+    bucket_rate: float = _option(
+        0.0, "token bucket: requests per second per token, 429 with Retry-After: 1; 0 = off"
+    )
+    bucket_burst: int = _option(10, "token bucket: capacity, requests allowed at once")
     server_error: float = _option(0.0, "probability of a 500/502/503 nginx HTML page")
     drop: float = _option(0.0, "probability of closing the connection without an answer")
     stall: float = _option(0.0, "probability of answering only after --stall-seconds")
@@ -170,8 +204,11 @@ class SimulatorOptions:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
         for name in ("rate_limit", "server_error", "drop", "stall"):
             _check(name, 0 <= getattr(self, name) <= 1, "a probability in [0, 1]")
-        for name in ("latency", "stall_seconds", "retry_after", "drift"):
+        for name in ("latency", "stall_seconds", "retry_after", "drift", "rate_limit_max"):
             _check(name, getattr(self, name) >= 0, ">= 0")
+        _check("bucket_rate", self.bucket_rate >= 0, ">= 0")
+        _check("rate_window", self.rate_window > 0, "> 0")
+        _check("bucket_burst", self.bucket_burst >= 1, ">= 1")
         _check("port", 0 <= self.port <= 65535, "a port number (0 picks a free one)")
 
 
