@@ -265,7 +265,9 @@ def test_404_conversation_not_found(sim: Simulator, segment: str) -> None:
     assert reply.json() == {"success": False, "message": "Conversation not found."}
 
 
-@pytest.mark.parametrize("path", ["/", "/api/v1/conversations", "/api/v1/sessions/x"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/v1/sessions/x", "/api/v1/conversations/x/calls", "/api/v2/conversations"]
+)
 def test_404_other_paths_are_json(sim: Simulator, path: str) -> None:
     reply = requests.get(sim.base_url + path, headers={"Authorization": "Bearer x"}, timeout=10)
     assert reply.status_code == 404

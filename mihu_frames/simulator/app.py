@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import email.utils
 import hmac
+import json
 import logging
 import threading
 import time
@@ -38,8 +39,17 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from mihu_frames.simulator import listing
 from mihu_frames.simulator import options as _options
-from mihu_frames.simulator.data import END_US, EPOCH_UTC, SORT_KEYS, STATUSES, TYPES, Dataset
+from mihu_frames.simulator.data import (
+    CHANNELS,
+    END_US,
+    EPOCH_UTC,
+    SORT_KEYS,
+    STATUSES,
+    TYPES,
+    Dataset,
+)
 from mihu_frames.simulator.faults import (
     BODY_FAULTS,
     Faults,
@@ -58,6 +68,7 @@ from mihu_frames.simulator.server import (
     Route,
     Server,
     error,
+    item,
     paginated,
     parse_int,
     route,
@@ -74,10 +85,21 @@ _SESSION_CHOICES = (
     ("sort_by", "sort by", SORT_KEYS),
     ("sort_dir", "sort dir", ("asc", "desc")),
 )
+_LISTING_CHOICES = (
+    ("sort_by", "sort by", listing.LISTING_SORT_KEYS),
+    ("sort_dir", "sort dir", ("asc", "desc")),
+    ("channel", "channel", CHANNELS),
+    ("status", "status", listing.CONVERSATION_STATUSES),
+)
+_LISTING_UUIDS = (("agent_uuid", "agent uuid"),)
 
 
 class Simulator:
-    """An HTTP server on 127.0.0.1 serving the Mihu sessions API from synthetic data.
+    """An HTTP server on 127.0.0.1 serving the Mihu API from synthetic data.
+
+    Endpoints: ``GET /api/v1/conversations/{uuid}/sessions`` (documented), the account's
+    conversations ``GET /api/v1/conversations`` and ``GET /api/v1/conversations/{uuid}`` (see
+    ``listing.py``), all behind the same auth, latency, faults and rate limits.
 
     The constructor fixes the conversation UUIDs; each conversation's sessions are generated on
     first use (a request, ``ground_truth``, ``tags`` or a mutation), always the same way, so
@@ -277,7 +299,8 @@ class Simulator:
         n : int
             How many requests fail.
         conversation, page : optional
-            Only requests for this conversation and/or page match (page 1 when not given).
+            Only requests for this conversation (its sessions, or itself) and/or this page (of the
+            sessions or of the conversations listing; page 1 when not given) match.
 
         Examples
         --------
@@ -318,6 +341,48 @@ class Simulator:
         '...'
         """
         return self._data.ground_truth(conversation, status, type)
+
+    def conversations_truth(
+        self,
+        *,
+        phone: str | None = None,
+        agent_uuid: str | None = None,
+        channel: str | None = None,
+        status: str | None = None,
+        sort_by: str = "created_at",
+        sort_dir: str = "desc",
+    ) -> list[dict[str, Any]]:
+        """Return the account's conversations exactly as ``GET /api/v1/conversations`` lists them.
+
+        Parameters
+        ----------
+        phone, agent_uuid, channel, status : str, optional
+            The listing's filters, applied as the server applies them (``phone`` by its digits).
+        sort_by : {"created_at", "updated_at"}
+            The listing's order; the default (``created_at`` descending) is the listing's default.
+        sort_dir : {"desc", "asc"}
+
+        Returns
+        -------
+        list of dict
+            ``json.loads`` of each conversation object, every page's in order.
+
+        Examples
+        --------
+        >>> [c["sessions_count"] for c in Simulator(sizes=[2, 0]).conversations_truth()]
+        [0, 2]
+        """
+        listing.check_filters(channel=channel, status=status, sort_by=sort_by, sort_dir=sort_dir)
+        records = listing.listing(
+            self._data,
+            phone=phone,
+            agent_uuid=agent_uuid,
+            channel=channel,
+            status=status,
+            sort_by=sort_by,
+            desc=sort_dir == "desc",
+        )
+        return [json.loads(r.body) for r in records]
 
     def tags(self) -> dict[str, tuple[str, str]]:
         """Return ``{session uuid: (status, type)}`` for every session (not in the served JSON)."""
@@ -383,11 +448,9 @@ class Simulator:
         if seconds > 0:
             self._stopping.wait(seconds)
 
-    def _record(
-        self, conversation: str | None, params: dict[str, str], status: int, page: int | None
-    ) -> None:
+    def _record(self, record: RequestRecord) -> None:
         with self._requests_lock:
-            self.requests.append(RequestRecord(conversation, params, status, page))
+            self.requests.append(record)
 
     def _handle(self, handler: Handler, head: bool) -> None:
         """Answer one request (the server's application callable)."""
@@ -396,15 +459,16 @@ class Simulator:
         matched = route(split.path)
         conversation = matched.conversation if matched else None
         page: int | None = None
-        if matched is not None:
+        if matched is not None and matched.paged:
             page = 1 if params.get("page", "") == "" else parse_int(params["page"])
+        endpoint = matched.endpoint if matched else None
 
         self._sleep(self.latency)
         odds = Odds(self.rate_limit, self.server_error, self.drop, self.stall)
         fault = self._faults.take(conversation, page, odds)
         logger.debug("%s %s -> fault %s", handler.command, handler.path, fault)
         if fault == "drop":
-            self._record(conversation, params, 0, page)
+            self._record(RequestRecord(conversation, params, 0, page, endpoint))
             handler.drop()
             return
         if fault == "stall":
@@ -417,7 +481,7 @@ class Simulator:
                 response = self._faults.corrupt(fault, response)
         else:
             response = fault_response(fault, self.retry_after, self.rate_limit_max or 60)
-        self._record(conversation, params, response.status, page)
+        self._record(RequestRecord(conversation, params, response.status, page, endpoint))
         handler.send(response, head=head)
 
     def _answer(self, handler: Handler, matched: Route | None, params: dict[str, str]) -> Response:
@@ -439,8 +503,12 @@ class Simulator:
             limit_headers = verdict.headers
         if not self._authenticated(handler):
             response = error(401, "Unauthenticated.")
-        else:
+        elif matched.endpoint == "sessions":
             response = self._sessions(handler, matched, params)
+        elif matched.endpoint == "conversations":
+            response = self._listing(handler, params)
+        else:
+            response = self._one_conversation(matched)
         response.headers = limit_headers + response.headers
         return response
 
@@ -474,6 +542,33 @@ class Simulator:
         total, items = found
         path = f"{self._origin(handler)}/api/v1/conversations/{conversation}/sessions"
         return paginated("Sessions retrieved successfully", path, page, per_page, total, items)
+
+    def _listing(self, handler: Handler, params: dict[str, str]) -> Response:
+        errors = validate(params, _LISTING_CHOICES, _LISTING_UUIDS)
+        if errors:
+            return validation_error(errors)
+        page = parse_int(params.get("page") or "1") or 1
+        per_page = parse_int(params.get("per_page") or "15") or 15
+        records = listing.listing(
+            self._data,
+            phone=params.get("phone") or None,
+            agent_uuid=params.get("agent_uuid") or None,
+            channel=params.get("channel") or None,
+            status=params.get("status") or None,
+            sort_by=params.get("sort_by") or "created_at",
+            desc=(params.get("sort_dir") or "desc") == "desc",
+        )
+        start = (page - 1) * per_page
+        items = [r.body for r in records[start : start + per_page]]
+        path = f"{self._origin(handler)}/api/v1/conversations"
+        message = "Conversations retrieved successfully"
+        return paginated(message, path, page, per_page, len(records), items)
+
+    def _one_conversation(self, matched: Route) -> Response:
+        found = listing.one(self._data, matched.conversation or "")
+        if found is None:
+            return error(404, "Conversation not found.")
+        return item("Conversation retrieved successfully", found.body)
 
     def _origin(self, handler: Handler) -> str:
         host = handler.headers.get("Host") or self.base_url.split("//", 1)[1]

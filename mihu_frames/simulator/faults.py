@@ -22,6 +22,7 @@ when there is none) on the real clock (``time.monotonic``), never the simulated 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -123,16 +124,16 @@ class Faults:
         if fault == "html200":
             return Response(200, _HTML200, "text/html; charset=UTF-8", headers=headers)
         data = b"[" + b",".join(response.items or []) + b"]"
+        message = json.dumps(response.message or "Sessions retrieved successfully").encode()
         with self._lock:
             variant = self._bad_envelope_variant % 3
             self._bad_envelope_variant += 1
         if variant == 0:
             body = b'{"data":' + data + b"}"
         elif variant == 1:
-            body = b'{"success":true,"message":"Sessions retrieved successfully"}'
+            body = b'{"success":true,"message":' + message + b"}"
         else:
-            body = b'{"success":true,"message":"Sessions retrieved successfully","data":' + data
-            body += b"}"
+            body = b'{"success":true,"message":' + message + b',"data":' + data + b"}"
         return Response(200, body, headers=headers)
 
 

@@ -15,7 +15,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +26,8 @@ from mihu_frames.simulator.data import ENCODER
 logger = logging.getLogger(__name__)
 
 _SESSIONS_ROUTE = re.compile(r"/api/v1/conversations/([^/]*)/sessions/?")
+_CONVERSATION_ROUTE = re.compile(r"/api/v1/conversations/([^/]+)/?")
+_LISTING_ROUTE = re.compile(r"/api/v1/conversations/?")
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _INT_MAX = 2**63 - 1
@@ -38,20 +40,25 @@ class RequestRecord:
     Attributes
     ----------
     conversation : str or None
-        The conversation segment of a sessions path, lower-cased (even if unknown or malformed);
-        None for any other path.
+        The conversation segment of a sessions path or of one conversation's path, lower-cased
+        (even if unknown or malformed); None for any other path.
     params : dict of str to str
         The query parameters (the last value wins for a repeated name).
     status : int
         The HTTP status sent; 0 when the connection was dropped without a response.
     page : int or None
-        The page asked for (1 when absent); None when not a valid integer or not a sessions path.
+        The page asked for (1 when absent) of the sessions or of the conversations listing; None
+        when not a valid integer or not a paged path.
+    endpoint : str or None
+        ``"sessions"``, ``"conversations"`` (the listing), ``"conversation"`` (one), or None for
+        any other path. Not compared: records equal as they did before it existed.
     """
 
     conversation: str | None
     params: dict[str, str]
     status: int
     page: int | None
+    endpoint: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Response:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     items: list[bytes] | None = None  # a page's item bodies, for the bad_envelope fault
+    message: str = ""  # a success envelope's message, for the bad_envelope fault
 
 
 # --- routing -----------------------------------------------------------------------------------
@@ -73,13 +81,20 @@ class Route:
     Attributes
     ----------
     endpoint : str
-        ``"sessions"`` (a conversation's sessions).
+        ``"sessions"`` (a conversation's sessions), ``"conversations"`` (the account's
+        conversations) or ``"conversation"`` (one conversation).
     conversation : str or None
-        The conversation segment, lower-cased.
+        The conversation segment, lower-cased; None for the listing.
+    paged : bool
+        Whether the endpoint takes ``page`` and ``per_page``.
     """
 
     endpoint: str
     conversation: str | None = None
+
+    @property
+    def paged(self) -> bool:
+        return self.endpoint != "conversation"
 
 
 def route(path: str) -> Route | None:
@@ -87,10 +102,21 @@ def route(path: str) -> Route | None:
     match = _SESSIONS_ROUTE.fullmatch(path)
     if match:
         return Route("sessions", match.group(1).lower())
+    match = _CONVERSATION_ROUTE.fullmatch(path)
+    if match:
+        return Route("conversation", match.group(1).lower())
+    if _LISTING_ROUTE.fullmatch(path):
+        return Route("conversations")
     return None
 
 
 # --- bodies ------------------------------------------------------------------------------------
+def item(message: str, body: bytes) -> Response:
+    """The success envelope around one item's JSON."""
+    head = f'{{"success":true,"message":{ENCODER.encode(message)},"data":'.encode()
+    return Response(200, head + body + b"}", items=[body], message=message)
+
+
 def json_response(status: int, payload: dict[str, Any]) -> Response:
     """A JSON response of ``payload``."""
     return Response(status, ENCODER.encode(payload).encode("utf-8"))
@@ -152,7 +178,7 @@ def paginated(
         f'"per_page":{per_page},"data":['
     )
     body = head.encode() + b",".join(items) + tail.encode()
-    return Response(200, body, items=items)
+    return Response(200, body, items=items, message=message)
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -166,16 +192,20 @@ def parse_int(value: str) -> int | None:
 
 
 def validate(
-    params: dict[str, str], choices: tuple[tuple[str, str, tuple[str, ...]], ...]
+    params: dict[str, str],
+    choices: tuple[tuple[str, str, tuple[str, ...]], ...],
+    uuids: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, list[str]]:
-    """Laravel-style validation of ``page``, ``per_page`` (at most 100) and enumerated fields.
+    """Laravel-style validation of ``page``, ``per_page`` (at most 100) and the given fields.
 
     Parameters
     ----------
     params : dict of str to str
-        The query parameters.
+        The query parameters; an empty value means absent (ConvertEmptyStringsToNull).
     choices : tuple of (name, label, allowed values)
-        The enumerated fields; an empty value means absent (ConvertEmptyStringsToNull).
+        The enumerated fields (Laravel's ``in`` rule).
+    uuids : tuple of (name, label)
+        Fields that must be UUIDs (Laravel's ``uuid`` rule).
 
     Returns
     -------
@@ -198,6 +228,10 @@ def validate(
         raw = params.get(name, "")
         if raw != "" and raw not in allowed:
             errors[name] = [f"The selected {label} is invalid."]
+    for name, label in uuids:
+        raw = params.get(name, "")
+        if raw != "" and not UUID_RE.fullmatch(raw):
+            errors[name] = [f"The {label} field must be a valid UUID."]
     return errors
 
 
