@@ -27,7 +27,6 @@ from mihu_frames.simulator import (
     DEFAULT_SIZES,
     RequestRecord,
     Simulator,
-    spawn,
 )
 from mihu_frames.simulator.cli import build_parser
 
@@ -954,23 +953,3 @@ def test_main_in_a_subprocess_prints_one_json_line() -> None:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
-
-
-def test_spawn_serves_the_same_ground_truth() -> None:
-    with spawn(seed=3, sizes=[2, 30], token="t0k", latency=0.0) as server:
-        assert server.token == "t0k"
-        assert server.process.poll() is None and server.pid == server.process.pid
-        local = Simulator(seed=3, sizes=(2, 30))
-        assert server.conversation_uuids == local.conversation_uuids
-        conversation = server.conversation_uuids[1]
-        reply = requests.get(
-            f"{server.base_url}/api/v1/conversations/{conversation}/sessions",
-            params={"per_page": 100, "sort_by": "created_at", "sort_dir": "asc"},
-            headers={"Authorization": "Bearer t0k"},
-            timeout=10,
-        )
-        assert reply.json()["data"]["data"] == local.ground_truth(conversation)
-        process = server.process
-    assert process.poll() == 0  # terminated and waited for, exited cleanly
-    with pytest.raises(TypeError), spawn(colour="red"):
-        pass

@@ -61,7 +61,7 @@ def test_simulator_signature_is_the_options() -> None:
 
 def test_command_line_flags_are_the_options() -> None:
     actions = option_actions(build_parser())
-    process = [name for name, _, _ in PROCESS_SETTINGS]
+    process = list(PROCESS_SETTINGS)
     assert list(actions) == [*OPTION_NAMES, *process]
     for f in fields(SimulatorOptions):
         action = actions[f.name]

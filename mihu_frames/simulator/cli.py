@@ -1,7 +1,7 @@
 """The command line: ``python -m mihu_frames.simulator`` and ``mihu-frames simulate``.
 
 A thin shell over ``Simulator``: one flag per ``SimulatorOptions`` field (see ``options.py``),
-plus the settings of the process itself (``--log-level``).
+plus the settings of the process itself (``--log-level``, ``--control`` for ``spawn``).
 """
 
 from __future__ import annotations
@@ -18,13 +18,19 @@ from typing import Any
 
 from mihu_frames.simulator import options as _options
 from mihu_frames.simulator.app import Simulator
+from mihu_frames.simulator.remote import serve_control
 
 #: The program name ``--help`` shows when run as ``python -m mihu_frames.simulator``.
 PROG = "python -m mihu_frames.simulator"
-#: Settings of the process, not of the simulator: (name, default, help).
-PROCESS_SETTINGS: tuple[tuple[str, str, str], ...] = (
-    ("log_level", "WARNING", "logging level for stderr"),
-)
+#: Settings of the process, not of the simulator: name -> ``add_argument`` keywords.
+PROCESS_SETTINGS: dict[str, dict[str, Any]] = {
+    "log_level": {"default": "WARNING", "help": "logging level for stderr"},
+    "control": {
+        "action": "store_true",
+        "help": "serve the control channel spawn() uses: read its auth key (hex) from the first "
+        "line of stdin and add its address to the JSON line",
+    },
+}
 
 
 def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -66,8 +72,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             metavar=meta["metavar"],
             help=meta["help"],
         )
-    for name, default, help_text in PROCESS_SETTINGS:
-        parser.add_argument(_options.flag(name), dest=name, default=default, help=help_text)
+    for name, settings in PROCESS_SETTINGS.items():
+        parser.add_argument(_options.flag(name), dest=name, **settings)
     return parser
 
 
@@ -99,6 +105,14 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         sim = Simulator(**{f.name: getattr(args, f.name) for f in _options.option_fields()})
     except ValueError as exc:
         parser.error(str(exc))
+    authkey = b""
+    if args.control:
+        try:
+            authkey = bytes.fromhex(sys.stdin.readline().strip())
+        except ValueError:
+            authkey = b""
+        if not authkey:
+            parser.error("--control needs an auth key (hex) on the first line of stdin")
     done = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -111,11 +125,13 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     sim.generate_all()  # warm before announcing, so clients never wait on generation
     sim.start()
     try:
-        line = {
+        line: dict[str, Any] = {
             "base_url": sim.base_url,
             "token": sim.token,
             "conversations": sim.conversation_uuids,
         }
+        if args.control:
+            line["control"] = serve_control(sim, authkey)
         print(json.dumps(line), flush=True)
         while not done.wait(0.5):
             pass
