@@ -5,11 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -912,44 +908,3 @@ def test_lifecycle() -> None:
     sim.stop()  # idempotent
     with pytest.raises(RuntimeError):
         _ = sim.base_url
-
-
-def _read_line(process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()))  # type: ignore[union-attr]
-    reader.start()
-    reader.join(timeout)
-    assert lines and lines[0], "no JSON line from the simulator"
-    return json.loads(lines[0])
-
-
-def test_main_in_a_subprocess_prints_one_json_line() -> None:
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mihu_frames.simulator", "--port", "0", "--seed", "4"),
-            *("--sizes", "3,2x2", "--token", "tok"),
-        ],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        info = _read_line(process)
-        assert list(info) == ["base_url", "token", "conversations"]
-        assert info["token"] == "tok"
-        assert info["conversations"] == Simulator(seed=4, sizes=(3, 2, 2)).conversation_uuids
-        reply = requests.get(
-            f"{info['base_url']}/api/v1/conversations/{info['conversations'][0]}/sessions",
-            headers={"Authorization": "Bearer tok"},
-            timeout=10,
-        )
-        assert reply.json()["data"]["total"] == 3
-        assert DATA_END <= date_of(reply) <= DATA_END + timedelta(seconds=30)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-        assert process.stdout is not None and process.stdout.read() == b""  # only one line
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()

@@ -264,7 +264,7 @@ def spawn(
     """
     options.setdefault("port", 0)
     _options.SimulatorOptions(**options)  # unknown names and bad values fail here, not in the child
-    argv = [sys.executable, "-m", "mihu_frames.simulator", "--control"]
+    argv = [sys.executable, "-m", "mihu_frames.simulator", "--json-line", "--control"]
     argv += _options.to_argv(options)
     if log_level is not None:
         argv += [_options.flag("log_level"), log_level]
