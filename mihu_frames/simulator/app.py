@@ -252,7 +252,7 @@ class Simulator:
         if self._server is None:
             raise RuntimeError("the simulator is not running; call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def now(self) -> datetime:
         """The simulator's current time (UTC): what the ``Date`` header and mutations use.

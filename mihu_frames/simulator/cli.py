@@ -68,7 +68,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         description="Serve the Mihu sessions API from seeded synthetic data on 127.0.0.1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    types = _options.annotations()
+    types = _options.option_types()
     for f in _options.option_fields():
         meta = f.metadata
         parse = meta["parse"]
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     def _on_signal(signum: int, frame: object) -> None:
         done.set()
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: rely on KeyboardInterrupt
             previous[sig] = signal.signal(sig, _on_signal)
@@ -156,8 +156,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         pass
     finally:
         sim.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

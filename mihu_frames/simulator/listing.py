@@ -93,11 +93,12 @@ def _build(conv: Conversation) -> ConversationRecord:
         created = (first.times["created_at"], first.tokens["created_at"])
         updated = (latest.times["updated_at"], latest.tokens["updated_at"])
         last = (talked.times["last_activity_at"], talked.tokens["last_activity_at"])
+    status = "open" if any(s.status == "active" for s in sessions) else "closed"
     payload = {
         "uuid": conv.uuid,
         "agent_uuid": agent,
         "channel": channel,
-        "status": "open" if any(s.status == "active" for s in sessions) else "closed",
+        "status": status,
         "phone": phone,
         "contact": contact,
         "created_at": _text(created),
@@ -112,7 +113,7 @@ def _build(conv: Conversation) -> ConversationRecord:
         index=conv.index,
         agent_uuid=agent,
         channel=channel,
-        status=payload["status"],
+        status=status,
         phone_digits=None if phone is None else _NON_DIGITS.sub("", phone),
         created_us=None if created is None else created[0],
         updated_us=None if updated is None else updated[0],

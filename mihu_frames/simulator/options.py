@@ -227,14 +227,14 @@ def knob_names() -> frozenset[str]:
     return frozenset(f.name for f in option_fields() if f.metadata["knob"])
 
 
-def annotations() -> dict[str, Any]:
+def option_types() -> dict[str, Any]:
     """Each option's type, resolved (the dataclass holds them as strings)."""
     return typing.get_type_hints(SimulatorOptions)
 
 
 def signature(*extra: inspect.Parameter) -> inspect.Signature:
     """Every option as a keyword-only parameter with its default, then ``extra``."""
-    types = annotations()
+    types = option_types()
     parameters = [
         inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=t)
         for f in option_fields()
