@@ -40,6 +40,17 @@ def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action
     return {a.dest: a for a in parser._actions if a.dest != "help"}
 
 
+def test_the_public_names_import_from_the_package() -> None:
+    import mihu_frames.simulator as package
+
+    names = [
+        "Simulator", "spawn", "DATA_END", "DEFAULT_SIZES", "RequestRecord", "BASE_INSTANT",
+        "CLOCKS", "FAULT_KINDS", "SpawnedSimulator", "main", "SimulatorOptions",
+    ]  # fmt: skip
+    assert set(names) == set(package.__all__)
+    assert all(getattr(package, name) is not None for name in names)
+
+
 def test_every_option_is_covered_here() -> None:
     assert set(CHANGED) == set(OPTION_NAMES)
     defaults = SimulatorOptions()

@@ -14,7 +14,8 @@ when there is none) on the real clock (``time.monotonic``), never the simulated 
   429 until it ends. A refused request is not counted (Laravel checks ``tooManyAttempts`` before
   it calls ``hit``). Every answer carries ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining``
   (what is left after this request); a 429 also ``Retry-After`` (seconds until the window ends,
-  rounded up, at least 1) and ``X-RateLimit-Reset`` (the Unix time of the end, rounded up).
+  rounded up, at least 1) and ``X-RateLimit-Reset`` (the Unix time of the end, rounded up: real
+  time, also when the ``Date`` header runs on the simulated clock, months ahead).
 - ``TokenBucket`` is a bare bucket: ``burst`` tokens, refilled at ``rate`` a second; a request
   takes one or gets a 429 with nothing but ``Retry-After: 1``.
 """
