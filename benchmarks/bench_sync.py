@@ -6,8 +6,8 @@ run in the same process, one after the other in each repetition, against the sam
 the ratios hold on a busy machine even when the absolute seconds do not.
 
 The simulator serves 200 conversations x 500 sessions (1,000 pages of 100) with 5 ms of latency
-per request, from its own process (started with ``multiprocessing``, with a small command pipe
-so the benchmark can change its data), so the client never shares the server's GIL. Steps:
+per request, from its own process (``mihu_frames.simulator.spawn``, whose control channel lets
+the benchmark change its data), so the client never shares the server's GIL. Steps:
 
 1. **first sync**: ``sync_snapshots`` into an empty root: a full load of every conversation
    and one snapshot. Reported for scale; not compared.
@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import gc
 import json
-import multiprocessing
 import os
 import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ import pyarrow as pa
 from _common import parse, print_machine
 
 import mihu_frames as mf
+from mihu_frames.simulator import SpawnedSimulator, spawn
 from mihu_frames.sync import sync_snapshots
 
 PER_PAGE = 100
@@ -75,51 +74,6 @@ FULL = Config(200, 500, 0.005, 0.01, 3)
 QUICK = Config(40, 500, 0.005, 0.01, 2)
 
 
-# --------------------------------------------------------------------------- the simulator
-
-
-def _serve(conn: Connection, options: dict[str, Any]) -> None:
-    """In the simulator's process: serve, and obey the benchmark's commands."""
-    from mihu_frames.simulator import Simulator
-
-    sim = Simulator(**options).start()
-    sim.tags()  # generate every conversation now, not during the first timed load
-    conn.send((sim.base_url, sim.token, sim.conversation_uuids))
-    while True:
-        command, argument = conn.recv()
-        if command == "touch":
-            touched = [u for c in sim.conversation_uuids for u in sim.touch_sessions(c, argument)]
-            conn.send(touched)
-        elif command == "requests":
-            conn.send(sim.request_count)
-        elif command == "truth":
-            conn.send([(s["uuid"], s["updated_at"]) for s in sim.ground_truth()])
-        else:
-            sim.stop()
-            conn.send(None)
-            return
-
-
-class RemoteSimulator:
-    """A simulator in a child process, changed and inspected through a pipe."""
-
-    def __init__(self, **options: Any) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, options), daemon=True)
-        self._process.start()
-        self.base_url, self.token, self.conversation_uuids = self._conn.recv()
-
-    def call(self, command: str, argument: Any = None) -> Any:
-        self._conn.send((command, argument))
-        return self._conn.recv()
-
-    def close(self) -> None:
-        if self._process.is_alive():
-            self.call("stop")
-        self._process.join(timeout=10)
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -133,19 +87,19 @@ class Measure:
     note: str = ""
 
 
-def timed(sim: RemoteSimulator, func: Any) -> tuple[float, int, Any]:
+def timed(sim: SpawnedSimulator, func: Any) -> tuple[float, int, Any]:
     """Seconds, requests the simulator received, and the result of ``func()``."""
     gc.collect()
-    before = sim.call("requests")
+    before = sim.request_count
     started = time.perf_counter()
     result = func()
     seconds = time.perf_counter() - started
-    return seconds, sim.call("requests") - before, result
+    return seconds, sim.request_count - before, result
 
 
-def check_truth(df: pd.DataFrame, sim: RemoteSimulator) -> None:
+def check_truth(df: pd.DataFrame, sim: SpawnedSimulator) -> None:
     """The latest state holds every session the simulator serves, at its ``updated_at``."""
-    truth = dict(sim.call("truth"))
+    truth = {s["uuid"]: s["updated_at"] for s in sim.ground_truth()}
     got = dict(zip(df["uuid"], df["updated_at"], strict=True))
     if set(got) != set(truth):
         raise AssertionError("the synced latest state has other sessions than the simulator")
@@ -155,11 +109,10 @@ def check_truth(df: pd.DataFrame, sim: RemoteSimulator) -> None:
 
 
 def run(cfg: Config, workdir: Path) -> tuple[list[Measure], dict[str, Any]]:
-    sim = RemoteSimulator(
-        seed=0, sizes=[cfg.sessions_per_conversation] * cfg.conversations, latency=cfg.latency
-    )
     info: dict[str, Any] = {}
-    try:
+    with spawn(
+        seed=0, sizes=[cfg.sessions_per_conversation] * cfg.conversations, latency=cfg.latency
+    ) as sim:
         conversations = sim.conversation_uuids
         root = workdir / "snapshots"
         client = mf.MihuClient(
@@ -179,7 +132,11 @@ def run(cfg: Config, workdir: Path) -> tuple[list[Measure], dict[str, Any]]:
             daily: list[tuple[float, int, float]] = []
             reload: list[tuple[float, int]] = []
             for _ in range(cfg.repeat):
-                touched = sim.call("touch", cfg.touched_per_conversation)
+                touched = [
+                    u
+                    for c in conversations
+                    for u in sim.touch_sessions(c, cfg.touched_per_conversation)
+                ]
                 seconds, requests, df = timed(sim, sync)
                 attrs = df.attrs["mihu_frames"]
                 if attrs["rows_changed"] != len(set(touched)) or attrs["rows_new"]:
@@ -205,8 +162,6 @@ def run(cfg: Config, workdir: Path) -> tuple[list[Measure], dict[str, Any]]:
             if full.attrs["mihu_frames"]["rows_changed"] or full.attrs["mihu_frames"]["rows_new"]:
                 raise AssertionError("a full sync right after a daily sync found changes")
             info["files"] = len(list((root / "sessions").rglob("*.parquet")))
-    finally:
-        sim.close()
     best_daily = min(daily)
     best_reload = min(reload)
     measures = [

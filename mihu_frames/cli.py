@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["simulate"]:
             from mihu_frames.simulator import main as simulate
 
-            return simulate(argv[1:])
+            return simulate(argv[1:], prog="mihu-frames simulate")
         args = build_parser().parse_args(argv)
         level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,10 +23,8 @@ from mihu_frames.simulator import (
     DEFAULT_SIZES,
     RequestRecord,
     Simulator,
-    _build_parser,
-    _parse_sizes,
-    spawn,
 )
+from mihu_frames.simulator.cli import build_parser
 
 SIZES = (0, 1, 99, 100, 101, 250)
 DOCUMENTED_KEYS = [
@@ -266,7 +260,9 @@ def test_404_conversation_not_found(sim: Simulator, segment: str) -> None:
     assert reply.json() == {"success": False, "message": "Conversation not found."}
 
 
-@pytest.mark.parametrize("path", ["/", "/api/v1/conversations", "/api/v1/sessions/x"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/v1/sessions/x", "/api/v1/conversations/x/calls", "/api/v2/conversations"]
+)
 def test_404_other_paths_are_json(sim: Simulator, path: str) -> None:
     reply = requests.get(sim.base_url + path, headers={"Authorization": "Bearer x"}, timeout=10)
     assert reply.status_code == 404
@@ -567,7 +563,7 @@ def test_generation_is_lazy_and_fast() -> None:
     assert len(sim.conversation_uuids) == 60
     started = time.perf_counter()
     sim2 = Simulator(seed=1, sizes=(1000,) * 10)
-    sim2._generate_all()
+    sim2.generate_all()
     assert time.perf_counter() - started < 2.0
     assert len(sim2.tags()) == 10_000
 
@@ -641,7 +637,7 @@ def test_timestamp_formats_vary_and_are_exact(big: Simulator) -> None:
     offsets = {s[-6:] for s in strings if re.search(r"[+-]\d\d:\d\d$", s)}
     assert {"+03:00", "-05:00", "+05:30"} <= offsets
     # every served string is exactly the internal instant, to the microsecond
-    for conv in big._conversations.values():
+    for conv in big._data.conversations.values():
         for session in conv.sessions:
             served = json.loads(session.body)
             for name in TIMESTAMPS:
@@ -894,8 +890,8 @@ def test_wall_clock_option() -> None:
         served = date_of(get(sim, sim.conversation_uuids[0]))
         assert instant(row["created_at"]) <= served
         assert abs(served - datetime.now(timezone.utc)) < timedelta(seconds=3)
-    assert _build_parser().parse_args(["--clock", "wall"]).clock == "wall"
-    assert _build_parser().parse_args([]).clock == "simulated"
+    assert build_parser().parse_args(["--clock", "wall"]).clock == "wall"
+    assert build_parser().parse_args([]).clock == "simulated"
 
 
 def test_lifecycle() -> None:
@@ -912,70 +908,3 @@ def test_lifecycle() -> None:
     sim.stop()  # idempotent
     with pytest.raises(RuntimeError):
         _ = sim.base_url
-
-
-def test_parse_sizes() -> None:
-    assert _parse_sizes("0,1,99,100") == (0, 1, 99, 100)
-    assert _parse_sizes("1000x3") == (1000, 1000, 1000)
-    assert _parse_sizes("5, 2x2") == (5, 2, 2)
-
-
-def _read_line(process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()))  # type: ignore[union-attr]
-    reader.start()
-    reader.join(timeout)
-    assert lines and lines[0], "no JSON line from the simulator"
-    return json.loads(lines[0])
-
-
-def test_main_in_a_subprocess_prints_one_json_line() -> None:
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mihu_frames.simulator", "--port", "0", "--seed", "4"),
-            *("--sizes", "3,2x2", "--token", "tok"),
-        ],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        info = _read_line(process)
-        assert list(info) == ["base_url", "token", "conversations"]
-        assert info["token"] == "tok"
-        assert info["conversations"] == Simulator(seed=4, sizes=(3, 2, 2)).conversation_uuids
-        reply = requests.get(
-            f"{info['base_url']}/api/v1/conversations/{info['conversations'][0]}/sessions",
-            headers={"Authorization": "Bearer tok"},
-            timeout=10,
-        )
-        assert reply.json()["data"]["total"] == 3
-        assert DATA_END <= date_of(reply) <= DATA_END + timedelta(seconds=30)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-        assert process.stdout is not None and process.stdout.read() == b""  # only one line
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def test_spawn_serves_the_same_ground_truth() -> None:
-    with spawn(seed=3, sizes=[2, 30], token="t0k", latency=0.0) as server:
-        assert server.token == "t0k"
-        assert server.process.poll() is None and server.pid == server.process.pid
-        local = Simulator(seed=3, sizes=(2, 30))
-        assert server.conversation_uuids == local.conversation_uuids
-        conversation = server.conversation_uuids[1]
-        reply = requests.get(
-            f"{server.base_url}/api/v1/conversations/{conversation}/sessions",
-            params={"per_page": 100, "sort_by": "created_at", "sort_dir": "asc"},
-            headers={"Authorization": "Bearer t0k"},
-            timeout=10,
-        )
-        assert reply.json()["data"]["data"] == local.ground_truth(conversation)
-        process = server.process
-    assert process.poll() == 0  # terminated and waited for, exited cleanly
-    with pytest.raises(TypeError), spawn(colour="red"):
-        pass
