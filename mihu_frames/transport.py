@@ -27,6 +27,8 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,7 +72,8 @@ RETRY_AFTER_MAX = 60
 #: Connecting is retried at most this often: a refused connection or an unknown host is rarely
 #: cured within seconds, and a wrong address should say so quickly.
 CONNECT_RETRIES = 2
-DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024
+#: Tokens this long or longer are scrubbed from everything a server sends.
+MIN_SECRET = 8
 _CHUNK = 256 * 1024
 #: Response headers never stored with a page: the body is stored decoded.
 _TRANSFER_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
@@ -187,7 +190,14 @@ class Transport:
         self.retries = retries
         self.max_page_bytes = max_page_bytes
         self.pacer = pacer
-        self._secrets = (f"Bearer {token}", token) if token else ()
+        # What to scrub from server text. A token shorter than MIN_SECRET is no real API
+        # token (Mihu's are dozens of characters), and scrubbing "t" would garble every body.
+        secret = token if token and len(token) >= MIN_SECRET else None
+        self._has_token = bool(token)
+        self._secrets = (f"Bearer {secret}", secret) if secret else ()
+        # The byte forms a body may hold it in: the Bearer form first (it holds the bare one).
+        self._bare_bytes = _spellings(secret) if secret else ()
+        self._secret_bytes = (*_spellings(f"Bearer {secret}"), *self._bare_bytes) if secret else ()
         self.headers = {
             "Accept": "application/json",
             "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
@@ -210,10 +220,10 @@ class Transport:
             raise_on_status=False,
             retry_after_max=RETRY_AFTER_MAX,
         )
-        self._pool = _pool_manager(base_url, max(max_workers, 2))
+        self._pool = _bounded(_pool_manager(base_url, max(max_workers, 2)), _Watchdog())
 
     def __repr__(self) -> str:
-        token = "set" if self._secrets else "none"
+        token = "set" if self._has_token else "none"
         return f"Transport(base_url={self.base_url!r}, token={token})"
 
     def close(self) -> None:
@@ -227,6 +237,15 @@ class Transport:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def scrub_body(self, body: bytes) -> bytes:
+        """``body`` with the token replaced by ``***`` wherever the server echoed it: bare,
+        after ``Bearer``, and as JSON spells it (Laravel escapes ``/`` as ``\\/``)."""
+        if not any(form in body for form in self._bare_bytes):
+            return body
+        for form in self._secret_bytes:
+            body = body.replace(form, b"***")
+        return body
 
     def holds_secret(self, value: str | bytes) -> bool:
         """Whether ``value`` contains the token."""
@@ -269,12 +288,13 @@ class Transport:
                 response, body = self._attempt(url, deadline, where)
                 status, headers = response.status, response.headers
             except (HTTPError, OSError) as exc:
-                if isinstance(exc, _DeadlineHit):
+                if isinstance(exc, _DeadlineHit) or _passed(deadline):
                     raise self._deadline_error(where) from None
                 retry = self._next_try(retry, url, where, error=exc)
                 continue
             finally:
                 self.pacer.release(ticket, status, headers)
+            body = self.scrub_body(body)
             if retry.is_retry("GET", status, has_retry_after="Retry-After" in headers):
                 try:
                     retry = retry.increment("GET", url, response=response)
@@ -312,7 +332,8 @@ class Transport:
             redirect=False,
             preload_content=False,
             decode_content=True,
-            timeout=urllib3.Timeout(connect=wait, read=wait),
+            # ``total``: the headers get what connecting left of it (see _Watchdog).
+            timeout=urllib3.Timeout(total=wait),
         )
         try:
             return response, self._read(response, url, ends, deadline, where)
@@ -480,8 +501,107 @@ class Transport:
         return MihuError(message, **kw)
 
 
+def _spellings(secret: str) -> tuple[bytes, ...]:
+    """How a JSON body may spell ``secret``: as is, escaped, and with ``/`` escaped too."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = (secret.encode(), escaped.encode(), escaped.replace("/", "\\/").encode())
+    return tuple(dict.fromkeys(forms))
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
 class _DeadlineHit(OSError):
     """The load's deadline passed while a response was being read."""
+
+
+@dataclass
+class _Watch:
+    deadline: float
+    sock: Any
+    done: bool = False
+    expired: bool = False
+
+
+class _Watchdog:
+    """Cuts off a response whose status line and headers do not arrive in time.
+
+    http.client reads them with the socket's timeout applied to each ``recv``, so a server
+    sending a byte a second is never timed out. A transport's connections register here while
+    they wait for headers; one thread (started on first use, a daemon: it only ever waits)
+    shuts a socket down at its deadline, which ends the blocked read.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._watches: list[_Watch] = []
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, sock: Any) -> _Watch:
+        entry = _Watch(deadline, sock)
+        with self._cond:
+            self._watches.append(entry)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="mihu-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def release(self, entry: _Watch) -> None:
+        with self._cond:
+            entry.done = True
+            self._watches = [w for w in self._watches if not w.done]
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for entry in self._watches:
+                    if not entry.done and entry.deadline <= now:
+                        entry.expired = entry.done = True
+                        with contextlib.suppress(OSError):
+                            entry.sock.shutdown(socket.SHUT_RDWR)
+                self._watches = [w for w in self._watches if not w.done]
+                wait = min((w.deadline for w in self._watches), default=now + 60) - now
+                self._cond.wait(max(wait, 0.001))
+
+
+def _watched(base: type, watchdog: _Watchdog) -> type:
+    """``base`` (a urllib3 connection class) whose wait for headers is bounded by its timeout."""
+
+    def getresponse(self: Any) -> Any:
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+        if timeout is None or self.sock is None:
+            return base.getresponse(self)
+        entry = watchdog.watch(time.monotonic() + timeout, self.sock)
+        try:
+            return base.getresponse(self)
+        except Exception:
+            if entry.expired:  # urllib3 makes this a ReadTimeoutError
+                raise TimeoutError("no status line and headers in time") from None
+            raise
+        finally:
+            watchdog.release(entry)
+
+    return type(f"Watched{base.__name__}", (base,), {"getresponse": getresponse})
+
+
+def _bounded(manager: urllib3.PoolManager, watchdog: _Watchdog) -> urllib3.PoolManager:
+    """``manager`` whose pools make connections that bound their wait for headers."""
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    manager.pool_classes_by_scheme = {
+        scheme: type(
+            f"Watched{pool.__name__}",
+            (pool,),
+            {"ConnectionCls": _watched(pool.ConnectionCls, watchdog)},
+        )
+        for scheme, pool in (("http", HTTPConnectionPool), ("https", HTTPSConnectionPool))
+    }
+    return manager
 
 
 def _pool_manager(base_url: str, maxsize: int) -> urllib3.PoolManager:

@@ -575,28 +575,33 @@ def test_cached_pages_and_a_fresh_page_after_an_insertion_that_shifts_every_page
     assert list(df["uuid"]) == listing.truth(CONVERSATION)
 
 
-def test_expired_pages_fetched_fresh_beside_one_page_still_cached(tmp_path):
-    """Pages cached at different times (a retried failure) expire at different times."""
+def test_a_cached_listing_is_used_whole_or_not_at_all(tmp_path):
+    """Pages cached at different times never mix: a failed load caches none of its listing,
+    the next load fetches the whole listing, and until it expires the cache serves exactly
+    that listing (never some pages of it beside fresh ones); after, the truth."""
     listing = Listing([100])
     with serve(listing) as server:
         client = mf.MihuClient(
             server.base_url,
             token=TOKEN,
             cache=tmp_path / "c.sqlite",
-            expire_after=3,
+            expire_after=2,
             timeout=2,
             retries=0,
         )
-        started = time.monotonic()
-        _load_with_failed_page(listing, client, 6)  # pages 1-5 and 7-10 cached now
-        time.sleep(1.2)
-        page_6_cached = time.monotonic()
-        again = _load(client)  # page 6 from the network, cached 1.2 s after the others
+        _load_with_failed_page(listing, client, 6)  # page 6 fails: the listing is not cached
+        before = len(server.requests)
+        again = _load(client)  # the whole listing, from the network
+        assert len(server.requests) - before == 10
         assert list(again["uuid"]) == listing.truth(CONVERSATION)
+        cached_truth = list(again["uuid"])
         deleted = listing.delete_at(CONVERSATION, 15)
         inserted = listing.insert_at(CONVERSATION, 85)
-        time.sleep(max(0.0, started + 3.3 - time.monotonic()))  # the first pages expired
-        assert time.monotonic() < page_6_cached + 2.7, "too slow: page 6 expired as well"
+        before = len(server.requests)
+        within = _load(client)  # within expire_after: the cached listing, whole
+        assert len(server.requests) == before
+        assert list(within["uuid"]) == cached_truth
+        time.sleep(2.2)  # every page of it expired
         df = _load(client)
         client.close()
         client.flush_cache()
@@ -828,7 +833,9 @@ class TestInChildProcess:
     def test_the_child_runner_measures_the_child_and_reports_crashes(self, listing):
         server, _ = listing
         ballast = b"x" * (400 << 20)  # this process's peak RSS must not show in the child's
-        run = run_load_in_child(CONVERSATION, {"base_url": server.base_url, **FAST})
+        run = run_load_in_child(
+            CONVERSATION, {"base_url": server.base_url, "token": TOKEN, **FAST}
+        )
         del ballast
         assert run.returncode == 0 and run.result is not None, run.describe()
         assert run.result["error"] is None and run.result["rows"] == 250

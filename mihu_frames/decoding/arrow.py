@@ -37,19 +37,20 @@ from mihu_frames.decoding.envelope import FieldError, PageEnvelope, PageInfo, ch
 from mihu_frames.decoding.extra import (
     CONTACT_KEYS,
     KNOWN_KEYS,
-    MAX_EXTRA_DEPTH,
     NotExact,
     fast_extra,
 )
-from mihu_frames.decoding.nesting import max_depth
+from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, max_depth
 from mihu_frames.decoding.records import decode_page_slowly
 from mihu_frames.frame import with_order
 from mihu_frames.schema import API_PAGE_SCHEMA, empty_table
 
 _FAST_BODY = re.compile(rb"\A[ \t\r]*\{")
-#: The deepest a documented page nests (envelope, data, data.data, a session, its contact)
-#: plus what undocumented values may add: anything deeper never reaches pyarrow's reader.
-MAX_PAGE_DEPTH = 5 + MAX_EXTRA_DEPTH
+#: Bodies nested deeper than this never reach pyarrow's reader: an undocumented value may
+#: start right inside the envelope (depth 1), so no body within it can break the depth rule.
+#: Documented pages nest 5 deep; deeper ones are decoded with ``json.loads``, which checks
+#: every undocumented value's own depth.
+MAX_PAGE_DEPTH = 1 + MAX_EXTRA_DEPTH
 
 
 def decode_pages(
@@ -122,13 +123,12 @@ def decode_pages(
 _PLAIN = (pa.types.is_string, pa.types.is_boolean, pa.types.is_int64, pa.types.is_float64)
 
 
-def _plain_type(type_: pa.DataType, depth: int = 1) -> bool:
-    if depth > MAX_EXTRA_DEPTH:
-        return False
-    if pa.types.is_struct(type_):
-        return all(_plain_type(f.type, depth + 1) for f in type_)
-    if pa.types.is_list(type_):
-        return _plain_type(type_.value_type, depth + 1)
+def _plain_type(type_: pa.DataType, depth: int = 0) -> bool:
+    if pa.types.is_struct(type_) or pa.types.is_list(type_):
+        if depth + 1 > MAX_EXTRA_DEPTH:
+            return False
+        children = [f.type for f in type_] if pa.types.is_struct(type_) else [type_.value_type]
+        return all(_plain_type(child, depth + 1) for child in children)
     return pa.types.is_null(type_) or any(ok(type_) for ok in _PLAIN)
 
 

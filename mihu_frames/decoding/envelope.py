@@ -24,9 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, value_depth
 from mihu_frames.errors import ResponseFormatError
 
 ENVELOPE_INTS = ("current_page", "total", "last_page", "per_page")
+_ENVELOPE_KEYS = frozenset({"success", "message", "data"})
+_DATA_KEYS = frozenset({*ENVELOPE_INTS, "data"})
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,12 @@ def parse_envelope(payload: Any, info: PageInfo) -> tuple[PageEnvelope, list[Any
         if isinstance(value, bool) or not isinstance(value, int):
             raise format_error(info, f"data.{name}", f"expected an integer, got {value!r}")
         values[name] = value
+    for where, members, known in ((None, payload, _ENVELOPE_KEYS), ("data", data, _DATA_KEYS)):
+        for name, value in members.items():
+            if name not in known and value_depth(value) > MAX_EXTRA_DEPTH:
+                field = f"{where}.{name}" if where else str(name)
+                detail = f"nests deeper than {MAX_EXTRA_DEPTH} levels"
+                raise format_error(info, field[:60], detail)
     records = data.get("data")
     if not isinstance(records, list):
         raise format_error(info, "data.data", f"expected a list, got {type(records).__name__}")

@@ -28,12 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mihu_frames.decoding.envelope import FieldError
+from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, value_depth
 from mihu_frames.schema import API_SESSION_TYPE, CONTACT_FIELDS
 
 logger = logging.getLogger("mihu_frames")
 
-#: Nesting deeper than this in undocumented fields is refused (and kept out of pyarrow).
-MAX_EXTRA_DEPTH = 64
 KNOWN_KEYS = frozenset(API_SESSION_TYPE.names)
 CONTACT_KEYS = frozenset(CONTACT_FIELDS)
 
@@ -42,36 +41,24 @@ JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 
 
 def extra_of(record: dict[str, Any], row: int) -> str | None:
+    """The JSON of one session's undocumented fields (and its contact's), or None."""
     extra = {k: record[k] for k in record.keys() - KNOWN_KEYS}
     contact = record.get("contact")
+    nested: dict[str, Any] = {}
     if contact.__class__ is dict:
         nested = {k: contact[k] for k in contact.keys() - CONTACT_KEYS}
-        if nested:
-            extra["contact"] = nested
+    for name, value in [*extra.items(), *nested.items()]:
+        if value_depth(value) > MAX_EXTRA_DEPTH:
+            detail = f"undocumented field {name!r:.40} nests deeper than {MAX_EXTRA_DEPTH} levels"
+            raise FieldError("extra", row, detail)
+    if nested:
+        extra["contact"] = nested
     if not extra:
         return None
-    if _depth(extra) > MAX_EXTRA_DEPTH:
-        raise FieldError("extra", row, f"undocumented fields nest deeper than {MAX_EXTRA_DEPTH}")
     try:
         return JSON.encode(extra)
     except (TypeError, ValueError, UnicodeError) as exc:  # values sessions_frame was handed
         raise FieldError("extra", row, f"undocumented fields are not JSON: {exc}") from None
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and dicts nest in ``value`` (without recursion)."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        elif not isinstance(item, list):
-            continue
-        deepest = max(deepest, level + 1)
-        if deepest > MAX_EXTRA_DEPTH:
-            return deepest
-        stack.extend((child, level + 1) for child in item)
-    return deepest
 
 
 class NotExact(Exception):

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The deepest an undocumented value may nest (its own arrays and objects): deeper is refused.
+MAX_EXTRA_DEPTH = 64
+
 _QUOTE, _BACKSLASH = 0x22, 0x5C
 _OPEN = (0x7B, 0x5B)  # { [
 _CLOSE = (0x7D, 0x5D)  # } ]
@@ -70,6 +73,32 @@ def max_depth(buffer: bytes, ends: np.ndarray) -> np.ndarray:
         base = np.maximum.accumulate(np.where(start, np.arange(len(depth)), 0))
         relative = depth - before[base]
         np.maximum.at(deepest, text, relative)
+    return deepest
+
+
+def value_depth(value: object, limit: int = MAX_EXTRA_DEPTH) -> int:
+    """How deeply lists and dicts nest in a decoded value (a scalar is 0), without recursion.
+
+    Stops counting past ``limit``: the answer is then ``limit + 1``.
+
+    Examples
+    --------
+    >>> value_depth({"a": [1, {"b": []}]})
+    3
+    """
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
     return deepest
 
 

@@ -140,7 +140,14 @@ def decode_page_slowly(body: bytes, info: PageInfo) -> tuple[pa.Table, PageEnvel
     try:
         payload = json.loads(body)
     except UnicodeDecodeError:
-        _raise_bad_text(json.loads(body.decode("utf-8", "replace")), info)
+        try:
+            lenient = json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            snippet = body[:80].decode("utf-8", "replace")
+            raise format_error(
+                info, None, f"body is not JSON (nor UTF-8); it starts {snippet!r}"
+            ) from None
+        _raise_bad_text(lenient, info)
         raise  # pragma: no cover - _raise_bad_text always raises
     except RecursionError:
         raise format_error(info, None, "body nests too deeply to be a page") from None
