@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -337,7 +338,7 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# activity
+# activity: bucket layout
 # --------------------------------------------------------------------------------------------
 
 
@@ -395,21 +396,241 @@ def _bucket_edges(lo: int, hi: int, offset: BaseOffset, tz: object) -> np.ndarra
     return values
 
 
-def _empty_activity(index: pd.Index | None, tz: object) -> pd.DataFrame:
-    buckets = pd.DatetimeIndex([], dtype=pd.DatetimeTZDtype(unit="us", tz=tz), name="bucket")
-    if index is not None:
-        levels = [index.get_level_values(i)[:0] for i in range(index.nlevels)]
-        buckets = pd.MultiIndex.from_arrays([*levels, buckets], names=[*index.names, "bucket"])
+@dataclass(frozen=True)
+class _Buckets:
+    """Bucket ``k`` is ``[edges[k], edges[k + 1])`` (int64 µs UTC), shown as ``labels[k]``."""
+
+    edges: np.ndarray
+    labels: np.ndarray
+
+    def of(self, t: np.ndarray) -> np.ndarray:
+        """Bucket number of each instant."""
+        return np.searchsorted(self.edges, t, side="right") - 1
+
+
+def _bucket_layout(lo: int, hi: int, offset: BaseOffset, tz: object) -> _Buckets:
+    edges = _bucket_edges(lo, hi, offset, tz)
+    return _Buckets(edges, edges[:-1])
+
+
+# --------------------------------------------------------------------------------------------
+# activity: events and per-bucket reductions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sessions:
+    """The sessions with a start, as int64 µs arrays; ``end`` is ``ended_at`` or, while open,
+    ``fetched_at``; ``occupies`` marks those with a non-empty ``[start, end)``."""
+
+    start: np.ndarray
+    ended_at: np.ndarray
+    has_end: np.ndarray
+    end: np.ndarray
+    occupies: np.ndarray
+    group: np.ndarray
+    #: First and last instant of each session that must land in a bucket.
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _sessions(df: pd.DataFrame, codes: np.ndarray) -> _Sessions | None:
+    started_at = _as_us(df["started_at"], kind="M")
+    keep = started_at != _NAT
+    if not keep.any():
+        return None
+    start = started_at[keep]
+    ended_at = _as_us(df["ended_at"], kind="M")[keep]
+    fetched_at = _as_us(df["fetched_at"], kind="M")[keep]
+    has_end = ended_at != _NAT
+    end = np.where(has_end, ended_at, fetched_at)
+    occupies = (end != _NAT) & (end > start)
+    lo = np.where(has_end, np.minimum(start, ended_at), start)
+    hi = np.where(has_end, np.maximum(start, ended_at), start)
+    hi = np.where(occupies, np.maximum(hi, end - 1), hi)
+    return _Sessions(start, ended_at, has_end, end, occupies, codes[keep], lo, hi)
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """The output rows: one cell per (group, bucket) from each group's first to last bucket,
+    groups in key order. Cell of bucket ``b`` in group ``g``: ``base[g] + b``."""
+
+    base: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    present: np.ndarray
+    lengths: np.ndarray
+    bucket: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.bucket.size
+
+
+def _cell_layout(sessions: _Sessions, buckets: _Buckets, ngroups: int) -> _Cells:
+    if ngroups == 1:
+        group_lo = np.array([sessions.lo.min()], dtype=np.int64)
+        group_hi = np.array([sessions.hi.max()], dtype=np.int64)
+    else:
+        group_lo = _group_reduce(sessions.lo, sessions.group, ngroups, how="min")
+        group_hi = _group_reduce(sessions.hi, sessions.group, ngroups, how="max")
+    present = group_hi != _NAT
+    first = buckets.of(group_lo)
+    last = buckets.of(group_hi)
+    lengths = np.where(present, last - first + 1, 0)
+    offsets = np.cumsum(lengths) - lengths
+    ncells = int(lengths.sum())
+    bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
+    return _Cells(offsets - first, first, last, present, lengths, bucket)
+
+
+def _count_events(
+    sessions: _Sessions, buckets: _Buckets, cells: _Cells
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sessions started and ended per cell."""
+    started = np.bincount(
+        cells.base[sessions.group] + buckets.of(sessions.start), minlength=cells.n
+    )
+    has_end = sessions.has_end
+    ended = np.bincount(
+        cells.base[sessions.group[has_end]] + buckets.of(sessions.ended_at[has_end]),
+        minlength=cells.n,
+    )
+    return started, ended
+
+
+@dataclass(frozen=True)
+class _Occupancy:
+    """The occupying sessions' intervals and the first and last bucket (and cell) they touch."""
+
+    start: np.ndarray
+    end: np.ndarray
+    group: np.ndarray
+    first_bucket: np.ndarray
+    last_bucket: np.ndarray
+    first_cell: np.ndarray
+    last_cell: np.ndarray
+
+
+def _occupancy(sessions: _Sessions, buckets: _Buckets, cells: _Cells) -> _Occupancy:
+    occupies = sessions.occupies
+    start, end, group = sessions.start[occupies], sessions.end[occupies], sessions.group[occupies]
+    first_bucket = buckets.of(start)
+    last_bucket = buckets.of(end - 1)
+    return _Occupancy(
+        start,
+        end,
+        group,
+        first_bucket,
+        last_bucket,
+        cells.base[group] + first_bucket,
+        cells.base[group] + last_bucket,
+    )
+
+
+def _active_sessions(occ: _Occupancy, ncells: int) -> np.ndarray:
+    """Sessions overlapping each cell: +1 at the first cell, -1 after the last, summed."""
+    boundary = np.bincount(occ.first_cell, minlength=ncells + 1) - np.bincount(
+        occ.last_cell + 1, minlength=ncells + 1
+    )
+    return np.cumsum(boundary)[:ncells]
+
+
+def _busy_time(occ: _Occupancy, buckets: _Buckets, cells: _Cells) -> np.ndarray:
+    """Session time inside each cell: partial first and last buckets plus whole ones between."""
+    edges = buckets.edges
+    busy = np.zeros(cells.n, dtype=np.int64)
+    single = occ.first_cell == occ.last_cell
+    np.add.at(busy, occ.first_cell[single], (occ.end - occ.start)[single])
+    multi = ~single
+    np.add.at(busy, occ.first_cell[multi], edges[occ.first_bucket[multi] + 1] - occ.start[multi])
+    np.add.at(busy, occ.last_cell[multi], occ.end[multi] - edges[occ.last_bucket[multi]])
+    cover = np.bincount(occ.first_cell[multi] + 1, minlength=cells.n + 1) - np.bincount(
+        occ.last_cell[multi], minlength=cells.n + 1
+    )
+    width = edges[cells.bucket + 1] - edges[cells.bucket]
+    return busy + np.cumsum(cover)[: cells.n] * width
+
+
+def _peak_concurrent(
+    occ: _Occupancy, active: np.ndarray, buckets: _Buckets, cells: _Cells, ngroups: int
+) -> np.ndarray:
+    """The running level at each bucket start, then at every event instant inside it."""
+    starts_in_cell = np.bincount(occ.first_cell, minlength=cells.n)
+    at_start = occ.start == buckets.edges[occ.first_bucket]
+    starts_at_b0 = np.bincount(occ.first_cell[at_start], minlength=cells.n)
+    peak = active - starts_in_cell + starts_at_b0
+    if occ.start.size:
+        level, times, groups = _event_levels(occ.start, occ.end, occ.group, ngroups)
+        bucket = buckets.of(times)
+        valid = bucket <= cells.last[groups]
+        cell = cells.base[groups[valid]] + bucket[valid]
+        levels = level[valid]
+        # cell is non-decreasing: reduce each run of equal cells.
+        run_starts = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1])))
+        run_max = np.maximum.reduceat(levels, run_starts)
+        run_cells = cell[run_starts]
+        peak[run_cells] = np.maximum(peak[run_cells], run_max)
+    return peak
+
+
+def _event_levels(
+    starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, ngroups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Running concurrency after all events at each distinct (group, instant).
+
+    Events are sorted by group, time, and ends before starts at the same instant (half-open
+    intervals), encoded into one int64 key ``group * span2 + 2 * (t - t0) + is_start`` when
+    that fits, so one ``np.sort`` does it. Returns (level, time, group) per distinct instant.
+    """
+    t0 = int(starts.min())
+    span2 = 2 * (int(ends.max()) - t0 + 1)
+    times = np.concatenate((starts, ends)) - np.int64(t0)
+    bits = np.concatenate((np.ones(starts.size, np.int64), np.zeros(ends.size, np.int64)))
+    group = np.concatenate((groups, groups))
+    if ngroups * span2 < _KEY_LIMIT:
+        key = group * np.int64(span2) + 2 * times + bits
+        key.sort()
+        instant = key >> 1  # identifies (group, time)
+        level = np.cumsum((key & 1) * 2 - 1)
+        last = np.flatnonzero(np.concatenate((instant[1:] != instant[:-1], [True])))
+        sel = key[last]
+        return level[last], (sel % span2) // 2 + t0, sel // span2
+    order = np.lexsort((bits, times, group))
+    times, bits, group = times[order], bits[order], group[order]
+    level = np.cumsum(bits * 2 - 1)
+    change = (times[1:] != times[:-1]) | (group[1:] != group[:-1])
+    last = np.flatnonzero(np.concatenate((change, [True])))
+    return level[last], times[last] + t0, group[last]
+
+
+# --------------------------------------------------------------------------------------------
+# activity
+# --------------------------------------------------------------------------------------------
+
+
+def _activity_frame(columns: dict[str, np.ndarray], index: pd.Index) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "started": np.zeros(0, dtype=np.int64),
-            "ended": np.zeros(0, dtype=np.int64),
-            "active_sessions": np.zeros(0, dtype=np.int64),
-            "peak_concurrent": np.zeros(0, dtype=np.int64),
-            "busy_time": np.zeros(0, dtype=_TD_DTYPE),
+            "started": columns["started"].astype(np.int64),
+            "ended": columns["ended"].astype(np.int64),
+            "active_sessions": columns["active_sessions"].astype(np.int64),
+            "peak_concurrent": columns["peak_concurrent"].astype(np.int64),
+            "busy_time": columns["busy_time"].astype(np.int64).view(_TD_DTYPE),
         },
-        index=buckets,
+        index=index,
     )
+
+
+def _activity_index(
+    key_index: pd.Index | None, labels: np.ndarray, lengths: np.ndarray, tz: object
+) -> pd.Index:
+    buckets = pd.DatetimeIndex(_timestamps(labels).tz_convert(tz), name="bucket")
+    if key_index is None:
+        return buckets
+    levels = [key_index.get_level_values(i).repeat(lengths) for i in range(key_index.nlevels)]
+    return pd.MultiIndex.from_arrays([*levels, buckets], names=[*key_index.names, "bucket"])
 
 
 def activity(
@@ -477,145 +698,38 @@ def activity(
     key_index = index if keys is not None else None
     ngroups = len(index)
 
-    started_at = _as_us(df["started_at"], kind="M")
-    keep = started_at != _NAT
-    if not keep.any():
+    sessions = _sessions(df, codes)
+    if sessions is None:
         return _empty_activity(key_index, tz)
-    s = started_at[keep]
-    ended_at = _as_us(df["ended_at"], kind="M")[keep]
-    fetched_at = _as_us(df["fetched_at"], kind="M")[keep]
-    group = codes[keep]
-
-    has_end = ended_at != _NAT
-    end = np.where(has_end, ended_at, fetched_at)
-    occupies = (end != _NAT) & (end > s)
-
-    # Range of every session's events: first and last instant that lands in a bucket.
-    lo = np.where(has_end, np.minimum(s, ended_at), s)
-    hi = np.where(has_end, np.maximum(s, ended_at), s)
-    hi = np.where(occupies, np.maximum(hi, end - 1), hi)
-
-    edges = _bucket_edges(int(lo.min()), int(hi.max()), offset, tz)
-    if ngroups == 1:
-        group_lo = np.array([lo.min()], dtype=np.int64)
-        group_hi = np.array([hi.max()], dtype=np.int64)
-    else:
-        group_lo = _group_reduce(lo, group, ngroups, how="min")
-        group_hi = _group_reduce(hi, group, ngroups, how="max")
-    present = group_hi != _NAT
-    first = np.searchsorted(edges, group_lo, side="right") - 1
-    last = np.searchsorted(edges, group_hi, side="right") - 1
-    lengths = np.where(present, last - first + 1, 0)
-    offsets = np.cumsum(lengths) - lengths
-    ncells = int(lengths.sum())
-    # cell = offsets[g] + bucket - first[g]; base[g] = offsets[g] - first[g]
-    base = offsets - first
-    cell_bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
-    width = edges[cell_bucket + 1] - edges[cell_bucket]
-
-    def bucket_of(t: np.ndarray) -> np.ndarray:
-        return np.searchsorted(edges, t, side="right") - 1
-
-    started = np.bincount(base[group] + bucket_of(s), minlength=ncells)
-    ended = np.bincount(base[group[has_end]] + bucket_of(ended_at[has_end]), minlength=ncells)
-
-    # Occupying sessions: first and last bucket they touch.
-    os_, oe, og = s[occupies], end[occupies], group[occupies]
-    first_bucket = bucket_of(os_)
-    last_bucket = bucket_of(oe - 1)
-    first_cell = base[og] + first_bucket
-    last_cell = base[og] + last_bucket
-
-    boundary = np.bincount(first_cell, minlength=ncells + 1) - np.bincount(
-        last_cell + 1, minlength=ncells + 1
-    )
-    active = np.cumsum(boundary)[:ncells]
-
-    # Busy time: partial first/last buckets plus whole buckets in between.
-    busy = np.zeros(ncells, dtype=np.int64)
-    single = first_cell == last_cell
-    np.add.at(busy, first_cell[single], (oe - os_)[single])
-    multi = ~single
-    np.add.at(busy, first_cell[multi], edges[first_bucket[multi] + 1] - os_[multi])
-    np.add.at(busy, last_cell[multi], oe[multi] - edges[last_bucket[multi]])
-    cover = np.bincount(first_cell[multi] + 1, minlength=ncells + 1) - np.bincount(
-        last_cell[multi], minlength=ncells + 1
-    )
-    busy += np.cumsum(cover)[:ncells] * width
-
-    # Peak: running level at each bucket start, then at every event instant in the bucket.
-    starts_in_cell = np.bincount(first_cell, minlength=ncells)
-    at_start = os_ == edges[first_bucket]
-    starts_at_b0 = np.bincount(first_cell[at_start], minlength=ncells)
-    peak = active - starts_in_cell + starts_at_b0
-    if os_.size:
-        level, times, groups = _event_levels(os_, oe, og, ngroups)
-        buckets = bucket_of(times)
-        valid = buckets <= last[groups]
-        cells = base[groups[valid]] + buckets[valid]
-        levels = level[valid]
-        # cells is non-decreasing: reduce each run of equal cells.
-        run_starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
-        run_max = np.maximum.reduceat(levels, run_starts)
-        run_cells = cells[run_starts]
-        peak[run_cells] = np.maximum(peak[run_cells], run_max)
-
-    bucket_index = pd.DatetimeIndex(_timestamps(edges[cell_bucket]).tz_convert(tz), name="bucket")
-    if key_index is None:
-        result_index: pd.Index = bucket_index
-    else:
-        levels_ = [key_index.get_level_values(i).repeat(lengths) for i in range(key_index.nlevels)]
-        result_index = pd.MultiIndex.from_arrays(
-            [*levels_, bucket_index], names=[*key_index.names, "bucket"]
-        )
+    buckets = _bucket_layout(int(sessions.lo.min()), int(sessions.hi.max()), offset, tz)
+    cells = _cell_layout(sessions, buckets, ngroups)
+    started, ended = _count_events(sessions, buckets, cells)
+    occupancy = _occupancy(sessions, buckets, cells)
+    active = _active_sessions(occupancy, cells.n)
+    columns = {
+        "started": started,
+        "ended": ended,
+        "active_sessions": active,
+        "peak_concurrent": _peak_concurrent(occupancy, active, buckets, cells, ngroups),
+        "busy_time": _busy_time(occupancy, buckets, cells),
+    }
     logger.debug(
         "activity: %d sessions, %d groups, %d buckets of %s in %s",
-        s.size,
-        int(present.sum()),
-        ncells,
+        sessions.start.size,
+        int(cells.present.sum()),
+        cells.n,
         offset.freqstr,
         tz,
     )
-    return pd.DataFrame(
-        {
-            "started": started.astype(np.int64),
-            "ended": ended.astype(np.int64),
-            "active_sessions": active.astype(np.int64),
-            "peak_concurrent": peak.astype(np.int64),
-            "busy_time": busy.view(_TD_DTYPE),
-        },
-        index=result_index,
-    )
+    result_index = _activity_index(key_index, buckets.labels[cells.bucket], cells.lengths, tz)
+    return _activity_frame(columns, result_index)
 
 
-def _event_levels(
-    starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, ngroups: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Running concurrency after all events at each distinct (group, instant).
-
-    Events are sorted by group, time, and ends before starts at the same instant (half-open
-    intervals), encoded into one int64 key ``group * span2 + 2 * (t - t0) + is_start`` when
-    that fits, so one ``np.sort`` does it. Returns (level, time, group) per distinct instant.
-    """
-    t0 = int(starts.min())
-    span2 = 2 * (int(ends.max()) - t0 + 1)
-    times = np.concatenate((starts, ends)) - np.int64(t0)
-    bits = np.concatenate((np.ones(starts.size, np.int64), np.zeros(ends.size, np.int64)))
-    group = np.concatenate((groups, groups))
-    if ngroups * span2 < _KEY_LIMIT:
-        key = group * np.int64(span2) + 2 * times + bits
-        key.sort()
-        instant = key >> 1  # identifies (group, time)
-        level = np.cumsum((key & 1) * 2 - 1)
-        last = np.flatnonzero(np.concatenate((instant[1:] != instant[:-1], [True])))
-        sel = key[last]
-        return level[last], (sel % span2) // 2 + t0, sel // span2
-    order = np.lexsort((bits, times, group))
-    times, bits, group = times[order], bits[order], group[order]
-    level = np.cumsum(bits * 2 - 1)
-    change = (times[1:] != times[:-1]) | (group[1:] != group[:-1])
-    last = np.flatnonzero(np.concatenate((change, [True])))
-    return level[last], times[last] + t0, group[last]
+def _empty_activity(index: pd.Index | None, tz: object) -> pd.DataFrame:
+    zeros = np.zeros(0, dtype=np.int64)
+    lengths = np.zeros(0 if index is None else len(index), dtype=np.int64)
+    columns = dict.fromkeys(ACTIVITY_COLUMNS, zeros)
+    return _activity_frame(columns, _activity_index(index, zeros, lengths, tz))
 
 
 # --------------------------------------------------------------------------------------------
