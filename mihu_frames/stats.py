@@ -11,6 +11,13 @@ Time model used by :func:`activity`: a session occupies the half-open interval
 ``fetched_at`` (the last instant it was known to be running). One session ending at the instant
 another starts does not overlap it.
 
+Buckets of :func:`activity` are the bins of pandas' ``resample`` on the same instants: the same
+edges, labels and closed side for every offset (``W`` is Monday to Sunday labelled by its
+Sunday, ``ME`` a month labelled by its last day, ``MS`` by its first, ``h`` counts from the
+local midnight …), laid out in the bucket time zone. Internally every bucket is a half-open
+``[b0, b1)`` of microseconds; a bucket pandas closes on the right, ``(b0, b1]``, is
+``[b0 + 1 µs, b1 + 1 µs)``, so the time model above applies to both.
+
 Grouping (``by=``) follows ``DataFrame.groupby(by, observed=True, dropna=False, sort=True)``:
 categorical columns produce only the groups that occur, and missing keys form their own group
 (so the per-group counts always add up to the frame's length).
@@ -21,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -338,8 +346,13 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# activity: bucket layout
+# activity: bucket layout (pandas' resample bins)
 # --------------------------------------------------------------------------------------------
+
+Side = Literal["left", "right"]
+
+#: Offsets whose buckets pandas closes on the right and labels by their end (resample defaults).
+_END_ANCHORED = frozenset({"W", "ME", "QE", "YE", "BME", "BQE", "BYE"})
 
 
 def _to_offset(freq: str | BaseOffset | pd.Timedelta) -> BaseOffset:
@@ -349,51 +362,87 @@ def _to_offset(freq: str | BaseOffset | pd.Timedelta) -> BaseOffset:
         raise ValueError(f"activity: invalid frequency {freq!r}") from exc
     if offset is None or offset.n <= 0:
         raise ValueError(f"activity: frequency must be positive, got {freq!r}")
+    if _is_fixed(offset) and offset.nanos % 1000:
+        raise ValueError(f"activity: frequency {offset.freqstr!r} is below one microsecond")
     return offset
 
 
-def _bucket_edges(lo: int, hi: int, offset: BaseOffset, tz: object) -> np.ndarray:
-    """Bucket edges (int64 µs UTC, strictly increasing) with ``edges[0] <= lo < hi < edges[-1]``.
+def _is_fixed(offset: BaseOffset) -> bool:
+    """Constant-length buckets (hours, minutes …). ``Day`` is a calendar day (23 to 25 hours
+    in a DST zone) even on pandas versions where it derives from ``Tick``."""
+    return isinstance(offset, Tick) and not isinstance(offset, Day)
 
-    Fixed frequencies (``Tick``: hours, minutes, seconds …) are steps of constant length,
-    aligned to the local wall clock at the first bucket. Calendar frequencies (days, weeks,
-    months …) step in local wall time and are then localised, so a day is 23 or 25 hours on
-    a DST change; non-existent local times move forward, ambiguous ones take the first instant.
-    """
-    first_local = pd.Timestamp(lo, unit="us", tz="UTC").tz_convert(tz)
-    if isinstance(offset, Tick):
-        step = offset.nanos // 1000
-        if step <= 0 or offset.nanos % 1000:
-            raise ValueError(f"activity: frequency {offset.freqstr!r} is below one microsecond")
-        utc_offset = first_local.utcoffset()
-        shift = (utc_offset // pd.Timedelta(microseconds=1)) if utc_offset is not None else 0
-        local = lo + shift
-        first = local - local % step - shift
-        nbuckets = (hi - first) // step + 1
-        return first + step * np.arange(nbuckets + 1, dtype=np.int64)
 
-    wall_lo = first_local.tz_localize(None)
-    wall_hi = pd.Timestamp(hi, unit="us", tz="UTC").tz_convert(tz).tz_localize(None)
-    day = wall_lo.normalize()
-    if isinstance(offset, Day):
-        days = (day - pd.Timestamp("1970-01-01")).days
-        start = day - pd.Timedelta(days=days % offset.n)
-    else:
-        start = offset.rollback(day)
-    walls = pd.date_range(start=start, end=wall_hi, freq=offset, unit="us")
-    walls = walls.append(pd.DatetimeIndex([walls[-1] + offset]).as_unit("us"))
-    edges = walls.tz_localize(
+def _is_end_anchored(offset: BaseOffset) -> bool:
+    return offset.rule_code.split("-")[0] in _END_ANCHORED
+
+
+def _sides(
+    offset: BaseOffset, closed: Side | None, label: Side | None, func: str = "activity"
+) -> tuple[Side, Side]:
+    """pandas' ``resample`` defaults: ``right``/``right`` for period-end offsets (``W``,
+    ``ME``, ``QE``, ``YE`` and their business and anchored forms), else ``left``/``left``."""
+    default: Side = "right" if _is_end_anchored(offset) else "left"
+    for name, value in (("closed", closed), ("label", label)):
+        if value not in (None, "left", "right"):
+            raise ValueError(f"{func}: {name} must be 'left', 'right' or None, got {value!r}")
+    return closed or default, label or default
+
+
+def _localize(walls: pd.DatetimeIndex, tz: object) -> np.ndarray:
+    """Naive local wall times to int64 µs UTC, as pandas lays out its bins: an ambiguous time
+    is its first (DST) instant, a non-existent one moves forward to the end of the gap."""
+    local = walls.tz_localize(
         tz, ambiguous=np.ones(len(walls), dtype=bool), nonexistent="shift_forward"
     )
-    values = np.unique(np.asarray(edges.as_unit("us").asi8, dtype=np.int64))
-    # Defensive: wall-clock arithmetic around DST must still cover [lo, hi].
-    while values[-1] <= hi:
-        following = pd.Timestamp(values[-1], unit="us", tz="UTC").tz_convert(tz) + offset
-        values = np.append(values, following.as_unit("us").value)
-    while values[0] > lo:
-        preceding = pd.Timestamp(values[0], unit="us", tz="UTC").tz_convert(tz) - offset
-        values = np.insert(values, 0, preceding.as_unit("us").value)
-    return values
+    return np.asarray(local.as_unit("us").asi8, dtype=np.int64)
+
+
+def _walls(values: np.ndarray, tz: object) -> pd.DatetimeIndex:
+    """int64 µs UTC to naive local wall times in ``tz``."""
+    return pd.DatetimeIndex(_timestamps(values)).tz_convert(tz).tz_localize(None)
+
+
+def _lattice(lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side) -> np.ndarray:
+    """pandas' bin boundaries before adjustment (its ``binner``), int64 µs UTC, for data
+    spanning ``[lo, hi]``: the same first and last point as ``_get_timestamp_range_edges``.
+
+    Fixed frequencies step in absolute time from the local midnight of the first instant's day
+    (``origin="start_day"``). Calendar offsets step in local wall time from the first
+    instant's date, rolled back onto the offset (one step further back when closed on the
+    right).
+    """
+    if _is_fixed(offset):
+        step = offset.nanos // 1000
+        origin = int(_localize(_walls(np.array([lo]), tz).normalize(), tz)[0])
+        first_offset = (lo - origin) % step
+        last_offset = (hi - origin) % step
+        if closed == "right":
+            first = lo - first_offset if first_offset else lo - step
+            last = hi + (step - last_offset) if last_offset else hi
+        else:
+            first = lo - first_offset
+            last = hi + (step - last_offset) if last_offset else hi + step
+        return np.arange(first, last + 1, step, dtype=np.int64)
+    first_day, last_day = _walls(np.array([lo, hi]), tz).normalize()
+    first = offset.rollback(first_day) if closed == "left" else first_day - offset
+    walls = pd.date_range(start=first, end=last_day + offset, freq=offset, unit="us")
+    return _localize(walls, tz)
+
+
+def _edges(lattice: np.ndarray, offset: BaseOffset, tz: object, closed: Side) -> np.ndarray:
+    """Half-open ``[edges[k], edges[k + 1])`` µs boundaries of pandas' bins over ``lattice``.
+
+    pandas closes period-end bins (``W``, ``ME`` …) on the right at the *last instant* of the
+    lattice day, so a week labelled Sunday holds all of that Sunday. A bin closed on the right,
+    ``(a, b]``, holds the same microseconds as ``[a + 1 µs, b + 1 µs)``.
+    """
+    if closed == "left":
+        return lattice
+    if _is_end_anchored(offset):
+        day_ends = _walls(lattice, tz) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+        lattice = _localize(day_ends, tz)
+    return lattice + 1
 
 
 @dataclass(frozen=True)
@@ -408,9 +457,39 @@ class _Buckets:
         return np.searchsorted(self.edges, t, side="right") - 1
 
 
-def _bucket_layout(lo: int, hi: int, offset: BaseOffset, tz: object) -> _Buckets:
-    edges = _bucket_edges(lo, hi, offset, tz)
-    return _Buckets(edges, edges[:-1])
+def _bucket_layout(
+    lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side, label: Side
+) -> _Buckets:
+    """Buckets covering every instant of ``[lo, hi]``, exactly as ``resample`` bins them."""
+    lattice = _lattice(lo, hi, offset, tz, closed)
+    edges = _edges(lattice, offset, tz, closed)
+    if not (edges[0] <= lo and hi < edges[-1] and (np.diff(edges) >= 0).all()):
+        raise ValueError(
+            f"activity: cannot lay out {offset.freqstr!r} buckets in {tz} over "
+            f"{_timestamps(np.array([lo, hi]))}"
+        )
+    return _Buckets(edges, lattice[:-1] if label == "left" else lattice[1:])
+
+
+def _bucket_bounds(
+    labels: pd.DatetimeIndex, offset: BaseOffset, closed: Side, label: Side
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each labelled bucket's ``[start, end)`` (int64 µs UTC), from its label alone.
+
+    A label is a lattice point; the bucket runs to the next one (``label="left"``) or from the
+    previous one (``"right"``). Used to draw and to mark buckets of a table already computed.
+    """
+    tz = labels.tz
+    values = np.asarray(labels.as_unit("us").asi8, dtype=np.int64)
+    if _is_fixed(offset):
+        step = offset.nanos // 1000
+        neighbour = values + step if label == "left" else values - step
+    else:
+        # Calendar lattice points are local midnights (or the end of a DST gap at midnight).
+        walls = _walls(values, tz).normalize()
+        neighbour = _localize(walls + offset if label == "left" else walls - offset, tz)
+    lower, upper = (values, neighbour) if label == "left" else (neighbour, values)
+    return _edges(lower, offset, tz, closed), _edges(upper, offset, tz, closed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,8 +689,10 @@ def _event_levels(
 # --------------------------------------------------------------------------------------------
 
 
-def _activity_frame(columns: dict[str, np.ndarray], index: pd.Index) -> pd.DataFrame:
-    return pd.DataFrame(
+def _activity_frame(
+    columns: dict[str, np.ndarray], index: pd.Index, meta: dict[str, object]
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
         {
             "started": columns["started"].astype(np.int64),
             "ended": columns["ended"].astype(np.int64),
@@ -621,6 +702,8 @@ def _activity_frame(columns: dict[str, np.ndarray], index: pd.Index) -> pd.DataF
         },
         index=index,
     )
+    frame.attrs["activity"] = meta
+    return frame
 
 
 def _activity_index(
@@ -638,15 +721,39 @@ def activity(
     freq: str | BaseOffset | pd.Timedelta = "1D",
     tz: str | object = "UTC",
     by: By = None,
+    *,
+    closed: Side | None = None,
+    label: Side | None = None,
 ) -> pd.DataFrame:
     """Sessions started, ended, active and running concurrently per time bucket.
+
+    Buckets are pandas' own: the same bins, labels and closed side as
+    ``Series.resample(freq, closed=closed, label=label)`` on the same instants in ``tz``, so
+    ``activity(df, "W")["started"]`` equals
+    ``df.set_index("started_at")["uuid"].tz_convert(tz).resample("W").count()`` (over the same
+    range of buckets). With the defaults that means:
+
+    - ``"W"`` (``"W-SUN"``): Monday to Sunday, labelled by the closing Sunday; ``"W-MON"``:
+      Tuesday to Monday, labelled by the closing Monday. ``"ME"``, ``"QE"``, ``"YE"``: the
+      calendar month, quarter or year labelled by its last day. Each holds the whole of its
+      last day (pandas closes these bins on the right at the day's last instant).
+    - ``"D"``, ``"MS"``, ``"QS"``, ``"YS"``: the calendar day, month, quarter or year in
+      ``tz`` labelled by its first day; a day on a DST change lasts 23 or 25 hours.
+    - ``"h"``, ``"15min"`` and other fixed lengths: constant-length buckets counted from the
+      local midnight of the first event's day (pandas' ``origin="start_day"``), labelled by
+      their start.
+    - Multiples that do not tile evenly (``"2D"``, ``"2W"``, ``"7h"``) start from the first
+      event, as pandas' do. With ``by=``, every group uses the buckets of the whole frame (so
+      groups line up), where ``groupby(...).resample(...)`` would start each group at its own
+      first event.
 
     A session occupies the half-open interval ``[started_at, end)``: ``end`` is ``ended_at``,
     or ``fetched_at`` for a session still open (``ended_at`` null). Sessions without
     ``started_at`` are ignored. A zero-length session (``end == started_at``) occupies no time:
     it counts in ``started``/``ended`` but not in ``active_sessions``, ``peak_concurrent`` or
     ``busy_time``; so does a session whose end precedes its start, or an open session without
-    ``fetched_at`` (its end is unknown).
+    ``fetched_at`` (its end is unknown). A bucket closed on the right, ``(b0, b1]``, holds the
+    same microseconds as ``[b0 + 1 µs, b1 + 1 µs)``, so this model applies unchanged.
 
     Everything is computed exactly by one sweep over start/end events (sorts, ``searchsorted``
     and cumulative sums; O(n log n), no per-session Python loop).
@@ -657,51 +764,71 @@ def activity(
         A sessions frame (columns ``started_at``, ``ended_at``, ``fetched_at`` and those in
         ``by``).
     freq : str, DateOffset or Timedelta, default ``"1D"``
-        Bucket length as a pandas offset. Calendar offsets (``"1D"``, ``"W-MON"``, ``"MS"`` …)
-        are laid out in local time of ``tz``, so a daily bucket on a DST change lasts 23 or
-        25 hours. Fixed offsets (``"1h"``, ``"15min"``) are buckets of constant length aligned
-        to the local clock at the first bucket.
+        Bucket length as a pandas offset (``"1D"``, ``"W"``, ``"W-MON"``, ``"MS"``, ``"ME"``,
+        ``"QS"``, ``"h"``, ``"15min"`` …).
     tz : str or tzinfo, default ``"UTC"``
         Time zone of the buckets.
     by : str or list of str, optional
         Column(s) to group by (as in :func:`session_stats`); each group is computed on its own,
         over its own range of buckets.
+    closed, label : {"left", "right"}, optional
+        Which side of a bucket is closed and which edge labels it, as in
+        ``DataFrame.resample``; by default pandas' choice for ``freq`` (``"right"`` for
+        ``W``, ``ME``, ``QE``, ``YE``, else ``"left"``).
 
     Returns
     -------
     pandas.DataFrame
-        One row per bucket ``[b0, b1)`` from the first bucket with an event to the last one
-        (empty buckets in between are present, with zeros). Index: a tz-aware
-        ``DatetimeIndex`` of bucket starts in ``tz``, named ``bucket``; with ``by``, a
-        ``MultiIndex`` (group keys …, ``bucket``). Columns:
+        One row per bucket from the first bucket with an event to the last one (empty buckets
+        in between are present, with zeros). Index: a tz-aware ``DatetimeIndex`` of bucket
+        labels in ``tz``, named ``bucket``; with ``by``, a ``MultiIndex`` (group keys …,
+        ``bucket``). Columns:
 
         - ``started``, ``ended`` (int64): sessions whose ``started_at`` / ``ended_at`` falls in
           the bucket.
-        - ``active_sessions`` (int64): sessions whose interval overlaps ``[b0, b1)``.
+        - ``active_sessions`` (int64): sessions whose interval overlaps the bucket.
         - ``peak_concurrent`` (int64): the most sessions running at one instant of the bucket,
-          counting those already running at ``b0``.
+          counting those already running at its start.
         - ``busy_time`` (timedelta64[us]): total session time inside the bucket.
 
-        An empty frame gives zero rows with the same columns and dtypes.
+        ``attrs["activity"]`` records ``freq``, ``tz``, ``closed``, ``label`` and
+        ``fetched_at`` (the frame's last fetch time: a bucket ending after it was only partly
+        observed), which :func:`mihu_frames.plot_activity` uses. An empty frame gives zero
+        rows with the same columns and dtypes.
 
     Examples
     --------
-    >>> daily = activity(df, "1D", tz="Europe/Berlin")           # doctest: +SKIP
-    >>> daily[["started", "peak_concurrent", "busy_time"]].tail()  # doctest: +SKIP
-    >>> activity(df, "1h", by="agent_uuid").loc["agent-1"]        # doctest: +SKIP
+    >>> weekly = activity(df, "W", tz="Europe/Berlin")  # Mon-Sun, by Sunday  # doctest: +SKIP
+    >>> weekly[["started", "peak_concurrent", "busy_time"]].tail()  # doctest: +SKIP
+    >>> activity(df, "1h", by="agent_uuid").loc["agent-1"]          # doctest: +SKIP
+    >>> activity(df, "W", closed="left", label="left")  # Sun-Sun, by its first  # doctest: +SKIP
     """
     offset = _to_offset(freq)
+    closed, label = _sides(offset, closed, label)
     tz = _check_tz(tz, "activity")
     keys = _normalize_by(df, by, "activity")
     _require_columns(df, ("started_at", "ended_at", "fetched_at"), "activity")
     codes, index = _group_codes(df, keys)
     key_index = index if keys is not None else None
     ngroups = len(index)
+    fetched = _as_us(df["fetched_at"], kind="M")
+    fetched = fetched[fetched != _NAT]
+    meta: dict[str, object] = {
+        "freq": offset.freqstr,
+        "tz": str(tz),
+        "closed": closed,
+        "label": label,
+        "fetched_at": pd.Timestamp(int(fetched.max()), unit="us", tz="UTC")
+        if fetched.size
+        else None,
+    }
 
     sessions = _sessions(df, codes)
     if sessions is None:
-        return _empty_activity(key_index, tz)
-    buckets = _bucket_layout(int(sessions.lo.min()), int(sessions.hi.max()), offset, tz)
+        return _empty_activity(key_index, tz, meta)
+    buckets = _bucket_layout(
+        int(sessions.lo.min()), int(sessions.hi.max()), offset, tz, closed, label
+    )
     cells = _cell_layout(sessions, buckets, ngroups)
     started, ended = _count_events(sessions, buckets, cells)
     occupancy = _occupancy(sessions, buckets, cells)
@@ -714,22 +841,24 @@ def activity(
         "busy_time": _busy_time(occupancy, buckets, cells),
     }
     logger.debug(
-        "activity: %d sessions, %d groups, %d buckets of %s in %s",
+        "activity: %d sessions, %d groups, %d buckets of %s (closed %s, label %s) in %s",
         sessions.start.size,
         int(cells.present.sum()),
         cells.n,
         offset.freqstr,
+        closed,
+        label,
         tz,
     )
     result_index = _activity_index(key_index, buckets.labels[cells.bucket], cells.lengths, tz)
-    return _activity_frame(columns, result_index)
+    return _activity_frame(columns, result_index, meta)
 
 
-def _empty_activity(index: pd.Index | None, tz: object) -> pd.DataFrame:
+def _empty_activity(index: pd.Index | None, tz: object, meta: dict[str, object]) -> pd.DataFrame:
     zeros = np.zeros(0, dtype=np.int64)
     lengths = np.zeros(0 if index is None else len(index), dtype=np.int64)
     columns = dict.fromkeys(ACTIVITY_COLUMNS, zeros)
-    return _activity_frame(columns, _activity_index(index, zeros, lengths, tz))
+    return _activity_frame(columns, _activity_index(index, zeros, lengths, tz), meta)
 
 
 # --------------------------------------------------------------------------------------------
