@@ -25,6 +25,7 @@ categorical columns produce only the groups that occur, and missing keys form th
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,15 @@ import pyarrow.compute as pc
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset, Day, Tick
 
-__all__ = ["activity", "explode_tasks", "hourly_profile", "session_stats"]
+__all__ = [
+    "SessionStats",
+    "activity",
+    "explode_tasks",
+    "format_duration",
+    "format_stats",
+    "hourly_profile",
+    "session_stats",
+]
 
 logger = logging.getLogger("mihu_frames")
 
@@ -216,6 +225,200 @@ def _check_tz(tz: object, func: str) -> object:
 
 
 # --------------------------------------------------------------------------------------------
+# Display: short, rounded text for people; the frames keep exact values
+# --------------------------------------------------------------------------------------------
+
+_US_PER_SECOND = 1_000_000
+_US_PER_MINUTE = 60 * _US_PER_SECOND
+_US_PER_HOUR = 60 * _US_PER_MINUTE
+
+#: Short headers for the columns of :func:`session_stats` in its display.
+DISPLAY_NAMES: dict[str, str] = {
+    "sessions": "sessions",
+    "open_sessions": "open",
+    "total_duration": "total",
+    "mean_duration": "mean",
+    "median_duration": "median",
+    "p90_duration": "p90",
+    "max_duration": "max",
+    "first_started_at": "first start",
+    "last_activity_at": "last activity",
+    "tasks_per_session": "tasks",
+    "evaluated_share": "evaluated",
+    "summarized_share": "summarized",
+}
+
+
+def format_duration(
+    value: pd.Timedelta | dt.timedelta | np.timedelta64 | None, na: str = "NaT"
+) -> str:
+    """A duration in a short form for reading, rounded to its last unit shown.
+
+    Below a minute: seconds (``"42s"``); below an hour: minutes and seconds (``"12m 14s"``);
+    below a day: hours and minutes (``"1h 02m"``); else days and hours (``"2d 3h"``). Rounding
+    is half up on the magnitude, so ``59m 59.6s`` reads ``"1h 00m"``; a non-zero duration
+    that rounds to zero reads ``"<1s"``, a negative one gets a ``-``.
+
+    Parameters
+    ----------
+    value : Timedelta, datetime.timedelta, numpy.timedelta64 or None
+        The duration; ``None`` and ``NaT`` give ``na``.
+    na : str, default ``"NaT"``
+        Text for a missing duration.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> format_duration(pd.Timedelta("0 days 00:12:14.333817"))
+    '12m 14s'
+    >>> format_duration(pd.Timedelta(hours=1, minutes=2, seconds=29)), format_duration(pd.NaT)
+    ('1h 02m', 'NaT')
+    """
+    if value is None or pd.isna(value):
+        return na
+    micros = pd.Timedelta(value) // pd.Timedelta(microseconds=1)
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    seconds = (micros + _US_PER_SECOND // 2) // _US_PER_SECOND
+    if seconds < 60:
+        return f"{sign}{seconds}s" if seconds or not micros else f"{sign}<1s"
+    if seconds < 3600:
+        return f"{sign}{seconds // 60}m {seconds % 60:02d}s"
+    minutes = (micros + _US_PER_MINUTE // 2) // _US_PER_MINUTE
+    if minutes < 24 * 60:
+        return f"{sign}{minutes // 60}h {minutes % 60:02d}m"
+    hours = (micros + _US_PER_HOUR // 2) // _US_PER_HOUR
+    return f"{sign}{hours // 24}d {hours % 24}h"
+
+
+def _is_datetime(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M"
+
+
+def _timestamp_format(stats: pd.DataFrame) -> str:
+    """Dates when the frame's timestamps span two days or more (a summary reads them as
+    dates), else dates and minutes."""
+    stamps = [stats[c].dropna() for c in stats.columns if _is_datetime(stats[c])]
+    stamps = [s for s in stamps if len(s)]
+    if stamps and max(s.max() for s in stamps) - min(s.min() for s in stamps) >= pd.Timedelta(
+        days=2
+    ):
+        return "%Y-%m-%d"
+    return "%Y-%m-%d %H:%M"
+
+
+def _format_column(name: Hashable, values: pd.Series, na: str, stamp_format: str) -> list[str]:
+    dtype = values.dtype
+    if isinstance(name, str) and name.endswith("_share"):
+        return [na if pd.isna(v) else f"{v:.1%}" for v in values]
+    if dtype.kind == "m":
+        return [format_duration(v, na) for v in values]
+    if _is_datetime(values):
+        return [na if pd.isna(v) else v.strftime(stamp_format) for v in values]
+    if dtype.kind in "iu":
+        return [f"{v:,}" for v in values]
+    if dtype.kind == "f":
+        return [na if np.isnan(v) else f"{v:,.2f}" for v in values]
+    return [na if v is None or v is pd.NA else str(v) for v in values]
+
+
+def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
+    """The display of a statistics frame: rounded, short text for reading, same index.
+
+    Durations as :func:`format_duration` (``"12m 14s"``), ``*_share`` columns as percentages
+    (``"76.3%"``), timestamps in their own time zone as dates when they span two days or
+    more and to the minute otherwise, counts with thousands separators, other numbers to two
+    decimals. The columns of :func:`session_stats` get short
+    headers (``median_duration`` → ``median``, ``evaluated_share`` → ``evaluated``, see
+    ``DISPLAY_NAMES``); others keep theirs. Works on any frame (an :func:`activity` table
+    too) and is ``.pipe``-able; the result holds strings, for display only.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        Usually the output of :func:`session_stats` or :func:`activity`.
+    na : str, default ``"NaT"``
+        Text for missing values.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A plain frame of strings with the same index and one column per column of ``stats``.
+
+    Examples
+    --------
+    >>> session_stats(df, by="agent_uuid").pipe(format_stats)   # doctest: +SKIP
+    >>> activity(df, "W").pipe(format_stats).tail()              # doctest: +SKIP
+    """
+    stamp_format = _timestamp_format(stats)
+    columns = {
+        DISPLAY_NAMES.get(name, name) if isinstance(name, str) else name: _format_column(
+            name, stats[name], na, stamp_format
+        )
+        for name in stats.columns
+    }
+    return pd.DataFrame(columns, index=stats.index, dtype=object)
+
+
+class SessionStats(pd.DataFrame):
+    """The frame :func:`session_stats` returns: exact values, a short rounded display.
+
+    A ``pandas.DataFrame`` in every respect (indexing, arithmetic, ``equals``, ``to_parquet``,
+    ``to_string``, ``to_csv`` all see the exact microseconds) except its repr and its Jupyter
+    HTML, which show :func:`format_stats`: ``12m 14s`` instead of
+    ``0 days 00:12:14.333817``, ``76.3%`` instead of ``0.762701``, short headers (hover one in
+    Jupyter for the column name).
+
+    Why a display and not rounded values: the statistics are exact and code relies on that
+    (differences, ratios, comparisons with another period must not inherit rounding), while
+    a person reading a duration needs its leading units only. pandas already works this way
+    for floats (``display.precision``); this does the same for durations and shares, and
+    brings a row of twelve columns from about 290 characters to about 110. For pandas' own
+    display use ``pd.DataFrame(stats)`` (the same data as a plain frame, also what
+    ``pd.testing.assert_frame_equal`` wants on the left when the right one is plain).
+
+    Examples
+    --------
+    >>> stats = session_stats(df)                             # doctest: +SKIP
+    >>> stats                                                 # doctest: +SKIP
+      sessions open   total     mean  median      p90     max first start last activity ...
+    0    3,051    3  26d 2h  12m 19s  6m 02s  26m 15s  5h 00m  2026-01-05    2026-10-31 ...
+    >>> stats.loc[0, "median_duration"]                       # doctest: +SKIP
+    Timedelta('0 days 00:06:01.540596')
+    >>> pd.DataFrame(stats)                                   # doctest: +SKIP
+    """
+
+    @property
+    def _constructor(self) -> type[SessionStats]:
+        return SessionStats
+
+    def _display(self) -> pd.DataFrame | None:
+        """The formatted frame, or None when this frame no longer has a column per label."""
+        if self.columns.nlevels != 1 or self.columns.has_duplicates:
+            return None
+        return format_stats(self)
+
+    def __repr__(self) -> str:
+        shown = self._display()
+        return super().__repr__() if shown is None else repr(shown)
+
+    def _repr_html_(self) -> str | None:
+        shown = self._display()
+        if shown is None:
+            return super()._repr_html_()
+        html = shown._repr_html_()
+        if html is None:
+            return None
+        # Hovering a short header shows the real column name.
+        for name, short in DISPLAY_NAMES.items():
+            if name in self.columns and short != name:
+                html = html.replace(f"<th>{short}</th>", f'<th title="{name}">{short}</th>', 1)
+        return html
+
+
+# --------------------------------------------------------------------------------------------
 # session_stats
 # --------------------------------------------------------------------------------------------
 
@@ -230,7 +433,7 @@ _STATS_INPUT = (
 )
 
 
-def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
+def session_stats(df: pd.DataFrame, by: By = None) -> SessionStats:
     """Session counts and duration statistics, overall or per group.
 
     Parameters
@@ -245,8 +448,11 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
 
     Returns
     -------
-    pandas.DataFrame
-        Without ``by``: one row with a ``RangeIndex`` (``0``). With ``by``: one row per group,
+    SessionStats
+        A ``pandas.DataFrame`` of exact values that *displays* rounded (``12m 14s``,
+        ``76.3%``, short headers; see :class:`SessionStats` for why); ``pd.DataFrame(stats)``
+        displays it as pandas does. Without ``by``: one row with a ``RangeIndex`` (``0``).
+        With ``by``: one row per group,
         indexed by the group keys (an ``Index`` named after the column, or a ``MultiIndex`` for
         several columns), like ``groupby().agg()``. An empty frame gives zero rows with the same
         columns and dtypes. Columns, in order:
@@ -271,8 +477,11 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
     Examples
     --------
     >>> stats = session_stats(df)                        # doctest: +SKIP
+    >>> stats                                            # doctest: +SKIP
+      sessions open   total     mean  median      p90     max first start last activity ...
+    0    3,051    3  26d 2h  12m 19s  6m 02s  26m 15s  5h 00m  2026-01-05    2026-10-31 ...
     >>> stats.loc[0, "median_duration"]                  # doctest: +SKIP
-    Timedelta('0 days 00:04:12')
+    Timedelta('0 days 00:06:01.540596')
     >>> session_stats(df, by=["agent_uuid", "type"])     # doctest: +SKIP
     """
     keys = _normalize_by(df, by, "session_stats")
@@ -326,7 +535,7 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
         evaluated_share = np.bincount(codes[evaluated], minlength=ngroups) / sessions
         summarized_share = np.bincount(codes[summarized], minlength=ngroups) / sessions
 
-    return pd.DataFrame(
+    return SessionStats(
         {
             "sessions": sessions,
             "open_sessions": open_sessions,

@@ -8,6 +8,7 @@ vectorised code under test beyond the definitions in the docstrings.
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -463,6 +464,160 @@ def test_session_stats_empty_frame():
     assert len(grouped) == 0
     assert list(grouped.index.names) == ["agent_uuid", "type"]
     pd.testing.assert_series_equal(grouped.dtypes, expected_dtypes)
+
+
+# --------------------------------------------------------------------------------------------
+# Display of session_stats: rounded text, exact values
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("micros", "text"),
+    [
+        (0, "0s"),
+        (1, "<1s"),
+        (499_999, "<1s"),
+        (500_000, "1s"),
+        (42 * SECOND + 499_999, "42s"),
+        (59 * SECOND + 500_000, "1m 00s"),
+        (12 * MINUTE + 14 * SECOND + 333_817, "12m 14s"),
+        (59 * MINUTE + 59 * SECOND + 500_000, "1h 00m"),
+        (HOUR + 2 * MINUTE + 29 * SECOND + 999_999, "1h 02m"),
+        (HOUR + 2 * MINUTE + 30 * SECOND, "1h 03m"),
+        (23 * HOUR + 59 * MINUTE + 30 * SECOND, "1d 0h"),
+        (2 * DAY + 3 * HOUR + 29 * MINUTE, "2d 3h"),
+        (2 * DAY + 3 * HOUR + 30 * MINUTE, "2d 4h"),
+        (400 * DAY, "400d 0h"),
+        (-(12 * MINUTE + 14 * SECOND), "-12m 14s"),
+        (-1, "-<1s"),
+    ],
+)
+def test_format_duration(micros, text):
+    assert stats.format_duration(pd.Timedelta(microseconds=micros)) == text
+    assert stats.format_duration(dt.timedelta(microseconds=micros)) == text
+    assert stats.format_duration(np.timedelta64(micros, "us")) == text
+    assert stats.format_duration(np.timedelta64(micros * 1000, "ns")) == text
+
+
+def test_format_duration_missing():
+    assert stats.format_duration(pd.NaT) == "NaT"
+    assert stats.format_duration(None, na="–") == "–"
+    assert stats.format_duration(np.timedelta64("NaT"), na="") == ""
+
+
+def test_format_duration_reads_back_within_half_its_last_unit():
+    units = {"d": DAY, "h": HOUR, "m": MINUTE, "s": SECOND}
+    rng = np.random.default_rng(5)
+    values = np.exp(rng.uniform(np.log(SECOND), np.log(90 * DAY), size=3000)).astype(np.int64)
+    for value in values.tolist():
+        text = stats.format_duration(pd.Timedelta(microseconds=value))
+        parts = text.split(" ")
+        assert 1 <= len(parts) <= 2, text
+        amounts = [(int(part[:-1]), part[-1]) for part in parts]
+        assert [unit for _, unit in amounts] in (["s"], ["m", "s"], ["h", "m"], ["d", "h"])
+        if len(parts) == 2:  # the second unit is below one of the first: 0-59 or 0-23
+            assert amounts[1][0] < units[amounts[0][1]] // units[amounts[1][1]], text
+        shown = sum(amount * units[unit] for amount, unit in amounts)
+        assert abs(shown - value) <= units[amounts[-1][1]] // 2, (value, text)
+
+
+SMALL_STATS_RECORDS = [
+    {"uuid": "a", "started_at": us("2024-05-01T10:00:00"), "duration": 10 * SECOND},
+    {"uuid": "b", "started_at": us("2024-05-01T10:00:00") + 1, "duration": 21 * SECOND - 1},
+    {"uuid": "c", "started_at": us("2024-05-01T10:00:00") + 5, "evaluated_at": 0},
+    {"uuid": "d", "started_at": us("2024-05-01T10:00:00") - 3, "duration": 100 * SECOND + 3},
+]
+
+
+def small_stats() -> pd.DataFrame:
+    records = [
+        {**r, "ended_at": r["started_at"] + r["duration"]} if "duration" in r else r
+        for r in SMALL_STATS_RECORDS
+    ]
+    return session_stats(frame_from_records(records))
+
+
+def wide_repr(frame: pd.DataFrame) -> str:
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        return repr(frame)
+
+
+def test_session_stats_displays_rounded_and_short():
+    result = small_stats()
+    assert isinstance(result, stats.SessionStats)
+    # total 131 s + 2 µs, mean 43.67 s, median 21 s - 1 µs, p90 84.2 s, max 100 s + 3 µs
+    assert wide_repr(result).splitlines() == [
+        "  sessions open   total mean median     p90     max       first start last activity"
+        " tasks evaluated summarized",
+        "0        4    1  2m 11s  44s    21s  1m 24s  1m 40s  2024-05-01 09:59           NaT"
+        "  0.00     25.0%       0.0%",
+    ]
+    html = result._repr_html_()
+    assert '<th title="median_duration">median</th>' in html
+    assert "<td>1m 24s</td>" in html and "<td>25.0%</td>" in html
+    assert "00:01:24" not in html
+
+
+def test_session_stats_keeps_exact_values_behind_the_display():
+    result = small_stats()
+    plain = pd.DataFrame(result)
+    assert type(plain) is pd.DataFrame
+    assert result.equals(plain) and plain.equals(result)
+    assert result.loc[0, "total_duration"] == pd.Timedelta(microseconds=131 * SECOND + 2)
+    doubled = result[["mean_duration", "p90_duration"]] * 2
+    assert isinstance(doubled, stats.SessionStats)
+    assert doubled.loc[0, "p90_duration"] == pd.Timedelta(microseconds=2 * 84_200_002)
+    assert (result["max_duration"] - result["median_duration"]).iloc[0] == pd.Timedelta(
+        microseconds=79 * SECOND + 4
+    )
+    # Data exports are exact; so is pandas' own display of the plain frame.
+    assert "0 days 00:01:24.200002" in result.to_string()
+    assert "0 days 00:01:24.200002" in wide_repr(plain)
+    assert "0.25" in result.to_csv()
+    back = pickle.loads(pickle.dumps(result))
+    assert isinstance(back, stats.SessionStats) and back.equals(result)
+    table = pa.Table.from_pandas(result)
+    assert table.column("p90_duration").to_pylist() == [dt.timedelta(microseconds=84_200_002)]
+
+
+def test_session_stats_display_survives_selection_and_falls_back():
+    result = session_stats(frame_from_records(make_records(3, 300, *WINDOWS["spring"])), by="type")
+    top = result.sort_values("sessions", ascending=False).head(2)
+    assert isinstance(top, stats.SessionStats)
+    lines = wide_repr(top).splitlines()
+    assert lines[0].split() == [
+        "sessions", "open", "total", "mean", "median", "p90", "max", "first", "start", "last",
+        "activity", "tasks", "evaluated", "summarized",
+    ]  # fmt: skip
+    # Timestamps spanning months read as dates.
+    assert lines[2].startswith("text ") and "  2024-02-21    2024-05-29  " in lines[2]
+    assert max(len(line) for line in lines) <= 115
+    assert max(len(line) for line in pd.DataFrame(top).to_string().splitlines()) > 250
+    # A frame that is no longer one column per label shows as pandas shows it.
+    doubled = pd.concat([result, result], axis=1)
+    assert "0 days" in wide_repr(doubled)
+
+
+def test_format_stats_on_activity_and_with_missing_values():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": t + 90 * MINUTE},
+        {"uuid": "b", "started_at": t + 20 * MINUTE, "ended_at": t + 30 * MINUTE + 400_000},
+    ]
+    table = activity(frame_from_records(records), "h").pipe(stats.format_stats)
+    assert table.index.equals(activity(frame_from_records(records), "h").index)
+    assert table.to_dict("list") == {
+        "started": ["2", "0"],
+        "ended": ["1", "1"],
+        "active_sessions": ["2", "1"],
+        "peak_concurrent": ["2", "1"],
+        "busy_time": ["1h 10m", "30m 00s"],
+    }
+    only_open = session_stats(frame_from_records([{"uuid": "o", "started_at": t}]))
+    shown = stats.format_stats(only_open, na="–")
+    assert shown.loc[0, "median"] == "–" and shown.loc[0, "first start"] == "2024-05-01 10:00"
+    assert shown.loc[0, "sessions"] == "1" and shown.loc[0, "evaluated"] == "0.0%"
+    assert stats.format_stats(session_stats(schema.empty_frame())).shape == (0, 12)
 
 
 # --------------------------------------------------------------------------------------------
