@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import BaseOffset, Day, Tick
+from pandas.tseries.offsets import BaseOffset, Day, Tick, Week
 
 __all__ = [
     "SessionStats",
@@ -232,7 +232,7 @@ _US_PER_SECOND = 1_000_000
 _US_PER_MINUTE = 60 * _US_PER_SECOND
 _US_PER_HOUR = 60 * _US_PER_MINUTE
 
-#: Short headers for the columns of :func:`session_stats` in its display.
+#: Short headers for the columns of :func:`session_stats` and :func:`activity` in displays.
 DISPLAY_NAMES: dict[str, str] = {
     "sessions": "sessions",
     "open_sessions": "open",
@@ -246,6 +246,9 @@ DISPLAY_NAMES: dict[str, str] = {
     "tasks_per_session": "tasks",
     "evaluated_share": "evaluated",
     "summarized_share": "summarized",
+    "active_sessions": "active",
+    "peak_concurrent": "peak",
+    "busy_time": "busy",
 }
 
 
@@ -330,10 +333,10 @@ def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
     Durations as :func:`format_duration` (``"12m 14s"``), ``*_share`` columns as percentages
     (``"76.3%"``), timestamps in their own time zone as dates when they span two days or
     more and to the minute otherwise, counts with thousands separators, other numbers to two
-    decimals. The columns of :func:`session_stats` get short
-    headers (``median_duration`` → ``median``, ``evaluated_share`` → ``evaluated``, see
-    ``DISPLAY_NAMES``); others keep theirs. Works on any frame (an :func:`activity` table
-    too) and is ``.pipe``-able; the result holds strings, for display only.
+    decimals. The columns of :func:`session_stats` and :func:`activity` get short headers
+    (``median_duration`` → ``median``, ``evaluated_share`` → ``evaluated``,
+    ``peak_concurrent`` → ``peak``, see ``DISPLAY_NAMES``); others keep theirs. Works on any
+    frame and is ``.pipe``-able; the result holds strings, for display only.
 
     Parameters
     ----------
@@ -598,6 +601,46 @@ def _sides(
     return closed or default, label or default
 
 
+_WEEKDAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_TICK_UNITS = {
+    "h": "hour",
+    "min": "minute",
+    "s": "second",
+    "ms": "millisecond",
+    "us": "microsecond",
+}
+_CALENDAR_UNITS = {
+    "D": "day",
+    "B": "business day",
+    "MS": "month",
+    "ME": "month",
+    "QS-JAN": "quarter",
+    "QE-DEC": "quarter",
+    "YS-JAN": "year",
+    "YE-DEC": "year",
+}
+
+
+def _freq_words(offset: BaseOffset, closed: Side | None = None) -> str:
+    """A bucket length in words: ``"day"``, ``"15 minutes"``, ``"week (Mon–Sun)"``.
+
+    Weeks name their days: a ``W-SUN`` week closed on the right (pandas' default) runs Monday
+    to Sunday, closed on the left Sunday to Saturday. Offsets without a plain name keep their
+    pandas code (``"SME-15"``).
+    """
+    n = offset.n
+    rule = offset.rule_code
+    if isinstance(offset, Week) and offset.weekday is not None:
+        closed = closed or _sides(offset, None, None)[0]
+        first = (offset.weekday + (1 if closed == "right" else 0)) % 7
+        days = f"{_WEEKDAY_ABBR[first]}–{_WEEKDAY_ABBR[(first + 6) % 7]}"
+        return f"week ({days})" if n == 1 else f"{n} weeks ({days})"
+    unit = _TICK_UNITS.get(rule) if _is_fixed(offset) else _CALENDAR_UNITS.get(rule)
+    if unit is None:
+        return offset.freqstr
+    return unit if n == 1 else f"{n} {unit}s"
+
+
 def _localize(walls: pd.DatetimeIndex, tz: object) -> np.ndarray:
     """Naive local wall times to int64 µs UTC, as pandas lays out its bins: an ambiguous time
     is its first (DST) instant, a non-existent one moves forward to the end of the gap."""
@@ -699,6 +742,44 @@ def _bucket_bounds(
         neighbour = _localize(walls + offset if label == "left" else walls - offset, tz)
     lower, upper = (values, neighbour) if label == "left" else (neighbour, values)
     return _edges(lower, offset, tz, closed), _edges(upper, offset, tz, closed)
+
+
+@dataclass(frozen=True)
+class _TableBuckets:
+    """What an activity table says about its buckets: offset, sides, each row's ``[start,
+    end)`` in int64 µs UTC and the frame's last fetch (None when unknown)."""
+
+    offset: BaseOffset
+    closed: Side
+    label: Side
+    start: np.ndarray
+    end: np.ndarray
+    fetched_at: pd.Timestamp | None
+
+    @property
+    def partial(self) -> np.ndarray:
+        """Buckets that end after the last fetch: only partly observed."""
+        if self.fetched_at is None:
+            return np.zeros(self.start.size, dtype=bool)
+        return self.end > self.fetched_at.value // 1000  # .value is in nanoseconds
+
+
+def _table_buckets(
+    table: pd.DataFrame,
+    freq: str | BaseOffset | pd.Timedelta | None = None,
+    closed: Side | None = None,
+    label: Side | None = None,
+) -> _TableBuckets:
+    """The buckets of one group's activity table (a ``DatetimeIndex``), from its
+    ``attrs["activity"]``; a table without them is read with ``freq`` (default ``"1D"``)."""
+    meta = table.attrs.get("activity") or {}
+    offset = _to_offset(meta.get("freq", freq or "1D"))
+    closed, label = _sides(offset, meta.get("closed", closed), meta.get("label", label))
+    index = table.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
+        raise ValueError("expected an activity table of one group (a tz-aware DatetimeIndex)")
+    start, end = _bucket_bounds(index, offset, closed, label)
+    return _TableBuckets(offset, closed, label, start, end, meta.get("fetched_at"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -609,9 +609,9 @@ def test_format_stats_on_activity_and_with_missing_values():
     assert table.to_dict("list") == {
         "started": ["2", "0"],
         "ended": ["1", "1"],
-        "active_sessions": ["2", "1"],
-        "peak_concurrent": ["2", "1"],
-        "busy_time": ["1h 10m", "30m 00s"],
+        "active": ["2", "1"],
+        "peak": ["2", "1"],
+        "busy": ["1h 10m", "30m 00s"],
     }
     only_open = session_stats(frame_from_records([{"uuid": "o", "started_at": t}]))
     shown = stats.format_stats(only_open, na="–")
