@@ -765,19 +765,27 @@ class _TableBuckets:
 
 
 def _table_buckets(
-    table: pd.DataFrame,
-    freq: str | BaseOffset | pd.Timedelta | None = None,
-    closed: Side | None = None,
-    label: Side | None = None,
+    table: pd.DataFrame, freq: str | BaseOffset | pd.Timedelta | None = None
 ) -> _TableBuckets:
-    """The buckets of one group's activity table (a ``DatetimeIndex``), from its
-    ``attrs["activity"]``; a table without them is read with ``freq`` (default ``"1D"``)."""
-    meta = table.attrs.get("activity") or {}
-    offset = _to_offset(meta.get("freq", freq or "1D"))
-    closed, label = _sides(offset, meta.get("closed", closed), meta.get("label", label))
+    """The buckets of one group's activity table (a tz-aware ``DatetimeIndex``).
+
+    From ``attrs["activity"]`` when the table has them; otherwise ``freq``, else the
+    frequency pandas infers from the index, with pandas' default sides for it.
+    """
     index = table.index
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
         raise ValueError("expected an activity table of one group (a tz-aware DatetimeIndex)")
+    meta = table.attrs.get("activity") or {}
+    freq = meta.get("freq", freq)
+    if freq is None:
+        freq = pd.infer_freq(index) if len(index) >= 3 else None
+        if freq is None:
+            raise ValueError(
+                "cannot tell the bucket length of this activity table (its attrs were lost); "
+                "pass freq="
+            )
+    offset = _to_offset(freq)
+    closed, label = _sides(offset, meta.get("closed"), meta.get("label"))
     start, end = _bucket_bounds(index, offset, closed, label)
     return _TableBuckets(offset, closed, label, start, end, meta.get("fetched_at"))
 
