@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -312,19 +312,30 @@ def _timestamp_format(stats: pd.DataFrame) -> str:
     return "%Y-%m-%d %H:%M"
 
 
-def _format_column(name: Hashable, values: pd.Series, na: str, stamp_format: str) -> list[str]:
-    dtype = values.dtype
+def _formatter(name: Hashable, dtype: object, na: str, stamp_format: str) -> Callable[[Any], str]:
+    """The text of one value of column ``name``, by its name (``*_share``) or dtype."""
+    kind = getattr(dtype, "kind", "O")
     if isinstance(name, str) and name.endswith("_share"):
-        return [na if pd.isna(v) else f"{v:.1%}" for v in values]
-    if dtype.kind == "m":
-        return [format_duration(v, na) for v in values]
-    if _is_datetime(values):
-        return [na if pd.isna(v) else v.strftime(stamp_format) for v in values]
-    if dtype.kind in "iu":
-        return [f"{v:,}" for v in values]
-    if dtype.kind == "f":
-        return [na if np.isnan(v) else f"{v:,.2f}" for v in values]
-    return [na if v is None or v is pd.NA else str(v) for v in values]
+        return lambda v: na if pd.isna(v) else f"{v:.1%}"
+    # Values with a space inside ("12m 14s") get one in front too: two between columns.
+    if kind == "m":
+        return lambda v: " " + format_duration(v, na)
+    if isinstance(dtype, pd.DatetimeTZDtype) or kind == "M":
+        return lambda v: na if pd.isna(v) else " " + v.strftime(stamp_format)
+    if kind in "iu":
+        return lambda v: f"{v:,}"
+    if kind == "f":
+        return lambda v: na if np.isnan(v) else f"{v:,.2f}"
+    return lambda v: na if v is None or v is pd.NA else str(v)
+
+
+def _formatters(stats: pd.DataFrame, na: str) -> dict[Hashable, Callable[[Any], str]]:
+    stamp_format = _timestamp_format(stats)
+    return {name: _formatter(name, stats[name].dtype, na, stamp_format) for name in stats.columns}
+
+
+def _display_name(name: Hashable) -> Hashable:
+    return DISPLAY_NAMES.get(name, name) if isinstance(name, str) else name
 
 
 def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
@@ -355,11 +366,9 @@ def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
     >>> session_stats(df, by="agent_uuid").pipe(format_stats)   # doctest: +SKIP
     >>> activity(df, "W").pipe(format_stats).tail()              # doctest: +SKIP
     """
-    stamp_format = _timestamp_format(stats)
+    formatters = _formatters(stats, na)
     columns = {
-        DISPLAY_NAMES.get(name, name) if isinstance(name, str) else name: _format_column(
-            name, stats[name], na, stamp_format
-        )
+        _display_name(name): [formatters[name](v).lstrip() for v in stats[name]]
         for name in stats.columns
     }
     return pd.DataFrame(columns, index=stats.index, dtype=object)
@@ -397,23 +406,40 @@ class SessionStats(pd.DataFrame):
     def _constructor(self) -> type[SessionStats]:
         return SessionStats
 
-    def _display(self) -> pd.DataFrame | None:
-        """The formatted frame, or None when this frame no longer has a column per label."""
+    def _shown(self) -> tuple[pd.DataFrame, dict[Hashable, Callable[[Any], str]]] | None:
+        """A plain frame with the short headers and its formatters, which pandas applies only
+        to the rows it shows (so a repr of a million groups stays fast); None when this frame
+        no longer has one column per label."""
         if self.columns.nlevels != 1 or self.columns.has_duplicates:
             return None
-        return format_stats(self)
+        formatters = _formatters(self, "NaT")
+        shown = pd.DataFrame(self).rename(columns=_display_name)
+        return shown, {_display_name(name): f for name, f in formatters.items()}
 
     def __repr__(self) -> str:
-        shown = self._display()
-        return super().__repr__() if shown is None else repr(shown)
+        shown = self._shown()
+        if shown is None:
+            return super().__repr__()
+        frame, formatters = shown
+        from pandas.io.formats.format import get_dataframe_repr_params
+
+        return frame.to_string(formatters=formatters, **get_dataframe_repr_params())
 
     def _repr_html_(self) -> str | None:
-        shown = self._display()
-        if shown is None:
+        shown = self._shown()
+        if shown is None or not pd.get_option("display.notebook_repr_html"):
             return super()._repr_html_()
-        html = shown._repr_html_()
-        if html is None:
-            return None
+        frame, formatters = shown
+        max_rows = pd.get_option("display.max_rows")
+        if max_rows is not None and len(frame) > max_rows:
+            max_rows = pd.get_option("display.min_rows") or max_rows  # as pandas truncates
+        html = frame.to_html(
+            formatters=formatters,
+            max_rows=max_rows,
+            max_cols=pd.get_option("display.max_columns"),
+            show_dimensions=pd.get_option("display.show_dimensions"),
+            notebook=True,
+        )
         # Hovering a short header shows the real column name.
         for name, short in DISPLAY_NAMES.items():
             if name in self.columns and short != name:

@@ -598,6 +598,23 @@ def test_session_stats_display_survives_selection_and_falls_back():
     assert "0 days" in wide_repr(doubled)
 
 
+def test_display_formats_only_the_rows_it_shows(monkeypatch):
+    records = make_records(6, 3000, *WINDOWS["spring"])
+    result = session_stats(frame_from_records(records), by="uuid")
+    assert len(result) == 3003
+    calls = []
+    original = stats.format_duration
+    monkeypatch.setattr(stats, "format_duration", lambda *a: calls.append(1) or original(*a))
+    with pd.option_context("display.max_rows", 60, "display.min_rows", 10):
+        text = repr(result)
+        html = result._repr_html_()
+    assert text.endswith("[3003 rows x 12 columns]")
+    assert "3003 rows × 12 columns" in html
+    # Five duration columns of the 10 rows shown, in the text and in the HTML.
+    assert len(calls) == 2 * 5 * 10
+    assert text.count("\n") == 10 + 4  # header, index name, 10 rows, "...", blank, footer
+
+
 def test_format_stats_on_activity_and_with_missing_values():
     t = us("2024-05-01T10:00:00")
     records = [
