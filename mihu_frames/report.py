@@ -78,11 +78,11 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
     --------
     >>> print(summary_text(df, tz="Europe/Berlin"))        # doctest: +SKIP
     sessions      3,051 in 6 conversations (3 open)
-    started       Mon 2026-01-05 to Sat 2026-10-31 (Europe/Berlin), fetched 2026-11-01 01:00
+    started       Mon 2026-01-05 to Sun 2026-11-01 (Europe/Berlin), fetched 2026-11-01 01:00
     duration      median 6m 02s, p90 26m 15s (3,048 ended sessions)
-    busiest day   Tue 2026-03-17: 34 sessions started
-    busiest hour  14:00-15:00: 412 sessions started (13.5%), most on Tuesdays
-    at once       up to 5 sessions, first on Tue 2026-03-17
+    busiest day   Wed 2026-07-01: 22 sessions started
+    busiest hour  12:00-13:00: 287 sessions started (9.4%), most on Wednesdays
+    at once       up to 4 sessions, first on Fri 2026-08-21
     """
     stats = session_stats(df)
     conversations = int(df["conversation_uuid"].nunique()) if "conversation_uuid" in df else 0
