@@ -1,7 +1,8 @@
 """Benchmark mihu_frames.stats on a generated frame of one million sessions.
 
 Run ``python benchmarks/bench_stats.py [--sessions N] [--repeat R]``. Prints the best wall time
-of each call over ``R`` runs, in seconds. Target: every call under 2 s for 1,000,000 sessions.
+of each call over ``R`` runs, in seconds. Target: every call under 2 s for 1,000,000 sessions
+(``summary_text`` is three of them: session_stats, a daily activity and the hourly profile).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mihu_frames import schema
+from mihu_frames.report import summary_text
 from mihu_frames.stats import activity, session_stats
 
 SECOND = 1_000_000
@@ -110,6 +112,9 @@ def main() -> None:
         ('activity(df, "1h")', lambda: activity(df, "1h")),
         ('activity(df, "1D", tz="Europe/Berlin")', lambda: activity(df, "1D", tz="Europe/Berlin")),
         ('activity(df, "1D", by="agent_uuid")', lambda: activity(df, "1D", by="agent_uuid")),
+        ('activity(df, "W", tz="Europe/Berlin")', lambda: activity(df, "W", tz="Europe/Berlin")),
+        ('activity(df, "15min")', lambda: activity(df, "15min")),
+        ("summary_text(df)", lambda: summary_text(df)),
     ]
     width = max(len(name) for name, _ in cases)
     print(f"{'call':<{width}}  {'seconds':>8}  target < {TARGET_SECONDS:g} s")

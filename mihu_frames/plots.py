@@ -2,22 +2,31 @@
 
 matplotlib is an optional dependency (``pip install mihu_frames[plot]``); it is imported inside
 each function, so ``import mihu_frames`` works without it. Every function draws into the Axes
-it is given (or a new figure's Axes), sets a title and axis labels, and returns that Axes.
+it is given (or a new figure's Axes), sets a title and axis labels in words (``per day``,
+``per week (Mon–Sun)``), and returns that Axes. Counts get integer ticks.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import BaseOffset
 
 from mihu_frames.stats import (
     ACTIVITY_COLUMNS,
     WEEKDAYS,
     By,
+    _bucket_layout,
+    _freq_words,
     _normalize_by,
+    _sides,
+    _table_buckets,
+    _TableBuckets,
+    _to_offset,
     activity,
     hourly_profile,
 )
@@ -29,7 +38,35 @@ __all__ = ["plot_activity", "plot_durations", "plot_hourly"]
 
 #: Durations spanning at least this ratio (max / min positive) get a log axis by default.
 LOG_SPAN = 100.0
+#: plot_activity regroups into coarser buckets above this many bars (its max_bars default).
+MAX_BARS = 120
+#: Bucket lengths plot_activity may regroup into, finest first.
+REGROUP_FREQS: tuple[str, ...] = (
+    "1min",
+    "5min",
+    "15min",
+    "30min",
+    "1h",
+    "2h",
+    "3h",
+    "6h",
+    "12h",
+    "D",
+    "W",
+    "MS",
+    "QS",
+    "YS",
+)
 _UNITS: tuple[tuple[str, float], ...] = (("seconds", 1.0), ("minutes", 60.0), ("hours", 3600.0))
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PARTIAL_ALPHA = 0.4
+_PARTIAL_STYLE: dict[str, Any] = {
+    "facecolor": "0.85",
+    "edgecolor": "0.55",
+    "hatch": "///",
+    "linewidth": 0,
+    "zorder": 0,
+}
 
 
 def _pyplot() -> Any:
@@ -50,6 +87,20 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return new_ax
 
 
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Log-axis labels as plain numbers (``0.1``, ``1``, ``10``), not ``10^-1``: a duration
+    axis is read in its unit."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+
+
 def _duration_unit(seconds: np.ndarray) -> tuple[str, float]:
     """Seconds below two minutes (median), minutes below two hours, else hours."""
     if seconds.size == 0:
@@ -67,6 +118,20 @@ def _label(key: object) -> str:
     return " / ".join("(missing)" if pd.isna(part) else str(part) for part in parts)
 
 
+def _short_labels(labels: Sequence[str]) -> tuple[list[str], bool]:
+    """UUIDs shortened to their first 8 characters (more where two would look the same);
+    other labels as they are. Returns the labels and whether any was shortened."""
+    parts = [label.split(" / ") for label in labels]
+    uuids = {p for label in parts for p in label if _UUID.match(p)}
+    if not uuids:
+        return list(labels), False
+    length = 8
+    while len({u[:length] for u in uuids}) < len(uuids):
+        length += 1
+    short = [" / ".join(p[:length] if _UUID.match(p) else p for p in label) for label in parts]
+    return short, True
+
+
 def plot_durations(
     df: pd.DataFrame,
     by: By = None,
@@ -74,6 +139,7 @@ def plot_durations(
     kind: Literal["hist", "box"] = "hist",
     ax: Axes | None = None,
     log: bool | None = None,
+    density: bool = False,
 ) -> Axes:
     """Distribution of the durations of ended sessions, overall or per group.
 
@@ -83,7 +149,9 @@ def plot_durations(
         A sessions frame (column ``duration``; open sessions, whose duration is null, are left
         out).
     by : str or list of str, optional
-        Column(s) to split by: one histogram outline or one box per group.
+        Column(s) to split by: one histogram outline or one box per group. UUID keys are shown
+        by their first 8 characters (more if two would look the same); the legend gives each
+        group's number of sessions.
     kind : {"hist", "box"}, default "hist"
         Histogram (sessions per duration bin) or box plot (duration per group).
     ax : matplotlib.axes.Axes, optional
@@ -92,6 +160,12 @@ def plot_durations(
         Log-scaled duration axis. By default it is chosen automatically: on when the positive
         durations span at least two orders of magnitude (max / min >= 100). On a log axis,
         zero and negative durations cannot be shown and are left out.
+    density : bool, default False
+        Histogram only: draw each group's *share* of its sessions per bin (each outline sums to
+        1) instead of counts, so a group of 100 sessions can be compared with one of 10,000.
+        Shares, not matplotlib's ``density`` (count / bin width), because bins are
+        logarithmic on a log axis and a per-width density there would mislead. The y label
+        says which is drawn.
 
     Returns
     -------
@@ -101,8 +175,9 @@ def plot_durations(
 
     Examples
     --------
-    >>> ax = plot_durations(df, by="type", kind="box")   # doctest: +SKIP
-    >>> ax.figure.savefig("durations.png")              # doctest: +SKIP
+    >>> ax = plot_durations(df, by="type", kind="box")        # doctest: +SKIP
+    >>> ax = plot_durations(df, by="agent_uuid", density=True)  # doctest: +SKIP
+    >>> ax.figure.savefig("durations.png")                    # doctest: +SKIP
     """
     if kind not in ("hist", "box"):
         raise ValueError(f"plot_durations: kind must be 'hist' or 'box', got {kind!r}")
@@ -129,10 +204,12 @@ def plot_durations(
     if log:
         groups = [(label, values[values > 0]) for label, values in groups]
     groups = [(label, values / scale) for label, values in groups]
-    labels = [label for label, _ in groups]
+    labels, shortened = _short_labels([label for label, _ in groups])
     data = [values for _, values in groups]
-    title = "Session durations" + (f" by {', '.join(map(str, keys))}" if keys else "")
+    key_names = ", ".join(map(str, keys)) if keys else ""
+    title = "Session durations" + (f" by {key_names}" if keys else "")
     axis_label = f"duration ({unit})"
+    group_label = key_names + (" (first characters)" if shortened else "")
 
     if not any(values.size for values in data):
         ax.text(0.5, 0.5, "no ended sessions", ha="center", va="center", transform=ax.transAxes)
@@ -142,24 +219,55 @@ def plot_durations(
             bins = np.geomspace(everything.min(), everything.max() * 1.0001, 41)
         else:
             bins = np.histogram_bin_edges(everything, bins=40)
+        weights = [np.full(v.size, 1 / v.size) if density and v.size else None for v in data]
         if keys is None:
-            ax.hist(data[0], bins=bins, color="C0", edgecolor="white", linewidth=0.5)
+            ax.hist(
+                data[0], bins=bins, weights=weights[0], color="C0", edgecolor="white", linewidth=0.5
+            )
         else:
-            ax.hist(data, bins=bins, histtype="step", linewidth=1.5, label=labels)
-            ax.legend(title=", ".join(map(str, keys)), fontsize="small")
+            sized = [
+                f"{label} (n={values.size:,})" for label, values in zip(labels, data, strict=True)
+            ]
+            ax.hist(
+                data,
+                bins=bins,
+                weights=weights if density else None,
+                histtype="step",
+                linewidth=1.5,
+                label=sized,
+            )
+            handles, names = ax.get_legend_handles_labels()
+            order = [names.index(name) for name in sized]  # group order, not drawing order
+            ax.legend([handles[i] for i in order], sized, title=group_label, fontsize="small")
     else:
         ax.boxplot(data, showfliers=True)
-        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30 if len(labels) > 4 else 0)
+        rotate = len(labels) > 6 or max(len(label) for label in labels) > 12
+        size = "small" if len(labels) > 12 else None
+        sep = " " if rotate else "\n"
+        sized = [
+            f"{label}{sep}(n={values.size:,})" for label, values in zip(labels, data, strict=True)
+        ]
+        ax.set_xticks(range(1, len(labels) + 1), sized)
+        if rotate:
+            # Anchor each rotated label's end under its box.
+            for tick in ax.get_xticklabels():
+                tick.set(rotation=30, ha="right", rotation_mode="anchor", fontsize=size)
     if kind == "hist":
         ax.set_xlabel(axis_label)
-        ax.set_ylabel("sessions")
+        if density:
+            ax.set_ylabel("share of sessions" + (" in each group" if keys else "") + " per bin")
+        else:
+            ax.set_ylabel("sessions")
+            _integer_ticks(ax.yaxis)
         if log:
             ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
     else:
         ax.set_ylabel(axis_label)
-        ax.set_xlabel(", ".join(map(str, keys)) if keys else "")
+        ax.set_xlabel(group_label)
         if log:
             ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis)
     ax.set_title(title)
     return ax
 
@@ -168,28 +276,103 @@ def _is_activity(frame: pd.DataFrame) -> bool:
     return all(c in frame.columns for c in ACTIVITY_COLUMNS) and "started_at" not in frame.columns
 
 
+def _nominal(offset: BaseOffset) -> pd.Timedelta:
+    """Rough length of a bucket, to rank bucket lengths (a month is 31 days here)."""
+    origin = pd.Timestamp("2001-01-01")
+    return (origin + offset) - origin
+
+
+def _coarser(offset: BaseOffset) -> list[BaseOffset]:
+    length = _nominal(offset)
+    return [o for o in map(_to_offset, REGROUP_FREQS) if _nominal(o) > length]
+
+
+def _regroup_table(
+    table: pd.DataFrame, buckets: _TableBuckets, max_bars: int
+) -> pd.DataFrame | None:
+    """An activity table in the first coarser bucket length whose buckets are whole unions of
+    the table's (so sums and maxima stay exact) and that fits ``max_bars``; None if none."""
+    tz = table.index.tz
+    lo, hi = int(buckets.start[0]), int(buckets.end[-1]) - 1
+    for offset in _coarser(buckets.offset):
+        closed, label = _sides(offset, None, None)
+        coarse = _bucket_layout(lo, hi, offset, tz, closed, label)
+        first, last = coarse.of(buckets.start), coarse.of(buckets.end - 1)
+        if (first != last).any() or last[-1] - first[0] + 1 > max_bars:
+            continue
+        cells = first - first[0]
+        runs = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+        started = np.bincount(cells, weights=table["started"].to_numpy(), minlength=cells[-1] + 1)
+        peak = np.zeros(cells[-1] + 1, dtype=np.int64)
+        peak[cells[runs]] = np.maximum.reduceat(table["peak_concurrent"].to_numpy(), runs)
+        labels = pd.to_datetime(coarse.labels[first[0] : last[-1] + 1], unit="us", utc=True)
+        regrouped = pd.DataFrame(
+            {"started": started.astype(np.int64), "peak_concurrent": peak},
+            index=pd.DatetimeIndex(labels, name="bucket").tz_convert(tz),
+        )
+        regrouped.attrs["activity"] = {
+            "freq": offset.freqstr,
+            "tz": str(tz),
+            "closed": closed,
+            "label": label,
+            "fetched_at": buckets.fetched_at,
+        }
+        return regrouped
+    return None
+
+
+def _readable(
+    df: pd.DataFrame | None, table: pd.DataFrame, buckets: _TableBuckets, max_bars: int
+) -> tuple[pd.DataFrame, _TableBuckets]:
+    """Coarser buckets when ``table`` has more than ``max_bars`` rows: recomputed from the
+    sessions frame ``df`` when there is one, else regrouped from the table."""
+    if df is not None:
+        coarse = table
+        for offset in _coarser(buckets.offset):
+            coarse = activity(df, offset, tz=table.index.tz)
+            if len(coarse) <= max_bars:
+                break
+        return coarse, _table_buckets(coarse)
+    regrouped = _regroup_table(table, buckets, max_bars)
+    if regrouped is None:
+        return table, buckets
+    return regrouped, _table_buckets(regrouped)
+
+
 def plot_activity(
     df_or_activity: pd.DataFrame,
-    freq: str = "1D",
+    freq: str | BaseOffset | None = None,
     tz: str = "UTC",
     *,
     ax: Axes | None = None,
+    max_bars: int | None = MAX_BARS,
 ) -> Axes:
-    """Sessions started per bucket (bars) and peak concurrency (line, right-hand axis).
+    """Sessions started per bucket (bars) and peak concurrency (steps, right-hand axis).
+
+    Each bar covers its bucket (a ``W`` week from Monday to Sunday, whatever its label). A
+    bucket that ends after the data was last fetched was only partly observed: its bar is
+    hatched and lighter, with a legend entry, so a half-finished day does not read as a drop.
 
     Parameters
     ----------
     df_or_activity : pandas.DataFrame
         A sessions frame, or the output of :func:`mihu_frames.activity` for one group (a
         ``DatetimeIndex``; select a group of a ``by=`` result first, e.g. ``act.loc[key]``).
-    freq : str, default "1D"
-        Bucket frequency when a sessions frame is given (see :func:`mihu_frames.activity`);
-        for an activity table it sets only the width of the last bar when there is one bucket.
+    freq : str or DateOffset, optional
+        Bucket length for a sessions frame (default ``"1D"``; see
+        :func:`mihu_frames.activity`). An activity table keeps its own, from its ``attrs``
+        (else ``freq``, else inferred from its index).
     tz : str, default "UTC"
         Time zone of the buckets and of the date axis (an activity table keeps its own).
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; a new figure is made when omitted. The concurrency line goes on a
         twin Axes sharing its x axis.
+    max_bars : int or None, default 120
+        With more buckets than this, bars would merge into a solid block: the plot uses the
+        first coarser length in ``REGROUP_FREQS`` (hours, days, weeks, months …) that gives
+        at most ``max_bars``, and says so in its title. Peaks are then per coarser bucket
+        (recomputed from a sessions frame; from a table, the maximum of its buckets, done only
+        where its buckets nest exactly). ``None`` always draws the buckets asked for.
 
     Returns
     -------
@@ -199,10 +382,11 @@ def plot_activity(
     Examples
     --------
     >>> ax = plot_activity(df, "1h", tz="Europe/Istanbul")   # doctest: +SKIP
-    >>> ax = plot_activity(activity(df, "1D"))                # doctest: +SKIP
+    >>> ax = plot_activity(activity(df, "W"))                 # doctest: +SKIP
     """
     _pyplot()
     import matplotlib.dates as mdates
+    from matplotlib.patches import Patch
 
     given_activity = _is_activity(df_or_activity)
     if given_activity:
@@ -212,53 +396,83 @@ def plot_activity(
                 "plot_activity: expected one group's activity with a DatetimeIndex; "
                 "select a group first, e.g. act.loc[key]"
             )
-        if table.index.tz is not None:
-            tz = table.index.tz
+        if table.index.tz is None:
+            table = table.tz_localize(tz)
+        tz = str(table.index.tz)
+        sessions = None
     else:
-        table = activity(df_or_activity, freq, tz=tz)
+        sessions = df_or_activity
+        table = activity(sessions, freq or "1D", tz=tz)
+    # A table that lost its attrs and is too short to infer from is read as daily, as before.
+    buckets = _table_buckets(table, freq or (None if len(table) >= 3 else "1D"))
+    asked, asked_rows = buckets.offset, len(table)
+    if max_bars is not None and len(table) > max_bars:
+        table, buckets = _readable(sessions, table, buckets, max_bars)
+
     ax = _axes(ax, (10, 4.5))
     twin = ax.twinx()
     ax.right_ax = twin  # type: ignore[attr-defined]
-
-    index = table.index
-    if len(index):
-        if len(index) >= 2 and given_activity:
-            last_edge = index[-1] + (index[-1] - index[-2])
-        else:
-            last_edge = index[-1] + to_offset(freq)
-        edges = mdates.date2num(index.append(pd.DatetimeIndex([last_edge])).to_pydatetime())
-        widths = np.diff(edges)
-        ax.bar(
-            edges[:-1],
-            table["started"].to_numpy(),
-            width=widths * 0.9,
-            align="edge",
-            color="C0",
-            label="sessions started",
+    words = _freq_words(buckets.offset, buckets.closed)
+    title = f"Sessions started and peak concurrency per {words}"
+    if buckets.offset != asked:
+        title += (
+            f"\n(regrouped from {asked_rows:,} buckets per {_freq_words(asked)}, "
+            f"too many to read as bars)"
         )
+
+    if len(table):
+        edges = np.append(buckets.start, buckets.end[-1])
+        x = mdates.date2num(pd.to_datetime(edges, unit="us", utc=True).to_pydatetime())
+        widths = np.diff(x)
+        started = table["started"].to_numpy()
+        bars = ax.bar(
+            x[:-1], started, width=widths * 0.9, align="edge", color="C0", label="sessions started"
+        )
+        partial = buckets.partial
+        # A partial bucket is shaded over its whole height (its bar may be tiny or empty) and
+        # its bar drawn lighter, so it does not read as a real drop.
+        for bar in np.asarray(bars.patches, dtype=object)[partial]:
+            bar.set(alpha=_PARTIAL_ALPHA)
+        for left, right in zip(x[:-1][partial], x[1:][partial], strict=True):
+            ax.fill_between(
+                [left, right], 0, 1, transform=ax.get_xaxis_transform(), **_PARTIAL_STYLE
+            )
+        peak = table["peak_concurrent"].to_numpy()
         twin.plot(
-            edges[:-1] + widths / 2,
-            table["peak_concurrent"].to_numpy(),
+            x[:-1] + widths / 2,
+            peak,
             color="C1",
-            marker="o",
+            drawstyle="steps-mid",
+            marker="o" if len(table) <= 60 else None,
             markersize=3,
             label="peak concurrent",
         )
+        handles = [bars, twin.get_lines()[0]]
+        if partial.any() and buckets.fetched_at is not None:
+            fetched = buckets.fetched_at.tz_convert(tz)
+            handles.append(
+                Patch(
+                    **_PARTIAL_STYLE,
+                    label=f"partial bucket (data fetched {fetched:%Y-%m-%d %H:%M})",
+                )
+            )
+        # Head room so the legend sits above the bars and the line.
+        ax.set_ylim(0, max(1, started.max()) * 1.3)
+        twin.set_ylim(0, max(1, peak.max()) * 1.3)
+        ax.legend(handles=handles, loc="upper left", fontsize="small", ncols=len(handles))
         locator = mdates.AutoDateLocator(tz=tz)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
     else:
         ax.text(0.5, 0.5, "no sessions", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylim(bottom=0)
-    twin.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0)
+        twin.set_ylim(bottom=0)
+    _integer_ticks(ax.yaxis)
+    _integer_ticks(twin.yaxis)
     ax.set_ylabel("sessions started")
     twin.set_ylabel("peak concurrent sessions")
-    ax.set_xlabel(f"bucket start ({tz})")
-    title = "Sessions started and peak concurrency"
-    ax.set_title(title if given_activity else f"{title} per {freq}")
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    if handles:
-        ax.legend(handles=handles, loc="upper left", fontsize="small")
+    ax.set_xlabel(f"time ({tz})")
+    ax.set_title(title)
     return ax
 
 
@@ -301,7 +515,8 @@ def plot_hourly(
         interpolation="nearest",
         vmin=0,
     )
-    ax.figure.colorbar(image, ax=ax, label="sessions started")
+    colorbar = ax.figure.colorbar(image, ax=ax, label="sessions started")
+    _integer_ticks(colorbar.ax.yaxis)
     ax.set_yticks(range(7), [day[:3] for day in WEEKDAYS])
     ax.set_xticks(range(24), [str(hour) for hour in range(24)], fontsize="small")
     ax.set_xlabel(f"hour of day ({tz})")

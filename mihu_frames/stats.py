@@ -11,6 +11,13 @@ Time model used by :func:`activity`: a session occupies the half-open interval
 ``fetched_at`` (the last instant it was known to be running). One session ending at the instant
 another starts does not overlap it.
 
+Buckets of :func:`activity` are the bins of pandas' ``resample`` on the same instants: the same
+edges, labels and closed side for every offset (``W`` is Monday to Sunday labelled by its
+Sunday, ``ME`` a month labelled by its last day, ``MS`` by its first, ``h`` counts from the
+local midnight …), laid out in the bucket time zone. Internally every bucket is a half-open
+``[b0, b1)`` of microseconds; a bucket pandas closes on the right, ``(b0, b1]``, is
+``[b0 + 1 µs, b1 + 1 µs)``, so the time model above applies to both.
+
 Grouping (``by=``) follows ``DataFrame.groupby(by, observed=True, dropna=False, sort=True)``:
 categorical columns produce only the groups that occur, and missing keys form their own group
 (so the per-group counts always add up to the frame's length).
@@ -18,17 +25,28 @@ categorical columns produce only the groups that occur, and missing keys form th
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import BaseOffset, Day, Tick
+from pandas.tseries.offsets import BaseOffset, Day, Tick, Week
 
-__all__ = ["activity", "explode_tasks", "hourly_profile", "session_stats"]
+__all__ = [
+    "SessionStats",
+    "activity",
+    "explode_tasks",
+    "format_duration",
+    "format_stats",
+    "hourly_profile",
+    "session_stats",
+]
 
 logger = logging.getLogger("mihu_frames")
 
@@ -207,6 +225,229 @@ def _check_tz(tz: object, func: str) -> object:
 
 
 # --------------------------------------------------------------------------------------------
+# Display: short, rounded text for people; the frames keep exact values
+# --------------------------------------------------------------------------------------------
+
+_US_PER_SECOND = 1_000_000
+_US_PER_MINUTE = 60 * _US_PER_SECOND
+_US_PER_HOUR = 60 * _US_PER_MINUTE
+
+#: Short headers for the columns of :func:`session_stats` and :func:`activity` in displays.
+DISPLAY_NAMES: dict[str, str] = {
+    "sessions": "sessions",
+    "open_sessions": "open",
+    "total_duration": "total",
+    "mean_duration": "mean",
+    "median_duration": "median",
+    "p90_duration": "p90",
+    "max_duration": "max",
+    "first_started_at": "first start",
+    "last_activity_at": "last activity",
+    "tasks_per_session": "tasks",
+    "evaluated_share": "evaluated",
+    "summarized_share": "summarized",
+    "active_sessions": "active",
+    "peak_concurrent": "peak",
+    "busy_time": "busy",
+}
+
+
+def format_duration(
+    value: pd.Timedelta | dt.timedelta | np.timedelta64 | None, na: str = "NaT"
+) -> str:
+    """A duration in a short form for reading, rounded to its last unit shown.
+
+    Below a minute: seconds (``"42s"``); below an hour: minutes and seconds (``"12m 14s"``);
+    below a day: hours and minutes (``"1h 02m"``); else days and hours (``"2d 3h"``). Rounding
+    is half up on the magnitude, so ``59m 59.6s`` reads ``"1h 00m"``; a non-zero duration
+    that rounds to zero reads ``"<1s"``, a negative one gets a ``-``.
+
+    Parameters
+    ----------
+    value : Timedelta, datetime.timedelta, numpy.timedelta64 or None
+        The duration; ``None`` and ``NaT`` give ``na``.
+    na : str, default ``"NaT"``
+        Text for a missing duration.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> format_duration(pd.Timedelta("0 days 00:12:14.333817"))
+    '12m 14s'
+    >>> format_duration(pd.Timedelta(hours=1, minutes=2, seconds=29)), format_duration(pd.NaT)
+    ('1h 02m', 'NaT')
+    """
+    if value is None or pd.isna(value):
+        return na
+    micros = pd.Timedelta(value) // pd.Timedelta(microseconds=1)
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    seconds = (micros + _US_PER_SECOND // 2) // _US_PER_SECOND
+    if seconds < 60:
+        return f"{sign}{seconds}s" if seconds or not micros else f"{sign}<1s"
+    if seconds < 3600:
+        return f"{sign}{seconds // 60}m {seconds % 60:02d}s"
+    minutes = (micros + _US_PER_MINUTE // 2) // _US_PER_MINUTE
+    if minutes < 24 * 60:
+        return f"{sign}{minutes // 60}h {minutes % 60:02d}m"
+    hours = (micros + _US_PER_HOUR // 2) // _US_PER_HOUR
+    return f"{sign}{hours // 24}d {hours % 24}h"
+
+
+def _is_datetime(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M"
+
+
+def _timestamp_format(stats: pd.DataFrame) -> str:
+    """Dates when the frame's timestamps span two days or more (a summary reads them as
+    dates), else dates and minutes."""
+    stamps = [stats[c].dropna() for c in stats.columns if _is_datetime(stats[c])]
+    stamps = [s for s in stamps if len(s)]
+    if stamps and max(s.max() for s in stamps) - min(s.min() for s in stamps) >= pd.Timedelta(
+        days=2
+    ):
+        return "%Y-%m-%d"
+    return "%Y-%m-%d %H:%M"
+
+
+def _formatter(name: Hashable, dtype: object, na: str, stamp_format: str) -> Callable[[Any], str]:
+    """The text of one value of column ``name``, by its name (``*_share``) or dtype."""
+    kind = getattr(dtype, "kind", "O")
+    if isinstance(name, str) and name.endswith("_share"):
+        return lambda v: na if pd.isna(v) else f"{v:.1%}"
+    # Values with a space inside ("12m 14s") get one in front too: two between columns.
+    if kind == "m":
+        return lambda v: " " + format_duration(v, na)
+    if isinstance(dtype, pd.DatetimeTZDtype) or kind == "M":
+        return lambda v: na if pd.isna(v) else " " + v.strftime(stamp_format)
+    if kind in "iu":
+        return lambda v: f"{v:,}"
+    if kind == "f":
+        return lambda v: na if np.isnan(v) else f"{v:,.2f}"
+    return lambda v: na if v is None or v is pd.NA else str(v)
+
+
+def _formatters(stats: pd.DataFrame, na: str) -> dict[Hashable, Callable[[Any], str]]:
+    stamp_format = _timestamp_format(stats)
+    return {name: _formatter(name, stats[name].dtype, na, stamp_format) for name in stats.columns}
+
+
+def _display_name(name: Hashable) -> Hashable:
+    return DISPLAY_NAMES.get(name, name) if isinstance(name, str) else name
+
+
+def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
+    """The display of a statistics frame: rounded, short text for reading, same index.
+
+    Durations as :func:`format_duration` (``"12m 14s"``), ``*_share`` columns as percentages
+    (``"76.3%"``), timestamps in their own time zone as dates when they span two days or
+    more and to the minute otherwise, counts with thousands separators, other numbers to two
+    decimals. The columns of :func:`session_stats` and :func:`activity` get short headers
+    (``median_duration`` → ``median``, ``evaluated_share`` → ``evaluated``,
+    ``peak_concurrent`` → ``peak``, see ``DISPLAY_NAMES``); others keep theirs. Works on any
+    frame and is ``.pipe``-able; the result holds strings, for display only.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        Usually the output of :func:`session_stats` or :func:`activity`.
+    na : str, default ``"NaT"``
+        Text for missing values.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A plain frame of strings with the same index and one column per column of ``stats``.
+
+    Examples
+    --------
+    >>> session_stats(df, by="agent_uuid").pipe(format_stats)   # doctest: +SKIP
+    >>> activity(df, "W").pipe(format_stats).tail()              # doctest: +SKIP
+    """
+    formatters = _formatters(stats, na)
+    columns = {
+        _display_name(name): [formatters[name](v).lstrip() for v in stats[name]]
+        for name in stats.columns
+    }
+    return pd.DataFrame(columns, index=stats.index, dtype=object)
+
+
+class SessionStats(pd.DataFrame):
+    """The frame :func:`session_stats` returns: exact values, a short rounded display.
+
+    A ``pandas.DataFrame`` in every respect (indexing, arithmetic, ``equals``, ``to_parquet``,
+    ``to_string``, ``to_csv`` all see the exact microseconds) except its repr and its Jupyter
+    HTML, which show :func:`format_stats`: ``12m 14s`` instead of
+    ``0 days 00:12:14.333817``, ``76.3%`` instead of ``0.762701``, short headers (hover one in
+    Jupyter for the column name).
+
+    Why a display and not rounded values: the statistics are exact and code relies on that
+    (differences, ratios, comparisons with another period must not inherit rounding), while
+    a person reading a duration needs its leading units only. pandas already works this way
+    for floats (``display.precision``); this does the same for durations and shares, and
+    brings a row of twelve columns from about 290 characters to about 110. For pandas' own
+    display use ``pd.DataFrame(stats)`` (the same data as a plain frame, also what
+    ``pd.testing.assert_frame_equal`` wants on the left when the right one is plain).
+
+    Examples
+    --------
+    >>> stats = session_stats(df)                             # doctest: +SKIP
+    >>> stats                                                 # doctest: +SKIP
+      sessions open   total     mean  median      p90     max first start last activity ...
+    0    3,051    3  26d 2h  12m 19s  6m 02s  26m 15s  5h 00m  2026-01-05    2026-10-31 ...
+    >>> stats.loc[0, "median_duration"]                       # doctest: +SKIP
+    Timedelta('0 days 00:06:01.540596')
+    >>> pd.DataFrame(stats)                                   # doctest: +SKIP
+    """
+
+    @property
+    def _constructor(self) -> type[SessionStats]:
+        return SessionStats
+
+    def _shown(self) -> tuple[pd.DataFrame, dict[Hashable, Callable[[Any], str]]] | None:
+        """A plain frame with the short headers and its formatters, which pandas applies only
+        to the rows it shows (so a repr of a million groups stays fast); None when this frame
+        no longer has one column per label."""
+        if self.columns.nlevels != 1 or self.columns.has_duplicates:
+            return None
+        formatters = _formatters(self, "NaT")
+        shown = pd.DataFrame(self).rename(columns=_display_name)
+        return shown, {_display_name(name): f for name, f in formatters.items()}
+
+    def __repr__(self) -> str:
+        shown = self._shown()
+        if shown is None:
+            return super().__repr__()
+        frame, formatters = shown
+        from pandas.io.formats.format import get_dataframe_repr_params
+
+        return frame.to_string(formatters=formatters, **get_dataframe_repr_params())
+
+    def _repr_html_(self) -> str | None:
+        shown = self._shown()
+        if shown is None or not pd.get_option("display.notebook_repr_html"):
+            return super()._repr_html_()
+        frame, formatters = shown
+        max_rows = pd.get_option("display.max_rows")
+        if max_rows is not None and len(frame) > max_rows:
+            max_rows = pd.get_option("display.min_rows") or max_rows  # as pandas truncates
+        html = frame.to_html(
+            formatters=formatters,
+            max_rows=max_rows,
+            max_cols=pd.get_option("display.max_columns"),
+            show_dimensions=pd.get_option("display.show_dimensions"),
+            notebook=True,
+        )
+        # Hovering a short header shows the real column name.
+        for name, short in DISPLAY_NAMES.items():
+            if name in self.columns and short != name:
+                html = html.replace(f"<th>{short}</th>", f'<th title="{name}">{short}</th>', 1)
+        return html
+
+
+# --------------------------------------------------------------------------------------------
 # session_stats
 # --------------------------------------------------------------------------------------------
 
@@ -221,7 +462,7 @@ _STATS_INPUT = (
 )
 
 
-def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
+def session_stats(df: pd.DataFrame, by: By = None) -> SessionStats:
     """Session counts and duration statistics, overall or per group.
 
     Parameters
@@ -236,8 +477,11 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
 
     Returns
     -------
-    pandas.DataFrame
-        Without ``by``: one row with a ``RangeIndex`` (``0``). With ``by``: one row per group,
+    SessionStats
+        A ``pandas.DataFrame`` of exact values that *displays* rounded (``12m 14s``,
+        ``76.3%``, short headers; see :class:`SessionStats` for why); ``pd.DataFrame(stats)``
+        displays it as pandas does. Without ``by``: one row with a ``RangeIndex`` (``0``).
+        With ``by``: one row per group,
         indexed by the group keys (an ``Index`` named after the column, or a ``MultiIndex`` for
         several columns), like ``groupby().agg()``. An empty frame gives zero rows with the same
         columns and dtypes. Columns, in order:
@@ -262,8 +506,11 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
     Examples
     --------
     >>> stats = session_stats(df)                        # doctest: +SKIP
+    >>> stats                                            # doctest: +SKIP
+      sessions open   total     mean  median      p90     max first start last activity ...
+    0    3,051    3  26d 2h  12m 19s  6m 02s  26m 15s  5h 00m  2026-01-05    2026-10-31 ...
     >>> stats.loc[0, "median_duration"]                  # doctest: +SKIP
-    Timedelta('0 days 00:04:12')
+    Timedelta('0 days 00:06:01.540596')
     >>> session_stats(df, by=["agent_uuid", "type"])     # doctest: +SKIP
     """
     keys = _normalize_by(df, by, "session_stats")
@@ -317,7 +564,7 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
         evaluated_share = np.bincount(codes[evaluated], minlength=ngroups) / sessions
         summarized_share = np.bincount(codes[summarized], minlength=ngroups) / sessions
 
-    return pd.DataFrame(
+    return SessionStats(
         {
             "sessions": sessions,
             "open_sessions": open_sessions,
@@ -337,8 +584,13 @@ def session_stats(df: pd.DataFrame, by: By = None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# activity
+# activity: bucket layout (pandas' resample bins)
 # --------------------------------------------------------------------------------------------
+
+Side = Literal["left", "right"]
+
+#: Offsets whose buckets pandas closes on the right and labels by their end (resample defaults).
+_END_ANCHORED = frozenset({"W", "ME", "QE", "YE", "BME", "BQE", "BYE"})
 
 
 def _to_offset(freq: str | BaseOffset | pd.Timedelta) -> BaseOffset:
@@ -348,244 +600,382 @@ def _to_offset(freq: str | BaseOffset | pd.Timedelta) -> BaseOffset:
         raise ValueError(f"activity: invalid frequency {freq!r}") from exc
     if offset is None or offset.n <= 0:
         raise ValueError(f"activity: frequency must be positive, got {freq!r}")
+    if _is_fixed(offset) and offset.nanos % 1000:
+        raise ValueError(f"activity: frequency {offset.freqstr!r} is below one microsecond")
     return offset
 
 
-def _bucket_edges(lo: int, hi: int, offset: BaseOffset, tz: object) -> np.ndarray:
-    """Bucket edges (int64 µs UTC, strictly increasing) with ``edges[0] <= lo < hi < edges[-1]``.
+def _is_fixed(offset: BaseOffset) -> bool:
+    """Constant-length buckets (hours, minutes …). ``Day`` is a calendar day (23 to 25 hours
+    in a DST zone) even on pandas versions where it derives from ``Tick``."""
+    return isinstance(offset, Tick) and not isinstance(offset, Day)
 
-    Fixed frequencies (``Tick``: hours, minutes, seconds …) are steps of constant length,
-    aligned to the local wall clock at the first bucket. Calendar frequencies (days, weeks,
-    months …) step in local wall time and are then localised, so a day is 23 or 25 hours on
-    a DST change; non-existent local times move forward, ambiguous ones take the first instant.
+
+def _is_end_anchored(offset: BaseOffset) -> bool:
+    return offset.rule_code.split("-")[0] in _END_ANCHORED
+
+
+def _sides(
+    offset: BaseOffset, closed: Side | None, label: Side | None, func: str = "activity"
+) -> tuple[Side, Side]:
+    """pandas' ``resample`` defaults: ``right``/``right`` for period-end offsets (``W``,
+    ``ME``, ``QE``, ``YE`` and their business and anchored forms), else ``left``/``left``."""
+    default: Side = "right" if _is_end_anchored(offset) else "left"
+    for name, value in (("closed", closed), ("label", label)):
+        if value not in (None, "left", "right"):
+            raise ValueError(f"{func}: {name} must be 'left', 'right' or None, got {value!r}")
+    return closed or default, label or default
+
+
+_WEEKDAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_TICK_UNITS = {
+    "h": "hour",
+    "min": "minute",
+    "s": "second",
+    "ms": "millisecond",
+    "us": "microsecond",
+}
+_CALENDAR_UNITS = {
+    "D": "day",
+    "B": "business day",
+    "MS": "month",
+    "ME": "month",
+    "QS-JAN": "quarter",
+    "QE-DEC": "quarter",
+    "YS-JAN": "year",
+    "YE-DEC": "year",
+}
+
+
+def _freq_words(offset: BaseOffset, closed: Side | None = None) -> str:
+    """A bucket length in words: ``"day"``, ``"15 minutes"``, ``"week (Mon–Sun)"``.
+
+    Weeks name their days: a ``W-SUN`` week closed on the right (pandas' default) runs Monday
+    to Sunday, closed on the left Sunday to Saturday. Offsets without a plain name keep their
+    pandas code (``"SME-15"``).
     """
-    first_local = pd.Timestamp(lo, unit="us", tz="UTC").tz_convert(tz)
-    if isinstance(offset, Tick):
-        step = offset.nanos // 1000
-        if step <= 0 or offset.nanos % 1000:
-            raise ValueError(f"activity: frequency {offset.freqstr!r} is below one microsecond")
-        utc_offset = first_local.utcoffset()
-        shift = (utc_offset // pd.Timedelta(microseconds=1)) if utc_offset is not None else 0
-        local = lo + shift
-        first = local - local % step - shift
-        nbuckets = (hi - first) // step + 1
-        return first + step * np.arange(nbuckets + 1, dtype=np.int64)
+    n = offset.n
+    rule = offset.rule_code
+    if isinstance(offset, Week) and offset.weekday is not None:
+        closed = closed or _sides(offset, None, None)[0]
+        first = (offset.weekday + (1 if closed == "right" else 0)) % 7
+        days = f"{_WEEKDAY_ABBR[first]}–{_WEEKDAY_ABBR[(first + 6) % 7]}"
+        return f"week ({days})" if n == 1 else f"{n} weeks ({days})"
+    unit = _TICK_UNITS.get(rule) if _is_fixed(offset) else _CALENDAR_UNITS.get(rule)
+    if unit is None:
+        return offset.freqstr
+    return unit if n == 1 else f"{n} {unit}s"
 
-    wall_lo = first_local.tz_localize(None)
-    wall_hi = pd.Timestamp(hi, unit="us", tz="UTC").tz_convert(tz).tz_localize(None)
-    day = wall_lo.normalize()
-    if isinstance(offset, Day):
-        days = (day - pd.Timestamp("1970-01-01")).days
-        start = day - pd.Timedelta(days=days % offset.n)
-    else:
-        start = offset.rollback(day)
-    walls = pd.date_range(start=start, end=wall_hi, freq=offset, unit="us")
-    walls = walls.append(pd.DatetimeIndex([walls[-1] + offset]).as_unit("us"))
-    edges = walls.tz_localize(
+
+def _localize(walls: pd.DatetimeIndex, tz: object) -> np.ndarray:
+    """Naive local wall times to int64 µs UTC, as pandas lays out its bins: an ambiguous time
+    is its first (DST) instant, a non-existent one moves forward to the end of the gap."""
+    local = walls.tz_localize(
         tz, ambiguous=np.ones(len(walls), dtype=bool), nonexistent="shift_forward"
     )
-    values = np.unique(np.asarray(edges.as_unit("us").asi8, dtype=np.int64))
-    # Defensive: wall-clock arithmetic around DST must still cover [lo, hi].
-    while values[-1] <= hi:
-        following = pd.Timestamp(values[-1], unit="us", tz="UTC").tz_convert(tz) + offset
-        values = np.append(values, following.as_unit("us").value)
-    while values[0] > lo:
-        preceding = pd.Timestamp(values[0], unit="us", tz="UTC").tz_convert(tz) - offset
-        values = np.insert(values, 0, preceding.as_unit("us").value)
-    return values
+    return np.asarray(local.as_unit("us").asi8, dtype=np.int64)
 
 
-def _empty_activity(index: pd.Index | None, tz: object) -> pd.DataFrame:
-    buckets = pd.DatetimeIndex([], dtype=pd.DatetimeTZDtype(unit="us", tz=tz), name="bucket")
-    if index is not None:
-        levels = [index.get_level_values(i)[:0] for i in range(index.nlevels)]
-        buckets = pd.MultiIndex.from_arrays([*levels, buckets], names=[*index.names, "bucket"])
-    return pd.DataFrame(
-        {
-            "started": np.zeros(0, dtype=np.int64),
-            "ended": np.zeros(0, dtype=np.int64),
-            "active_sessions": np.zeros(0, dtype=np.int64),
-            "peak_concurrent": np.zeros(0, dtype=np.int64),
-            "busy_time": np.zeros(0, dtype=_TD_DTYPE),
-        },
-        index=buckets,
-    )
+def _walls(values: np.ndarray, tz: object) -> pd.DatetimeIndex:
+    """int64 µs UTC to naive local wall times in ``tz``."""
+    return pd.DatetimeIndex(_timestamps(values)).tz_convert(tz).tz_localize(None)
 
 
-def activity(
-    df: pd.DataFrame,
-    freq: str | BaseOffset | pd.Timedelta = "1D",
-    tz: str | object = "UTC",
-    by: By = None,
-) -> pd.DataFrame:
-    """Sessions started, ended, active and running concurrently per time bucket.
+def _lattice(lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side) -> np.ndarray:
+    """pandas' bin boundaries before adjustment (its ``binner``), int64 µs UTC, for data
+    spanning ``[lo, hi]``: the same first and last point as ``_get_timestamp_range_edges``.
 
-    A session occupies the half-open interval ``[started_at, end)``: ``end`` is ``ended_at``,
-    or ``fetched_at`` for a session still open (``ended_at`` null). Sessions without
-    ``started_at`` are ignored. A zero-length session (``end == started_at``) occupies no time:
-    it counts in ``started``/``ended`` but not in ``active_sessions``, ``peak_concurrent`` or
-    ``busy_time``; so does a session whose end precedes its start, or an open session without
-    ``fetched_at`` (its end is unknown).
-
-    Everything is computed exactly by one sweep over start/end events (sorts, ``searchsorted``
-    and cumulative sums; O(n log n), no per-session Python loop).
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        A sessions frame (columns ``started_at``, ``ended_at``, ``fetched_at`` and those in
-        ``by``).
-    freq : str, DateOffset or Timedelta, default ``"1D"``
-        Bucket length as a pandas offset. Calendar offsets (``"1D"``, ``"W-MON"``, ``"MS"`` …)
-        are laid out in local time of ``tz``, so a daily bucket on a DST change lasts 23 or
-        25 hours. Fixed offsets (``"1h"``, ``"15min"``) are buckets of constant length aligned
-        to the local clock at the first bucket.
-    tz : str or tzinfo, default ``"UTC"``
-        Time zone of the buckets.
-    by : str or list of str, optional
-        Column(s) to group by (as in :func:`session_stats`); each group is computed on its own,
-        over its own range of buckets.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per bucket ``[b0, b1)`` from the first bucket with an event to the last one
-        (empty buckets in between are present, with zeros). Index: a tz-aware
-        ``DatetimeIndex`` of bucket starts in ``tz``, named ``bucket``; with ``by``, a
-        ``MultiIndex`` (group keys …, ``bucket``). Columns:
-
-        - ``started``, ``ended`` (int64): sessions whose ``started_at`` / ``ended_at`` falls in
-          the bucket.
-        - ``active_sessions`` (int64): sessions whose interval overlaps ``[b0, b1)``.
-        - ``peak_concurrent`` (int64): the most sessions running at one instant of the bucket,
-          counting those already running at ``b0``.
-        - ``busy_time`` (timedelta64[us]): total session time inside the bucket.
-
-        An empty frame gives zero rows with the same columns and dtypes.
-
-    Examples
-    --------
-    >>> daily = activity(df, "1D", tz="Europe/Berlin")           # doctest: +SKIP
-    >>> daily[["started", "peak_concurrent", "busy_time"]].tail()  # doctest: +SKIP
-    >>> activity(df, "1h", by="agent_uuid").loc["agent-1"]        # doctest: +SKIP
+    Fixed frequencies step in absolute time from the local midnight of the first instant's day
+    (``origin="start_day"``). Calendar offsets step in local wall time from the first
+    instant's date, rolled back onto the offset (one step further back when closed on the
+    right).
     """
-    offset = _to_offset(freq)
-    tz = _check_tz(tz, "activity")
-    keys = _normalize_by(df, by, "activity")
-    _require_columns(df, ("started_at", "ended_at", "fetched_at"), "activity")
-    codes, index = _group_codes(df, keys)
-    key_index = index if keys is not None else None
-    ngroups = len(index)
+    if _is_fixed(offset):
+        step = offset.nanos // 1000
+        origin = int(_localize(_walls(np.array([lo]), tz).normalize(), tz)[0])
+        first_offset = (lo - origin) % step
+        last_offset = (hi - origin) % step
+        if closed == "right":
+            first = lo - first_offset if first_offset else lo - step
+            last = hi + (step - last_offset) if last_offset else hi
+        else:
+            first = lo - first_offset
+            last = hi + (step - last_offset) if last_offset else hi + step
+        return np.arange(first, last + 1, step, dtype=np.int64)
+    first_day, last_day = _walls(np.array([lo, hi]), tz).normalize()
+    first = offset.rollback(first_day) if closed == "left" else first_day - offset
+    walls = pd.date_range(start=first, end=last_day + offset, freq=offset, unit="us")
+    return _localize(walls, tz)
 
+
+def _edges(lattice: np.ndarray, offset: BaseOffset, tz: object, closed: Side) -> np.ndarray:
+    """Half-open ``[edges[k], edges[k + 1])`` µs boundaries of pandas' bins over ``lattice``.
+
+    pandas closes period-end bins (``W``, ``ME`` …) on the right at the *last instant* of the
+    lattice day, so a week labelled Sunday holds all of that Sunday. A bin closed on the right,
+    ``(a, b]``, holds the same microseconds as ``[a + 1 µs, b + 1 µs)``.
+    """
+    if closed == "left":
+        return lattice
+    if _is_end_anchored(offset):
+        day_ends = _walls(lattice, tz) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+        lattice = _localize(day_ends, tz)
+    return lattice + 1
+
+
+@dataclass(frozen=True)
+class _Buckets:
+    """Bucket ``k`` is ``[edges[k], edges[k + 1])`` (int64 µs UTC), shown as ``labels[k]``."""
+
+    edges: np.ndarray
+    labels: np.ndarray
+
+    def of(self, t: np.ndarray) -> np.ndarray:
+        """Bucket number of each instant."""
+        return np.searchsorted(self.edges, t, side="right") - 1
+
+
+def _bucket_layout(
+    lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side, label: Side
+) -> _Buckets:
+    """Buckets covering every instant of ``[lo, hi]``, exactly as ``resample`` bins them."""
+    lattice = _lattice(lo, hi, offset, tz, closed)
+    edges = _edges(lattice, offset, tz, closed)
+    if not (edges[0] <= lo and hi < edges[-1] and (np.diff(edges) >= 0).all()):
+        raise ValueError(
+            f"activity: cannot lay out {offset.freqstr!r} buckets in {tz} over "
+            f"{_timestamps(np.array([lo, hi]))}"
+        )
+    return _Buckets(edges, lattice[:-1] if label == "left" else lattice[1:])
+
+
+def _bucket_bounds(
+    labels: pd.DatetimeIndex, offset: BaseOffset, closed: Side, label: Side
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each labelled bucket's ``[start, end)`` (int64 µs UTC), from its label alone.
+
+    A label is a lattice point; the bucket runs to the next one (``label="left"``) or from the
+    previous one (``"right"``). Used to draw and to mark buckets of a table already computed.
+    """
+    tz = labels.tz
+    values = np.asarray(labels.as_unit("us").asi8, dtype=np.int64)
+    if _is_fixed(offset):
+        step = offset.nanos // 1000
+        neighbour = values + step if label == "left" else values - step
+    else:
+        # Calendar lattice points are local midnights (or the end of a DST gap at midnight).
+        walls = _walls(values, tz).normalize()
+        neighbour = _localize(walls + offset if label == "left" else walls - offset, tz)
+    lower, upper = (values, neighbour) if label == "left" else (neighbour, values)
+    return _edges(lower, offset, tz, closed), _edges(upper, offset, tz, closed)
+
+
+@dataclass(frozen=True)
+class _TableBuckets:
+    """What an activity table says about its buckets: offset, sides, each row's ``[start,
+    end)`` in int64 µs UTC and the frame's last fetch (None when unknown)."""
+
+    offset: BaseOffset
+    closed: Side
+    label: Side
+    start: np.ndarray
+    end: np.ndarray
+    fetched_at: pd.Timestamp | None
+
+    @property
+    def partial(self) -> np.ndarray:
+        """Buckets that end after the last fetch: only partly observed."""
+        if self.fetched_at is None:
+            return np.zeros(self.start.size, dtype=bool)
+        return self.end > self.fetched_at.value // 1000  # .value is in nanoseconds
+
+
+def _table_buckets(
+    table: pd.DataFrame, freq: str | BaseOffset | pd.Timedelta | None = None
+) -> _TableBuckets:
+    """The buckets of one group's activity table (a tz-aware ``DatetimeIndex``).
+
+    From ``attrs["activity"]`` when the table has them; otherwise ``freq``, else the
+    frequency pandas infers from the index, with pandas' default sides for it.
+    """
+    index = table.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
+        raise ValueError("expected an activity table of one group (a tz-aware DatetimeIndex)")
+    meta = table.attrs.get("activity") or {}
+    freq = meta.get("freq", freq)
+    if freq is None:
+        freq = pd.infer_freq(index) if len(index) >= 3 else None
+        if freq is None:
+            raise ValueError(
+                "cannot tell the bucket length of this activity table (its attrs were lost); "
+                "pass freq="
+            )
+    offset = _to_offset(freq)
+    closed, label = _sides(offset, meta.get("closed"), meta.get("label"))
+    start, end = _bucket_bounds(index, offset, closed, label)
+    return _TableBuckets(offset, closed, label, start, end, meta.get("fetched_at"))
+
+
+# --------------------------------------------------------------------------------------------
+# activity: events and per-bucket reductions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sessions:
+    """The sessions with a start, as int64 µs arrays; ``end`` is ``ended_at`` or, while open,
+    ``fetched_at``; ``occupies`` marks those with a non-empty ``[start, end)``."""
+
+    start: np.ndarray
+    ended_at: np.ndarray
+    has_end: np.ndarray
+    end: np.ndarray
+    occupies: np.ndarray
+    group: np.ndarray
+    #: First and last instant of each session that must land in a bucket.
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _sessions(df: pd.DataFrame, codes: np.ndarray) -> _Sessions | None:
     started_at = _as_us(df["started_at"], kind="M")
     keep = started_at != _NAT
     if not keep.any():
-        return _empty_activity(key_index, tz)
-    s = started_at[keep]
+        return None
+    start = started_at[keep]
     ended_at = _as_us(df["ended_at"], kind="M")[keep]
     fetched_at = _as_us(df["fetched_at"], kind="M")[keep]
-    group = codes[keep]
-
     has_end = ended_at != _NAT
     end = np.where(has_end, ended_at, fetched_at)
-    occupies = (end != _NAT) & (end > s)
-
-    # Range of every session's events: first and last instant that lands in a bucket.
-    lo = np.where(has_end, np.minimum(s, ended_at), s)
-    hi = np.where(has_end, np.maximum(s, ended_at), s)
+    occupies = (end != _NAT) & (end > start)
+    lo = np.where(has_end, np.minimum(start, ended_at), start)
+    hi = np.where(has_end, np.maximum(start, ended_at), start)
     hi = np.where(occupies, np.maximum(hi, end - 1), hi)
+    return _Sessions(start, ended_at, has_end, end, occupies, codes[keep], lo, hi)
 
-    edges = _bucket_edges(int(lo.min()), int(hi.max()), offset, tz)
+
+@dataclass(frozen=True)
+class _Cells:
+    """The output rows: one cell per (group, bucket) from each group's first to last bucket,
+    groups in key order. Cell of bucket ``b`` in group ``g``: ``base[g] + b``."""
+
+    base: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    present: np.ndarray
+    lengths: np.ndarray
+    bucket: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.bucket.size
+
+
+def _cell_layout(sessions: _Sessions, buckets: _Buckets, ngroups: int) -> _Cells:
     if ngroups == 1:
-        group_lo = np.array([lo.min()], dtype=np.int64)
-        group_hi = np.array([hi.max()], dtype=np.int64)
+        group_lo = np.array([sessions.lo.min()], dtype=np.int64)
+        group_hi = np.array([sessions.hi.max()], dtype=np.int64)
     else:
-        group_lo = _group_reduce(lo, group, ngroups, how="min")
-        group_hi = _group_reduce(hi, group, ngroups, how="max")
+        group_lo = _group_reduce(sessions.lo, sessions.group, ngroups, how="min")
+        group_hi = _group_reduce(sessions.hi, sessions.group, ngroups, how="max")
     present = group_hi != _NAT
-    first = np.searchsorted(edges, group_lo, side="right") - 1
-    last = np.searchsorted(edges, group_hi, side="right") - 1
+    first = buckets.of(group_lo)
+    last = buckets.of(group_hi)
     lengths = np.where(present, last - first + 1, 0)
     offsets = np.cumsum(lengths) - lengths
     ncells = int(lengths.sum())
-    # cell = offsets[g] + bucket - first[g]; base[g] = offsets[g] - first[g]
-    base = offsets - first
-    cell_bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
-    width = edges[cell_bucket + 1] - edges[cell_bucket]
+    bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
+    return _Cells(offsets - first, first, last, present, lengths, bucket)
 
-    def bucket_of(t: np.ndarray) -> np.ndarray:
-        return np.searchsorted(edges, t, side="right") - 1
 
-    started = np.bincount(base[group] + bucket_of(s), minlength=ncells)
-    ended = np.bincount(base[group[has_end]] + bucket_of(ended_at[has_end]), minlength=ncells)
-
-    # Occupying sessions: first and last bucket they touch.
-    os_, oe, og = s[occupies], end[occupies], group[occupies]
-    first_bucket = bucket_of(os_)
-    last_bucket = bucket_of(oe - 1)
-    first_cell = base[og] + first_bucket
-    last_cell = base[og] + last_bucket
-
-    boundary = np.bincount(first_cell, minlength=ncells + 1) - np.bincount(
-        last_cell + 1, minlength=ncells + 1
+def _count_events(
+    sessions: _Sessions, buckets: _Buckets, cells: _Cells
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sessions started and ended per cell."""
+    started = np.bincount(
+        cells.base[sessions.group] + buckets.of(sessions.start), minlength=cells.n
     )
-    active = np.cumsum(boundary)[:ncells]
+    has_end = sessions.has_end
+    ended = np.bincount(
+        cells.base[sessions.group[has_end]] + buckets.of(sessions.ended_at[has_end]),
+        minlength=cells.n,
+    )
+    return started, ended
 
-    # Busy time: partial first/last buckets plus whole buckets in between.
-    busy = np.zeros(ncells, dtype=np.int64)
-    single = first_cell == last_cell
-    np.add.at(busy, first_cell[single], (oe - os_)[single])
+
+@dataclass(frozen=True)
+class _Occupancy:
+    """The occupying sessions' intervals and the first and last bucket (and cell) they touch."""
+
+    start: np.ndarray
+    end: np.ndarray
+    group: np.ndarray
+    first_bucket: np.ndarray
+    last_bucket: np.ndarray
+    first_cell: np.ndarray
+    last_cell: np.ndarray
+
+
+def _occupancy(sessions: _Sessions, buckets: _Buckets, cells: _Cells) -> _Occupancy:
+    occupies = sessions.occupies
+    start, end, group = sessions.start[occupies], sessions.end[occupies], sessions.group[occupies]
+    first_bucket = buckets.of(start)
+    last_bucket = buckets.of(end - 1)
+    return _Occupancy(
+        start,
+        end,
+        group,
+        first_bucket,
+        last_bucket,
+        cells.base[group] + first_bucket,
+        cells.base[group] + last_bucket,
+    )
+
+
+def _active_sessions(occ: _Occupancy, ncells: int) -> np.ndarray:
+    """Sessions overlapping each cell: +1 at the first cell, -1 after the last, summed."""
+    boundary = np.bincount(occ.first_cell, minlength=ncells + 1) - np.bincount(
+        occ.last_cell + 1, minlength=ncells + 1
+    )
+    return np.cumsum(boundary)[:ncells]
+
+
+def _busy_time(occ: _Occupancy, buckets: _Buckets, cells: _Cells) -> np.ndarray:
+    """Session time inside each cell: partial first and last buckets plus whole ones between."""
+    edges = buckets.edges
+    busy = np.zeros(cells.n, dtype=np.int64)
+    single = occ.first_cell == occ.last_cell
+    np.add.at(busy, occ.first_cell[single], (occ.end - occ.start)[single])
     multi = ~single
-    np.add.at(busy, first_cell[multi], edges[first_bucket[multi] + 1] - os_[multi])
-    np.add.at(busy, last_cell[multi], oe[multi] - edges[last_bucket[multi]])
-    cover = np.bincount(first_cell[multi] + 1, minlength=ncells + 1) - np.bincount(
-        last_cell[multi], minlength=ncells + 1
+    np.add.at(busy, occ.first_cell[multi], edges[occ.first_bucket[multi] + 1] - occ.start[multi])
+    np.add.at(busy, occ.last_cell[multi], occ.end[multi] - edges[occ.last_bucket[multi]])
+    cover = np.bincount(occ.first_cell[multi] + 1, minlength=cells.n + 1) - np.bincount(
+        occ.last_cell[multi], minlength=cells.n + 1
     )
-    busy += np.cumsum(cover)[:ncells] * width
+    width = edges[cells.bucket + 1] - edges[cells.bucket]
+    return busy + np.cumsum(cover)[: cells.n] * width
 
-    # Peak: running level at each bucket start, then at every event instant in the bucket.
-    starts_in_cell = np.bincount(first_cell, minlength=ncells)
-    at_start = os_ == edges[first_bucket]
-    starts_at_b0 = np.bincount(first_cell[at_start], minlength=ncells)
+
+def _peak_concurrent(
+    occ: _Occupancy, active: np.ndarray, buckets: _Buckets, cells: _Cells, ngroups: int
+) -> np.ndarray:
+    """The running level at each bucket start, then at every event instant inside it."""
+    starts_in_cell = np.bincount(occ.first_cell, minlength=cells.n)
+    at_start = occ.start == buckets.edges[occ.first_bucket]
+    starts_at_b0 = np.bincount(occ.first_cell[at_start], minlength=cells.n)
     peak = active - starts_in_cell + starts_at_b0
-    if os_.size:
-        level, times, groups = _event_levels(os_, oe, og, ngroups)
-        buckets = bucket_of(times)
-        valid = buckets <= last[groups]
-        cells = base[groups[valid]] + buckets[valid]
+    if occ.start.size:
+        level, times, groups = _event_levels(occ.start, occ.end, occ.group, ngroups)
+        bucket = buckets.of(times)
+        valid = bucket <= cells.last[groups]
+        cell = cells.base[groups[valid]] + bucket[valid]
         levels = level[valid]
-        # cells is non-decreasing: reduce each run of equal cells.
-        run_starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+        # cell is non-decreasing: reduce each run of equal cells.
+        run_starts = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1])))
         run_max = np.maximum.reduceat(levels, run_starts)
-        run_cells = cells[run_starts]
+        run_cells = cell[run_starts]
         peak[run_cells] = np.maximum(peak[run_cells], run_max)
-
-    bucket_index = pd.DatetimeIndex(_timestamps(edges[cell_bucket]).tz_convert(tz), name="bucket")
-    if key_index is None:
-        result_index: pd.Index = bucket_index
-    else:
-        levels_ = [key_index.get_level_values(i).repeat(lengths) for i in range(key_index.nlevels)]
-        result_index = pd.MultiIndex.from_arrays(
-            [*levels_, bucket_index], names=[*key_index.names, "bucket"]
-        )
-    logger.debug(
-        "activity: %d sessions, %d groups, %d buckets of %s in %s",
-        s.size,
-        int(present.sum()),
-        ncells,
-        offset.freqstr,
-        tz,
-    )
-    return pd.DataFrame(
-        {
-            "started": started.astype(np.int64),
-            "ended": ended.astype(np.int64),
-            "active_sessions": active.astype(np.int64),
-            "peak_concurrent": peak.astype(np.int64),
-            "busy_time": busy.view(_TD_DTYPE),
-        },
-        index=result_index,
-    )
+    return peak
 
 
 def _event_levels(
@@ -616,6 +1006,183 @@ def _event_levels(
     change = (times[1:] != times[:-1]) | (group[1:] != group[:-1])
     last = np.flatnonzero(np.concatenate((change, [True])))
     return level[last], times[last] + t0, group[last]
+
+
+# --------------------------------------------------------------------------------------------
+# activity
+# --------------------------------------------------------------------------------------------
+
+
+def _activity_frame(
+    columns: dict[str, np.ndarray], index: pd.Index, meta: dict[str, object]
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "started": columns["started"].astype(np.int64),
+            "ended": columns["ended"].astype(np.int64),
+            "active_sessions": columns["active_sessions"].astype(np.int64),
+            "peak_concurrent": columns["peak_concurrent"].astype(np.int64),
+            "busy_time": columns["busy_time"].astype(np.int64).view(_TD_DTYPE),
+        },
+        index=index,
+    )
+    frame.attrs["activity"] = meta
+    return frame
+
+
+def _activity_index(
+    key_index: pd.Index | None, labels: np.ndarray, lengths: np.ndarray, tz: object
+) -> pd.Index:
+    buckets = pd.DatetimeIndex(_timestamps(labels).tz_convert(tz), name="bucket")
+    if key_index is None:
+        return buckets
+    levels = [key_index.get_level_values(i).repeat(lengths) for i in range(key_index.nlevels)]
+    return pd.MultiIndex.from_arrays([*levels, buckets], names=[*key_index.names, "bucket"])
+
+
+def activity(
+    df: pd.DataFrame,
+    freq: str | BaseOffset | pd.Timedelta = "1D",
+    tz: str | object = "UTC",
+    by: By = None,
+    *,
+    closed: Side | None = None,
+    label: Side | None = None,
+) -> pd.DataFrame:
+    """Sessions started, ended, active and running concurrently per time bucket.
+
+    Buckets are pandas' own: the same bins, labels and closed side as
+    ``Series.resample(freq, closed=closed, label=label)`` on the same instants in ``tz``, so
+    ``activity(df, "W")["started"]`` equals
+    ``df.set_index("started_at")["uuid"].tz_convert(tz).resample("W").count()`` (over the same
+    range of buckets). With the defaults that means:
+
+    - ``"W"`` (``"W-SUN"``): Monday to Sunday, labelled by the closing Sunday; ``"W-MON"``:
+      Tuesday to Monday, labelled by the closing Monday. ``"ME"``, ``"QE"``, ``"YE"``: the
+      calendar month, quarter or year labelled by its last day. Each holds the whole of its
+      last day (pandas closes these bins on the right at the day's last instant).
+    - ``"D"``, ``"MS"``, ``"QS"``, ``"YS"``: the calendar day, month, quarter or year in
+      ``tz`` labelled by its first day; a day on a DST change lasts 23 or 25 hours.
+    - ``"h"``, ``"15min"`` and other fixed lengths: constant-length buckets counted from the
+      local midnight of the first event's day (pandas' ``origin="start_day"``), labelled by
+      their start.
+    - Multiples that do not tile evenly (``"2D"``, ``"2W"``, ``"7h"``) start from the first
+      event, as pandas' do. With ``by=``, every group uses the buckets of the whole frame (so
+      groups line up), where ``groupby(...).resample(...)`` would start each group at its own
+      first event.
+
+    A session occupies the half-open interval ``[started_at, end)``: ``end`` is ``ended_at``,
+    or ``fetched_at`` for a session still open (``ended_at`` null). Sessions without
+    ``started_at`` are ignored. A zero-length session (``end == started_at``) occupies no time:
+    it counts in ``started``/``ended`` but not in ``active_sessions``, ``peak_concurrent`` or
+    ``busy_time``; so does a session whose end precedes its start, or an open session without
+    ``fetched_at`` (its end is unknown). A bucket closed on the right, ``(b0, b1]``, holds the
+    same microseconds as ``[b0 + 1 µs, b1 + 1 µs)``, so this model applies unchanged.
+
+    Everything is computed exactly by one sweep over start/end events (sorts, ``searchsorted``
+    and cumulative sums; O(n log n), no per-session Python loop).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (columns ``started_at``, ``ended_at``, ``fetched_at`` and those in
+        ``by``).
+    freq : str, DateOffset or Timedelta, default ``"1D"``
+        Bucket length as a pandas offset (``"1D"``, ``"W"``, ``"W-MON"``, ``"MS"``, ``"ME"``,
+        ``"QS"``, ``"h"``, ``"15min"`` …).
+    tz : str or tzinfo, default ``"UTC"``
+        Time zone of the buckets.
+    by : str or list of str, optional
+        Column(s) to group by (as in :func:`session_stats`); each group is computed on its own,
+        over its own range of buckets.
+    closed, label : {"left", "right"}, optional
+        Which side of a bucket is closed and which edge labels it, as in
+        ``DataFrame.resample``; by default pandas' choice for ``freq`` (``"right"`` for
+        ``W``, ``ME``, ``QE``, ``YE``, else ``"left"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per bucket from the first bucket with an event to the last one (empty buckets
+        in between are present, with zeros). Index: a tz-aware ``DatetimeIndex`` of bucket
+        labels in ``tz``, named ``bucket``; with ``by``, a ``MultiIndex`` (group keys …,
+        ``bucket``). Columns:
+
+        - ``started``, ``ended`` (int64): sessions whose ``started_at`` / ``ended_at`` falls in
+          the bucket.
+        - ``active_sessions`` (int64): sessions whose interval overlaps the bucket.
+        - ``peak_concurrent`` (int64): the most sessions running at one instant of the bucket,
+          counting those already running at its start.
+        - ``busy_time`` (timedelta64[us]): total session time inside the bucket.
+
+        ``attrs["activity"]`` records ``freq``, ``tz``, ``closed``, ``label`` and
+        ``fetched_at`` (the frame's last fetch time: a bucket ending after it was only partly
+        observed), which :func:`mihu_frames.plot_activity` uses. An empty frame gives zero
+        rows with the same columns and dtypes.
+
+    Examples
+    --------
+    >>> weekly = activity(df, "W", tz="Europe/Berlin")  # Mon-Sun, by Sunday  # doctest: +SKIP
+    >>> weekly[["started", "peak_concurrent", "busy_time"]].tail()  # doctest: +SKIP
+    >>> activity(df, "1h", by="agent_uuid").loc["agent-1"]          # doctest: +SKIP
+    >>> activity(df, "W", closed="left", label="left")  # Sun-Sun, by its first  # doctest: +SKIP
+    """
+    offset = _to_offset(freq)
+    closed, label = _sides(offset, closed, label)
+    tz = _check_tz(tz, "activity")
+    keys = _normalize_by(df, by, "activity")
+    _require_columns(df, ("started_at", "ended_at", "fetched_at"), "activity")
+    codes, index = _group_codes(df, keys)
+    key_index = index if keys is not None else None
+    ngroups = len(index)
+    fetched = _as_us(df["fetched_at"], kind="M")
+    fetched = fetched[fetched != _NAT]
+    meta: dict[str, object] = {
+        "freq": offset.freqstr,
+        "tz": str(tz),
+        "closed": closed,
+        "label": label,
+        "fetched_at": pd.Timestamp(int(fetched.max()), unit="us", tz="UTC")
+        if fetched.size
+        else None,
+    }
+
+    sessions = _sessions(df, codes)
+    if sessions is None:
+        return _empty_activity(key_index, tz, meta)
+    buckets = _bucket_layout(
+        int(sessions.lo.min()), int(sessions.hi.max()), offset, tz, closed, label
+    )
+    cells = _cell_layout(sessions, buckets, ngroups)
+    started, ended = _count_events(sessions, buckets, cells)
+    occupancy = _occupancy(sessions, buckets, cells)
+    active = _active_sessions(occupancy, cells.n)
+    columns = {
+        "started": started,
+        "ended": ended,
+        "active_sessions": active,
+        "peak_concurrent": _peak_concurrent(occupancy, active, buckets, cells, ngroups),
+        "busy_time": _busy_time(occupancy, buckets, cells),
+    }
+    logger.debug(
+        "activity: %d sessions, %d groups, %d buckets of %s (closed %s, label %s) in %s",
+        sessions.start.size,
+        int(cells.present.sum()),
+        cells.n,
+        offset.freqstr,
+        closed,
+        label,
+        tz,
+    )
+    result_index = _activity_index(key_index, buckets.labels[cells.bucket], cells.lengths, tz)
+    return _activity_frame(columns, result_index, meta)
+
+
+def _empty_activity(index: pd.Index | None, tz: object, meta: dict[str, object]) -> pd.DataFrame:
+    zeros = np.zeros(0, dtype=np.int64)
+    lengths = np.zeros(0 if index is None else len(index), dtype=np.int64)
+    columns = dict.fromkeys(ACTIVITY_COLUMNS, zeros)
+    return _activity_frame(columns, _activity_index(index, zeros, lengths, tz), meta)
 
 
 # --------------------------------------------------------------------------------------------

@@ -95,8 +95,9 @@ def test_plot_durations_renders_into_given_axes(wide, tmp_path, kind, by):
     scale = ax.get_xscale() if kind == "hist" else ax.get_yscale()
     assert scale == "log"
     if kind == "box":
+        # 190 ended sessions (10 of 200 open), half of them text: one label per box, with n.
         assert [t.get_text() for t in ax.get_xticklabels()] == (
-            ["all sessions"] if by is None else ["text", "voice"]
+            ["all sessions\n(n=190)"] if by is None else ["text\n(n=95)", "voice\n(n=95)"]
         )
     save_and_decode(ax, tmp_path)
 
@@ -195,3 +196,218 @@ def test_plot_hourly_of_a_profile_names_its_time_zone(wide):
     profile = hourly_profile(wide, tz="Asia/Kolkata")
     ax = plot_hourly(profile)
     assert "Asia/Kolkata" in ax.get_title() and "Asia/Kolkata" in ax.get_xlabel()
+
+
+# --------------------------------------------------------------------------------------------
+# Readability: integer ticks, titles in words, few bars, partial buckets, short labels
+# --------------------------------------------------------------------------------------------
+
+HOUR = pd.Timedelta(hours=1)
+
+
+def sessions_between(
+    first: str, last: str, every: pd.Timedelta, length: pd.Timedelta, fetched: str
+):
+    """Sessions of ``length`` starting every ``every`` from ``first`` to ``last`` (UTC), all
+    fetched at ``fetched``; every third one is still open."""
+    starts = pd.date_range(first, last, freq=every, tz="UTC")
+    n = len(starts)
+    duration = pd.Series(
+        [pd.NaT if i % 3 == 2 else length for i in range(n)], dtype="timedelta64[us]"
+    )
+    df = make_frame(np.zeros(n))
+    df["started_at"] = starts.as_unit("us")
+    df["duration"] = duration.to_numpy()
+    df["ended_at"] = df["started_at"] + df["duration"]
+    df["is_open"] = df["duration"].isna()
+    df["fetched_at"] = pd.Timestamp(fetched, tz="UTC")
+    df["uuid"] = [f"s{i}" for i in range(n)]
+    return df
+
+
+def is_integer_ticks(values) -> bool:
+    return len(values) > 1 and all(float(v).is_integer() for v in values)
+
+
+def test_counts_have_integer_ticks(narrow):
+    df = sessions_between("2024-05-01", "2024-05-03", 7 * HOUR, 2 * HOUR, "2024-05-04")
+    ax = plot_activity(df, "1D")
+    # Few sessions at once (open ones run to the fetch): matplotlib alone would tick halves.
+    assert activity(df, "1D")["peak_concurrent"].max() <= 3
+    assert is_integer_ticks(ax.get_yticks()) and is_integer_ticks(ax.right_ax.get_yticks())
+    hist = plot_durations(narrow)
+    assert is_integer_ticks(hist.get_yticks())
+    heat_fig, heat = plt.subplots()
+    plot_hourly(df, ax=heat)
+    colorbar_ax = heat_fig.axes[1]
+    assert is_integer_ticks(colorbar_ax.get_yticks())
+
+
+@pytest.mark.parametrize(
+    ("freq", "words"),
+    [
+        ("1D", "per day"),
+        ("D", "per day"),
+        ("1h", "per hour"),
+        ("15min", "per 15 minutes"),
+        ("2h", "per 2 hours"),
+        ("W", "per week (Mon–Sun)"),
+        ("W-MON", "per week (Tue–Mon)"),
+        ("MS", "per month"),
+        ("QS", "per quarter"),
+    ],
+)
+def test_activity_titles_in_words(freq, words):
+    df = sessions_between("2024-05-01", "2024-05-02", 3 * HOUR, HOUR, "2024-05-03")
+    ax = plot_activity(df, freq, max_bars=None)
+    assert ax.get_title() == f"Sessions started and peak concurrency {words}"
+    assert ax.get_xlabel() == "time (UTC)"
+
+
+def test_too_many_buckets_are_regrouped_and_the_title_says_so():
+    # 300 days of hourly buckets: 7,200 bars would be a solid block.
+    df = sessions_between(
+        "2024-01-01", "2024-10-26 23:00", 5 * HOUR, 90 * pd.Timedelta(minutes=1), "2024-12-01"
+    )
+    hourly = activity(df, "1h", tz="Europe/Berlin")
+    weekly = activity(df, "W", tz="Europe/Berlin")
+    assert len(hourly) > 7000
+    for source in (df, hourly):
+        ax = plot_activity(source, "1h", tz="Europe/Berlin")
+        assert ax.get_title() == (
+            "Sessions started and peak concurrency per week (Mon–Sun)\n"
+            f"(regrouped from {len(hourly):,} buckets per hour, too many to read as bars)"
+        )
+        assert [p.get_height() for p in ax.patches] == weekly["started"].tolist()
+        (line,) = ax.right_ax.get_lines()
+        assert line.get_ydata().tolist() == weekly["peak_concurrent"].tolist()
+    assert len(plot_activity(df, "1h", tz="Europe/Berlin", max_bars=None).patches) == len(hourly)
+    assert len(plot_activity(df, "1D", max_bars=400).patches) == len(activity(df, "1D"))
+
+
+def test_a_table_that_does_not_nest_is_drawn_as_it_is():
+    # Weeks do not nest in months, quarters or years: a weekly table stays weekly.
+    df = sessions_between("2020-01-01", "2024-01-01", 50 * HOUR, HOUR, "2024-02-01")
+    weekly = activity(df, "W")
+    assert len(weekly) > 120
+    ax = plot_activity(weekly)
+    assert len(ax.patches) == len(weekly)
+    assert ax.get_title() == "Sessions started and peak concurrency per week (Mon–Sun)"
+
+
+def test_weekly_bars_cover_monday_to_sunday():
+    import matplotlib.dates as mdates
+
+    df = sessions_between("2024-03-20", "2024-04-10", 9 * HOUR, HOUR, "2024-05-01")
+    weekly = activity(df, "W", tz="Europe/Berlin")
+    assert weekly.index[0].strftime("%a %Y-%m-%d") == "Sun 2024-03-24"
+    ax = plot_activity(weekly)
+    first = ax.patches[0]
+    monday = pd.Timestamp("2024-03-18", tz="Europe/Berlin")
+    assert first.get_x() == pytest.approx(mdates.date2num(monday.to_pydatetime()))
+    # The week of the spring DST change is 7 days minus one hour long.
+    second = ax.patches[1]
+    assert second.get_width() / 0.9 == pytest.approx(7 - 1 / 24)
+
+
+def test_partial_last_bucket_is_marked():
+    # Fetched at 14:00 on 3 May: that day's bucket is only partly observed.
+    df = sessions_between("2024-05-01", "2024-05-03 12:00", 4 * HOUR, HOUR, "2024-05-03 14:00")
+    ax = plot_activity(df, "1D")
+    alphas = [p.get_alpha() for p in ax.patches]
+    assert alphas == [None, None, 0.4]
+    (span,) = [c for c in ax.collections if c.get_hatch() == "///"]
+    x = span.get_paths()[0].vertices[:, 0]
+    import matplotlib.dates as mdates
+
+    day = mdates.date2num(pd.Timestamp("2024-05-03", tz="UTC").to_pydatetime())
+    assert (x.min(), x.max()) == pytest.approx((day, day + 1))
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == [
+        "sessions started",
+        "peak concurrent",
+        "partial bucket (data fetched 2024-05-03 14:00)",
+    ]
+    assert ax.get_legend().legend_handles[2].get_hatch() == "///"
+    complete = sessions_between("2024-05-01", "2024-05-03 12:00", 4 * HOUR, HOUR, "2024-05-04")
+    ax = plot_activity(complete, "1D")
+    assert [p.get_alpha() for p in ax.patches] == [None] * 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "sessions started",
+        "peak concurrent",
+    ]
+    # From a table, the fetch time comes with it; in another time zone, it is shown there.
+    table = activity(df, "1D", tz="Asia/Kolkata")
+    ax = plot_activity(table)
+    assert ax.get_legend().get_texts()[2].get_text() == (
+        "partial bucket (data fetched 2024-05-03 19:30)"
+    )
+
+
+UUIDS = [
+    "01ee962c-76db-4c49-aa67-37e23f9bfeb6",
+    "19790aec-d097-4f5e-9a57-6c261cb0ff50",
+    "19790aec-1111-4f5e-9a57-6c261cb0ff50",
+]
+
+
+def test_box_labels_are_short_uuids_aligned_under_their_boxes(wide):
+    df = wide.copy()
+    df["conversation_uuid"] = [UUIDS[i % 2] for i in range(len(df))]
+    ax = plot_durations(df, by="conversation_uuid", kind="box")
+    labels = ax.get_xticklabels()
+    assert [t.get_text() for t in labels] == ["01ee962c\n(n=95)", "19790aec\n(n=95)"]
+    assert all(t.get_ha() == "center" and t.get_rotation() == 0 for t in labels)
+    assert [t.get_position()[0] for t in labels] == [1, 2]
+    assert ax.get_xlabel() == "conversation_uuid (first characters)"
+    # Two UUIDs alike in their first 9 characters: every label gets 10.
+    df["conversation_uuid"] = [UUIDS[i % 3] for i in range(len(df))]
+    texts = [
+        t.get_text().split("\n")[0]
+        for t in plot_durations(df, by="conversation_uuid", kind="box").get_xticklabels()
+    ]
+    assert texts == ["01ee962c-7", "19790aec-1", "19790aec-d"]
+
+
+def test_many_box_labels_are_rotated_and_anchored_at_their_end(wide):
+    df = wide.copy()
+    df["agent_uuid"] = [f"{i % 8:08x}-76db-4c49-aa67-37e23f9bfeb6" for i in range(len(df))]
+    ax = plot_durations(df, by="agent_uuid", kind="box")
+    labels = ax.get_xticklabels()
+    assert len(labels) == 8
+    assert labels[0].get_text().startswith("00000000 (n=")
+    assert all(t.get_rotation() == 30 for t in labels)
+    assert all(t.get_ha() == "right" and t.get_rotation_mode() == "anchor" for t in labels)
+
+
+def test_histogram_density_compares_groups_of_different_sizes():
+    rng = np.random.default_rng(3)
+    big = make_frame(rng.uniform(60, 600, size=500))
+    small = make_frame(rng.uniform(60, 600, size=20), seed=1)
+    big["type"], small["type"] = "text", "voice"
+    df = pd.concat([big, small], ignore_index=True)
+    counts = plot_durations(df, by="type")
+    assert counts.get_ylabel() == "sessions"
+    shares = plot_durations(df, by="type", density=True)
+    assert shares.get_ylabel() == "share of sessions in each group per bin"
+    assert [t.get_text() for t in shares.get_legend().get_texts()] == [
+        "text (n=500)",
+        "voice (n=20)",
+    ]
+    assert sorted(p.get_label() for p in shares.patches) == ["text (n=500)", "voice (n=20)"]
+    for outline in shares.patches:
+        n = int(outline.get_label().split("n=")[1].rstrip(")"))
+        heights = outline.get_xy()[1:-1:2, 1]  # a step outline visits each bin's top once
+        assert heights.sum() == pytest.approx(1.0)
+        assert np.allclose(heights * n, np.round(heights * n))  # whole sessions per bin
+    overall = plot_durations(df, density=True)
+    assert overall.get_ylabel() == "share of sessions per bin"
+    assert sum(p.get_height() for p in overall.patches) == pytest.approx(1.0)
+
+
+def test_log_duration_axis_reads_in_plain_numbers(wide):
+    ax = plot_durations(wide)
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all("^" not in text and "$" not in text for text in labels)
+    assert "1" in labels and "10" in labels

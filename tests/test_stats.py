@@ -8,7 +8,7 @@ vectorised code under test beyond the definitions in the docstrings.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+import pickle
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -236,45 +236,80 @@ def local_midnight(day: dt.date, tz: str) -> int:
     return us(dt.datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)).isoformat())
 
 
-def expected_edges(freq: str, tz: str, lo: int, hi: int) -> list[int]:
-    """Bucket edges computed with zoneinfo, covering [lo, hi] with a margin of one bucket."""
-    if freq == "1h":  # whole-hour UTC offsets only (UTC, Berlin, New York)
-        first = lo - lo % HOUR - HOUR
-        return list(range(first, hi + 2 * HOUR, HOUR))
-    first_day = to_datetime(lo).astimezone(ZoneInfo(tz)).date() - dt.timedelta(days=1)
-    last_day = to_datetime(hi).astimezone(ZoneInfo(tz)).date() + dt.timedelta(days=2)
-    if freq == "1D":
-        step = 1
-    elif freq == "W-MON":
-        first_day -= dt.timedelta(days=first_day.weekday())
-        step = 7
+def month_start(day: dt.date, months: int = 0) -> dt.date:
+    """The first of ``day``'s month, moved by ``months``."""
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def reference_buckets(freq: str, tz: str, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(start, end, label) of consecutive buckets covering [lo, hi], from zoneinfo and the
+    calendar rules pandas' resample follows (written out here, not taken from pandas):
+
+    - fixed lengths step from the local midnight of lo's day, labelled by their start, closed
+      on the left ("h", "15min"; "h/right" is closed and labelled on the right);
+    - "D", "2D": local days from lo's day, labelled by their first day;
+    - "W": Monday to Sunday labelled by the Sunday; "W-MON": Tuesday to Monday labelled by
+      the Monday; "2W": two Monday-Sunday weeks, lo's week the second, labelled by the last
+      Sunday;
+    - "MS", "QS": months and quarters labelled by their first day; "ME": months labelled by
+      their last day.
+    """
+    zone = ZoneInfo(tz)
+    first = to_datetime(lo).astimezone(zone).date()
+    last = to_datetime(hi).astimezone(zone).date()
+    if freq in ("h", "15min", "h/right"):
+        step = 15 * MINUTE if freq == "15min" else HOUR
+        origin = local_midnight(first, tz)
+        shift = 1 if freq == "h/right" else 0  # (b0, b1] holds the µs of [b0 + 1, b1 + 1)
+        k0, k1 = (lo - shift - origin) // step, (hi - shift - origin) // step
+        buckets = [(origin + k * step, origin + (k + 1) * step) for k in range(k0, k1 + 1)]
+        if freq == "h/right":
+            return [(a + 1, b + 1, b) for a, b in buckets]
+        return [(a, b, a) for a, b in buckets]
+    days = dt.timedelta(days=1)
+    if freq in ("D", "2D", "W", "W-MON", "2W"):
+        length, start = {
+            "D": (1, first),
+            "2D": (2, first),
+            "W": (7, first - first.weekday() * days),
+            "W-MON": (7, first - ((first.weekday() - 1) % 7) * days),
+            "2W": (14, first - (first.weekday() + 7) * days),
+        }[freq]
+        starts = [start]
+        while starts[-1] <= last:
+            starts.append(starts[-1] + length * days)
+        labels = starts if freq in ("D", "2D") else [s + (length - 1) * days for s in starts]
     else:
-        raise AssertionError(freq)
-    days = []
-    day = first_day
-    while day <= last_day + dt.timedelta(days=step):
-        days.append(day)
-        day += dt.timedelta(days=step)
-    return [local_midnight(d, tz) for d in days]
+        months = 3 if freq == "QS" else 1
+        start = month_start(first, -((first.month - 1) % months))
+        starts = [start]
+        while starts[-1] <= last:
+            starts.append(month_start(starts[-1], months))
+        labels = [month_start(s, 1) - days for s in starts] if freq == "ME" else starts
+    return [
+        (local_midnight(a, tz), local_midnight(b, tz), local_midnight(label, tz))
+        for a, b, label in zip(starts, starts[1:], labels, strict=False)
+    ]
 
 
 def brute_activity(records: list[dict], freq: str, tz: str) -> pd.DataFrame:
     """Per bucket, by direct counting, interval intersection, and concurrency sampled at the
     bucket start and at every event instant inside the bucket; then trimmed to the first and
-    last non-empty bucket."""
+    last non-empty bucket. ``freq`` is a key of :func:`reference_buckets`."""
     records = [r for r in records if r.get("started_at") is not None]
     intervals = [iv for iv in map(interval, records) if iv is not None]
     instants = [r["started_at"] for r in records]
     instants += [r["ended_at"] for r in records if r.get("ended_at") is not None]
     instants += [end - 1 for _, end in intervals]
-    edges = expected_edges(freq, tz, min(instants), max(instants))
+    buckets = reference_buckets(freq, tz, min(instants), max(instants))
     events = sorted({t for iv in intervals for t in iv})
 
     def running(t: int) -> int:
         return sum(1 for s, e in intervals if s <= t < e)
 
     rows = []
-    for b0, b1 in itertools.pairwise(edges):
+    for b0, b1, label in buckets:
         started = sum(1 for r in records if b0 <= r["started_at"] < b1)
         ended = sum(
             1 for r in records if r.get("ended_at") is not None and b0 <= r["ended_at"] < b1
@@ -282,7 +317,7 @@ def brute_activity(records: list[dict], freq: str, tz: str) -> pd.DataFrame:
         active = sum(1 for s, e in intervals if s < b1 and e > b0)
         busy = sum(max(0, min(e, b1) - max(s, b0)) for s, e in intervals)
         peak = max(running(t) for t in [b0, *(t for t in events if b0 < t < b1)])
-        rows.append((b0, started, ended, active, peak, busy))
+        rows.append((label, started, ended, active, peak, busy))
     nonzero = [i for i, row in enumerate(rows) if any(row[1:])]
     rows = rows[nonzero[0] : nonzero[-1] + 1]
     index = pd.DatetimeIndex(
@@ -319,6 +354,7 @@ WINDOWS = {
     "berlin-october": (us("2024-10-25T12:00:00"), 4 * DAY),
     "new-york-march": (us("2024-03-08T12:00:00"), 4 * DAY),
     "new-york-november": (us("2024-11-01T12:00:00"), 4 * DAY),
+    "spring": (us("2024-02-20T00:00:00"), 100 * DAY),  # months, a quarter, DST in March
 }
 
 
@@ -431,38 +467,394 @@ def test_session_stats_empty_frame():
 
 
 # --------------------------------------------------------------------------------------------
+# Display of session_stats: rounded text, exact values
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("micros", "text"),
+    [
+        (0, "0s"),
+        (1, "<1s"),
+        (499_999, "<1s"),
+        (500_000, "1s"),
+        (42 * SECOND + 499_999, "42s"),
+        (59 * SECOND + 500_000, "1m 00s"),
+        (12 * MINUTE + 14 * SECOND + 333_817, "12m 14s"),
+        (59 * MINUTE + 59 * SECOND + 500_000, "1h 00m"),
+        (HOUR + 2 * MINUTE + 29 * SECOND + 999_999, "1h 02m"),
+        (HOUR + 2 * MINUTE + 30 * SECOND, "1h 03m"),
+        (23 * HOUR + 59 * MINUTE + 30 * SECOND, "1d 0h"),
+        (2 * DAY + 3 * HOUR + 29 * MINUTE, "2d 3h"),
+        (2 * DAY + 3 * HOUR + 30 * MINUTE, "2d 4h"),
+        (400 * DAY, "400d 0h"),
+        (-(12 * MINUTE + 14 * SECOND), "-12m 14s"),
+        (-1, "-<1s"),
+    ],
+)
+def test_format_duration(micros, text):
+    assert stats.format_duration(pd.Timedelta(microseconds=micros)) == text
+    assert stats.format_duration(dt.timedelta(microseconds=micros)) == text
+    assert stats.format_duration(np.timedelta64(micros, "us")) == text
+    assert stats.format_duration(np.timedelta64(micros * 1000, "ns")) == text
+
+
+def test_format_duration_missing():
+    assert stats.format_duration(pd.NaT) == "NaT"
+    assert stats.format_duration(None, na="–") == "–"
+    assert stats.format_duration(np.timedelta64("NaT"), na="") == ""
+
+
+def test_format_duration_reads_back_within_half_its_last_unit():
+    units = {"d": DAY, "h": HOUR, "m": MINUTE, "s": SECOND}
+    rng = np.random.default_rng(5)
+    values = np.exp(rng.uniform(np.log(SECOND), np.log(90 * DAY), size=3000)).astype(np.int64)
+    for value in values.tolist():
+        text = stats.format_duration(pd.Timedelta(microseconds=value))
+        parts = text.split(" ")
+        assert 1 <= len(parts) <= 2, text
+        amounts = [(int(part[:-1]), part[-1]) for part in parts]
+        assert [unit for _, unit in amounts] in (["s"], ["m", "s"], ["h", "m"], ["d", "h"])
+        if len(parts) == 2:  # the second unit is below one of the first: 0-59 or 0-23
+            assert amounts[1][0] < units[amounts[0][1]] // units[amounts[1][1]], text
+        shown = sum(amount * units[unit] for amount, unit in amounts)
+        assert abs(shown - value) <= units[amounts[-1][1]] // 2, (value, text)
+
+
+SMALL_STATS_RECORDS = [
+    {"uuid": "a", "started_at": us("2024-05-01T10:00:00"), "duration": 10 * SECOND},
+    {"uuid": "b", "started_at": us("2024-05-01T10:00:00") + 1, "duration": 21 * SECOND - 1},
+    {"uuid": "c", "started_at": us("2024-05-01T10:00:00") + 5, "evaluated_at": 0},
+    {"uuid": "d", "started_at": us("2024-05-01T10:00:00") - 3, "duration": 100 * SECOND + 3},
+]
+
+
+def small_stats() -> pd.DataFrame:
+    records = [
+        {**r, "ended_at": r["started_at"] + r["duration"]} if "duration" in r else r
+        for r in SMALL_STATS_RECORDS
+    ]
+    return session_stats(frame_from_records(records))
+
+
+def wide_repr(frame: pd.DataFrame) -> str:
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        return repr(frame)
+
+
+def test_session_stats_displays_rounded_and_short():
+    result = small_stats()
+    assert isinstance(result, stats.SessionStats)
+    # total 131 s + 2 µs, mean 43.67 s, median 21 s - 1 µs, p90 84.2 s, max 100 s + 3 µs
+    assert wide_repr(result).splitlines() == [
+        "  sessions open   total mean median     p90     max       first start last activity"
+        " tasks evaluated summarized",
+        "0        4    1  2m 11s  44s    21s  1m 24s  1m 40s  2024-05-01 09:59           NaT"
+        "  0.00     25.0%       0.0%",
+    ]
+    html = result._repr_html_()
+    assert '<th title="median_duration">median</th>' in html
+    assert "<td>1m 24s</td>" in html and "<td>25.0%</td>" in html
+    assert "00:01:24" not in html
+
+
+def test_session_stats_keeps_exact_values_behind_the_display():
+    result = small_stats()
+    plain = pd.DataFrame(result)
+    assert type(plain) is pd.DataFrame
+    assert result.equals(plain) and plain.equals(result)
+    assert result.loc[0, "total_duration"] == pd.Timedelta(microseconds=131 * SECOND + 2)
+    doubled = result[["mean_duration", "p90_duration"]] * 2
+    assert isinstance(doubled, stats.SessionStats)
+    assert doubled.loc[0, "p90_duration"] == pd.Timedelta(microseconds=2 * 84_200_002)
+    assert (result["max_duration"] - result["median_duration"]).iloc[0] == pd.Timedelta(
+        microseconds=79 * SECOND + 4
+    )
+    # Data exports are exact; so is pandas' own display of the plain frame.
+    assert "0 days 00:01:24.200002" in result.to_string()
+    assert "0 days 00:01:24.200002" in wide_repr(plain)
+    assert "0.25" in result.to_csv()
+    back = pickle.loads(pickle.dumps(result))
+    assert isinstance(back, stats.SessionStats) and back.equals(result)
+    table = pa.Table.from_pandas(result)
+    assert table.column("p90_duration").to_pylist() == [dt.timedelta(microseconds=84_200_002)]
+
+
+def test_session_stats_display_survives_selection_and_falls_back():
+    result = session_stats(frame_from_records(make_records(3, 300, *WINDOWS["spring"])), by="type")
+    top = result.sort_values("sessions", ascending=False).head(2)
+    assert isinstance(top, stats.SessionStats)
+    lines = wide_repr(top).splitlines()
+    assert lines[0].split() == [
+        "sessions", "open", "total", "mean", "median", "p90", "max", "first", "start", "last",
+        "activity", "tasks", "evaluated", "summarized",
+    ]  # fmt: skip
+    # Timestamps spanning months read as dates.
+    assert lines[2].startswith("text ") and "  2024-02-21    2024-05-29  " in lines[2]
+    assert max(len(line) for line in lines) <= 115
+    assert max(len(line) for line in pd.DataFrame(top).to_string().splitlines()) > 250
+    # A frame that is no longer one column per label shows as pandas shows it.
+    doubled = pd.concat([result, result], axis=1)
+    assert "0 days" in wide_repr(doubled)
+
+
+def test_display_formats_only_the_rows_it_shows(monkeypatch):
+    records = make_records(6, 3000, *WINDOWS["spring"])
+    result = session_stats(frame_from_records(records), by="uuid")
+    assert len(result) == 3003
+    calls = []
+    original = stats.format_duration
+    monkeypatch.setattr(stats, "format_duration", lambda *a: calls.append(1) or original(*a))
+    with pd.option_context("display.max_rows", 60, "display.min_rows", 10):
+        text = repr(result)
+        html = result._repr_html_()
+    assert text.endswith("[3003 rows x 12 columns]")
+    assert "3003 rows × 12 columns" in html
+    # Five duration columns of the 10 rows shown, in the text and in the HTML.
+    assert len(calls) == 2 * 5 * 10
+    assert text.count("\n") == 10 + 4  # header, index name, 10 rows, "...", blank, footer
+
+
+def test_format_stats_on_activity_and_with_missing_values():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": t + 90 * MINUTE},
+        {"uuid": "b", "started_at": t + 20 * MINUTE, "ended_at": t + 30 * MINUTE + 400_000},
+    ]
+    table = activity(frame_from_records(records), "h").pipe(stats.format_stats)
+    assert table.index.equals(activity(frame_from_records(records), "h").index)
+    assert table.to_dict("list") == {
+        "started": ["2", "0"],
+        "ended": ["1", "1"],
+        "active": ["2", "1"],
+        "peak": ["2", "1"],
+        "busy": ["1h 10m", "30m 00s"],
+    }
+    only_open = session_stats(frame_from_records([{"uuid": "o", "started_at": t}]))
+    shown = stats.format_stats(only_open, na="–")
+    assert shown.loc[0, "median"] == "–" and shown.loc[0, "first start"] == "2024-05-01 10:00"
+    assert shown.loc[0, "sessions"] == "1" and shown.loc[0, "evaluated"] == "0.0%"
+    assert stats.format_stats(session_stats(schema.empty_frame())).shape == (0, 12)
+
+
+# --------------------------------------------------------------------------------------------
 # activity
 # --------------------------------------------------------------------------------------------
+
+
+#: Keys of reference_buckets and the activity() arguments they stand for.
+FREQS = {
+    "h/right": {"freq": "h", "closed": "right", "label": "right"},
+}
 
 
 @pytest.mark.parametrize(
     ("window", "tz", "freq"),
     [
-        ("berlin-march", "Europe/Berlin", "1D"),
-        ("berlin-october", "Europe/Berlin", "1D"),
-        ("berlin-october", "Europe/Berlin", "1h"),
-        ("new-york-march", "America/New_York", "1D"),
-        ("new-york-november", "America/New_York", "1D"),
-        ("new-york-november", "America/New_York", "1h"),
-        ("new-york-march", "UTC", "1h"),
+        ("berlin-march", "Europe/Berlin", "D"),
+        ("berlin-october", "Europe/Berlin", "D"),
+        ("berlin-october", "Europe/Berlin", "h"),
+        ("new-york-march", "America/New_York", "D"),
+        ("new-york-november", "America/New_York", "D"),
+        ("new-york-november", "America/New_York", "h"),
+        ("new-york-november", "America/New_York", "h/right"),
+        ("new-york-november", "America/New_York", "2D"),
+        ("new-york-march", "UTC", "h"),
+        ("berlin-march", "Europe/Berlin", "15min"),
         ("berlin-march", "Europe/Berlin", "W-MON"),
+        ("berlin-march", "Europe/Berlin", "W"),
+        ("spring", "Europe/Berlin", "W"),
+        ("spring", "America/New_York", "W-MON"),
+        ("spring", "America/New_York", "2W"),
+        ("spring", "Europe/Berlin", "MS"),
+        ("spring", "America/New_York", "ME"),
+        ("spring", "UTC", "QS"),
+        ("spring", "Asia/Kolkata", "D"),
+        ("spring", "Europe/Berlin", "2D"),  # starts on the first event's day, not the epoch's
     ],
 )
 @pytest.mark.parametrize("seed", [10, 11])
 def test_activity_against_brute_force(window, tz, freq, seed):
     records = make_records(seed, 250, *WINDOWS[window])
-    result = activity(frame_from_records(records), freq, tz=tz)
+    result = activity(frame_from_records(records), tz=tz, **FREQS.get(freq, {"freq": freq}))
     pd.testing.assert_frame_equal(result, brute_activity(records, freq, tz))
+
+
+def event_frame(df: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """Every instant activity() buckets (starts, ends, and the last microsecond of each
+    occupied interval), with 1 in ``started`` / ``ended`` where it is such an event."""
+    has_start = df["started_at"].notna()
+    start, ended_at = df["started_at"][has_start], df["ended_at"][has_start]
+    end = ended_at.fillna(df["fetched_at"][has_start])
+    occupied_last = (end - pd.Timedelta(microseconds=1))[end.notna() & (end > start)]
+    ends = ended_at.dropna()
+    index = pd.DatetimeIndex(pd.concat([start, ends, occupied_last])).tz_convert(tz)
+    flags = np.zeros((len(index), 2), dtype=np.int64)
+    flags[: len(start), 0] = 1
+    flags[len(start) : len(start) + len(ends), 1] = 1
+    return pd.DataFrame(flags, index=index, columns=["started", "ended"])
+
+
+def assert_matches_resample(result: pd.Series, expected: pd.Series) -> None:
+    """``result`` equals pandas' resample on every bucket both have; the buckets only one of
+    them has are empty (pandas' range follows its series, activity's all events)."""
+    common = result.index.intersection(expected.index)
+    assert len(common) > 0
+    assert result.index.is_monotonic_increasing and expected.index.is_monotonic_increasing
+    np.testing.assert_array_equal(result.loc[common].to_numpy(), expected.loc[common].to_numpy())
+    assert (result.drop(common) == 0).all()
+    assert (expected.drop(common) == 0).all()
+
+
+RESAMPLE_CASES = [
+    *[(freq, {}) for freq in ("W", "W-MON", "MS", "ME", "QS", "QE", "YS", "D", "h", "2W")],
+    *[(freq, {}) for freq in ("15min", "7h", "2D", "3MS", "SME", "B")],
+    ("W", {"closed": "left"}),
+    ("W", {"label": "left"}),
+    ("ME", {"closed": "left", "label": "left"}),
+    ("h", {"closed": "right"}),
+    ("D", {"closed": "right", "label": "right"}),
+    ("MS", {"label": "right"}),
+]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize(("freq", "sides"), RESAMPLE_CASES)
+def test_activity_buckets_are_pandas_resample_buckets(freq, sides, tz):
+    window = WINDOWS["berlin-october"] if freq in ("h", "15min", "7h") else WINDOWS["spring"]
+    df = frame_from_records(make_records(21, 400, *window))
+    result = activity(df, freq, tz=tz, **sides)
+    # What an analyst would type: starts per bucket, ends per bucket (of sessions that
+    # started: activity ignores the others).
+    started = df[df["started_at"].notna()]
+    for column in ("started", "ended"):
+        stamps = started[f"{column}_at"].dropna().dt.tz_convert(tz)
+        expected = pd.Series(1, index=stamps).resample(freq, **sides).count()
+        assert_matches_resample(result[column], expected)
+    # All events in one series: the same range of buckets, so the same index exactly (pandas
+    # adds an empty leading bucket to calendar offsets closed on the right).
+    expected = event_frame(df, tz).resample(freq, **sides).sum()
+    if sides.get("closed") == "right" and freq in ("D", "MS"):
+        assert expected.iloc[0].sum() == 0
+        expected = expected.iloc[1:]
+    expected.index.name = "bucket"
+    pd.testing.assert_frame_equal(
+        result[["started", "ended"]], expected.astype(np.int64), check_freq=False
+    )
+    assert result.attrs["activity"]["closed"] == (
+        sides.get("closed") or ("right" if freq in ("W", "W-MON", "ME", "QE", "2W") else "left")
+    )
+
+
+def test_weeks_run_monday_to_sunday_labelled_by_the_sunday():
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def at(text: str) -> int:
+        return us(dt.datetime.fromisoformat(text).replace(tzinfo=berlin).isoformat())
+
+    starts = [
+        "2024-03-24 23:59:59.999999",  # Sunday: the week of 18-24 March
+        "2024-03-25 00:00:00",  # Monday: the next week
+        "2024-03-31 23:30:00",  # Sunday, after the DST change: still the week of 25-31 March
+        "2024-04-01 00:00:00",  # Monday
+    ]
+    records = [
+        {"uuid": f"s{i}", "started_at": at(text), "ended_at": at(text) + MINUTE}
+        for i, text in enumerate(starts)
+    ]
+    df = frame_from_records(records)
+    weekly = activity(df, "W", tz="Europe/Berlin")
+    assert weekly.index.strftime("%Y-%m-%d %a").tolist() == [
+        "2024-03-24 Sun",
+        "2024-03-31 Sun",
+        "2024-04-07 Sun",
+    ]
+    assert weekly["started"].tolist() == [1, 2, 1]
+    assert weekly["ended"].tolist() == [0, 3, 1]  # the first one ends on Monday 00:00:59
+    assert weekly["busy_time"].tolist() == [
+        pd.Timedelta(microseconds=1),
+        pd.Timedelta(minutes=3) - pd.Timedelta(microseconds=1),
+        pd.Timedelta(minutes=1),
+    ]
+    mondays = activity(df, "W-MON", tz="Europe/Berlin")
+    assert mondays.index.strftime("%Y-%m-%d %a").tolist() == ["2024-03-25 Mon", "2024-04-01 Mon"]
+    assert mondays["started"].tolist() == [2, 2]
+    monthly = activity(df, "ME", tz="Europe/Berlin")
+    assert monthly.index.strftime("%Y-%m-%d").tolist() == ["2024-03-31", "2024-04-30"]
+    assert monthly["started"].tolist() == [3, 1]
+    starts_left = activity(df, "W", tz="Europe/Berlin", closed="left", label="left")
+    # Sunday-to-Sunday weeks, as activity() used to make them.
+    assert starts_left.index.strftime("%Y-%m-%d %a").tolist() == [
+        "2024-03-24 Sun",
+        "2024-03-31 Sun",
+    ]
+    assert starts_left["started"].tolist() == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("freq", "tz"),
+    [
+        ("W", "Europe/Berlin"),
+        ("W-MON", "America/New_York"),
+        ("2W", "Europe/Berlin"),
+        ("ME", "America/New_York"),
+        ("MS", "Europe/Berlin"),
+        ("QS", "UTC"),
+        ("D", "America/New_York"),
+        ("2D", "Europe/Berlin"),
+        ("h", "Europe/Berlin"),
+        ("h/right", "America/New_York"),
+        ("15min", "Asia/Kolkata"),
+    ],
+)
+def test_bucket_bounds_from_labels(freq, tz):
+    window = WINDOWS["berlin-march"] if freq in ("h", "h/right", "15min") else WINDOWS["spring"]
+    records = make_records(22, 200, *window)
+    arguments = FREQS.get(freq, {"freq": freq})
+    result = activity(frame_from_records(records), tz=tz, **arguments)
+    meta = result.attrs["activity"]
+    start, end = stats._bucket_bounds(
+        result.index, stats._to_offset(meta["freq"]), meta["closed"], meta["label"]
+    )
+    instants = [r["started_at"] for r in records if r.get("started_at") is not None]
+    reference = {
+        label: (b0, b1)
+        for b0, b1, label in reference_buckets(
+            freq, tz, min(instants) - 40 * DAY, max(instants) + 40 * DAY
+        )
+    }
+    labels = result.index.as_unit("us").asi8.tolist()
+    assert list(zip(start.tolist(), end.tolist(), strict=True)) == [reference[t] for t in labels]
+
+
+def test_activity_records_its_buckets_and_last_fetch_in_attrs():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": t + HOUR, "fetched_at": t + 2 * HOUR},
+        {"uuid": "b", "started_at": t, "ended_at": None, "fetched_at": t + 5 * HOUR},
+        {"uuid": "c", "started_at": None, "ended_at": None, "fetched_at": t + 9 * HOUR},
+    ]
+    result = activity(frame_from_records(records), "W", tz="Asia/Kolkata")
+    assert result.attrs["activity"] == {
+        "freq": "W-SUN",
+        "tz": "Asia/Kolkata",
+        "closed": "right",
+        "label": "right",
+        "fetched_at": pd.Timestamp(to_datetime(t + 9 * HOUR)),
+    }
+    assert result.loc["2024-05-05", "started"].item() == 2  # Sunday 5 May labels 29 Apr-5 May
+    assert activity(schema.empty_frame(), "h").attrs["activity"]["fetched_at"] is None
 
 
 @pytest.mark.parametrize("by", ["agent_uuid", ["type", "agent_uuid"]])
 @pytest.mark.parametrize("combined_sort_key", [True, False])
-def test_activity_by_groups_against_brute_force(by, combined_sort_key, monkeypatch):
+@pytest.mark.parametrize(("freq", "window"), [("D", "berlin-october"), ("W", "spring")])
+def test_activity_by_groups_against_brute_force(by, combined_sort_key, freq, window, monkeypatch):
     if not combined_sort_key:  # force the lexsort fallback used for very long time spans
         monkeypatch.setattr(stats, "_KEY_LIMIT", 0)
-    records = make_records(12, 300, *WINDOWS["berlin-october"])
+    records = make_records(12, 300, *WINDOWS[window])
     columns = [by] if isinstance(by, str) else by
-    result = activity(frame_from_records(records), "1D", tz="Europe/Berlin", by=by)
+    result = activity(frame_from_records(records), freq, tz="Europe/Berlin", by=by)
     assert list(result.index.names) == [*columns, "bucket"]
     with_start = [r for r in records if r.get("started_at") is not None]
     keys = sorted_keys({group_key(r, columns) for r in with_start})
@@ -481,7 +873,7 @@ def test_activity_by_groups_against_brute_force(by, combined_sort_key, monkeypat
             )
         block = flat[mask].set_index("bucket")[ACTIVITY_COLUMNS]
         expected = brute_activity(
-            [r for r in with_start if group_key(r, columns) == key], "1D", "Europe/Berlin"
+            [r for r in with_start if group_key(r, columns) == key], freq, "Europe/Berlin"
         )
         pd.testing.assert_frame_equal(block, expected, check_freq=False)
         seen.append(len(block))
@@ -489,6 +881,22 @@ def test_activity_by_groups_against_brute_force(by, combined_sort_key, monkeypat
     # Blocks come in group-key order.
     first_rows = flat.drop_duplicates(columns)[columns].to_numpy().tolist()
     assert [tuple(None if pd.isna(v) else v for v in row) for row in first_rows] == keys
+
+
+@pytest.mark.parametrize("freq", ["2D", "2W", "7h"])
+def test_groups_share_the_buckets_of_the_whole_frame(freq):
+    # Multiples that do not tile a day or a week start from the first event: the frame's,
+    # not each group's, so the groups' rows line up with each other and with the whole.
+    records = make_records(23, 300, *WINDOWS["spring"])
+    df = frame_from_records(records)
+    whole = activity(df, freq, tz="Europe/Berlin")
+    grouped = activity(df, freq, tz="Europe/Berlin", by="agent_uuid")
+    labels = grouped.index.get_level_values("bucket")
+    assert labels.isin(whole.index).all()
+    summed = grouped[["started", "ended", "busy_time"]].groupby(labels).sum()
+    pd.testing.assert_frame_equal(
+        summed, whole[["started", "ended", "busy_time"]], check_names=False, check_freq=False
+    )
 
 
 def test_activity_dst_day_lengths():
@@ -601,6 +1009,12 @@ def test_activity_bad_arguments():
         activity(df, "not-a-freq")
     with pytest.raises(ValueError, match="time zone"):
         activity(df, tz="Mars/Olympus_Mons")
+    with pytest.raises(ValueError, match="closed must be"):
+        activity(df, "W", closed="both")
+    with pytest.raises(ValueError, match="label must be"):
+        activity(df, "W", label="middle")
+    with pytest.raises(ValueError, match="below one microsecond"):
+        activity(df, "500ns")
 
 
 # --------------------------------------------------------------------------------------------
