@@ -543,9 +543,7 @@ class _Watchdog:
         with self._cond:
             self._watches.append(entry)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="mihu-watchdog", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="mihu-watchdog", daemon=True)
                 self._thread.start()
             self._cond.notify()
         return entry

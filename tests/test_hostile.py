@@ -833,9 +833,7 @@ class TestInChildProcess:
     def test_the_child_runner_measures_the_child_and_reports_crashes(self, listing):
         server, _ = listing
         ballast = b"x" * (400 << 20)  # this process's peak RSS must not show in the child's
-        run = run_load_in_child(
-            CONVERSATION, {"base_url": server.base_url, "token": TOKEN, **FAST}
-        )
+        run = run_load_in_child(CONVERSATION, {"base_url": server.base_url, "token": TOKEN, **FAST})
         del ballast
         assert run.returncode == 0 and run.result is not None, run.describe()
         assert run.result["error"] is None and run.result["rows"] == 250
