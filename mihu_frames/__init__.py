@@ -24,9 +24,18 @@ from mihu_frames.errors import (
 )
 from mihu_frames.load import load_sessions
 from mihu_frames.plots import plot_activity, plot_durations, plot_hourly
+from mihu_frames.report import activity_text, hourly_text, stats_text, summary_text
 from mihu_frames.schema import SESSIONS_SCHEMA, empty_frame
 from mihu_frames.snapshots import read_snapshots, snapshot_metadata, write_snapshot
-from mihu_frames.stats import activity, explode_tasks, hourly_profile, session_stats
+from mihu_frames.stats import (
+    SessionStats,
+    activity,
+    explode_tasks,
+    format_duration,
+    format_stats,
+    hourly_profile,
+    session_stats,
+)
 from mihu_frames.sync import sync_snapshots, sync_summary
 
 __all__ = [
@@ -43,13 +52,18 @@ __all__ = [
     "ResponseFormatError",
     "ResponseTimeoutError",
     "ServerError",
+    "SessionStats",
     "ValidationError",
     "__version__",
     "activity",
+    "activity_text",
     "compact_snapshots",
     "empty_frame",
     "explode_tasks",
+    "format_duration",
+    "format_stats",
     "hourly_profile",
+    "hourly_text",
     "load_sessions",
     "plot_activity",
     "plot_durations",
@@ -58,6 +72,8 @@ __all__ = [
     "session_stats",
     "sessions_frame",
     "snapshot_metadata",
+    "stats_text",
+    "summary_text",
     "sync_snapshots",
     "sync_summary",
     "write_snapshot",

@@ -164,13 +164,21 @@ def _compact_parser(commands: Any) -> None:
 def _stats_parser(commands: Any) -> None:
     stats = commands.add_parser(
         "stats",
-        help="duration and activity statistics of the sessions under ROOT",
-        description="Read the latest state of every session under ROOT and print session "
-        "statistics, activity per time bucket and the weekday x hour profile.",
+        help="a summary of the sessions under ROOT (details behind flags)",
+        description="Read the latest state of every session under ROOT and print a short "
+        "summary: sessions, period, durations, the busiest day and hour. The flags add the "
+        "details: the statistics table, activity per time bucket, the weekday x hour profile.",
     )
     stats.add_argument("root", metavar="ROOT", help="snapshot root")
-    stats.add_argument("--by", action="append", help="group statistics by this column")
+    stats.add_argument("--table", action="store_true", help="the session statistics table")
+    stats.add_argument("--by", action="append", help="group the table by this column")
+    stats.add_argument("--activity", action="store_true", help="activity per time bucket")
     stats.add_argument("--freq", default="1D", help="activity bucket (pandas offset: 1D, 1h, W)")
+    stats.add_argument(
+        "--last", type=int, default=30, metavar="N", help="activity: the last N buckets (30)"
+    )
+    stats.add_argument("--hourly", action="store_true", help="sessions by weekday and hour")
+    stats.add_argument("--all", action="store_true", help="every detail above")
     stats.add_argument("--tz", default="UTC", help="time zone of buckets and the hourly profile")
     stats.add_argument("--plot", metavar="PNG", help="also write the figures to this PNG file")
     stats.set_defaults(run=_stats)
@@ -225,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def summary(df: pd.DataFrame, label: str = "loaded") -> str:
     """One line a person reads: rows, conversations, requests, cache hits, median duration."""
     attrs = df.attrs.get("mihu_frames", {})
+    from mihu_frames.stats import format_duration
+
     median = df["duration"].median() if len(df) else pd.NaT
-    median_text = "n/a" if pd.isna(median) else str(pd.Timedelta(median).round("s"))
+    median_text = "n/a" if pd.isna(median) else format_duration(median)
     asked = len(attrs.get("conversations") or [])
     held = df["conversation_uuid"].nunique()
     conversations = f"{held:,} conversations"
@@ -324,8 +334,8 @@ def _demo(args: argparse.Namespace) -> int:
             print(summary(warm, "cached reload"))
             tagged = client.sessions(sim.conversation_uuids, status="all", progress=False)
             print(summary(tagged, "by status"))
-            counts = tagged["status"].value_counts().to_dict()
-            print("  " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+            counts = tagged["status"].value_counts()
+            print("  " + ", ".join(f"{k}: {v:,}" for k, v in counts[counts > 0].items()))
             client.flush_cache()  # before the temporary folder goes
         path = write_snapshot(tagged, args.root)
         back = read_snapshots(args.root, conversations=sim.conversation_uuids)
@@ -334,21 +344,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from mihu_frames.report import activity_text, hourly_text, stats_text, summary_text
     from mihu_frames.snapshots import read_snapshots
-    from mihu_frames.stats import activity, hourly_profile, session_stats
 
     if args.plot:
         _require_matplotlib()
     df = read_snapshots(args.root)
     by = args.by[0] if args.by and len(args.by) == 1 else args.by
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(f"{len(df):,} sessions in {df['conversation_uuid'].nunique():,} conversations")
-        print("\nsession statistics" + (f" by {', '.join(args.by)}" if args.by else ""))
-        print(session_stats(df, by=by).to_string())
-        print(f"\nactivity per {args.freq} ({args.tz})")
-        print(activity(df, freq=args.freq, tz=args.tz).to_string())
-        print(f"\nsessions started by weekday and hour ({args.tz})")
-        print(hourly_profile(df, tz=args.tz).to_string())
+    print(summary_text(df, tz=args.tz))
+    if args.table or args.by or args.all:
+        print("\n" + stats_text(df, by=by, tz=args.tz))
+    if args.activity or args.all:
+        print("\n" + activity_text(df, args.freq, tz=args.tz, last=args.last))
+    if args.hourly or args.all:
+        print("\n" + hourly_text(df, tz=args.tz))
     if args.plot:
         _write_figures(df, args)
         print(f"\nfigures: {args.plot}")

@@ -124,8 +124,17 @@ SESSIONS_SCHEMA = pa.schema(
 )
 COLUMNS: tuple[str, ...] = tuple(SESSIONS_SCHEMA.names)
 
+#: What ``status`` and ``type`` hold in pandas for a row fetched without that filter. The API
+#: never sends a session's status or type: only a filtered query tells it. In Arrow and
+#: Parquet such a row holds null; in pandas it shows as this category, so that
+#: ``df.status.value_counts()`` cannot read as "no sessions" (null would hide every row and
+#: leave the fixed categories at 0).
+UNTAGGED = "untagged"
 #: Columns that become pandas categoricals, with their fixed categories (stable across frames).
-CATEGORIES: dict[str, tuple[str, ...]] = {"status": STATUS_VALUES, "type": TYPE_VALUES}
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "status": (*STATUS_VALUES, UNTAGGED),
+    "type": (*TYPE_VALUES, UNTAGGED),
+}
 
 _STRING_DTYPE = pd.StringDtype("pyarrow")
 _LIST_DTYPE = pd.ArrowDtype(pa.list_(pa.string()))
@@ -172,7 +181,8 @@ def to_pandas(table: pa.Table, columns: list[str] | None = None) -> pd.DataFrame
     df = table.to_pandas(types_mapper=types_mapper, coerce_temporal_nanoseconds=False)
     for column, values in tags.items():  # in frame order, so each insert lands in place
         categories = CATEGORIES[column]
-        codes = pc.fill_null(pc.index_in(values, value_set=pa.array(categories)), -1)
+        untagged = categories.index(UNTAGGED)
+        codes = pc.fill_null(pc.index_in(values, value_set=pa.array(categories)), untagged)
         tagged = pd.Categorical.from_codes(codes.to_numpy(), categories=list(categories))
         df.insert(names.index(column), column, tagged)
     return df
@@ -187,7 +197,8 @@ def from_pandas(df: pd.DataFrame) -> pa.Table:
     for field in SESSIONS_SCHEMA:
         series = df[field.name]
         if field.name in CATEGORIES:
-            series = series.astype(object).where(series.notna(), None)
+            series = series.astype(object)
+            series = series.where(series.notna() & (series != UNTAGGED), None)
         columns.append(pa.array(series, type=field.type, from_pandas=True))
     return pa.Table.from_arrays(columns, schema=SESSIONS_SCHEMA)
 

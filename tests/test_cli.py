@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -47,7 +50,7 @@ def test_fetch_writes_a_snapshot_and_prints_a_summary(sim, tmp_path):
     assert sorted(df["uuid"]) == sorted(
         s["uuid"] for c in conversations for s in sim.ground_truth(c)
     )
-    assert df["status"].notna().all()
+    assert (df["status"] != "untagged").all()
 
 
 def test_fetch_reports_errors_cleanly(sim, tmp_path):
@@ -61,13 +64,104 @@ def test_fetch_reports_errors_cleanly(sim, tmp_path):
     assert bad.returncode == 2 and "not a conversation UUID" in bad.stderr
 
 
-def test_help_lists_commands():
+def test_help_lists_commands_and_each_command_only_its_options():
     result = _run("--help")
     assert result.returncode == 0
-    for command in ("fetch", "demo", "stats", "simulate"):
+    for command in ("fetch", "sync", "compact", "demo", "stats", "simulate"):
         assert command in result.stdout
     fetch_help = _run("fetch", "--help").stdout
     assert "--status" in fetch_help and "MIHU_API_TOKEN" in fetch_help
+    assert "--offline" in fetch_help and "--refresh" in fetch_help
+    sync_help = _run("sync", "--help").stdout
+    assert "--full" in sync_help and "--overlap" in sync_help and "--status" in sync_help
+    assert "--offline" not in sync_help and "--refresh" not in sync_help  # a sync reads fresh
+    simulate_help = _run("simulate", "--help")
+    assert simulate_help.stdout.startswith("usage: mihu-frames simulate")
+    from mihu_frames.simulator.cli import build_parser
+
+    undocumented = [a.option_strings for a in build_parser()._actions if not a.help]
+    assert undocumented == [], f"options without help text: {undocumented}"
+
+
+def test_filter_flags_take_one_value_each_and_never_swallow_a_uuid(sim, tmp_path):
+    env = {"MIHU_API_TOKEN": sim.token, "MIHU_BASE_URL": sim.base_url}
+    conversation = sim.conversation_uuids[4]
+    result = _run(
+        "fetch",
+        "--status",
+        "completed",
+        conversation,
+        "--status",
+        "active,timed_out",
+        "--no-cache",
+        "--root",
+        str(tmp_path / "snaps"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    df = mf.read_snapshots(tmp_path / "snaps")
+    tags = sim.tags()
+    assert sorted(df["uuid"]) == sorted(s["uuid"] for s in sim.ground_truth(conversation))
+    assert all(df["status"].astype(str) == [tags[u][0] for u in df["uuid"]])
+
+
+def test_a_fetch_where_everything_failed_writes_nothing_and_says_so(sim, tmp_path):
+    env = {"MIHU_API_TOKEN": sim.token, "MIHU_BASE_URL": sim.base_url}
+    missing = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+    root = tmp_path / "snaps"
+    result = _run(
+        "fetch", missing, "--on-error", "warn", "--no-cache", "--root", str(root), env=env
+    )
+    assert result.returncode == 1
+    assert not root.exists()
+    assert "RuntimeWarning" not in result.stderr and "Traceback" not in result.stderr
+    assert f"left out: conversation {missing}, page 1: HTTP 404" in result.stderr
+    assert "nothing loaded" in result.stderr and "no snapshot written" in result.stderr
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    from mihu_frames.simulator import Simulator
+
+    with Simulator(sizes=[500], latency=3.0) as slow:
+        env = {**os.environ, "MIHU_API_TOKEN": slow.token, "MIHU_BASE_URL": slow.base_url}
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mihu_frames",
+                "fetch",
+                slow.conversation_uuids[0],
+                "--no-cache",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while slow.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the load is under way
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == "interrupted\n"
+
+
+def test_stats_plot_without_matplotlib_is_one_line_before_any_table(tmp_path, sim, make_client):
+    mf.write_snapshot(make_client(sim).sessions(sim.conversation_uuids[1]), tmp_path / "snaps")
+    hide = tmp_path / "no_matplotlib"
+    (hide / "matplotlib").mkdir(parents=True)
+    (hide / "matplotlib" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    pythonpath = os.pathsep.join([str(hide), str(ROOT)])
+    result = _run(
+        "stats", str(tmp_path / "snaps"), "--plot", str(tmp_path / "f.png"),
+        env={"PYTHONPATH": pythonpath},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: --plot needs matplotlib: pip install 'mihu_frames[plot]'"
+    ]
 
 
 def test_demo_runs_without_token_or_network(tmp_path):
@@ -97,26 +191,37 @@ def test_demo_runs_without_token_or_network(tmp_path):
     assert len(mf.read_snapshots(tmp_path / "snaps")) == 571
 
 
-def test_stats_prints_tables_and_writes_figures(sim, make_client, tmp_path):
+def test_stats_prints_a_short_summary_and_details_on_request(sim, make_client, tmp_path):
     df = make_client(sim).sessions(sim.conversation_uuids[1:5])
     mf.write_snapshot(df, tmp_path / "snaps")
+    short = _run("stats", str(tmp_path / "snaps"))
+    assert short.returncode == 0, short.stderr
+    lines = short.stdout.splitlines()
+    assert len(lines) <= 10, short.stdout
+    assert lines[0].startswith(f"sessions      {len(df):,} in 4 conversations")
+    assert "median" in short.stdout and "busiest hour" in short.stdout
+    assert not re.search(r"\d\.\d{6}", short.stdout)  # no durations to the microsecond
     png = tmp_path / "figures.png"
     result = _run(
         "stats",
         str(tmp_path / "snaps"),
+        "--all",
         "--by",
         "agent_uuid",
         "--freq",
         "7D",
+        "--last",
+        "3",
         "--tz",
         "Europe/Berlin",
         "--plot",
         str(png),
     )
     assert result.returncode == 0, result.stderr
-    assert f"{len(df):,} sessions in 4 conversations" in result.stdout
-    assert "median_duration" in result.stdout and "peak_concurrent" in result.stdout
-    assert "Monday" in result.stdout
+    assert "session statistics by agent_uuid" in result.stdout
+    assert "median" in result.stdout and "peak" in result.stdout and "Mon" in result.stdout
+    assert "earlier buckets not shown" in result.stdout
+    assert len(result.stdout.splitlines()) < len(lines) + 60
     image = matplotlib.image.imread(png)
     assert image.shape[0] > 500 and image.shape[1] > 500
     assert pd.Series(image.reshape(-1)).nunique() > 10  # something was drawn

@@ -262,3 +262,66 @@ def test_a_null_among_many_undocumented_names_is_kept(monkeypatch):
     assert reread == [bodies[1]]
     pd.testing.assert_frame_equal(decoded, mf.sessions_frame(sessions))
     assert json.loads(decoded.loc[98, "extra"])["custom_field_0099"] is None
+
+
+# --------------------------------------------------------------------------- whole responses
+
+
+def test_sessions_frame_takes_a_whole_response_or_a_list_of_them():
+    first = [_session(uuid=f"{n:08d}-0d44-4b50-8888-8dd25736052a") for n in range(3)]
+    second = [_session(uuid=f"{n:08d}-0d44-4b50-8888-8dd25736052a") for n in range(3, 5)]
+    one = json.loads(_page(first, total=5, last_page=2, per_page=3))
+    two = json.loads(_page(second, page=2, total=5, last_page=2, per_page=3))
+    expected = mf.sessions_frame(first + second)
+    pd.testing.assert_frame_equal(mf.sessions_frame([one, two]), expected)
+    pd.testing.assert_frame_equal(mf.sessions_frame(one), mf.sessions_frame(first))
+    with pytest.raises(mf.ResponseFormatError, match="'success' is not true"):
+        mf.sessions_frame({**one, "success": False, "message": "no"})
+
+
+# --------------------------------------------------------------------------- instants out of range
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12-31T23:00:00-12:00", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-00:01"]
+)
+def test_an_instant_outside_years_1_to_9999_is_null_with_its_text_kept(text):
+    sessions = [_session(updated_at=text), _session(uuid="00000002-0d44-4b50-8888-8dd25736052a")]
+    with pytest.warns(RuntimeWarning, match="1 timestamp"):
+        df = mf.sessions_frame(sessions)
+    assert pd.isna(df.loc[0, "updated_at"]) and not pd.isna(df.loc[1, "updated_at"])
+    assert json.loads(df.loc[0, "extra"]) == {"updated_at": text}
+    assert df.attrs["mihu_frames"]["timestamps_out_of_range"] == 1
+    decoded = _decode(_page(sessions))  # the fast path hands such a page to json.loads
+    pd.testing.assert_frame_equal(decoded, df, check_flags=False, check_like=False)
+    _, envelopes = decode_pages([_page(sessions)], [PageInfo(conversation=UUID, page=1)])
+    assert envelopes[0].out_of_range == 1
+
+
+def test_a_load_counts_and_warns_about_instants_out_of_range():
+    import http.server
+    import threading
+
+    body = _page([_session(updated_at="9999-12-31T23:00:00-12:00")])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.warns(RuntimeWarning, match="outside years 1-9999"):
+            df = mf.load_sessions(UUID, base_url=base_url, token="tok-12345678", cache=None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert df.attrs["mihu_frames"]["timestamps_out_of_range"] == 1
+    assert pd.isna(df.loc[0, "updated_at"])

@@ -9,7 +9,7 @@ import pytest
 from conftest import SIZES, assert_matches_truth
 
 import mihu_frames as mf
-from mihu_frames.schema import COLUMNS, pandas_dtypes
+from mihu_frames.schema import COLUMNS, from_pandas, pandas_dtypes, to_pandas
 
 
 def _pages(n: int, per_page: int = 100) -> int:
@@ -103,9 +103,15 @@ def test_status_all_tags_every_row(sim, make_client):
     both = client.sessions(conversation, status=["completed", "active"], type="all")
     assert set(both["status"].astype(str)) == {"completed", "active"}
     assert all(both["type"].astype(str) == [tags[u][1] for u in both["uuid"]])
-    assert list(both["status"].cat.categories) == ["active", "completed", "timed_out"]
+    assert list(both["status"].cat.categories) == ["active", "completed", "timed_out", "untagged"]
     untagged = client.sessions(conversation)
-    assert untagged["status"].isna().all() and untagged["type"].isna().all()
+    # without the filter a row's status is unknown: it says so, and is never read as a count
+    # of 0 per status; in Arrow (and snapshots) it is null
+    assert (untagged["status"] == "untagged").all() and (untagged["type"] == "untagged").all()
+    counts = untagged["status"].value_counts()
+    assert counts["untagged"] == len(untagged) and counts.drop("untagged").eq(0).all()
+    assert from_pandas(untagged).column("status").null_count == len(untagged)
+    pd.testing.assert_frame_equal(to_pandas(from_pandas(untagged)), untagged)
 
 
 def test_second_identical_load_sends_no_request(sim, make_client):

@@ -727,7 +727,9 @@ def expect_record(record: Any, info: PageInfo, out: Expected) -> dict[str, Any] 
     else:
         row["conversation_uuid"] = conversation
     row["uuid"] = uuid
-    row["status"], row["type"] = info.status, info.type
+    # the API never sends a session's status or type: a row fetched without the filter is
+    # "untagged" in pandas (null in Arrow)
+    row["status"], row["type"] = info.status or "untagged", info.type or "untagged"
     for name in TIMESTAMPS:
         value = record.get(name)
         if value is None:

@@ -337,12 +337,19 @@ def brute_activity(records: list[dict], freq: str, tz: str) -> pd.DataFrame:
 
 
 def group_key(record: dict, by: list[str]) -> tuple:
-    return tuple(record.get(column) for column in by)
+    """A record's group; a session fetched without a status/type filter is "untagged"."""
+    return tuple(
+        "untagged"
+        if column in ("status", "type") and record.get(column) is None
+        else record.get(column)
+        for column in by
+    )
 
 
 def sorted_keys(keys: set[tuple]) -> list[tuple]:
-    """Sort group keys as pandas does: values ascending, missing last, column by column."""
-    return sorted(keys, key=lambda key: [(v is None, v or "") for v in key])
+    """Sort group keys as pandas does: values ascending, missing last, column by column; the
+    status/type category "untagged" comes after the known values."""
+    return sorted(keys, key=lambda key: [(v is None, v == "untagged", v or "") for v in key])
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,8 +418,9 @@ def test_session_stats_open_only_group_has_nat_durations():
 def test_session_stats_categorical_only_observed_groups():
     records = make_records(8, 200, *WINDOWS["berlin-october"])
     result = session_stats(frame_from_records(records), by="status")
-    # "timed_out" is a category of the column but no session has it.
-    assert [None if pd.isna(v) else v for v in result.index] == ["active", "completed", None]
+    # "timed_out" is a category of the column but no session has it; sessions fetched without
+    # a status filter form the "untagged" group.
+    assert list(result.index) == ["active", "completed", "untagged"]
 
 
 def test_session_stats_small_exact_values():
