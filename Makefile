@@ -1,36 +1,56 @@
 # Everything runs in .venv, created on first use; PYTHON picks the interpreter that creates it.
+# The demo installs what it needs (the library and matplotlib); the tests add the developer
+# tools; the notebook adds JupyterLab.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
+NOTEBOOK := $(VENV)/.installed-notebook
 
-.PHONY: demo test test-fast bench lint format clean
+.PHONY: demo test test-fast notebook bench lint format typecheck clean
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[plot]"
+	touch $@
 
-demo: $(STAMP)  ## load the built-in simulator's conversations, write a snapshot, print a summary
+$(DEV): $(CORE)
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
+	touch $@
+
+$(NOTEBOOK): $(CORE)
+	$(BIN)/python -m pip install --quiet -e ".[notebook]"
+	touch $@
+
+demo: $(CORE)  ## load the built-in simulator's conversations, write a snapshot, print a summary
 	$(BIN)/mihu-frames demo --root data/snapshots
 
-test: $(STAMP)  ## the whole suite, as CI runs it
+test: $(DEV)  ## lint, type check and the whole suite, as CI runs it
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 -q
 
-test-fast: $(STAMP)  ## without the slow soak tests
+test-fast: $(DEV)  ## the suite without the slow soak tests
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
-bench: $(STAMP)  ## timed comparisons, printed as ratios
+notebook: $(NOTEBOOK)  ## open the analysis notebook in JupyterLab (it starts its own simulator)
+	$(BIN)/jupyter lab notebooks/sessions_analysis.ipynb
+
+bench: $(DEV)  ## timed comparisons, printed as ratios
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_sync.py
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)
+typecheck: $(DEV)
+	$(BIN)/mypy
+
+format: $(DEV)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 

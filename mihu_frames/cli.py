@@ -58,7 +58,9 @@ class Failure(Exception):
 # --------------------------------------------------------------------------- flags
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], title: str) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser, cls: type, names: Iterable[str] | None, title: str
+) -> None:
     """Add the flags of the options ``names`` of dataclass ``cls`` as one argument group."""
     group = parser.add_argument_group(title)
     for f in option_fields(cls, names):
@@ -74,7 +76,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], 
             )
 
 
-def given(args: argparse.Namespace, cls: type, names: Iterable[str]) -> dict[str, Any]:
+def given(args: argparse.Namespace, cls: type, names: Iterable[str] | None) -> dict[str, Any]:
     """The options of ``cls`` the user gave on the command line (the library has the defaults)."""
     out: dict[str, Any] = {}
     for f in option_fields(cls, names):

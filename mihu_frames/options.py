@@ -303,8 +303,8 @@ class SyncOptions:
         overlap = self.overlap
         if isinstance(overlap, timedelta):
             window = overlap
-        elif _seconds_value(overlap) and not math.isinf(overlap):  # type: ignore[arg-type]
-            window = timedelta(seconds=overlap)  # type: ignore[arg-type]
+        elif _seconds_value(overlap) and not math.isinf(overlap):
+            window = timedelta(seconds=overlap)
         else:
             raise ValueError(f"overlap must be a finite timedelta or seconds, got {overlap!r}")
         if window < timedelta(0):

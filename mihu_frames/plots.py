@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -219,6 +219,7 @@ def plot_durations(
             bins = np.geomspace(everything.min(), everything.max() * 1.0001, 41)
         else:
             bins = np.histogram_bin_edges(everything, bins=40)
+        bins = cast(Any, bins)  # an array of edges, which matplotlib takes
         weights = [np.full(v.size, 1 / v.size) if density and v.size else None for v in data]
         if keys is None:
             ax.hist(
@@ -231,7 +232,7 @@ def plot_durations(
             ax.hist(
                 data,
                 bins=bins,
-                weights=weights if density else None,
+                weights=cast(Any, weights) if density else None,
                 histtype="step",
                 linewidth=1.5,
                 label=sized,

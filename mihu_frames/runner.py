@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -142,14 +143,21 @@ class Plan:
 class Paging(Protocol):
     """Which pages a run fetches, and how it uses the cache."""
 
-    #: Pages may come from the cache and fresh ones are saved to it.
-    cached: bool
-    #: Later pages may be asked for from page 1's bytes, before it is decoded.
-    hint: bool
-    #: How the progress bar is labelled.
-    label: str
-    #: How a conversation left out under ``on_error="warn"`` is announced.
-    left_out: str
+    @property
+    def cached(self) -> bool:
+        """Pages may come from the cache, and fresh ones are saved to it."""
+
+    @property
+    def hint(self) -> bool:
+        """Later pages may be asked for from page 1's bytes, before it is decoded."""
+
+    @property
+    def label(self) -> str:
+        """How the progress bar is labelled."""
+
+    @property
+    def left_out(self) -> str:
+        """How a conversation left out under ``on_error="warn"`` is announced."""
 
     def queries(self, plan: Plan) -> Iterable[Query]:
         """The queries of ``plan`` this run reads."""
@@ -312,8 +320,8 @@ class _Run:
         self.unsaved_pages = 0
         self.save_limit = max(1, SAVE_SESSIONS // plan.per_page)
         self.in_flight_limit = runner.max_workers * IN_FLIGHT_PER_WORKER
-        deadline = plan.options.deadline
-        self.deadline = time.monotonic() + deadline if deadline is not None else None
+        deadline = plan.options.deadline  # seconds: LoadOptions normalises a timedelta
+        self.deadline = time.monotonic() + float(deadline) if deadline is not None else None  # type: ignore[arg-type]
         self.next_index = len(plan.queries)
         self.pacer_start = self.transport.pacer.stats()
         self.progress = Progress(progress, paging.label, self.transport.pacer)
@@ -742,7 +750,8 @@ def _name(query: Query) -> str:
 def _first_frame_outside() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside this package."""
     package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -151,7 +151,8 @@ def sync_snapshots(
     started = time.perf_counter()
     sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
     settings = SyncOptions(**sync)
-    full, window, pii = settings.full, settings.overlap, settings.pii
+    full, pii = settings.full, settings.pii
+    window = cast(timedelta, settings.overlap)  # SyncOptions normalises seconds to a timedelta
     ids = conversation_ids(conversations)
     plan = Plan.build(ids, LoadOptions(sort_by="updated_at", sort_dir="desc", **load))
     if pii == "hash":

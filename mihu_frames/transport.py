@@ -567,7 +567,7 @@ class _Watchdog:
                 self._cond.wait(max(wait, 0.001))
 
 
-def _watched(base: type, watchdog: _Watchdog) -> type:
+def _watched(base: type[Any], watchdog: _Watchdog) -> type:
     """``base`` (a urllib3 connection class) whose wait for headers is bounded by its timeout."""
 
     def getresponse(self: Any) -> Any:

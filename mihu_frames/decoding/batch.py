@@ -119,7 +119,8 @@ def _keep_raw_text(
     for name, mask in lost.items():
         texts = sessions.field(name).to_pylist()
         for row in np.flatnonzero(mask):
-            item = json.loads(values[row]) if values[row] is not None else {}
+            text = values[row]
+            item = json.loads(text) if text is not None else {}
             item[name] = texts[row]
             values[row] = JSON.encode(item)
     return pa.array(values, type=pa.string())

@@ -120,7 +120,7 @@ def fast_extra(sessions: pa.StructArray, parents: np.ndarray, bodies: Sequence[b
     for page in np.flatnonzero(reread):
         start, stop = (int(i) for i in np.searchsorted(parents, [page, page + 1]))
         if stop > start:
-            out[start:stop] = exact_extras(bodies[page], stop - start)
+            out[start:stop] = exact_extras(bodies[int(page)], stop - start)
     try:
         return pa.array(out, type=pa.string())
     except UnicodeError:  # a lone surrogate escape that only json.loads let through
@@ -153,7 +153,7 @@ def _extra_parts(sessions: pa.StructArray) -> dict[str, pa.Array]:
             some |= values.is_valid().to_numpy(zero_copy_only=False)
         parts["contact"] = pa.StructArray.from_arrays(
             arrays,
-            fields=[contact_type.field(i) for i in contact_extra],
+            fields=[contact_type.field(i) for i in contact_extra],  # type: ignore[union-attr]
             mask=pa.array(~some),
         )
     return parts

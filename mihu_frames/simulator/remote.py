@@ -187,7 +187,7 @@ class SpawnedSimulator:
     @property
     def options(self) -> _options.SimulatorOptions:
         """The subprocess's options, knobs as they are now."""
-        return self._remote("options")  # type: ignore[no-any-return]
+        return self._remote("options")
 
 
 def _remote_method(name: str) -> Callable[..., Any]:
