@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,47 @@ def assert_matches_truth(df: pd.DataFrame, truth: list[dict[str, Any]]) -> None:
     assert [r["uuid"] for r in actual] == [r["uuid"] for r in expected]
     for got, want in zip(actual, expected, strict=True):
         assert got == want, (got["uuid"], {k: (got[k], want[k]) for k in want if got[k] != want[k]})
+
+
+class AnswerServer:
+    """A loopback server whose answers a test writes: (status, headers, body) per path."""
+
+    def __init__(self, answer: Any) -> None:
+        self.paths: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                owner.paths.append(self.path)
+                status, headers, body = answer(self.path, self.headers)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Any]:
+    servers: list[AnswerServer] = []
+
+    def make(answer: Any) -> AnswerServer:
+        servers.append(AnswerServer(answer))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()

@@ -58,7 +58,7 @@ def _imports(name: str, path: Path) -> set[tuple[str, ...]]:
     """What ``name`` imports from mihu_frames, at any depth of its code: for each import, the
     dotted targets it may mean (``from x import y``: the module ``x.y``, else ``x``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = name.split(".")[:-1] if not path.name == "__init__.py" else name.split(".")
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -138,7 +138,7 @@ def test_no_import_cycle():
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt) :] + [nxt]
+                cycle = [*path[path.index(nxt) :], nxt]
                 pytest.fail("import cycle: " + " → ".join(cycle))
             if nxt not in state:
                 visit(nxt)

@@ -1,20 +1,23 @@
-"""Stored whole-load results: never staler than the page cache they were built from."""
+"""The cache file: page keys, consistent listings, stored loads, background writes, forks."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import requests
 
 import mihu_frames as mf
-from mihu_frames.cachefile import ORPHAN_AGE, CacheFile
+from mihu_frames.cachefile import ORPHAN_AGE, CacheFile, page_key, url_key
 from mihu_frames.options import LoadOptions
-from mihu_frames.runner import Plan
+from mihu_frames.runner import Plan, Query
 
 
 def _stored_loads(client) -> int:
@@ -209,3 +212,144 @@ def test_invalidation_works_for_thousands_of_conversations(tmp_path):
     cache.invalidate(many[1:])
     assert cache.stored_load("a") is None and cache.stored_load("b") is None
     cache.close()
+
+
+CONVERSATION = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8765", "https://ACME.mihu.ai", "https://acme.mihu.ai/", "https://x.io/api/"],
+)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page": 1, "per_page": 100, "sort_by": "created_at", "sort_dir": "asc"},
+        {
+            "page": 12,
+            "per_page": 7,
+            "sort_by": "updated_at",
+            "sort_dir": "desc",
+            "status": "active",
+        },
+        {"page": 3, "per_page": 100, "sort_by": "started_at", "sort_dir": "asc", "type": "voice"},
+    ],
+)
+def test_page_url_and_key_are_what_requests_prepares(base_url, params):
+    client = mf.MihuClient(base_url, cache=None)
+    options = {k: params[k] for k in ("per_page", "sort_by", "sort_dir")}
+    plan = Plan.build([CONVERSATION], LoadOptions(**options))
+    query = Query(0, CONVERSATION, params.get("status"), params.get("type"))
+    url = client.runner.page_url(query, params["page"], plan)
+    path = f"{base_url.rstrip('/')}/api/v1/conversations/{CONVERSATION}/sessions"
+    prepared = requests.Request("GET", path, params=params).prepare()
+    assert url == prepared.url
+    # a CachedSession with page_key as its key_fn finds the pages a load saved
+    assert url_key(url) == page_key(prepared)
+    assert page_key(requests.Request("GET", url).prepare()) == url_key(url)
+
+
+def test_pages_fetched_on_the_pool_are_served_by_requests_cache(fresh_sim, make_client):
+    client = make_client(fresh_sim)
+    a, b = fresh_sim.conversation_uuids[2], fresh_sim.conversation_uuids[3]
+    both = client.sessions([a, b])
+    fresh_sim.reset_requests()
+    # another plan, so no stored load matches: every page comes from requests-cache
+    alone = client.sessions(b, status=None, per_page=100)
+    again = client.sessions(a)
+    assert fresh_sim.request_count == 0
+    assert alone.attrs["mihu_frames"]["cache_hits"] == 3
+    expected = both[both["conversation_uuid"] == b].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        alone.drop(columns="fetched_at"), expected.drop(columns="fetched_at")
+    )
+    assert len(again) == 150
+    client.close()
+    client.flush_cache()  # pages are saved in the background, after the frame is built
+    with closing(sqlite3.connect(client.cache_path)) as db:
+        assert db.execute("select count(*) from responses").fetchone()[0] == 5
+
+
+def test_a_new_client_on_the_file_sees_the_load_another_just_closed(fresh_sim, cache_path):
+    conversations = fresh_sim.conversation_uuids[1:]
+    with mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path) as client:
+        first = client.sessions(conversations)
+    # close() does not wait for the stored-load write; the next reader of the file does
+    fresh_sim.reset_requests()
+    with mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path) as client:
+        second = client.sessions(conversations)
+    assert fresh_sim.request_count == 0
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_background_writes_never_recreate_a_removed_cache_file(fresh_sim, cache_path):
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path)
+    hold = threading.Event()
+    cache = client.cache
+    assert cache is not None
+    save = cache.save_pages
+
+    def save_behind_a_held_job(*args: Any) -> None:  # the load's writes wait for `hold`
+        cache._submit(hold.wait)
+        save(*args)
+
+    cache.save_pages = save_behind_a_held_job  # type: ignore[method-assign]
+    try:
+        df = client.sessions(fresh_sim.conversation_uuids[2])
+        client.close()
+        for path in cache_path.parent.rglob("*"):
+            if path.is_file():
+                path.unlink()
+    finally:
+        hold.set()  # never leave the writer blocked, whatever happened
+    client.flush_cache()
+    assert len(df) == 150
+    assert not cache_path.exists()
+    assert not any(p.is_file() for p in cache_path.parent.rglob("*"))
+
+
+def test_a_forked_child_gets_cache_writers_of_its_own(fresh_sim, cache_path):
+    import multiprocessing
+
+    conversation = fresh_sim.conversation_uuids[2]
+    with mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path) as client:
+        client.sessions(conversation)  # this process now has a writer for the file
+        client.flush_cache()  # (forking during an SQLite write is unsafe whatever we do)
+    child = multiprocessing.get_context("fork").Process(
+        target=_load_in_child, args=(fresh_sim.base_url, fresh_sim.token, cache_path, conversation)
+    )
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+
+
+def test_a_client_used_across_a_fork_gets_a_writer_of_its_own(fresh_sim, cache_path):
+    import multiprocessing
+
+    conversation = fresh_sim.conversation_uuids[2]
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path)
+    client.sessions(conversation)
+    client.flush_cache()
+    child = multiprocessing.get_context("fork").Process(
+        target=_reload_in_child, args=(client, conversation)
+    )
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    client.close()
+    assert child.exitcode == 0
+
+
+def _reload_in_child(client: mf.MihuClient, conversation: str) -> None:
+    df = client.sessions(conversation, refresh=True)  # saves pages: needs a live writer
+    client.flush_cache()
+    assert len(df) == 150
+
+
+def _load_in_child(base_url: str, token: str, cache: Any, conversation: str) -> None:
+    with mf.MihuClient(base_url, token=token, cache=cache) as client:
+        client.sessions(conversation, refresh=True)
+        client.flush_cache()

@@ -1,4 +1,4 @@
-"""Frame building from session dicts and page bytes: odd values, extras, errors that name fields."""
+"""Decoding: page bodies and session dicts to the frame's Arrow columns, and their checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import requests
 
 import mihu_frames as mf
-from mihu_frames.decoding import PageInfo, arrow, decode_pages, extra
+from mihu_frames.decoding import PageInfo, arrow, decode_pages, extra, paginator_hint
 from mihu_frames.frame import finish
 from mihu_frames.schema import to_pandas
 
@@ -325,3 +325,34 @@ def test_a_load_counts_and_warns_about_instants_out_of_range():
         server.server_close()
     assert df.attrs["mihu_frames"]["timestamps_out_of_range"] == 1
     assert pd.isna(df.loc[0, "updated_at"])
+
+
+# --------------------------------------------------------------------------- paginator hint
+
+
+def _body(last_page: int, total: int, per_page: int = 100, sessions: str = "") -> bytes:
+    return (
+        f'{{"success":true,"message":"ok","data":{{"current_page":1,"data":[{sessions}],'
+        f'"last_page":{last_page},"per_page":{per_page},"total":{total}}}}}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "hint"),
+    [
+        (_body(10, 1000), 10),
+        (_body(1, 0), 1),
+        (_body(3, 201), 3),
+        (b'{"data": {"last_page" : 2 , "total": 150, "per_page": 100}}', 2),
+        # a session's own field named like the paginator comes before the envelope's
+        (_body(4, 400, sessions='{"uuid":"u","last_page":99,"total":1,"per_page":1}'), 4),
+        (_body(4, 100), None),  # disagrees with total / per_page: wait for the decode
+        (_body(2, 150, per_page=0), None),
+        (b'{"data": {"last_page": 2}}', None),
+        (b"not json", None),
+        (b'{"data": {"last_page": "2", "total": 150, "per_page": 100}}', None),
+        (b'{"data": {"last_page": 2.5, "total": 150, "per_page": 100}}', None),
+    ],
+)
+def test_paginator_hint(body, hint):
+    assert paginator_hint(body) == hint
