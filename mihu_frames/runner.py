@@ -53,6 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mihu_frames._memory import give_back
 from mihu_frames.cachefile import CachedListing, CacheFile, PageToSave, url_key
 from mihu_frames.decoding import PageEnvelope, PageInfo, batch_size, decode_pages, paginator_hint
 from mihu_frames.errors import CacheMissError, MihuError, ResponseFormatError
@@ -72,6 +73,8 @@ MAX_GROWTH = 20
 IN_FLIGHT_PER_WORKER = 2
 #: Pages held for the cache before they are handed to its writer (about 50,000 sessions).
 SAVE_SESSIONS = 50_000
+#: Every this many sessions decoded, freed memory is handed back (see mihu_frames._memory).
+GIVE_BACK_SESSIONS = 50_000
 
 
 # --------------------------------------------------------------------------- the plan
@@ -305,6 +308,8 @@ class _Run:
         self.refresh, self.offline = refresh, offline
         self.stats = RunStats()
         self.states: dict[int, _QueryRun] = {}
+        self.decoded_rows = 0
+        self.next_give_back = GIVE_BACK_SESSIONS
         self.failed: dict[str, MihuError] = {}
         self.tables: list[pa.Table] = []
         self.waiting: deque[list[Any]] = deque()  # [query run, next page, last page]
@@ -545,6 +550,10 @@ class _Run:
         if decoded.table is None:
             return
         self.tables.append(decoded.table)
+        self.decoded_rows += decoded.table.num_rows
+        if self.decoded_rows >= self.next_give_back:
+            self.next_give_back += GIVE_BACK_SESSIONS
+            give_back()
         start = 0
         for page, envelope in zip(decoded.pages, decoded.envelopes, strict=True):
             rows = decoded.table.slice(start, envelope.rows)
@@ -736,6 +745,8 @@ class _Run:
             ]
         table = finish(batches)
         del batches
+        if self.decoded_rows >= GIVE_BACK_SESSIONS:
+            give_back()
         if self.failed and table.num_rows:
             failed = pa.array(list(self.failed), type=pa.string())
             table = table.filter(pc.invert(pc.is_in(table.column("conversation_uuid"), failed)))

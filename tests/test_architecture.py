@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "schema": 0,
     "_files": 0,
+    "_memory": 0,
     "options": 1,
     "frame": 1,
     "pacing": 1,
