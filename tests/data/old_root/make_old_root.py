@@ -67,7 +67,12 @@ def main() -> None:
 
     (HERE / "truth.json").write_text(
         json.dumps(
-            {"seed": SEED, "sizes": SIZES, "sessions": truth, "status": {u: tags[u][0] for u in tags}},
+            {
+                "seed": SEED,
+                "sizes": SIZES,
+                "sessions": truth,
+                "status": {u: tags[u][0] for u in tags},
+            },
             indent=1,
             ensure_ascii=False,
         )
