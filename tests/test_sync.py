@@ -65,7 +65,12 @@ def _change(sim: Simulator) -> tuple[set[str], set[str]]:
 
 
 def _files(root: Path) -> dict[Path, bytes]:
-    return {path: path.read_bytes() for path in snapshot_files(root)}
+    """Every Parquet file of the root (history and latest state) and its content."""
+    return {path: path.read_bytes() for path in sorted(root.rglob("*.parquet"))}
+
+
+def _months(sessions: list[dict[str, Any]]) -> set[str]:
+    return {f"{pd.Timestamp(s['created_at']).tz_convert('UTC'):%Y-%m}" for s in sessions}
 
 
 def test_second_sync_costs_what_changed_and_matches_truth(sim, make_client, root):
@@ -91,14 +96,21 @@ def test_second_sync_costs_what_changed_and_matches_truth(sim, make_client, root
         if request.conversation in known:
             assert request.params["sort_by"] == "updated_at"
             assert request.params["sort_dir"] == "desc"
-    # The new snapshot holds exactly the changed and new rows, owner-only, with a record.
+    # The new history file holds exactly the changed and new rows, owner-only, with a record;
+    # only the latest-state partitions (months) of those sessions were rewritten.
     path = Path(attrs["snapshot"])
     assert set(pq.read_table(path, columns=["uuid"]).column("uuid").to_pylist()) == touched | added
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    record = mf.snapshot_metadata(path)["sync"]
-    assert record["rows_changed"] == len(touched) and record["rows_new"] == len(added)
-    assert record["requests"] == sim.request_count and record["full"] is False
+    meta = mf.snapshot_metadata(path)
+    assert meta["rows_changed"] == len(touched) and meta["rows_new"] == len(added)
+    assert meta["sync"]["requests"] == sim.request_count and meta["sync"]["full"] is False
     assert len(snapshot_files(root)) == 2
+    changed = [s for s in _truth(sim) if s["uuid"] in touched | added]
+    rewritten = {Path(p).parent.name.split("=")[1] for p in attrs["files_written"][1:]}
+    assert rewritten == _months(changed)
+    assert attrs["files_written"][0] == attrs["snapshot"]
+    assert attrs["bytes_written"] == sum(Path(p).stat().st_size for p in attrs["files_written"])
+    assert attrs["rows_unchanged"] <= attrs["rows_unchanged_seen"]
 
 
 def test_nothing_changed_writes_nothing_and_costs_a_request_per_conversation(
@@ -113,7 +125,8 @@ def test_nothing_changed_writes_nothing_and_costs_a_request_per_conversation(
     assert sim.request_count == len(SIZES)
     assert attrs["snapshot"] is None and _files(root) == before
     assert attrs["rows_changed"] == 0 and attrs["rows_new"] == 0
-    assert attrs["rows_unchanged_seen"] > 0
+    assert attrs["rows_unchanged_seen"] > 0 and attrs["rows_unchanged"] > 0
+    assert attrs["files_written"] == [] and attrs["bytes_written"] == 0
     assert_matches_truth(_by_uuid(again), _truth(sim))
     summary = sync_summary(again)
     assert re.search(r"4 requests, 0 rows changed, 0 new", summary), summary
@@ -201,7 +214,7 @@ def test_an_exception_half_way_leaves_earlier_snapshots_and_the_next_sync_comple
         _sync(root, sim, client, conversations=everything)
     assert _files(root) == before_files
     pd.testing.assert_frame_equal(mf.read_snapshots(root), before)
-    assert not [p for p in root.rglob(".*") if p.is_file()]  # no temporary file left behind
+    assert not list(root.rglob("*.tmp"))  # no temporary file left behind
 
     # Now an incremental read fails half way through the conversations.
     sim.fail_next("500", conversation=sim.conversation_uuids[3])
@@ -309,6 +322,7 @@ def test_hashed_snapshots_stay_hashed_and_unchanged_rows_are_not_rewritten(
         ({"per_page": 500}, "per_page"),
         ({"status": "done"}, "status"),
         ({"full": "yes"}, "full"),
+        ({"refetch": 1}, "refetch"),
         ({"on_error": "ignore"}, "on_error"),
         ({"progress": "bar"}, "progress"),
         ({"pii": "clear"}, "pii"),
@@ -369,10 +383,8 @@ def test_a_held_row_that_differs_with_the_same_updated_at_is_repaired(sim, make_
     touched = sim.touch_sessions(sim.conversation_uuids[3], 3)  # held next, inside the window
     second = _sync(root, sim, client)
     held = second.set_index("uuid").loc[touched].reset_index()[second.columns]
-    # Replace that snapshot by one with other content under the same updated_at.
-    Path(second.attrs["mihu_frames"]["snapshot"]).unlink()
+    # A later write with other content under the same updated_at and fetch time: it wins.
     held["summary"] = "edited by hand"
-    held["fetched_at"] = held["fetched_at"] - pd.Timedelta(seconds=1)
     mf.write_snapshot(held, root)
     tampered = mf.read_snapshots(root).set_index("uuid").loc[touched, "summary"]
     assert (tampered == "edited by hand").all()
