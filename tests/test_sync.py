@@ -3,6 +3,7 @@ ground truth row for row, drift and failures lose nothing, caching never hides a
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -412,3 +413,91 @@ def test_a_conversation_failing_in_one_filter_query_is_left_out_whole(sim, make_
     assert_matches_truth(_by_uuid(after), _truth(sim))
     tags = sim.tags()
     assert all(tags[u][0] == s for u, s in zip(after["uuid"], after["status"], strict=True))
+
+
+# --------------------------------------------------------------------------- filters and tags
+
+
+def _tags_match(df: pd.DataFrame, sim: Simulator, *, status: bool = True, kind: bool = False):
+    tags = sim.tags()
+    for uuid, got_status, got_type in zip(df["uuid"], df["status"], df["type"], strict=True):
+        if status:
+            assert got_status == tags[uuid][0], uuid
+        if kind:
+            assert got_type == tags[uuid][1], uuid
+
+
+def test_a_sync_without_filters_uses_the_ones_the_root_recorded(sim, make_client, root):
+    client = make_client(sim)
+    first = _sync(root, sim, client, status="all")
+    _tags_match(first, sim)
+    touched = sim.touch_sessions(sim.conversation_uuids[3], 7)
+    sim.reset_requests()
+    df = _sync(root, sim, client)  # as the README shows: no filters named again
+    attrs = df.attrs["mihu_frames"]
+    assert {r.params.get("status") for r in sim.requests} == {"active", "completed", "timed_out"}
+    assert attrs["filters"]["status"] == ["active", "completed", "timed_out"]
+    assert attrs["rows_changed"] == len(touched) and attrs["rows_new"] == 0
+    assert df["status"].notna().all()
+    _tags_match(df, sim)
+    assert_matches_truth(_by_uuid(df), _truth(sim))
+    same = _sync(root, sim, client, status=["timed_out", "completed", "active"])  # any spelling
+    assert same.attrs["mihu_frames"]["rows_changed"] == 0
+
+
+def test_other_filters_are_refused_before_any_request_unless_refetch(sim, make_client, root):
+    client = make_client(sim)
+    _sync(root, sim, client, status="all")
+    before = _files(root)
+    for options in ({"status": "completed"}, {"type": "voice"}, {"status": "all", "type": "all"}):
+        sim.reset_requests()
+        with pytest.raises(ValueError) as caught:
+            _sync(root, sim, client, **options)
+        message = str(caught.value)
+        assert "status='all', type=None" in message and str(root) in message
+        assert "refetch=True" in message and "new root" in message
+        assert sim.request_count == 0 and _files(root) == before
+    with pytest.raises(ValueError, match="refetch"):
+        _sync(root, sim, client, full=True, type="voice")
+    assert sim.request_count == 0
+
+    sim.reset_requests()
+    df = _sync(root, sim, client, status="all", type="all", refetch=True)
+    attrs = df.attrs["mihu_frames"]
+    assert attrs["conversations_full"] == len(SIZES)  # every conversation read anew
+    assert all(r.params["sort_by"] == "created_at" for r in sim.requests)
+    assert {(r.params["status"], r.params["type"]) for r in sim.requests if r.conversation} == {
+        (s, t) for s in ("active", "completed", "timed_out") for t in ("text", "voice")
+    }
+    assert attrs["rows_changed"] == sum(SIZES)  # each session gained its type tag
+    _tags_match(df, sim, kind=True)
+    recorded = json.loads((root / "mihu_frames_root.json").read_text())["recorded"]
+    assert recorded["type"] == ["text", "voice"]
+    assert_matches_truth(_by_uuid(df), _truth(sim))
+    sim.reset_requests()
+    again = _sync(root, sim, client)  # now with the new filters
+    assert {r.params["type"] for r in sim.requests} == {"text", "voice"}
+    assert again.attrs["mihu_frames"]["rows_changed"] == 0
+
+
+def test_tags_are_kept_across_plain_and_full_syncs(sim, make_client, root):
+    """A root fetched without filters, 100 sessions of it tagged later: syncs without filters
+    (plain and full) never replace a tag by null."""
+    client = make_client(sim)
+    big = sim.conversation_uuids[3]
+    _sync(root, sim, client)  # no filters: recorded as such
+    tagged = client.sessions(big, status="all", type="all", refresh=True).head(100)
+    assert mf.snapshot_metadata(mf.write_snapshot(tagged, root))["rows_changed"] == 100
+    touched = sim.touch_sessions(big, 150)  # open sessions first: the tagged ones among them
+    assert set(touched) & set(tagged["uuid"])
+    plain = _sync(root, sim, client)
+    assert plain.attrs["mihu_frames"]["rows_changed"] == len(touched)
+    full = _sync(root, sim, client, full=True)
+    assert full.attrs["mihu_frames"]["rows_changed"] == 0  # an untagged row equals a tagged one
+    for df in (plain, full, mf.read_snapshots(root)):
+        held = df.set_index("uuid")
+        assert held.loc[tagged["uuid"], "status"].notna().all()
+        assert held.loc[tagged["uuid"], "type"].notna().all()
+        assert held["status"].notna().sum() == 100
+        _tags_match(df[df["uuid"].isin(tagged["uuid"])], sim, kind=True)
+    assert_matches_truth(_by_uuid(full), _truth(sim))
