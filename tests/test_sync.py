@@ -9,7 +9,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -501,3 +501,56 @@ def test_tags_are_kept_across_plain_and_full_syncs(sim, make_client, root):
         assert held["status"].notna().sum() == 100
         _tags_match(df[df["uuid"].isin(tagged["uuid"])], sim, kind=True)
     assert_matches_truth(_by_uuid(full), _truth(sim))
+
+
+# ---------------------------------------------------------------------- timestamps at the edges
+
+
+def _serve_timestamp(sim: Simulator, uuid: str, name: str, text: str) -> None:
+    """Make the simulator serve ``name`` of one session as ``text`` (an instant the generator
+    never produces), as a misbehaving backend would."""
+    instant = pd.Timestamp(text)
+    micros = (instant.to_pydatetime() - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
+        microseconds=1
+    )
+    with sim._lock:
+        for conversation in sim._conversations.values():
+            for session in conversation.sessions:
+                if session.uuid == uuid:
+                    session.times[name] = micros
+                    session.tokens[name] = f'"{text}"'
+                    session.encode()
+                    conversation.orders.clear()
+                    return
+    raise KeyError(uuid)
+
+
+def test_a_session_dated_in_the_year_9999_hides_no_later_edit(sim, make_client, root):
+    client = make_client(sim)
+    big = sim.conversation_uuids[3]
+    future = sim.ground_truth(big)[10]["uuid"]
+    _serve_timestamp(sim, future, "updated_at", "9999-12-31T23:59:59.999999Z")
+    first = _sync(root, sim, client)
+    assert first.set_index("uuid").loc[future, "updated_at"].year == 9999
+    for _ in range(2):  # edits after it, twice
+        touched = sim.touch_sessions(big, 5)
+        df = _sync(root, sim, client)
+        assert df.attrs["mihu_frames"]["rows_changed"] == len(touched)
+        assert_matches_truth(_by_uuid(df), _truth(sim))
+
+
+def test_a_session_dated_in_the_year_1_does_not_break_the_next_sync(sim, make_client, root):
+    client = make_client(sim)
+    one = sim.conversation_uuids[1]  # a conversation of one session
+    (only,) = [s["uuid"] for s in sim.ground_truth(one)]
+    _serve_timestamp(sim, only, "updated_at", "0001-01-01T00:00:00Z")
+    first = _sync(root, sim, client)
+    assert first.set_index("uuid").loc[only, "updated_at"] == pd.Timestamp("0001-01-01", tz="UTC")
+    sim.reset_requests()
+    again = _sync(root, sim, client)  # its window would start before the year 1
+    assert again.attrs["mihu_frames"]["rows_changed"] == 0
+    assert len([r for r in sim.requests if r.conversation == one]) == 1
+    touched = sim.touch_sessions(one, 1)
+    after = _sync(root, sim, client)
+    assert after.attrs["mihu_frames"]["rows_changed"] == len(touched) == 1
+    assert_matches_truth(_by_uuid(after), _truth(sim))
