@@ -34,7 +34,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -210,7 +210,7 @@ def compact_snapshots(
         files = store.history_files()
         report = _compact(store.path, files, cutoff)
         sessions = len(store.read_latest(["uuid"]))
-    report = CompactionReport(**{**report.__dict__, "converted": converted, "sessions": sessions})
+    report = replace(report, converted=converted, sessions=sessions)
     logger.info("%s: %s", store.path, report.summary())
     return report
 

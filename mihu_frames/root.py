@@ -680,7 +680,7 @@ class SnapshotRoot:
                     counts[key] += value
                 versions.append(written)
                 if partition_counts["new"] or partition_counts["changed"]:
-                    record = _latest_record(merged, month, snapshot_id)
+                    record = _latest_record(merged, month, snapshot_id, self.recorded, metadata)
                     staged.append(
                         (
                             month,
@@ -806,7 +806,9 @@ class SnapshotRoot:
             part = part.take(pc.sort_indices(part, _SORT))
             folder = build / f"{PARTITION}={month}"
             private_dirs(folder)
-            record = _latest_record(part, month, snapshot_id, converted=True)
+            record = _latest_record(
+                part, month, snapshot_id, recorded, {"converted_from_layout": 1}
+            )
             stage_parquet(
                 part.replace_schema_metadata(record), self.path / STAGING, PART_FILE
             ).publish(folder / PART_FILE)
@@ -976,8 +978,15 @@ def _not_older(a: pa.Table, b: pa.Table) -> np.ndarray:
 
 
 def _latest_record(
-    table: pa.Table, month: str, snapshot_id: str, *, converted: bool = False
+    table: pa.Table,
+    month: str,
+    snapshot_id: str,
+    recorded: Recorded | None,
+    metadata: Mapping[str, Any],
 ) -> dict[bytes, bytes]:
+    """Key-value metadata of a latest-state file: the write that last changed it, the root's
+    filters, the newest fetch in it, and the base URL and ``pii`` of that write."""
+    newest = pc.max(table.column("fetched_at")).as_py() if table.num_rows else None
     record: dict[str, Any] = {
         "library_version": __version__,
         "schema_version": SCHEMA_VERSION,
@@ -985,12 +994,15 @@ def _latest_record(
         "dataset": "latest",
         PARTITION: month,
         "snapshot_id": snapshot_id,
+        "fetched_at": None if newest is None else newest.isoformat(),
         "written_at": datetime.now(timezone.utc).isoformat(),
         "rows": table.num_rows,
         "conversations": len(pc.unique(table.column("conversation_uuid"))),
+        "filters": None if recorded is None else recorded.to_json(),
     }
-    if converted:
-        record["converted_from_layout"] = 1
+    for key in ("base_url", "pii", "converted_from_layout"):
+        if key in metadata:
+            record[key] = metadata[key]
     return _encode(record)
 
 

@@ -174,6 +174,19 @@ def test_prune_before_drops_only_versions_superseded_before_it(sim, make_client,
         mf.compact_snapshots(root, prune_before="soon")
 
 
+def test_a_root_with_nothing_written_yet_compacts_to_nothing(tmp_path):
+    root = tmp_path / "root"
+    mf.write_snapshot(mf.empty_frame(), root)
+    report = mf.compact_snapshots(root)
+    assert (report.files_before, report.files_after, report.rows_after, report.sessions) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert list(report) == []
+
+
 def test_compacted_files_are_owner_only(history):
     old = os.umask(0o022)
     try:

@@ -131,6 +131,9 @@ def test_metadata_records_the_write_and_never_the_token(sim, loaded, root):
         assert record["dataset"] == "latest" and record["snapshot_id"] == path.stem
         assert record["rows"] == pq.read_metadata(latest).num_rows
         assert record["created_month"] == latest.parent.name.split("=")[1]
+        assert record["base_url"] == sim.base_url and record["pii"] == "kept"
+        assert record["filters"]["status"] == ["active", "completed", "timed_out"]
+        assert record["fetched_at"] == loaded["fetched_at"].max().isoformat()
     for file in root.rglob("*"):
         if file.is_file():
             assert sim.token.encode() not in file.read_bytes()
