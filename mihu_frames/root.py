@@ -944,16 +944,17 @@ def _merge(held: pa.Table, incoming: pa.Table) -> tuple[pa.Table, pa.Table, dict
     newer = _not_older(matched, before)
     replace_mask = ~same & newer
     stale_mask = ~same & ~newer
-    changed = matched.filter(pa.array(replace_mask))
-    new = incoming.filter(pa.array(is_new))
+    changed = _sorted(matched.filter(pa.array(replace_mask)))
+    new = _sorted(incoming.filter(pa.array(is_new)))
+    stale = _sorted(matched.filter(pa.array(stale_mask)))
     kept = held
     if changed.num_rows:
         gone = pc.is_in(held.column("uuid"), value_set=changed.column("uuid"))
         kept = held.filter(pc.invert(gone))
-    merged = pa.concat_tables([kept, changed, new])
-    if changed.num_rows or new.num_rows:
-        merged = merged.take(pc.sort_indices(merged, _SORT))
-    written = pa.concat_tables([new, changed, matched.filter(pa.array(stale_mask))])
+    # Tables share their buffers: where one part is all there is, no copy is made (a new root
+    # writes each row to its partition and to history from the same memory).
+    merged = _merged_in_order([kept, changed, new])
+    written = _merged_in_order([new, changed, stale])
     counts = {
         "new": new.num_rows,
         "changed": changed.num_rows,
@@ -961,6 +962,21 @@ def _merge(held: pa.Table, incoming: pa.Table) -> tuple[pa.Table, pa.Table, dict
         "stale": int(stale_mask.sum()),
     }
     return merged, written, counts
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    """``table`` in file order (``conversation_uuid``, ``created_at``, ``uuid``)."""
+    return table if table.num_rows < 2 else table.take(pc.sort_indices(table, _SORT))
+
+
+def _merged_in_order(tables: list[pa.Table]) -> pa.Table:
+    """Tables each in file order, as one in file order. Where only one holds rows it is
+    returned as it is: no copy (a new root writes each row to its partition and to history
+    from the same memory)."""
+    parts = [t for t in tables if t.num_rows]
+    if len(parts) <= 1:
+        return parts[0] if parts else tables[0]
+    return _sorted(pa.concat_tables(parts))
 
 
 def _not_older(a: pa.Table, b: pa.Table) -> np.ndarray:
@@ -1009,7 +1025,6 @@ def _latest_record(
 def _history_table(
     rows: pa.Table, snapshot_id: str, metadata: Mapping[str, Any], counts: Mapping[str, int]
 ) -> pa.Table:
-    rows = rows.take(pc.sort_indices(rows, _SORT))
     fetched = pc.max(rows.column("fetched_at")).as_py()
     record: dict[str, Any] = {
         "library_version": __version__,
