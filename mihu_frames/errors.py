@@ -161,3 +161,37 @@ class CacheMissError(MihuError):
 
 class CacheLockedError(MihuError):
     """Another process holds the cache file's write lock for longer than the client's timeout."""
+
+
+class NotASnapshotRootError(ValueError, FileNotFoundError):
+    """A folder given as a snapshot root is not one (not a :class:`MihuError`: no request).
+
+    Raised by ``read_snapshots`` and ``compact_snapshots`` for a missing, empty or unrelated
+    folder, a file, or a root's ``sessions/`` folder passed by mistake; by ``write_snapshot``
+    and ``sync_snapshots`` for a file or a non-empty folder that is not a root (they create a
+    root in a missing or empty folder). It is both a ``ValueError`` (a bad argument) and a
+    ``FileNotFoundError`` (no root there), so callers catching either keep working.
+
+    Attributes
+    ----------
+    root : str
+        The folder given.
+    reason : str
+        Why it is not a root; the message adds what a root looks like.
+    """
+
+    #: What a root looks like (the layout itself is documented in ``mihu_frames.root``).
+    LOOKS_LIKE = (
+        "A snapshot root is a folder holding mihu_frames_root.json, sessions/ (the latest "
+        "state) and history/ (every version), as write_snapshot and sync_snapshots create it "
+        "in a missing or empty folder; roots of earlier releases hold "
+        "sessions/fetched_date=YYYY-MM-DD/ folders."
+    )
+
+    def __init__(self, root: Any, reason: str) -> None:
+        self.root = str(root)
+        self.reason = reason
+        super().__init__(f"{self.root} is not a snapshot root: {reason}. {self.LOOKS_LIKE}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.root, self.reason))

@@ -275,6 +275,17 @@ class SyncOptions:
             "help": "re-read everything (sees deletions)",
         },
     )
+    refetch: bool = option(
+        False,
+        "Fetch every conversation anew (as ``full``) under ``status``/``type`` filters other "
+        "than the ones the root recorded, and record them. Without it such a sync is refused.",
+        kind="bool",
+        cli={
+            "flag": "--refetch",
+            "action": "store_true",
+            "help": "re-fetch everything under new --status/--type filters, and record them",
+        },
+    )
     overlap: timedelta | float = option(
         DEFAULT_OVERLAP,
         "How far before the newest ``updated_at`` held to keep reading (default five minutes): "
@@ -296,8 +307,9 @@ class SyncOptions:
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.full, bool):
-            raise ValueError(f"full must be True or False, got {self.full!r}")
+        for name in ("full", "refetch"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.pii not in (None, "hash"):
             raise ValueError(f"pii must be None or 'hash', got {self.pii!r}")
         overlap = self.overlap

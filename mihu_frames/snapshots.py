@@ -1,184 +1,80 @@
-"""Parquet snapshots: a hive-partitioned dataset any Parquet reader takes unchanged.
+"""Parquet snapshots: a root that any Parquet reader takes unchanged, for months.
 
-Layout: ``root/sessions/fetched_date=YYYY-MM-DD/<snapshot_id>.parquet``. Each file is one
-snapshot: the sessions frame plus a ``snapshot_id`` column, zstd-compressed, with key-value
-metadata (library and schema version, snapshot id, fetch time, base URL, filters, counts; never
-the token). Files are written under a hidden temporary name, flushed, then renamed, so a reader
-never sees a partial file; files are ``0600`` and folders ``0700`` (contacts are personal data).
+A snapshot root (layout and rules in :mod:`mihu_frames.root`) holds:
 
-Abandoned temporary files
--------------------------
-A writer killed mid-write (``kill -9``, power loss) leaves its hidden temporary file behind: part
-of a snapshot, contacts included. Every write (and every compaction) first removes such leftovers
-from the whole snapshot tree, without ever touching a file a live writer in another process is
-still writing. The rule, in :func:`_remove_abandoned_temp_files`:
+- ``root/sessions/created_month=YYYY-MM/part-0.parquet``: the **latest state**, exactly one row
+  per session, plain hive-partitioned Parquet. DuckDB
+  (``read_parquet('root/sessions/**/*.parquet', hive_partitioning=true)``), Polars, pyarrow and
+  Spark read it with no de-duplication of their own, also while a write or compaction runs.
+- ``root/history/fetched_date=YYYY-MM-DD/<snapshot_id>.parquet``: **every version** ever written,
+  one file per write, with a ``snapshot_id`` column (``read_snapshots(root, latest=False)``).
+- ``root/mihu_frames_root.json``: the manifest: the layout version and the ``status``/``type``
+  filters the root's sessions were fetched under (later syncs reuse them).
 
-- Only regular files named exactly like ours (``.<snapshot_id>.parquet.<8 hex>.tmp``) directly in
-  a ``sessions/fetched_date=*/`` folder are candidates; nothing else is ever touched.
-- A writer holds an exclusive ``flock`` on its temporary file from before its first byte until
-  after the rename, and the kernel drops the lock when the process dies. A candidate the cleaner
-  can lock (without waiting) and that holds data has therefore lost its writer: it is removed at
-  once. An empty candidate may have been created a moment ago by a writer that has not locked it
-  yet: it is removed only when older than :data:`STALE_TEMP_SECONDS` (it holds no data anyway),
-  and a writer that finds its new file gone after locking it starts over under a new name.
-- Without ``flock`` (Windows) the age rule alone applies to every candidate; there a file still
-  open by its writer cannot be removed anyway.
+Rules a write follows (:func:`write_snapshot`, and the storage step of a sync):
+
+- **What changes.** Rows are compared with the latest state (:mod:`mihu_frames.versions`): a
+  row identical to the version held (``fetched_at`` aside) is not written again, so writing the
+  same data twice adds nothing; an untagged row keeps the ``status``/``type`` held.
+- **Cost.** One history file with the new and changed rows, and a rewrite of the latest-state
+  partitions that hold them (usually the current month's): proportional to what changed.
+- **Atomic, owner-only.** Every file is written under a hidden temporary name in
+  ``root/.staging/``, fsynced and renamed (``os.replace``) into place; writers of one root are
+  serialized by a lock file; files are ``0600`` and folders ``0700`` (contacts are personal
+  data). Temporary files that killed writers leave are removed by the next write or compaction,
+  never one a live writer still holds: the ``flock`` rule is in :mod:`mihu_frames.atomic`.
+- **Metadata.** Parquet key-value metadata (``mihu_frames.*``) records the library, schema and
+  layout versions, snapshot id, fetch and write times, base URL (never the token), filters and
+  counts.
+- **Roots of earlier releases** (``sessions/fetched_date=…/``, one file per snapshot) are read
+  as they are and converted on their first write or compaction, nothing dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import logging
 import os
-import re
-import secrets
-import stat
-import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the age rule alone decides (see the module docstring)
-    fcntl = None  # type: ignore[assignment]
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from mihu_frames._version import __version__
-from mihu_frames.frame import deduplicate
-from mihu_frames.schema import (
-    COLUMNS,
-    SCHEMA_VERSION,
-    SESSIONS_SCHEMA,
-    from_pandas,
-    to_pandas,
-    types_mapper,
+from mihu_frames.errors import NotASnapshotRootError
+from mihu_frames.root import (
+    FILE_SCHEMA,
+    ORDER,
+    CommitReport,
+    file_metadata,
+    new_snapshot_id,
+    open_root,
 )
+from mihu_frames.schema import COLUMNS, from_pandas, to_pandas, types_mapper
+from mihu_frames.versions import SNAPSHOT_ID
 
-DATASET = "sessions"
-SNAPSHOT_ID = "snapshot_id"
-PARTITION = "fetched_date"
-_FILE_SCHEMA = SESSIONS_SCHEMA.append(pa.field(SNAPSHOT_ID, pa.string()))
-
-#: Where a temporary file's lock cannot tell, its age does: an unlocked *empty* one (its writer
-#: may be between creating and locking it, a matter of microseconds) or, without ``flock``, any
-#: one is taken for abandoned once its last write is this old. A snapshot write takes seconds
-#: and moves the mtime as it goes, so an hour is far beyond any live write, and a leftover
-#: still goes the same day.
-STALE_TEMP_SECONDS = 3600.0
-_TEMP_NAME = re.compile(r"\.\d{8}T\d{12}Z-[0-9a-f]{8}\.parquet\.[0-9a-f]{8}\.tmp")
-_TEMP_ATTEMPTS = 3
-
-logger = logging.getLogger("mihu_frames")
-
-
-def new_snapshot_id(now: datetime | None = None) -> str:
-    """A snapshot id that sorts by creation time: ``20261125T183000123456Z-1a2b3c4d``."""
-    now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(4)
-
-
-def write_snapshot(
-    df: pd.DataFrame,
-    root: str | os.PathLike[str] = "data/snapshots",
-    *,
-    metadata: Mapping[str, Any] | None = None,
-    pii: str | None = None,
-) -> Path:
-    """Write a sessions frame as one Parquet snapshot, atomically.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        A sessions frame (from :func:`load_sessions`, :func:`sessions_frame` or a read).
-    root : str or Path
-        The snapshot root; the file lands in ``root/sessions/fetched_date=YYYY-MM-DD/``
-        (the UTC date of the newest ``fetched_at``, or today for a frame without one).
-    metadata : mapping, optional
-        Extra key-value metadata to record (JSON-serialisable values).
-    pii : {None, "hash"}
-        ``"hash"`` replaces contact name, surname, phone number and e-mail with keyed hashes
-        (HMAC-SHA256 with the key in ``MIHU_PII_KEY``), stable across snapshots so they still
-        join, for datasets that leave the analyst's machine. ``summary`` is free text and may
-        mention names: drop it yourself if that matters.
-
-    Returns
-    -------
-    pathlib.Path
-        The snapshot file.
-
-    Notes
-    -----
-    The file is written under a hidden temporary name (``.<snapshot_id>.parquet.<hex>.tmp``,
-    ``0600``), flushed and renamed, so readers never see a partial snapshot, even when the
-    writer is killed. Before writing, temporary files that earlier writers abandoned (killed
-    mid-write) anywhere in ``root/sessions/fetched_date=*/`` are removed, and each removal is
-    logged at INFO. A temporary file that a live writer in another process is still writing is
-    never removed: writers hold an exclusive ``flock`` on it until it is renamed. On platforms
-    without ``flock`` (Windows) a leftover is removed once it is :data:`STALE_TEMP_SECONDS`
-    old. Only files matching that exact name in a partition folder are ever touched, and a
-    failure to remove one is logged at WARNING and never fails the write.
-
-    Examples
-    --------
-    >>> path = mf.write_snapshot(df, root="data/snapshots")          # doctest: +SKIP
-    >>> mf.read_snapshots("data/snapshots").equals(df)               # doctest: +SKIP
-    True
-    """
-    if pii not in (None, "hash"):
-        raise ValueError(f"pii must be None or 'hash', got {pii!r}")
-    clash = set(metadata or {}) & RESERVED_METADATA
-    if clash:
-        raise ValueError(f"metadata keys {sorted(clash)} are reserved for the snapshot's record")
-    table = from_pandas(df)
-    if pii == "hash":
-        table = hash_pii(table)
-    now = datetime.now(timezone.utc)
-    snapshot_id = new_snapshot_id(now)
-    newest = pc.max(table.column("fetched_at")).as_py() if table.num_rows else None
-    fetched_at = newest or now
-    folder = Path(root) / DATASET / f"{PARTITION}={fetched_at.strftime('%Y-%m-%d')}"
-    _private_dirs(folder)
-    ids = pa.DictionaryArray.from_arrays(
-        pa.array([0] * table.num_rows, pa.int32()), pa.array([snapshot_id])
-    )
-    table = table.append_column(SNAPSHOT_ID, ids.cast(pa.string()))
-    attrs = df.attrs.get("mihu_frames", {}) if isinstance(df.attrs, dict) else {}
-    record = {
-        "library_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        "snapshot_id": snapshot_id,
-        "fetched_at": fetched_at.isoformat(),
-        "written_at": now.isoformat(),
-        "base_url": attrs.get("base_url"),
-        "filters": attrs.get("filters"),
-        "rows": table.num_rows,
-        "conversations": pc.count_distinct(table.column("conversation_uuid")).as_py(),
-        "requests": attrs.get("requests"),
-        "pii": pii or "kept",
-    }
-    record.update(metadata or {})
-    kv = {f"mihu_frames.{k}": json.dumps(v, default=str) for k, v in record.items()}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **kv})
-    final = folder / f"{snapshot_id}.parquet"
-    _remove_abandoned_temp_files(root)
-    _write_atomically(table, final)
-    return final
-
+__all__ = [
+    "PII_COLUMNS",
+    "RESERVED_METADATA",
+    "SNAPSHOT_ID",
+    "hash_pii",
+    "new_snapshot_id",
+    "read_snapshots",
+    "snapshot_files",
+    "snapshot_metadata",
+    "write_snapshot",
+]
 
 #: Keys of the record every snapshot carries; ``metadata=`` cannot replace them.
 RESERVED_METADATA = frozenset(
     {
         "library_version",
         "schema_version",
+        "layout_version",
+        "dataset",
         "snapshot_id",
         "fetched_at",
         "written_at",
@@ -188,15 +84,118 @@ RESERVED_METADATA = frozenset(
         "conversations",
         "requests",
         "pii",
+        "rows_new",
+        "rows_changed",
+        "rows_unchanged",
+        "rows_stale",
+        "compacted_from",
     }
 )
 PII_COLUMNS = ("contact_name", "contact_surname", "contact_phone_number", "contact_email")
+
+
+def write_snapshot(
+    df: pd.DataFrame,
+    root: str | os.PathLike[str] = "data/snapshots",
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    pii: str | None = None,
+) -> Path | None:
+    """Write a sessions frame to a snapshot root: its changes to history, the latest state updated.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A sessions frame (from :func:`load_sessions`, :func:`sessions_frame` or a read).
+    root : str or Path
+        The snapshot root; created in a missing or empty folder (owner-only). A root of an
+        earlier release is converted first (see :mod:`mihu_frames.root`).
+    metadata : mapping, optional
+        Extra key-value metadata for the history file (JSON-serialisable values).
+    pii : {None, "hash"}
+        ``"hash"`` replaces contact name, surname, phone number and e-mail with keyed hashes
+        (HMAC-SHA256 with the key in ``MIHU_PII_KEY``), stable across snapshots so they still
+        join, for datasets that leave the analyst's machine. ``summary`` is free text and may
+        mention names: drop it yourself if that matters.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The history file written (``root/history/fetched_date=YYYY-MM-DD/<snapshot_id>.parquet``,
+        the UTC date of the newest ``fetched_at``), holding the rows that were new or changed.
+        ``None`` when every row is already held as it is: nothing was written (writing the same
+        data twice adds no snapshot). Its metadata records ``rows_new``, ``rows_changed``,
+        ``rows_unchanged`` and ``rows_stale``; the files and bytes written are logged at INFO.
+
+    Raises
+    ------
+    NotASnapshotRootError
+        ``root`` is a file, or a non-empty folder that is not a snapshot root.
+    ValueError
+        ``df`` is not a sessions frame, ``pii`` is unknown or has no key, or ``metadata`` uses
+        a reserved key; nothing is written.
+
+    Notes
+    -----
+    Rows are compared with the latest state held (:mod:`mihu_frames.versions`): new sessions
+    are added; a session held with other content is replaced when this row was fetched at or
+    after the one held, else the row is kept in history only (an older fetch written late);
+    an identical row is not written again. A row without a ``status``/``type`` tag keeps the
+    one held. The latest state is rewritten only in the partitions (months of ``created_at``)
+    that hold a new or changed session. A new root records the ``status``/``type`` filters the
+    frame was fetched under (``df.attrs["mihu_frames"]["filters"]``, else its tags).
+
+    Files are written under hidden temporary names in ``root/.staging/`` and renamed, so readers
+    (this library, DuckDB, Polars, pyarrow, Spark) never see a partial file, also when the writer
+    is killed; see :mod:`mihu_frames.atomic` for the lock, the clean-up of temporary files that
+    killed writers leave, and :mod:`mihu_frames.root` for the crash recovery.
+
+    Examples
+    --------
+    >>> path = mf.write_snapshot(df, root="data/snapshots")          # doctest: +SKIP
+    >>> mf.read_snapshots("data/snapshots").equals(df)               # a new root  # doctest: +SKIP
+    True
+    >>> mf.write_snapshot(df, root="data/snapshots") is None         # doctest: +SKIP
+    True
+    """
+    return _write(df, root, metadata=metadata, pii=pii).history_file
+
+
+def _write(
+    df: pd.DataFrame,
+    root: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    pii: str | None = None,
+) -> CommitReport:
+    if pii not in (None, "hash"):
+        raise ValueError(f"pii must be None or 'hash', got {pii!r}")
+    clash = set(metadata or {}) & RESERVED_METADATA
+    if clash:
+        raise ValueError(f"metadata keys {sorted(clash)} are reserved for the snapshot's record")
+    table = from_pandas(df)
+    if pii == "hash":
+        table = hash_pii(table)
+    store = open_root(root, create=True)
+    attrs = df.attrs.get("mihu_frames", {}) if isinstance(df.attrs, dict) else {}
+    record = {
+        "base_url": attrs.get("base_url"),
+        "filters": attrs.get("filters"),
+        "requests": attrs.get("requests"),
+        "pii": pii or "kept",
+        **(metadata or {}),
+    }
+    return store.commit(table, metadata=record)
 
 
 def hash_pii(table: pa.Table, key: bytes | None = None) -> pa.Table:
     """Replace the contact columns with keyed hashes (``MIHU_PII_KEY`` unless ``key`` is given).
 
     Each distinct value is hashed once: HMAC-SHA256, hex, first 32 characters. Nulls stay null.
+
+    Examples
+    --------
+    >>> hashed = hash_pii(table, key=b"secret")                      # doctest: +SKIP
     """
     if key is None:
         secret = os.environ.get("MIHU_PII_KEY")
@@ -214,142 +213,15 @@ def hash_pii(table: pa.Table, key: bytes | None = None) -> pa.Table:
     return table
 
 
-def _private_dirs(folder: Path) -> None:
-    """Create ``folder`` and any missing parents owner-only (the umask may not be 077)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)  # another process may race us here
-        os.chmod(path, 0o700)
-
-
-def _write_atomically(table: pa.Table, final: Path) -> None:
-    tmp, fd = _create_temp_file(final)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd", use_dictionary=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-            if fcntl is not None:
-                # Rename while the lock is held (closing drops it): a temporary file with data
-                # in it is never unlocked while its writer lives, which the cleaner relies on.
-                os.replace(tmp, final)
-        if fcntl is None:
-            os.replace(tmp, final)  # Windows cannot rename a file that is still open
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _create_temp_file(final: Path) -> tuple[Path, int]:
-    """Create ``final``'s hidden temporary file (``0600``) and lock it; return it and its fd."""
-    for _ in range(_TEMP_ATTEMPTS):
-        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        if fcntl is None:
-            return tmp, fd
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while a cleaner looks at the file
-            except OSError:
-                return tmp, fd  # a file system without locks: the age rule protects the file
-            # A cleaner removes an empty unlocked file only once it is STALE_TEMP_SECONDS old,
-            # so this one was not removed before we locked it, unless we stalled that long
-            # between two calls or the clock jumped. Then: a new name.
-            try:
-                if os.path.samestat(os.stat(tmp), os.fstat(fd)):
-                    return tmp, fd
-            except FileNotFoundError:
-                pass
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-    raise OSError(f"could not create a temporary file next to {final}: removed as it was made")
-
-
-def _remove_abandoned_temp_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files killed writers left under ``root``; never raises.
-
-    See the module docstring for the rule. Returns the files removed.
-    """
-    removed: list[Path] = []
-    try:
-        candidates = sorted(
-            path
-            for path in (Path(root) / DATASET).glob(f"{PARTITION}=*/.*.tmp")
-            if _TEMP_NAME.fullmatch(path.name)
-        )
-    except OSError as error:
-        logger.warning("could not look for abandoned temporary files under %s: %s", root, error)
-        return removed
-    for path in candidates:
-        try:
-            if _remove_if_abandoned(path):
-                removed.append(path)
-                logger.info("removed abandoned temporary file %s (left by a killed writer)", path)
-        except Exception as error:  # cleaning up must never fail the write
-            logger.warning("could not remove abandoned temporary file %s: %s", path, error)
-    return removed
-
-
-def _remove_if_abandoned(path: Path) -> bool:
-    """Remove ``path`` if its writer is gone (see the module docstring); ``True`` if removed."""
-    try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return False  # a folder, a symlink, a pipe: not ours
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return False  # renamed to its final name or removed meanwhile
-    try:
-        locked = False
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-            except BlockingIOError:
-                logger.debug("kept temporary file %s: a live writer holds its lock", path)
-                return False
-            except OSError:
-                pass  # a file system without locks: the age rule decides
-        info = os.fstat(fd)
-        age = time.time() - info.st_mtime
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        # Writers lock before their first byte: locked with data in it means its writer is gone.
-        if (not locked or info.st_size == 0) and age < STALE_TEMP_SECONDS:
-            logger.debug(
-                "kept temporary file %s: %d bytes, locked by us=%s, %.0f s old",
-                path,
-                info.st_size,
-                locked,
-                age,
-            )
-            return False
-        try:
-            if not os.path.samestat(path.lstat(), info):
-                return False  # the name now belongs to another file
-        except FileNotFoundError:
-            return False
-        path.unlink()
-        return True
-    finally:
-        os.close(fd)
-
-
 def snapshot_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Every complete snapshot file under ``root``, oldest first."""
-    base = Path(root) / DATASET
-    return sorted(base.glob(f"{PARTITION}=*/*.parquet"), key=lambda p: p.stem)
+    """Every history file under ``root``, oldest snapshot first (empty for a new root).
+
+    Examples
+    --------
+    >>> [p.name for p in mf.snapshots.snapshot_files("data/snapshots")]  # doctest: +SKIP
+    ['20261125T183000123456Z-1a2b3c4d.parquet']
+    """
+    return open_root(root).history_files()
 
 
 def read_snapshots(
@@ -360,59 +232,79 @@ def read_snapshots(
     columns: Iterable[str] | None = None,
     since: datetime | str | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Read snapshots back as a sessions frame.
+    """Read a snapshot root back as a sessions frame.
 
     Parameters
     ----------
     root : str or Path
-        The snapshot root given to :func:`write_snapshot`.
+        The snapshot root given to :func:`write_snapshot` or :func:`sync_snapshots`.
     latest : bool
-        ``True``: the latest state of every session across all snapshots (one row per
-        ``uuid``: newest ``updated_at``, then newest fetch). ``False``: every row of every
-        snapshot, with its ``snapshot_id``.
+        ``True``: the latest state, one row per session (``root/sessions/``). ``False``: every
+        version in history, with its ``snapshot_id``.
     conversations : str or iterable of str, optional
         Read only these conversations (pushed down to the Parquet scan).
     columns : iterable of str, optional
-        Read only these columns (the keys needed for ``latest`` are read regardless).
+        Read only these columns.
     since : datetime or str, optional
         Only sessions updated at or after this instant (``updated_at >= since``; a naive
-        value is taken as UTC). Pushed down to the Parquet scan.
+        value is taken as UTC). Pushed down to the Parquet scan. With ``latest`` it applies to
+        each session's latest version.
 
     Returns
     -------
     pandas.DataFrame
-        The sessions frame, dtype for dtype as written; empty with every column when the root
-        holds no snapshot.
+        The sessions frame, dtype for dtype as written, rows in the order they were first
+        written to the root (a frame written to a new root reads back row for row; history:
+        by ``snapshot_id``, then that order); empty with every column when nothing matches.
+
+    Raises
+    ------
+    NotASnapshotRootError
+        ``root`` is not a snapshot root (missing, empty, a file, a root's ``sessions/``
+        folder, any other folder): never an empty frame for a wrong path.
+    ValueError
+        An unknown column.
 
     Examples
     --------
     >>> df = mf.read_snapshots("data/snapshots")                     # doctest: +SKIP
+    >>> week = mf.read_snapshots("data/snapshots", since="2026-11-01",
+    ...                          columns=["uuid", "duration"])       # doctest: +SKIP
     """
-    base = Path(root)
-    if not base.exists():
-        raise FileNotFoundError(f"no snapshot root at {base}")
     wanted = list(columns) if columns is not None else None
     if wanted is not None:
-        unknown = [c for c in wanted if c not in _FILE_SCHEMA.names]
+        known = [*COLUMNS, SNAPSHOT_ID]
+        unknown = [c for c in wanted if c not in known]
         if unknown:
-            raise ValueError(f"unknown column(s) {unknown}; columns are {list(_FILE_SCHEMA.names)}")
-    scan_filter = None
+            raise ValueError(f"unknown column(s) {unknown}; columns are {known}")
+    ids = None
     if conversations is not None:
-        ids = [conversations] if isinstance(conversations, str) else list(conversations)
-        scan_filter = pc.field("conversation_uuid").isin([c.lower() for c in ids])
+        items = [conversations] if isinstance(conversations, str) else list(conversations)
+        ids = [c.lower() for c in items]
+    bound = None
     if since is not None:
-        bound = pd.Timestamp(since)
-        bound = bound.tz_localize("UTC") if bound.tzinfo is None else bound.tz_convert("UTC")
-        instant = pa.scalar(bound.to_pydatetime(), pa.timestamp("us", "UTC"))
-        recent = pc.field("updated_at") >= instant
-        scan_filter = recent if scan_filter is None else scan_filter & recent
+        stamp = pd.Timestamp(since)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        bound = stamp.to_pydatetime()
+    order = [ORDER, "uuid"] if latest else [SNAPSHOT_ID, ORDER]
     read = None
     if wanted is not None:
-        keys = ["uuid", "updated_at", "fetched_at", SNAPSHOT_ID] if latest else []
-        read = [c for c in _FILE_SCHEMA.names if c in wanted or c in keys]
-    table = _scan(base, read, scan_filter)
-    if latest:
-        table = deduplicate(table, tiebreak=SNAPSHOT_ID).drop_columns([SNAPSHOT_ID])
+        read = [c for c in FILE_SCHEMA.names if c in wanted or c in order]
+    for attempt in range(3):  # a root being converted changes under a reader once
+        store = open_root(root)
+        try:
+            if latest:
+                table = store.read_latest(read, conversations=ids, since=bound)
+            else:
+                table = store.read_history(read, _history_filter(ids, bound))
+            break
+        except NotASnapshotRootError:
+            raise
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    if table.num_rows > 1:
+        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in order]))
     names = [c for c in COLUMNS if wanted is None or c in wanted]
     df = to_pandas(table, columns=names)
     if not latest and (wanted is None or SNAPSHOT_ID in wanted):
@@ -420,30 +312,20 @@ def read_snapshots(
     return df
 
 
-def _scan(base: Path, columns: list[str] | None, scan_filter: Any) -> pa.Table:
-    """Read every complete snapshot file; list again if one vanishes (a compaction ran)."""
-    for attempt in range(3):
-        files = snapshot_files(base)
-        if not files:
-            schema = (
-                _FILE_SCHEMA
-                if columns is None
-                else pa.schema([_FILE_SCHEMA.field(c) for c in columns])
-            )
-            return schema.empty_table()
-        try:
-            dataset = ds.dataset([str(f) for f in files], schema=_FILE_SCHEMA, format="parquet")
-            return dataset.to_table(columns=columns, filter=scan_filter)
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+def _history_filter(ids: list[str] | None, bound: datetime | None) -> Any:
+    where = None if ids is None else pc.field("conversation_uuid").isin(ids)
+    if bound is not None:
+        recent = pc.field("updated_at") >= pa.scalar(bound, FILE_SCHEMA.field("updated_at").type)
+        where = recent if where is None else where & recent
+    return where
 
 
 def snapshot_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``mihu_frames.*`` key-value metadata of one snapshot file, decoded."""
-    meta = pq.read_schema(path).metadata or {}
-    prefix = b"mihu_frames."
-    return {
-        k[len(prefix) :].decode(): json.loads(v) for k, v in meta.items() if k.startswith(prefix)
-    }
+    """The ``mihu_frames.*`` key-value metadata of one file of a root, decoded.
+
+    Examples
+    --------
+    >>> mf.snapshot_metadata(path)["rows_new"]                       # doctest: +SKIP
+    250
+    """
+    return file_metadata(path)

@@ -4,19 +4,28 @@ the latest state.
 :func:`sync_snapshots` keeps a snapshot root up to date at a cost in requests proportional to
 what changed, not to what exists:
 
-1. **Held state.** For each requested conversation, the newest ``updated_at`` already held is
-   read from the snapshots (key columns only).
+0. **Filters.** The root records the ``status``/``type`` filters its sessions were fetched
+   under (:mod:`mihu_frames.root`). A sync without filters uses them; one with the same filters
+   proceeds; one with other filters is refused (``ValueError``, before any request) unless
+   ``refetch=True``, which reads every conversation anew under them and records them.
+1. **Held state.** For each requested conversation, the newest update already held is read from
+   the latest state (key columns only): each row's ``updated_at`` bounded by its
+   ``fetched_at`` (the server's ``Date`` when it was fetched: an update cannot be later than
+   the response that carried it), so a session dated in the year 9999 cannot hide later edits;
+   the window start ``held - overlap`` is clamped at the earliest instant Python represents,
+   so one dated in the year 1 cannot make it overflow.
 2. **Plan.** A conversation with nothing held, and every conversation with ``full=True``, gets a
    full load (``created_at asc``: stable while data drifts). Every other conversation is read
    newest change first (``sort_by=updated_at&sort_dir=desc``), one task per conversation (and
    filter value) on a pool of the client's ``max_workers`` threads, page after page, stopping
    after the first page whose oldest ``updated_at`` is before ``held - overlap``.
-3. **Compare.** Rows fetched are compared with the held latest state: *new* (the uuid was never
-   held), *changed* (held with another ``updated_at`` or other content), or unchanged (dropped:
-   a snapshot written by a sync holds only changed and new rows).
-4. **Write** the changed and new rows as one snapshot, atomically, once every page is in: an
-   exception half way writes nothing and leaves earlier snapshots as they were, and the next
-   sync redoes the work. Then the latest state of the requested conversations is returned.
+3. **Store** (:meth:`mihu_frames.root.SnapshotRoot.commit`), once every page is in, under the
+   root's lock: rows fetched are compared with the latest state: *new* (never held), *changed*
+   (other content; an untagged row keeps the tag held), or unchanged (not written). The changed
+   and new rows become one history file, and the latest-state partitions holding them are
+   rewritten: the cost follows what changed. An exception half way writes nothing and leaves
+   the root as it was; the next sync redoes the work. Then the latest state of the requested
+   conversations is returned, with what the write did in ``df.attrs["mihu_frames"]``.
 
 Why an incremental read loses nothing
 -------------------------------------
@@ -35,8 +44,7 @@ Deleted sessions: they are simply not returned. ``full=True`` re-reads everythin
 sessions held but no longer returned (``rows_deleted``, ``deleted_uuids`` in ``df.attrs``); they
 are **not** removed from the history or from the returned latest state (a snapshot records what
 was fetched; nothing is ever erased by a sync). Sessions without ``updated_at`` are only picked
-up by a full load. Held state is per conversation: sync a root with the same ``status``/``type``
-filters each time (or once with ``full=True`` after changing them).
+up by a full load.
 """
 
 from __future__ import annotations
@@ -47,10 +55,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,31 +73,20 @@ from mihu_frames.options import (
     split_options,
     takes,
 )
+from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
-from mihu_frames.schema import (
-    COLUMNS,
-    STATUS_VALUES,
-    TYPE_VALUES,
-    empty_frame,
-    empty_table,
-    from_pandas,
-    to_pandas,
-)
-from mihu_frames.snapshots import hash_pii, read_snapshots, write_snapshot
+from mihu_frames.schema import STATUS_VALUES, TYPE_VALUES, empty_table
+from mihu_frames.snapshots import hash_pii, read_snapshots
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
 
 logger = logging.getLogger("mihu_frames")
 
-#: A session's content: every column but when it was fetched.
-_CONTENT = tuple(name for name in COLUMNS if name != "fetched_at")
-_KEYS = ("conversation_uuid", "uuid", "updated_at")
 #: How a conversation left out under on_error="warn" is announced.
 LEFT_OUT = "did not sync {error}; it keeps its earlier state"
 _TS = pa.timestamp("us", tz="UTC")
-_KEYS_SCHEMA = pa.schema(
-    [("conversation_uuid", pa.string()), ("uuid", pa.string()), ("updated_at", _TS)]
-)
+#: The earliest instant a window can start at (``datetime.min``, in UTC).
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
 @takes((SyncOptions, None), (LoadOptions, SYNC_LOAD_OPTIONS), (ClientOptions, None))
@@ -102,18 +97,19 @@ def sync_snapshots(
     client: MihuClient | None = None,
     **options: Any,
 ) -> pd.DataFrame:
-    """Fetch what changed since the snapshots under ``root``, write it, return the latest state.
+    """Fetch what changed since the latest state under ``root``, store it, return the latest state.
 
-    Conversations already held are read newest change first and only down to the newest
-    ``updated_at`` held (minus ``overlap``); conversations never seen get a full load. The
-    changed and new rows are written as one new snapshot (nothing when nothing changed). The
-    cost in requests follows what changed: about one request per conversation plus one per
-    ``per_page`` changed sessions.
+    Conversations already held are read newest change first and only down to the newest update
+    held (minus ``overlap``); conversations never seen get a full load. The changed and new rows
+    are stored as one history file, and the latest-state partitions holding them are rewritten
+    (nothing when nothing changed). The cost follows what changed: in requests, about one per
+    conversation plus one per ``per_page`` changed sessions; in storage, the changed rows plus
+    a rewrite of the months they belong to.
 
     Parameters
     ----------
     root : str or Path
-        The snapshot root (see :func:`write_snapshot`); created if missing.
+        The snapshot root (see :func:`write_snapshot`); created in a missing or empty folder.
     conversations : str, uuid.UUID, or an iterable of them
         Conversation UUIDs; duplicates are synced once.
     client : MihuClient, optional
@@ -124,17 +120,23 @@ def sync_snapshots(
     -------
     pandas.DataFrame
         ``read_snapshots(root, conversations=...)``: the latest state of every session of the
-        requested conversations. ``df.attrs["mihu_frames"]`` records ``requests``,
-        ``retries``, ``pages``, ``rows_changed``, ``rows_new``, ``rows_unchanged_seen``,
-        ``rows_deleted`` (``None`` unless ``full=True`` without a narrowing filter) and
-        ``deleted_uuids``, ``conversations_full``, ``conversations_incremental``,
-        ``snapshot`` (the file written, as a string, or ``None``), ``errors``,
-        ``fetch_seconds`` (fetching pages) and ``seconds`` (the whole sync).
+        requested conversations. ``df.attrs["mihu_frames"]`` records what the sync fetched:
+        ``requests``, ``retries``, ``pages``, ``rows_unchanged_seen`` (rows fetched that were
+        neither new nor changed), ``rows_deleted`` (``None`` unless ``full=True`` without a
+        narrowing filter) and ``deleted_uuids``, ``conversations_full``,
+        ``conversations_incremental``, ``filters`` (the ones used), ``errors``,
+        ``fetch_seconds``; what it stored: ``rows_new``, ``rows_changed``, ``rows_unchanged``
+        (rows compared with the held state and identical), ``rows_stale``, ``files_written``
+        (paths), ``bytes_written``, ``snapshot`` (the history file, or ``None``),
+        ``store_seconds``; and ``seconds`` (the whole sync).
 
     Raises
     ------
     ValueError
-        A bad argument, before any request is sent.
+        A bad argument, or filters other than the root's without ``refetch``: before any
+        request is sent.
+    NotASnapshotRootError
+        ``root`` is a file or a non-empty folder that is not a snapshot root (a ``ValueError``).
     TypeError
         Both ``client`` and client options, or an unknown option.
     MihuError
@@ -151,7 +153,7 @@ def sync_snapshots(
     started = time.perf_counter()
     sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
     settings = SyncOptions(**sync)
-    full, pii = settings.full, settings.pii
+    full, refetch, pii = settings.full, settings.refetch, settings.pii
     window = cast(timedelta, settings.overlap)  # SyncOptions normalises seconds to a timedelta
     ids = conversation_ids(conversations)
     plan = Plan.build(ids, LoadOptions(sort_by="updated_at", sort_dir="desc", **load))
@@ -159,14 +161,17 @@ def sync_snapshots(
         hash_pii(empty_table())  # no key: ValueError now, not after the requests
     if client is not None and client_options:
         raise TypeError(f"pass client= or client options, not both (got {sorted(client_options)})")
-    base = Path(root)
-    if base.exists() and not base.is_dir():
-        raise ValueError(f"root must be a folder, got the file {base}")
+    store = open_root(root, create=True)
+    # Filters not given are the root's; others are refused unless refetch (before any request).
+    given = {name: load.get(name) for name in ("status", "type")}
+    status, type_, recorded = store.resolve_filters(given["status"], given["type"], refetch=refetch)
+    plan = Plan.build(ids, replace(plan.options, status=status, type=type_))
+    full = full or refetch
 
     own_client = client is None
     active = MihuClient(**client_options) if client is None else client
     try:
-        held = _Held.read(base, plan.conversations)
+        held = _Held.read(store, plan.conversations)
         full_load = tuple(c for c in plan.conversations if full or c not in held.newest)
         incremental = tuple(c for c in plan.conversations if c not in full_load)
         logger.debug(
@@ -182,43 +187,29 @@ def sync_snapshots(
         if own_client:
             active.close()
 
-    candidates = fetched.candidates
-    is_new, changed = _classify(candidates, held, base, pii)
-    changes = candidates.filter(pa.array(is_new | changed))
     deleted = _deleted(held, fetched, plan) if full else None
-    record = {
+    record: dict[str, Any] = {
         "base_url": active.base_url,
         "conversations": list(plan.conversations),
         "filters": _filters(plan),
         "requests": fetched.requests,
         "retries": fetched.retries,
         "pages": fetched.pages,
-        "rows_changed": int(changed.sum()),
-        "rows_new": int(is_new.sum()),
-        "rows_unchanged_seen": fetched.rows_seen - int(changed.sum()) - int(is_new.sum()),
         "rows_deleted": None if deleted is None else len(deleted),
         "deleted_uuids": deleted or [],
         "conversations_full": len(full_load),
         "conversations_incremental": len(incremental),
-        "snapshot": None,
         "errors": fetched.errors,
         "fetch_seconds": round(fetch_seconds, 6),
     }
-    if changes.num_rows:
-        frame = to_pandas(changes)
-        frame.attrs["mihu_frames"] = {
-            "base_url": active.base_url,
-            "filters": record["filters"],
-            "requests": fetched.requests,
-        }
-        meta = {k: record[k] for k in _SYNC_META}
-        meta["overlap_seconds"] = window.total_seconds()
-        meta["full"] = full
-        path = write_snapshot(frame, base, metadata={"sync": meta}, pii=pii)
-        record["snapshot"] = str(path)
+    store_started = time.perf_counter()
+    report = _store(store, fetched.candidates, record, pii, window, full, refetch, recorded)
+    record.update(report.as_attrs())
+    record["rows_unchanged_seen"] = fetched.rows_seen - report.rows_changed - report.rows_new
+    record["snapshot"] = None if report.history_file is None else str(report.history_file)
+    record["store_seconds"] = round(time.perf_counter() - store_started, 6)
 
-    latest = read_snapshots(base, conversations=plan.conversations) if base.exists() else None
-    df = empty_frame() if latest is None else latest
+    df = read_snapshots(store.path, conversations=plan.conversations)
     record["seconds"] = round(time.perf_counter() - started, 6)
     record["synced_at"] = datetime.now(timezone.utc).isoformat()
     df.attrs["mihu_frames"] = record
@@ -226,13 +217,37 @@ def sync_snapshots(
     return df
 
 
+def _store(
+    store: SnapshotRoot,
+    candidates: pa.Table,
+    record: dict[str, Any],
+    pii: str | None,
+    window: timedelta,
+    full: bool,
+    refetch: bool,
+    recorded: Recorded,
+) -> CommitReport:
+    """The storage step: the fetched rows (hashed if asked) committed to the root."""
+    if pii == "hash":
+        candidates = hash_pii(candidates)
+    meta = {k: record[k] for k in _SYNC_META}
+    meta.update(overlap_seconds=window.total_seconds(), full=full, refetch=refetch)
+    metadata = {
+        "base_url": record["base_url"],
+        "filters": record["filters"],
+        "requests": record["requests"],
+        "pii": pii or "kept",
+        "sync": meta,
+    }
+    return store.commit(candidates, metadata=metadata, recorded=recorded)
+
+
+#: What a sync records about its fetch in its history file's metadata (``"sync"``); the
+#: storage counts are recorded beside it (``rows_new``, ``rows_changed``, ...).
 _SYNC_META = (
     "requests",
     "retries",
     "pages",
-    "rows_changed",
-    "rows_new",
-    "rows_unchanged_seen",
     "rows_deleted",
     "conversations_full",
     "conversations_incremental",
@@ -247,7 +262,8 @@ def sync_summary(df: pd.DataFrame) -> str:
     >>> df = mf.sync_snapshots(root, conversations, subdomain="acme")     # doctest: +SKIP
     >>> mf.sync_summary(df)                                               # doctest: +SKIP
     'synced 200 conversations (0 full, 200 incremental), 200 requests, 1,000 rows changed, 0 new,
-    0 failed; 100,000 sessions held; snapshot data/snapshots/sessions/...parquet; 1.29 s'
+    0 failed; 100,000 sessions held; snapshot data/snapshots/history/...parquet; 3 files written
+    (1.2 MB); 1.29 s'
     """
     a = df.attrs.get("mihu_frames", {})
     n = a.get("conversations_full", 0) + a.get("conversations_incremental", 0)
@@ -262,6 +278,11 @@ def sync_summary(df: pd.DataFrame) -> str:
         parts.append(f"{a['rows_deleted']:,} deleted upstream (kept in history)")
     parts.append(f"{len(a.get('errors') or []):,} failed")
     tail = [f"{len(df):,} sessions held", f"snapshot {a.get('snapshot') or 'none (no change)'}"]
+    files = len(a.get("files_written") or [])
+    if files:
+        tail.append(
+            f"{files:,} file{'s' * (files != 1)} written ({a.get('bytes_written', 0) / 1e6:.1f} MB)"
+        )
     tail.append(f"{a.get('seconds', 0):.2f} s")
     return ", ".join(parts) + "; " + "; ".join(tail)
 
@@ -289,25 +310,49 @@ def _covers_everything(plan: Plan) -> bool:
 
 @dataclass(frozen=True)
 class _Held:
-    """What the snapshots hold for the requested conversations: keys of the latest state."""
+    """What the root holds for the requested conversations: keys of the latest state.
+
+    ``keys`` has ``conversation_uuid``, ``uuid``, ``updated_at`` and ``fetched_at``; ``newest``
+    the newest update held per conversation, each row's ``updated_at`` bounded by its
+    ``fetched_at`` (or, without one, by the time the sync started): an update cannot be later
+    than the response that carried it, so a session dated in the future cannot push the window
+    past edits made since.
+    """
 
     keys: pa.Table
     newest: dict[str, datetime]
 
     @classmethod
-    def read(cls, root: Path, conversations: Sequence[str]) -> _Held:
-        if not root.exists() or not conversations:
-            return cls(_KEYS_SCHEMA.empty_table(), {})
-        df = read_snapshots(root, conversations=conversations, columns=list(_KEYS))
-        keys = pa.Table.from_arrays(
-            [pa.array(df[name], type=_KEYS_SCHEMA.field(name).type) for name in _KEYS],
-            schema=_KEYS_SCHEMA,
+    def read(cls, store: SnapshotRoot, conversations: Sequence[str]) -> _Held:
+        keys = store.held_keys(conversations)
+        if keys.num_rows == 0:
+            return cls(keys, {})
+        now = pa.scalar(datetime.now(timezone.utc), _TS)
+        bound = pc.fill_null(keys.column("fetched_at"), now)
+        updated = keys.column("updated_at")
+        seen = pc.if_else(pc.less_equal(updated, bound), updated, bound)  # null stays null
+        table = pa.table({"conversation_uuid": keys.column("conversation_uuid"), "seen": seen})
+        newest = table.group_by("conversation_uuid").aggregate([("seen", "max")])
+        return cls(
+            keys,
+            {
+                str(c): t
+                for c, t in zip(
+                    newest.column("conversation_uuid").to_pylist(),
+                    newest.column("seen_max").to_pylist(),
+                    strict=True,
+                )
+                if t is not None
+            },
         )
-        newest = df.groupby("conversation_uuid", observed=True)["updated_at"].max().dropna()
-        return cls(keys, {str(c): t.to_pydatetime() for c, t in newest.items()})
 
     def threshold(self, conversation: str, window: timedelta) -> datetime:
-        return self.newest[conversation] - window
+        """Where the conversation's incremental read stops: ``newest - window``, never before
+        the earliest instant a ``datetime`` holds (a session dated in the year 1)."""
+        newest = self.newest[conversation]
+        if newest - _EARLIEST <= window:
+            return _EARLIEST
+        return newest - window
 
 
 # --------------------------------------------------------------------------- fetching
@@ -433,59 +478,11 @@ class Window:
         return page
 
 
-# --------------------------------------------------------------------------- comparing
-
-
-def _classify(
-    candidates: pa.Table, held: _Held, root: Path, pii: str | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Masks over ``candidates``: new (never held) and changed (held, but not like this)."""
-    n = candidates.num_rows
-    if n == 0:
-        return np.zeros(0, bool), np.zeros(0, bool)
-    where = _array(pc.index_in(candidates.column("uuid"), value_set=_uuids(held.keys)))
-    is_new = _mask(pc.is_null(where))
-    held_updated = held.keys.column("updated_at").combine_chunks().take(where)
-    same_time = _equal(candidates.column("updated_at"), held_updated) & ~is_new
-    changed = ~is_new & ~same_time
-    if same_time.any():
-        changed[same_time] = ~_same_content(candidates.filter(pa.array(same_time)), root, pii)
-    return is_new, changed
-
-
-def _same_content(rows: pa.Table, root: Path, pii: str | None) -> np.ndarray:
-    """For rows held with the same ``updated_at``: is the held row the same, column by column?
-
-    Only the held rows that can match are read: the rows' conversations, updated at or after
-    the oldest of them (``since`` is pushed down to the Parquet scan).
-    """
-    if pii == "hash":
-        rows = hash_pii(rows)
-    updated = rows.column("updated_at")
-    since = None if updated.null_count else pc.min(updated).as_py()
-    conversations = pc.unique(rows.column("conversation_uuid")).to_pylist()
-    held = from_pandas(read_snapshots(root, conversations=conversations, since=since))
-    where = _array(pc.index_in(rows.column("uuid"), value_set=_uuids(held)))
-    same = ~_mask(pc.is_null(where))
-    for name in _CONTENT:
-        same &= _equal(rows.column(name), held.column(name).combine_chunks().take(where))
-    return same
-
-
-def _equal(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Element-wise equality where null equals null (lists compared by their items)."""
-    if pa.types.is_list(a.type):
-        a, b = pc.binary_join(a, "\x1f"), pc.binary_join(b, "\x1f")
-    equal = pc.fill_null(pc.equal(a, b), False)
-    return _mask(pc.or_(equal, pc.and_(pc.is_null(a), pc.is_null(b))))
+# --------------------------------------------------------------------------- helpers
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-
-def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _deleted(held: _Held, fetched: _Fetched, plan: Plan) -> list[str] | None:

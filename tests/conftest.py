@@ -105,6 +105,12 @@ def actual_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def tagged(values: pd.Series) -> pd.Series:
+    """Which rows carry a status/type tag: a row fetched without that filter is "untagged" in
+    a frame (null in Arrow and Parquet)."""
+    return values.notna() & (values.astype(object) != "untagged")
+
+
 def _isna(value: Any) -> bool:
     return not isinstance(value, (list, dict)) and not hasattr(value, "__len__") and pd.isna(value)
 

@@ -1,5 +1,6 @@
-"""Compaction: one latest-state file per partition, the same latest state before, during and
-after, owner-only files, and syncs that carry on as before."""
+"""Compaction: history rewritten into one file per day, every distinct version kept, identical
+re-fetches collapsed, old versions dropped only when asked (and reported), the latest state
+untouched, readers never counting a version twice, and syncs that carry on as before."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_matches_truth
 
 import mihu_frames as mf
-from mihu_frames import compaction
-from mihu_frames.compaction import compact_snapshots, latest_rows
+from mihu_frames.root import new_snapshot_id
 from mihu_frames.simulator import Simulator
-from mihu_frames.snapshots import new_snapshot_id, snapshot_files
+from mihu_frames.snapshots import snapshot_files
 from mihu_frames.sync import sync_snapshots
 
 SIZES = (3, 120, 300)
+CONTENT = [c for c in mf.SESSIONS_SCHEMA.names if c != "fetched_at"]
 
 
 @pytest.fixture
@@ -31,147 +33,199 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def history(sim, make_client, tmp_path) -> Path:
-    """A root with three syncs in one partition, two older partitions (one of them written in
-    an older schema without the ``extra`` column) and a partition of a single file."""
+    """A root with three syncs on one day, an older fetch written late (another day) and a
+    day with a single file."""
     root = tmp_path / "snapshots"
     client = make_client(sim)
     convs = sim.conversation_uuids
-    sync_snapshots(root, convs, client=client, progress=False)
+    sync_snapshots(root, convs, client=client, progress=False, status="all")
     sim.touch_sessions(convs[2], 6)
     sim.add_sessions(convs[1], 2)
     sync_snapshots(root, convs, client=client, progress=False)
     sim.touch_sessions(convs[2], 4)
     sim.touch_sessions(convs[0], 1)
     sync_snapshots(root, convs, client=client, progress=False)
-
-    old = mf.read_snapshots(root, conversations=convs[1]).head(20)
-    old["fetched_at"] = old["fetched_at"] - pd.Timedelta(days=2)
-    mf.write_snapshot(old, root)  # loses to the newer fetches of the same rows
-    edited = old.head(8).copy()
-    edited["summary"] = "edited"
-    edited["fetched_at"] = edited["fetched_at"] + pd.Timedelta(seconds=1)
-    path = mf.write_snapshot(edited, root)
-    table = pq.read_table(path).drop_columns(["extra"])  # as an older schema wrote it
-    path.unlink()
-    pq.write_table(table, path.with_name(f"{new_snapshot_id()}.parquet"))
-    lone = old.tail(5).copy()
+    older = mf.read_snapshots(root, conversations=convs[1]).head(20)
+    older["summary"] = "an older fetch"
+    older["fetched_at"] = older["fetched_at"] - pd.Timedelta(days=2)
+    mf.write_snapshot(older, root)  # a version that lost to newer fetches: history only
+    lone = older.tail(5).copy()
+    lone["summary"] = "older still"
     lone["fetched_at"] = lone["fetched_at"] - pd.Timedelta(days=3)
     mf.write_snapshot(lone, root)
     return root
 
 
-def _partitions(root: Path) -> dict[str, list[Path]]:
+def _folders(root: Path) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     for path in snapshot_files(root):
         out.setdefault(path.parent.name, []).append(path)
     return out
 
 
-def _latest(root: Path) -> pd.DataFrame:
-    return mf.read_snapshots(root).sort_values("uuid", ignore_index=True)
+def _versions(df: pd.DataFrame) -> pd.DataFrame:
+    """History as a set of versions: sorted rows, every column (snapshot ids too)."""
+    keys = ["uuid", "snapshot_id", "fetched_at"]
+    return df.sort_values(keys, ignore_index=True)
 
 
-def test_one_file_per_partition_and_the_same_latest_state(history):
-    before = _latest(history)
-    history_before = mf.read_snapshots(history, latest=False)
-    partitions = _partitions(history)
-    assert sorted(len(files) for files in partitions.values()) == [1, 2, 3]
-    lone = next(files[0] for files in partitions.values() if len(files) == 1)
+def _latest_bytes(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted((root / "sessions").rglob("*.parquet"))}
+
+
+def test_one_file_per_day_and_every_version_kept(history):
+    before = _versions(mf.read_snapshots(history, latest=False))
+    latest_before = _latest_bytes(history)
+    folders = _folders(history)
+    assert sorted(len(files) for files in folders.values()) == [1, 1, 3]
+    lone = next(files[0] for files in folders.values() if len(files) == 1)
     lone_bytes = lone.read_bytes()
+    bytes_before = sum(p.stat().st_size for p in snapshot_files(history))
 
-    written = compact_snapshots(history)
+    report = mf.compact_snapshots(history)
 
-    assert len(written) == 2
-    after_partitions = _partitions(history)
-    assert set(after_partitions) == set(partitions)
-    assert all(len(files) == 1 for files in after_partitions.values())
-    assert lone.read_bytes() == lone_bytes  # a partition of one file is left alone
-    pd.testing.assert_frame_equal(_latest(history), before)
-    history_after = mf.read_snapshots(history, latest=False)
-    assert len(history_after) < len(history_before)
-    # Each partition now holds one row per session: its newest there.
-    for files in after_partitions.values():
-        uuids = pq.read_table(files[0], columns=["uuid"]).column("uuid").to_pylist()
-        assert len(uuids) == len(set(uuids))
-    assert compact_snapshots(history) == []  # nothing left to do
+    after = _folders(history)
+    assert set(after) == set(folders) and all(len(files) == 1 for files in after.values())
+    assert lone.read_bytes() == lone_bytes  # a day of one file is left alone
+    pd.testing.assert_frame_equal(_versions(mf.read_snapshots(history, latest=False)), before)
+    assert _latest_bytes(history) == latest_before  # the latest state is not touched
+    assert (report.files_before, report.files_after) == (5, 3)
+    assert report.rows_before == report.rows_after == len(before)
+    assert (report.versions_collapsed, report.versions_pruned, report.tags_filled) == (0, 0, 0)
+    assert report.bytes_before == bytes_before
+    assert report.bytes_after == sum(p.stat().st_size for p in snapshot_files(history))
+    assert report.sessions == len(mf.read_snapshots(history)) and not report.converted
+    assert list(report) == list(report.files_written) and len(report) == 1  # the old shape
+    (written,) = report.files_written
+    assert set(report.files_removed) == set(folders[written.parent.name])
+    meta = mf.snapshot_metadata(written)
+    assert meta["compacted_from"] == [p.stem for p in folders[written.parent.name]]
+    assert (
+        meta["snapshot_id"] == written.stem and meta["rows"] == pq.read_metadata(written).num_rows
+    )
+    assert meta["schema_version"] == 1 and meta["library_version"] == mf.__version__
+    assert "5 history files into 3" in report.summary()
+    again = mf.compact_snapshots(history)  # nothing left to do
+    assert again.files_written == () and again.files_before == again.files_after == 3
 
 
-def test_rows_keep_their_snapshot_ids_and_the_file_records_its_sources(history):
-    partitions = _partitions(history)
-    ids_before = set(mf.read_snapshots(history, latest=False)["snapshot_id"])
-    written = compact_snapshots(history)
-    ids_after = set(mf.read_snapshots(history, latest=False)["snapshot_id"])
-    assert ids_after <= ids_before and len(ids_after) > len(written)
-    for path in written:
-        meta = mf.snapshot_metadata(path)
-        sources = partitions[path.parent.name]
-        assert meta["compacted_from"] == [p.stem for p in sources]
-        assert meta["snapshot_id"] == path.stem and path.stem not in ids_before
-        assert meta["rows"] == pq.read_metadata(path).num_rows < meta["rows_before"]
-        assert meta["schema_version"] == 1 and meta["library_version"] == mf.__version__
-        assert all(not p.exists() for p in sources)
+def test_identical_refetches_are_collapsed_into_the_first_fetch(sim, make_client, tmp_path):
+    """An earlier release wrote whatever it was given: the same data twice is two snapshots."""
+    root = tmp_path / "root"
+    df = make_client(sim).sessions(sim.conversation_uuids[1:])
+    first = mf.write_snapshot(df, root)
+    changed = df.head(10).copy()
+    changed["summary"] = "changed"
+    changed["fetched_at"] = changed["fetched_at"] + pd.Timedelta(minutes=1)
+    mf.write_snapshot(changed, root)
+    # The same data again, 2 and 3 minutes later, as an earlier release would have written it.
+    for minutes, source in ((2, first), (3, first)):
+        table = pq.read_table(source)
+        ids = pa.array([new_snapshot_id()] * table.num_rows)
+        table = table.set_column(table.schema.get_field_index("snapshot_id"), "snapshot_id", ids)
+        fetched = pa.array(df["fetched_at"] + pd.Timedelta(minutes=minutes))
+        table = table.set_column(table.schema.get_field_index("fetched_at"), "fetched_at", fetched)
+        pq.write_table(table, first.parent / f"{ids[0]}.parquet")
+    history = mf.read_snapshots(root, latest=False)
+    assert len(history) == 3 * len(df) + 10
+
+    report = mf.compact_snapshots(root)
+
+    # Per session: A (first), B (changed, 10 of them), A again (a revert, kept), A (collapsed).
+    assert report.versions_collapsed == len(df) + (len(df) - 10)
+    assert report.rows_after == len(df) + 10 + 10
+    kept = mf.read_snapshots(root, latest=False)
+    assert (kept.groupby("uuid").size().value_counts().to_dict()) == {1: len(df) - 10, 3: 10}
+    assert set(kept.loc[~kept["uuid"].isin(changed["uuid"]), "snapshot_id"]) == {first.stem}
+    reverted = kept[kept["uuid"].isin(changed["uuid"])].sort_values(["uuid", "fetched_at"])
+    assert list(reverted.groupby("uuid")["summary"].nth(1).unique()) == ["changed"]
+
+
+def test_prune_before_drops_only_versions_superseded_before_it(sim, make_client, tmp_path):
+    root = tmp_path / "root"
+    df = make_client(sim).sessions(sim.conversation_uuids[2])
+    start = pd.Timestamp("2026-05-01", tz="UTC")
+    for day, rows in ((0, slice(None)), (5, slice(0, 50)), (10, slice(0, 20))):
+        version = df.iloc[rows].copy()
+        version["summary"] = f"day {day}"
+        version["updated_at"] = start + pd.Timedelta(days=day)
+        version["fetched_at"] = start + pd.Timedelta(days=day, hours=1)
+        mf.write_snapshot(version, root)
+    latest_before = mf.read_snapshots(root)
+    unchanged = mf.compact_snapshots(root, prune_before="2026-04-01")
+    assert unchanged.versions_pruned == 0 and unchanged.rows_after == len(df) + 50 + 20
+
+    report = mf.compact_snapshots(root, prune_before=pd.Timestamp("2026-05-08").date())
+
+    # day-0 versions superseded on day 5 go (50 sessions); those superseded on day 10 stay
+    assert report.versions_pruned == 50 and report.sessions_pruned == 50
+    assert report.prune_before == pd.Timestamp("2026-05-08", tz="UTC").to_pydatetime()
+    assert report.rows_after == len(df) + 50 + 20 - 50
+    history = mf.read_snapshots(root, latest=False)
+    per_session = history.groupby("uuid")["summary"].apply(list)
+    assert all(per_session[u] == ["day 5", "day 10"] for u in df["uuid"][:20])
+    assert all(per_session[u] == ["day 5"] for u in df["uuid"][20:50])
+    assert all(per_session[u] == ["day 0"] for u in df["uuid"][50:])
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), latest_before)  # latest always kept
+    everything = mf.compact_snapshots(root, prune_before="2030-01-01")
+    assert everything.versions_pruned == 20 and everything.rows_after == len(df)
+    assert set(mf.read_snapshots(root, latest=False)["uuid"]) == set(df["uuid"])
+    with pytest.raises(ValueError, match="prune_before"):
+        mf.compact_snapshots(root, prune_before="soon")
+
+
+def test_a_root_with_nothing_written_yet_compacts_to_nothing(tmp_path):
+    root = tmp_path / "root"
+    mf.write_snapshot(mf.empty_frame(), root)
+    report = mf.compact_snapshots(root)
+    assert (report.files_before, report.files_after, report.rows_after, report.sessions) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert list(report) == []
 
 
 def test_compacted_files_are_owner_only(history):
     old = os.umask(0o022)
     try:
-        written = compact_snapshots(history)
+        report = mf.compact_snapshots(history)
     finally:
         os.umask(old)
-    for path in written:
+    for path in report.files_written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert not [p for p in history.rglob(".*") if p.is_file()]  # no temporary file left
+    assert not list(history.rglob("*.tmp"))  # no temporary file left
 
 
-def test_readers_get_the_same_answer_while_old_and_new_files_coexist(history, monkeypatch):
-    before = _latest(history)
+def test_our_history_reader_never_counts_a_version_twice_mid_compaction(history, monkeypatch):
+    before = _versions(mf.read_snapshots(history, latest=False))
     seen: list[int] = []
-    remove = compaction._remove
+    real_unlink = Path.unlink
 
-    def read_then_remove(files: list[Path]) -> None:
-        # The compacted file is in place and the old ones are not yet removed.
-        assert all(p.exists() for p in files)
-        pd.testing.assert_frame_equal(_latest(history), before)
-        seen.append(len(snapshot_files(history)))
-        remove(files)
-        pd.testing.assert_frame_equal(_latest(history), before)
+    def read_then_unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.parent.parent.name == "history":  # the compacted file is in place
+            pd.testing.assert_frame_equal(
+                _versions(mf.read_snapshots(history, latest=False)), before
+            )
+            seen.append(len(snapshot_files(history)))
+        real_unlink(path, missing_ok=missing_ok)
 
-    monkeypatch.setattr(compaction, "_remove", read_then_remove)
-    compact_snapshots(history)
-    assert seen == [7, 6]  # 6 files + the new one, then 3 + 1 + 1 + the new one
+    monkeypatch.setattr(Path, "unlink", read_then_unlink)
+    mf.compact_snapshots(history)
+    assert seen == [6, 5, 4]  # the new file beside the three it replaces, one by one
 
 
 def test_syncs_carry_on_after_compaction(sim, make_client, history):
-    compact_snapshots(history)
+    mf.compact_snapshots(history)
     client = make_client(sim)
     sim.reset_requests()
     same = sync_snapshots(history, sim.conversation_uuids, client=client, progress=False)
-    assert sim.request_count == len(SIZES)  # still incremental
-    assert same.attrs["mihu_frames"]["snapshot"] is None  # the edits lost to newer fetches
+    assert sim.request_count == 3 * len(SIZES)  # still incremental, under the recorded filters
+    assert same.attrs["mihu_frames"]["snapshot"] is None
     touched = sim.touch_sessions(sim.conversation_uuids[2], 3)
     df = sync_snapshots(history, sim.conversation_uuids, client=client, progress=False)
     assert df.attrs["mihu_frames"]["rows_changed"] == len(touched)
     truth = sorted(sim.ground_truth(), key=lambda s: s["uuid"])
     assert_matches_truth(df.sort_values("uuid", ignore_index=True), truth)
-
-
-def test_ties_are_all_kept(sim, make_client, tmp_path):
-    root = tmp_path / "ties"
-    df = make_client(sim).sessions(sim.conversation_uuids[1], progress=False)
-    mf.write_snapshot(df, root)
-    twin = df.head(4).copy()
-    twin["summary"] = "same time, other text"
-    mf.write_snapshot(twin, root)  # same updated_at and fetched_at: a tie
-    before = _latest(root)
-    compact_snapshots(root)
-    pd.testing.assert_frame_equal(_latest(root), before)
-    (path,) = snapshot_files(root)
-    assert pq.read_metadata(path).num_rows == len(df) + 4
-    assert latest_rows(pq.read_table(path)).num_rows == len(df) + 4
-
-
-def test_missing_root_and_empty_root(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        compact_snapshots(tmp_path / "nowhere")
-    assert compact_snapshots(tmp_path) == []

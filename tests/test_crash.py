@@ -3,9 +3,10 @@
 Child processes run ``sys.executable -c ...`` and are killed with ``SIGKILL`` in the middle of
 ``write_snapshot``, of a sync and of a cached load. Afterwards earlier snapshots stay readable,
 no partial file is ever read (by mihu_frames, pyarrow.dataset or DuckDB), and the next run
-completes. Two processes writing into one root at once both land. The hidden temporary file a
-killed writer leaves (part of a snapshot: personal data) is removed by the next write or
-compaction; one a live writer still holds never is, nor any file not named exactly like ours. A
+completes. Two processes writing into one root at once both land (one waits for the other's
+lock). The hidden temporary file a killed writer leaves in the root's staging folder (part of a
+snapshot: personal data) is removed by the next write or compaction; one a live writer still
+holds never is, nor any file not named exactly like ours where ours are written. A
 corrupted or locked cache file gives a clear error or is rebuilt: never a traceback from sqlite
 or pyarrow internals.
 """
@@ -37,8 +38,11 @@ import pytest
 from conftest import assert_matches_truth
 
 import mihu_frames as mf
-from mihu_frames import snapshots
+from mihu_frames import atomic, snapshots
+from mihu_frames.root import open_root
+from mihu_frames.schema import from_pandas
 from mihu_frames.simulator import Simulator
+from mihu_frames.snapshots import snapshot_files
 
 REPO = Path(__file__).resolve().parents[1]
 CONVERSATION = "c0000000-0000-4000-8000-000000000000"
@@ -83,26 +87,33 @@ def kill9(proc: subprocess.Popen[str]) -> None:
 
 
 def temp_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob(".*") if p.is_file())
+    return sorted(p for p in root.rglob("*.tmp") if p.is_file())
 
 
 def assert_no_partial_file_is_read(root: Path) -> pd.DataFrame:
-    """Every ``*.parquet`` is whole; every reader sees the same rows; temporary files are
-    hidden (``.name.tmp``) and read by none of them."""
+    """Every ``*.parquet`` is whole; every reader sees the same rows, one per session in the
+    latest state; temporary files are hidden (``.name.tmp``), in the staging folder, and read
+    by none of them."""
     files = sorted(root.rglob("*.parquet"))
     for path in files:
         pq.read_table(path)  # raises on a partial file
         assert not path.name.startswith(".")
     for path in temp_files(root):
-        assert path.name.startswith(".") and path.name.endswith(".tmp"), path
+        assert path.name.startswith(".") and path.parent.name == ".staging", path
     df = mf.read_snapshots(root, latest=False)
-    rows = sum(pq.read_metadata(p).num_rows for p in files)
-    assert len(df) == rows
+    history = snapshot_files(root)
+    assert len(df) == sum(pq.read_metadata(p).num_rows for p in history)
+    latest = mf.read_snapshots(root, columns=["uuid"])
+    assert latest["uuid"].is_unique and set(latest["uuid"]) <= set(df["uuid"])
     if files:
         hive = ds.dataset(root / "sessions", format="parquet", partitioning="hive")
-        assert hive.count_rows() == rows
-        glob = str(root / "sessions" / "*" / "*.parquet")
-        assert duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall()[0][0] == rows
+        assert hive.count_rows() == len(latest)
+        glob = str(root / "sessions" / "**" / "*.parquet")
+        con = duckdb.connect()
+        counts = con.execute(f"select count(*), count(distinct uuid) from read_parquet('{glob}')")
+        assert counts.fetchone() == (len(latest), len(latest))
+        glob = str(root / "history" / "**" / "*.parquet")
+        assert con.execute(f"select count(*) from read_parquet('{glob}')").fetchone() == (len(df),)
     return df
 
 
@@ -145,7 +156,7 @@ def _snapshot_numbers(df: pd.DataFrame) -> dict[str, set[int]]:
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.05])
 def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay):
     root = tmp_path / "snaps"
-    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
+    staging = root / ".staging"
     whole: dict[str, int] = {}  # snapshot id -> the writer's iteration number
     killed_with_data: set[Path] = set()  # the killed writer's temporary files holding data
     for round_ in range(2):  # the second round writes on top of the first one's leftovers
@@ -158,11 +169,11 @@ def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay)
             assert not [p for p in killed_with_data if p.exists()]
         starting = f"start {first + 2}"
         read_until(child, lambda s, starting=starting: s == starting, 60)
-        leftovers = set(temp_files(partition))
+        leftovers = set(temp_files(staging))
         deadline = time.monotonic() + 30
-        while not set(temp_files(partition)) - leftovers and time.monotonic() < deadline:
+        while not set(temp_files(staging)) - leftovers and time.monotonic() < deadline:
             time.sleep(0.0005)
-        assert set(temp_files(partition)) - leftovers, "the write never started"
+        assert set(temp_files(staging)) - leftovers, "the write never started"
         time.sleep(delay)
         kill9(child)
 
@@ -176,16 +187,23 @@ def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay)
         for sid, i in whole.items():
             assert numbers[sid] == {i}
             assert (df["snapshot_id"] == sid).sum() == ROWS
+        # the latest state holds every completed write; the killed one's history file may be
+        # in place before its latest state (then a pending record says so, for the next run)
         latest = mf.read_snapshots(root)
-        assert latest["uuid"].is_unique and len(latest) == ROWS * len(numbers)
-        left = [p.name for p in temp_files(partition)]
-        killed_with_data = {p for p in temp_files(partition) if p.stat().st_size}
+        pending = (root / ".pending_commit.json").exists()
+        assert latest["uuid"].is_unique
+        assert len(latest) == ROWS * (len(numbers) - (1 if pending and extra else 0))
+        left = [p.name for p in temp_files(staging)]
+        killed_with_data = {p for p in temp_files(staging) if p.stat().st_size}
         print(f"\nround {round_}: killed {delay}s into a write; hidden temp files left: {left}")
 
-    # the next run completes, its snapshot is read with the others, and it removed every
+    # the next run completes the killed write if it must, writes its own, and removes every
     # leftover holding data (one killed before its first byte is empty: see STALE_TEMP_SECONDS)
-    path = mf.write_snapshot(mf.read_snapshots(root).head(10), root)
+    edit = mf.read_snapshots(root).head(10).assign(summary="the next run")
+    path = mf.write_snapshot(edit, root)
     assert mf.snapshot_metadata(path)["rows"] == 10
+    assert not (root / ".pending_commit.json").exists()
+    assert len(mf.read_snapshots(root)) == ROWS * len(whole)
     assert path.stem in set(mf.read_snapshots(root, latest=False)["snapshot_id"])
     assert [p for p in temp_files(root) if p.stat().st_size] == []
     df = assert_no_partial_file_is_read(root)
@@ -206,6 +224,7 @@ def test_two_processes_writing_into_one_root_both_land(tmp_path):
     df = assert_no_partial_file_is_read(root)
     numbers = _snapshot_numbers(df)
     assert len(numbers) == 16
+    assert not (root / ".pending_commit.json").exists()
     assert sorted(n for s in numbers.values() for n in s) == [*range(8), *range(50, 58)]
     assert len(mf.read_snapshots(root)) == 16 * 2000
     assert temp_files(root) == []
@@ -268,20 +287,26 @@ def _temp_name(hex_part: str = "0badc0de") -> str:
 
 
 def _make_old(path: Path) -> None:
-    old = time.time() - 2 * snapshots.STALE_TEMP_SECONDS
+    old = time.time() - 2 * atomic.STALE_TEMP_SECONDS
     os.utime(path, (old, old), follow_symlinks=False)
 
 
 def _hold_a_temp_file(root: Path, stage: str = "writing") -> tuple[subprocess.Popen[str], Path]:
-    """A child process stopped in write_snapshot (``"writing"`` its file, or ``"renaming"`` it
-    once written and synced), and its temporary file."""
-    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
-    before = set(temp_files(partition)) if partition.exists() else set()
+    """A child process stopped in write_snapshot (``"writing"`` its first file, or
+    ``"renaming"`` a file once written and synced), and its largest temporary file."""
+    child, held = _hold_temp_files(root, stage)
+    return child, max(held, key=lambda p: p.stat().st_size)
+
+
+def _hold_temp_files(root: Path, stage: str) -> tuple[subprocess.Popen[str], set[Path]]:
+    staging = root / ".staging"
+    before = set(temp_files(staging))
     child = spawn(_HOLDER, str(root), CONVERSATION, FETCHED, SECRET, stage)
     read_until(child, lambda s: s == "holding", 60)
-    (tmp,) = set(temp_files(partition)) - before
-    assert snapshots._TEMP_NAME.fullmatch(tmp.name) and tmp.stat().st_size > 10_000
-    return child, tmp
+    held = set(temp_files(staging)) - before
+    assert held and all(atomic.TEMP_NAME.fullmatch(p.name) for p in held)
+    assert max(p.stat().st_size for p in held) > 10_000
+    return child, held
 
 
 @pytest.mark.parametrize("next_run", ["write_snapshot", "compact_snapshots"])
@@ -294,13 +319,13 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, caplo
     assert tmp.exists()  # fresh (seconds old), full of data, and no one holds its lock
 
     caplog.set_level(logging.DEBUG, logger="mihu_frames")
-    if next_run == "write_snapshot":  # into another partition: the whole tree is cleaned
+    if next_run == "write_snapshot":
         third = mf.write_snapshot(_frame("c0000000", 20, "2026-03-02T00:00:00Z"), root)
         expected = {first.stem: 50, second.stem: 30, third.stem: 20}
     else:
-        (compacted,) = mf.compact_snapshots(root)
+        (compacted,) = mf.compact_snapshots(root)  # a report iterates over the files written
         expected = {first.stem: 50, second.stem: 30}  # rows keep their snapshot ids
-        assert {p.stem for p in root.rglob("*.parquet")} == {compacted.stem}
+        assert {p.stem for p in snapshot_files(root)} == {compacted.stem}
 
     assert not tmp.exists()
     assert temp_files(root) == []
@@ -316,59 +341,71 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, caplo
 def test_temp_file_of_a_live_writer_is_never_removed(tmp_path, stage):
     root = tmp_path / "snaps"
     mf.write_snapshot(_frame("a0000000", 50), root)
-    child, tmp = _hold_a_temp_file(root, stage)
+    child, held = _hold_temp_files(root, stage)
+    other = None
     try:
-        _make_old(tmp)  # so that only the writer's lock protects it, not its age
+        for tmp in held:
+            _make_old(tmp)  # so that only the writer's lock protects them, not their age
         # a writer that has just created its file and not locked it yet: empty and fresh
-        fresh = tmp.parent / _temp_name()
+        fresh = root / ".staging" / _temp_name()
         fresh.touch(mode=0o600)
-        content = tmp.read_bytes()
+        contents = {p: p.read_bytes() for p in held}
 
-        written = mf.write_snapshot(_frame("b0000000", 30), root)  # same partition
-        mf.write_snapshot(_frame("c0000000", 20, "2026-03-02T00:00:00Z"), root)
-        mf.compact_snapshots(root)
-        other = spawn(_WRITER, str(root), "7", "1", "100")  # another process, too
-        out, err = other.communicate(timeout=120)
-        assert other.returncode == 0 and "done 7" in out, err
-
+        # the clean-up every write and compaction runs first, run here while the writer writes
+        assert atomic.remove_abandoned_temp_files([root / ".staging"]) == []
+        # other writers wait for its lock: in this process until the timeout, then in vain
+        with pytest.raises(TimeoutError, match="writing the snapshot root"):
+            open_root(root, lock_timeout=0.3).commit(from_pandas(_frame("b0000000", 30)))
+        other = spawn(_WRITER, str(root), "7", "1", "100")  # and in another process
+        read_until(other, lambda s: s == "start 7", 60)
+        time.sleep(1.0)
+        assert other.poll() is None, "the other writer waits"
         assert child.poll() is None, "the writer is still writing"
-        assert tmp.read_bytes() == content
+        assert {p: p.read_bytes() for p in held} == contents
         assert fresh.exists()
-        assert not written.exists()  # compacted away: the compaction ran
     finally:
         if child.poll() is None:
             kill9(child)
-    # once the writer is gone, the next write removes its file (the empty one is too young)
-    mf.write_snapshot(_frame("e0000000", 10), root)
-    assert not tmp.exists() and fresh.exists()
+    # once the writer is gone, the waiting one goes on and removes its files (the empty one
+    # is too young)
+    assert other is not None
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0 and "done 7" in out, err
+    assert not [p for p in held if p.exists()] and fresh.exists()
     _make_old(fresh)
     mf.write_snapshot(_frame("f0000000", 10), root)
     assert temp_files(root) == []
+    assert len(mf.read_snapshots(root)) == 50 + 100 + 10
 
 
-def test_only_temp_files_named_like_ours_in_a_partition_are_touched(tmp_path, caplog):
+def test_only_temp_files_named_like_ours_where_ours_are_written_are_touched(tmp_path, caplog):
     root = tmp_path / "snaps"
     mf.write_snapshot(_frame("a0000000", 10), root)
-    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
+    staging = root / ".staging"
+    day = root / "history" / f"fetched_date={FETCHED[:10]}"  # an earlier layout's place
     ours = _temp_name()
     mine = tmp_path / "my-notes.txt"
     mine.write_text("the user's own file")
     keep = [
-        partition / ".DS_Store",
-        partition / ".notes.tmp",
-        partition / ours.replace(".0badc0de", ""),  # no random part
-        partition / _temp_name("0BADC0DE"),  # upper-case hex
-        partition / _temp_name("0badc0d"),  # too short
-        partition / _temp_name("0badc0de0"),  # too long
-        partition / (ours + ".bak"),
-        partition / ours.replace(".tmp", ".TMP"),
-        partition / ours[1:],  # not hidden
-        partition / ("." + ours),
-        partition / ours.replace(".parquet", ".csv"),
-        partition / "sub" / ours,  # too deep
-        root / ours,  # matching names outside a partition folder
+        staging / ".DS_Store",
+        staging / ".notes.tmp",
+        staging / ours.replace(".0badc0de", ""),  # no random part
+        staging / _temp_name("0BADC0DE"),  # upper-case hex
+        staging / _temp_name("0badc0d"),  # too short
+        staging / _temp_name("0badc0de0"),  # too long
+        staging / (ours + ".bak"),
+        staging / ours.replace(".tmp", ".TMP"),
+        staging / ours[1:],  # not hidden
+        staging / ("." + ours),
+        staging / ours.replace(".parquet", ".csv"),
+        staging / ".part-1.parquet.0badc0de.tmp",  # not a name we give
+        staging / "sub" / ours,  # too deep
+        day / ".notes.tmp",
+        day / "sub" / ours,
+        root / ours,  # matching names outside the places we write them
         root / "sessions" / ours,
-        root / "sessions" / "notes" / ours,
+        root / "sessions" / "created_month=2026-02" / ours,
+        root / "history" / ours,
         root / "elsewhere" / f"fetched_date={FETCHED[:10]}" / ours,
         tmp_path / ours,
     ]
@@ -376,36 +413,42 @@ def test_only_temp_files_named_like_ours_in_a_partition_are_touched(tmp_path, ca
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"user data in {path.name}")
         _make_old(path)
-    folder = partition / _temp_name("00000001")  # our name, but a folder
+    folder = staging / _temp_name("00000001")  # our name, but a folder
     folder.mkdir()
     (folder / "inside").write_text("user data")
-    link = partition / _temp_name("00000002")  # our name, but a symlink to the user's file
+    link = staging / _temp_name("00000002")  # our name, but a symlink to the user's file
     link.symlink_to(mine)
-    fifo = partition / _temp_name("00000003")  # our name, but a pipe
+    fifo = staging / _temp_name("00000003")  # our name, but a pipe
     os.mkfifo(fifo)
     for path in (folder, link, fifo):
         _make_old(path)
-    abandoned = partition / _temp_name("00000004")  # the one file that is really ours
-    abandoned.write_bytes(b"PAR1 part of a snapshot")
+    abandoned = [
+        staging / _temp_name("00000004"),  # the files that are really ours
+        staging / ".part-0.parquet.00000005.tmp",
+        staging / ".mihu_frames_root.json.00000006.tmp",
+        staging / ".pending_commit.json.00000008.tmp",
+        day / _temp_name("00000007"),  # left by an earlier release, moved by a conversion
+    ]
+    for path in abandoned:
+        path.write_bytes(b"PAR1 part of a snapshot")
 
     caplog.set_level(logging.INFO, logger="mihu_frames")
     mf.write_snapshot(_frame("b0000000", 10), root)
     mf.compact_snapshots(root)
 
-    assert not abandoned.exists()  # the clean-up ran
+    assert not [p for p in abandoned if p.exists()]  # the clean-up ran
     for path in keep:
         assert path.read_text() == f"user data in {path.name}", path
     assert (folder / "inside").read_text() == "user data"
     assert link.is_symlink() and mine.read_text() == "the user's own file"
     assert fifo.exists()
-    assert [r.levelname for r in caplog.records if "temporary" in r.message] == ["INFO"]
+    assert [r.levelname for r in caplog.records if "temporary" in r.message] == ["INFO"] * 5
 
 
 def test_a_failing_clean_up_never_fails_the_write(tmp_path, caplog, monkeypatch):
     root = tmp_path / "snaps"
     mf.write_snapshot(_frame("a0000000", 10), root)
-    partition = root / "sessions" / f"fetched_date={FETCHED[:10]}"
-    stuck = partition / _temp_name()
+    stuck = root / ".staging" / _temp_name()
     stuck.write_bytes(b"PAR1 part of a snapshot")
     real_unlink = Path.unlink
 
@@ -425,18 +468,18 @@ def test_a_failing_clean_up_never_fails_the_write(tmp_path, caplog, monkeypatch)
 
 
 def test_a_writer_whose_new_temp_file_is_removed_before_it_locks_starts_over(tmp_path, monkeypatch):
-    real_flock = snapshots.fcntl.flock
+    real_flock = atomic.fcntl.flock
     taken: list[str] = []
 
     def flock(fd: int, operation: int) -> None:
-        if operation == snapshots.fcntl.LOCK_EX and not taken:
+        if operation == atomic.fcntl.LOCK_EX and not taken:
             # a cleaner takes the new, still unlocked file for abandoned (a stall or clock jump)
             (tmp,) = temp_files(tmp_path)
             taken.append(tmp.name)
             tmp.unlink()
         real_flock(fd, operation)
 
-    monkeypatch.setattr(snapshots.fcntl, "flock", flock)
+    monkeypatch.setattr(atomic.fcntl, "flock", flock)
     path = mf.write_snapshot(_frame("a0000000", 10), tmp_path)
     assert taken and temp_files(tmp_path) == []
     assert mf.snapshot_metadata(path)["rows"] == 10

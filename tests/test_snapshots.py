@@ -1,15 +1,22 @@
-"""Parquet snapshots: exact round trip, hive layout, metadata, DuckDB and Polars, latest state."""
+"""Snapshot roots: exact round trip, the latest state and history, tags, metadata, owner-only
+files, not-a-root errors, and DuckDB, Polars and pyarrow reading the latest state as it is."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
+from conftest import tagged as is_tagged
 
 import mihu_frames as mf
 from mihu_frames.schema import COLUMNS
@@ -20,135 +27,287 @@ def loaded(sim, make_client):
     return make_client(sim).sessions(sim.conversation_uuids[1:6], status="all")
 
 
-def test_round_trip_is_exact_dtype_for_dtype(loaded, tmp_path):
-    path = mf.write_snapshot(loaded, tmp_path / "snaps")
-    back = mf.read_snapshots(tmp_path / "snaps")
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "snaps"  # tmp_path itself holds the client's cache: not a root
+
+
+def _latest_files(root: Path) -> list[Path]:
+    return sorted((root / "sessions").glob("*/*.parquet"))
+
+
+def _edit(df: pd.DataFrame, rows: slice, seconds: int = 60) -> pd.DataFrame:
+    """Some rows of ``df`` as a later fetch would bring them: updated, another summary."""
+    edited = df.iloc[rows].copy()
+    edited["summary"] = "edited later"
+    edited["updated_at"] = edited["updated_at"] + pd.Timedelta(seconds=seconds)
+    edited["fetched_at"] = edited["fetched_at"] + pd.Timedelta(seconds=seconds)
+    return edited
+
+
+def test_round_trip_is_exact_dtype_for_dtype(loaded, root):
+    path = mf.write_snapshot(loaded, root)
+    back = mf.read_snapshots(root)
     pd.testing.assert_frame_equal(back, loaded, check_exact=True)
-    assert path.parent.name.startswith("fetched_date=")
-    assert path.parent.parent == tmp_path / "snaps" / "sessions"
-    assert path.suffix == ".parquet"
+    assert path.parent.name == f"fetched_date={loaded['fetched_at'].max():%Y-%m-%d}"
+    assert path.parent.parent == root / "history" and path.suffix == ".parquet"
+    history = mf.read_snapshots(root, latest=False)
+    pd.testing.assert_frame_equal(history.drop(columns="snapshot_id"), loaded, check_exact=True)
+    assert set(history["snapshot_id"]) == {path.stem}
 
 
-def test_empty_frame_round_trip(tmp_path):
-    mf.write_snapshot(mf.empty_frame(), tmp_path)
-    pd.testing.assert_frame_equal(mf.read_snapshots(tmp_path), mf.empty_frame())
+def test_empty_frame_round_trip_creates_a_root(tmp_path):
+    assert mf.write_snapshot(mf.empty_frame(), tmp_path / "empty") is None  # nothing to write
+    pd.testing.assert_frame_equal(mf.read_snapshots(tmp_path / "empty"), mf.empty_frame())
+    history = mf.read_snapshots(tmp_path / "empty", latest=False)
+    assert list(history.columns) == [*COLUMNS, "snapshot_id"] and history.empty
+    assert (tmp_path / "empty" / "mihu_frames_root.json").exists()
 
 
-def test_read_of_empty_and_missing_roots(tmp_path):
-    pd.testing.assert_frame_equal(mf.read_snapshots(tmp_path), mf.empty_frame())
-    with pytest.raises(FileNotFoundError):
-        mf.read_snapshots(tmp_path / "nowhere")
+@pytest.mark.parametrize("kind", ["missing", "empty", "file", "sessions folder", "unrelated"])
+def test_a_folder_that_is_not_a_root_is_an_error_never_an_empty_frame(loaded, tmp_path, kind):
+    real = tmp_path / "real"
+    mf.write_snapshot(loaded, real)
+    target = {
+        "missing": tmp_path / "typo",
+        "empty": tmp_path / "empty",
+        "file": tmp_path / "notes.txt",
+        "sessions folder": real / "sessions",
+        "unrelated": tmp_path / "cache",  # the client's cache folder
+    }[kind]
+    if kind == "empty":
+        target.mkdir()
+    if kind == "file":
+        target.write_text("not a root")
+    for read in (mf.read_snapshots, mf.compact_snapshots):
+        with pytest.raises(mf.NotASnapshotRootError) as caught:
+            read(target)
+        message = str(caught.value)
+        assert str(target) in message and "mihu_frames_root.json" in message
+        assert isinstance(caught.value, FileNotFoundError)
+        assert isinstance(caught.value, ValueError)
+    if kind == "sessions folder":
+        assert f"pass the root, {real}" in message
+    if kind in ("missing", "empty"):  # a write creates a root there
+        assert mf.write_snapshot(loaded.head(3), target) is not None
+        assert len(mf.read_snapshots(target)) == 3
+    else:  # and refuses anything else, writing nothing
+        before = sorted(p for p in tmp_path.rglob("*"))
+        with pytest.raises(mf.NotASnapshotRootError):
+            mf.write_snapshot(loaded, target)
+        assert sorted(p for p in tmp_path.rglob("*")) == before
 
 
-def test_files_are_owner_only_and_nothing_partial_is_left(loaded, tmp_path):
+def test_files_are_owner_only_and_nothing_partial_is_left(loaded, root):
     old = os.umask(0o022)
     try:
-        path = mf.write_snapshot(loaded, tmp_path / "snaps")
+        path = mf.write_snapshot(loaded, root)
+        mf.write_snapshot(_edit(loaded, slice(0, 5)), root)
     finally:
         os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    for folder in (path.parent, path.parent.parent, tmp_path / "snaps"):
-        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    files = [p for p in root.rglob("*") if p.is_file()]
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    assert {p.name for p in files} >= {path.name, "part-0.parquet", "mihu_frames_root.json"}
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    for folder in folders:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert not [p for p in files if p.name.endswith(".tmp")]
+    assert not (root / ".pending_commit.json").exists()
 
 
-def test_metadata_records_the_load_and_never_the_token(sim, loaded, tmp_path):
-    path = mf.write_snapshot(loaded, tmp_path, metadata={"note": "daily"})
+def test_metadata_records_the_write_and_never_the_token(sim, loaded, root):
+    path = mf.write_snapshot(loaded, root, metadata={"note": "daily"})
     meta = mf.snapshot_metadata(path)
-    assert meta["snapshot_id"] == path.stem
+    assert meta["snapshot_id"] == path.stem and meta["dataset"] == "history"
     assert meta["schema_version"] == 1 and meta["library_version"] == mf.__version__
+    assert meta["layout_version"] == 2
     assert meta["base_url"] == sim.base_url
     assert meta["filters"]["status"] == ["active", "completed", "timed_out"]
     assert meta["rows"] == len(loaded) and meta["conversations"] == 5
+    assert meta["rows_new"] == len(loaded) and meta["rows_changed"] == 0
     assert meta["note"] == "daily"
-    assert sim.token.encode() not in path.read_bytes()
+    for latest in _latest_files(root):
+        record = mf.snapshot_metadata(latest)
+        assert record["dataset"] == "latest" and record["snapshot_id"] == path.stem
+        assert record["rows"] == pq.read_metadata(latest).num_rows
+        assert record["created_month"] == latest.parent.name.split("=")[1]
+        assert record["base_url"] == sim.base_url and record["pii"] == "kept"
+        assert record["filters"]["status"] == ["active", "completed", "timed_out"]
+        assert record["fetched_at"] == loaded["fetched_at"].max().isoformat()
+    for file in root.rglob("*"):
+        if file.is_file():
+            assert sim.token.encode() not in file.read_bytes()
+    manifest = json.loads((root / "mihu_frames_root.json").read_text())
+    assert manifest["layout_version"] == 2 and manifest["format"] == "mihu_frames snapshot root"
+    assert manifest["recorded"] == {
+        "status": ["active", "completed", "timed_out"],
+        "type": None,
+        "conversations": None,
+    }
 
 
-def test_duckdb_polars_and_pyarrow_read_the_dataset(loaded, tmp_path):
-    mf.write_snapshot(loaded, tmp_path)
-    mf.write_snapshot(loaded.iloc[:3], tmp_path)
-    pattern = str(tmp_path / "sessions" / "**" / "*.parquet")
+def test_every_engine_reads_the_latest_state_one_row_per_session(sim, loaded, root):
+    mf.write_snapshot(loaded, root)
+    truth = loaded.set_index("uuid")
+    for edited in (_edit(loaded, slice(0, 40)), _edit(loaded, slice(20, 30), seconds=120)):
+        mf.write_snapshot(edited, root)
+        truth.loc[edited["uuid"], "summary"] = "edited later"
+        truth.loc[edited["uuid"], "updated_at"] = edited.set_index("uuid")["updated_at"]
+    latest_glob = str(root / "sessions" / "**" / "*.parquet")
     con = duckdb.connect()
-    count = con.execute(
-        f"select count(*), count(distinct snapshot_id), min(fetched_date) "
-        f"from read_parquet('{pattern}', hive_partitioning = true)"
+    rows, distinct, edits = con.execute(
+        f"select count(*), count(distinct uuid), count(*) filter (summary = 'edited later') "
+        f"from read_parquet('{latest_glob}', hive_partitioning = true)"
     ).fetchone()
-    assert count[0] == len(loaded) + 3 and count[1] == 2
-    assert str(count[2]) == loaded["fetched_at"].max().strftime("%Y-%m-%d")
+    assert (rows, distinct, edits) == (len(loaded), len(loaded), 40)
+    months = con.execute(
+        f"select distinct created_month = strftime(created_at, '%Y-%m') "
+        f"from read_parquet('{latest_glob}', hive_partitioning = true)"
+    ).fetchall()
+    assert months == [(True,)]  # the partition is the month of created_at
     # Parquet has no duration type: DuckDB sees the microseconds as BIGINT (documented).
     durations = con.execute(
-        f"select duration from read_parquet('{pattern}') "
-        "where duration is not null and snapshot_id = (select min(snapshot_id) "
-        f"from read_parquet('{pattern}'))"
+        f"select uuid, duration from read_parquet('{latest_glob}') where duration is not null"
     ).fetchall()
-    expected = loaded["duration"].dropna()
-    assert sorted(d for (d,) in durations) == sorted(
-        expected.dt.total_seconds().mul(1e6).round().astype(int)
+    expected = loaded.dropna(subset=["duration"])
+    assert sorted(durations) == sorted(
+        zip(
+            expected["uuid"],
+            expected["duration"].dt.total_seconds().mul(1e6).round().astype(int),
+            strict=True,
+        )
     )
-    frame = pl.read_parquet(pattern, hive_partitioning=True)
-    assert frame.height == len(loaded) + 3
-    assert frame.schema["started_at"] == pl.Datetime("us", "UTC")
-    assert frame.schema["task_uuids"] == pl.List(pl.String)
-    dataset = ds.dataset(tmp_path / "sessions", format="parquet", partitioning="hive")
-    assert dataset.count_rows() == len(loaded) + 3
+    polars = pl.read_parquet(latest_glob, hive_partitioning=True)
+    assert polars.height == len(loaded) and polars["uuid"].n_unique() == len(loaded)
+    assert polars.schema["started_at"] == pl.Datetime("us", "UTC")
+    assert polars.schema["task_uuids"] == pl.List(pl.String)
+    assert polars.schema["created_month"] == pl.String
+    by_uuid = polars.to_pandas().set_index("uuid")
+    assert (by_uuid.loc[truth.index, "updated_at"] == truth["updated_at"]).all()
+    dataset = ds.dataset(root / "sessions", format="parquet", partitioning="hive")
+    table = dataset.to_table(columns=["uuid", "summary"])
+    assert table.num_rows == len(loaded) and len(table.column("uuid").unique()) == len(loaded)
+    history_glob = str(root / "history" / "**" / "*.parquet")
+    assert con.execute(f"select count(*) from read_parquet('{history_glob}')").fetchone() == (
+        len(loaded) + 40 + 10,
+    )
 
 
-def test_latest_state_across_snapshots(sim, make_client, tmp_path):
-    client = make_client(sim)
-    first = client.sessions(sim.conversation_uuids[2])
-    mf.write_snapshot(first, tmp_path)
-    changed = first.copy()
-    changed.loc[:4, "summary"] = "changed"
-    changed.loc[:4, "updated_at"] = changed.loc[:4, "updated_at"] + pd.Timedelta(seconds=1)
-    mf.write_snapshot(changed.iloc[:10], tmp_path)
-    latest = mf.read_snapshots(tmp_path)
-    assert len(latest) == len(first) and latest["uuid"].is_unique
-    by_uuid = latest.set_index("uuid")
-    assert (by_uuid.loc[first["uuid"][:5], "summary"] == "changed").all()
-    assert (
-        by_uuid.loc[first["uuid"][5:], "summary"].fillna("")
-        == first["summary"][5:].fillna("").values
-    ).all()
-    history = mf.read_snapshots(tmp_path, latest=False)
-    assert len(history) == len(first) + 10
+def test_latest_state_and_history_across_writes(sim, make_client, root):
+    first = make_client(sim).sessions(sim.conversation_uuids[2])
+    mf.write_snapshot(first, root)
+    changed = _edit(first, slice(0, 5))
+    path = mf.write_snapshot(pd.concat([changed, first.iloc[5:10]]), root)  # 5 unchanged
+    assert mf.snapshot_metadata(path)["rows_changed"] == 5
+    assert mf.snapshot_metadata(path)["rows_unchanged"] == 5
+    latest = mf.read_snapshots(root)
+    assert list(latest["uuid"]) == list(first["uuid"])  # the order they were first written
+    assert (latest["summary"].iloc[:5] == "edited later").all()
+    pd.testing.assert_frame_equal(latest.iloc[5:], first.iloc[5:])
+    history = mf.read_snapshots(root, latest=False)
+    assert len(history) == len(first) + 5  # the unchanged rows are not written again
     assert history["snapshot_id"].nunique() == 2
     assert list(history.columns) == [*COLUMNS, "snapshot_id"]
+    assert list(history["uuid"].iloc[-5:]) == list(first["uuid"].iloc[:5])
 
 
-def test_read_pushes_down_conversations_and_columns(sim, make_client, tmp_path):
+def test_writing_the_same_data_again_adds_nothing(sim, make_client, root):
+    df = make_client(sim).sessions(sim.conversation_uuids[1:4], status="all")
+    assert mf.write_snapshot(df, root) is not None
+    files = {p: p.read_bytes() for p in root.rglob("*.parquet")}
+    refetched = df.copy()
+    refetched["fetched_at"] = refetched["fetched_at"] + pd.Timedelta(hours=3)  # a later demo
+    assert mf.write_snapshot(refetched, root) is None
+    assert {p: p.read_bytes() for p in root.rglob("*.parquet")} == files
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), df)  # the first fetch is kept
+
+
+def test_an_untagged_write_keeps_the_tags_held(sim, make_client, root):
+    client = make_client(sim)
+    tagged = client.sessions(sim.conversation_uuids[3], status="all", type="all")
+    mf.write_snapshot(tagged, root)
+    plain = client.sessions(sim.conversation_uuids[3])
+    assert not is_tagged(plain["status"]).any() and not is_tagged(plain["type"]).any()
+    changed = _edit(plain, slice(0, 30))
+    path = mf.write_snapshot(pd.concat([changed, plain.iloc[30:]]), root)
+    latest = mf.read_snapshots(root).set_index("uuid")
+    tags = sim.tags()
+    assert [tags[u] for u in latest.index] == list(
+        zip(latest["status"].astype(str), latest["type"].astype(str), strict=True)
+    )
+    assert (latest.loc[changed["uuid"], "summary"] == "edited later").all()
+    meta = mf.snapshot_metadata(path)
+    assert (meta["rows_changed"], meta["rows_unchanged"]) == (30, len(plain) - 30)
+    history = pq.read_table(path).to_pandas()
+    assert is_tagged(history["status"]).all()  # history holds the versions as the latest state
+
+
+def test_an_older_fetch_written_late_goes_to_history_only(sim, make_client, root):
+    df = make_client(sim).sessions(sim.conversation_uuids[2])
+    mf.write_snapshot(df, root)
+    older = df.head(8).copy()
+    older["summary"] = "fetched before, written after"
+    older["fetched_at"] = older["fetched_at"] - pd.Timedelta(days=1)
+    path = mf.write_snapshot(older, root)
+    meta = mf.snapshot_metadata(path)
+    assert (meta["rows_stale"], meta["rows_changed"], meta["rows_new"]) == (8, 0, 0)
+    assert path.parent.name == f"fetched_date={older['fetched_at'].max():%Y-%m-%d}"
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), df)
+    history = mf.read_snapshots(root, latest=False)
+    assert (history["summary"] == "fetched before, written after").sum() == 8
+
+
+def test_a_session_stays_in_its_partition_when_created_at_changes(sim, make_client, root):
+    df = make_client(sim).sessions(sim.conversation_uuids[4])
+    mf.write_snapshot(df, root)
+    moved = _edit(df, slice(0, 3))
+    moved["created_at"] = pd.Timestamp("2031-05-05", tz="UTC")
+    mf.write_snapshot(moved, root)
+    assert not (root / "sessions" / "created_month=2031-05").exists()
+    latest = mf.read_snapshots(root)
+    assert latest["uuid"].is_unique and len(latest) == len(df)
+    assert (latest.set_index("uuid").loc[moved["uuid"], "created_at"].dt.year == 2031).all()
+
+
+def test_read_pushes_down_conversations_and_columns(sim, make_client, root):
     df = make_client(sim).sessions(sim.conversation_uuids[1:4])
-    mf.write_snapshot(df, tmp_path)
-    one = mf.read_snapshots(tmp_path, conversations=sim.conversation_uuids[3])
+    mf.write_snapshot(df, root)
+    one = mf.read_snapshots(root, conversations=sim.conversation_uuids[3])
     assert set(one["conversation_uuid"]) == {sim.conversation_uuids[3]} and len(one) == 100
-    narrow = mf.read_snapshots(tmp_path, columns=["uuid", "duration"])
+    narrow = mf.read_snapshots(root, columns=["uuid", "duration"])
     assert list(narrow.columns) == ["uuid", "duration"] and len(narrow) == len(df)
+    assert list(narrow["uuid"]) == list(df["uuid"])
+    history = mf.read_snapshots(root, latest=False, columns=["uuid", "snapshot_id"])
+    assert list(history.columns) == ["uuid", "snapshot_id"] and len(history) == len(df)
     with pytest.raises(ValueError, match="unknown column"):
-        mf.read_snapshots(tmp_path, columns=["nope"])
+        mf.read_snapshots(root, columns=["nope"])
 
 
-def test_write_rejects_a_frame_that_is_not_sessions(tmp_path):
+def test_write_rejects_a_frame_that_is_not_sessions(root):
     with pytest.raises(ValueError, match="missing columns"):
-        mf.write_snapshot(pd.DataFrame({"a": [1]}), tmp_path)
-    assert not (tmp_path / "sessions").exists()
+        mf.write_snapshot(pd.DataFrame({"a": [1]}), root)
+    assert not root.exists()
 
 
-def test_read_since_keeps_sessions_updated_at_or_after(sim, make_client, tmp_path):
+def test_read_since_keeps_sessions_updated_at_or_after(sim, make_client, root):
     df = make_client(sim).sessions(sim.conversation_uuids[5])
-    mf.write_snapshot(df, tmp_path)
+    mf.write_snapshot(df, root)
     cut = df["updated_at"].sort_values().iloc[len(df) // 2]
-    recent = mf.read_snapshots(tmp_path, since=cut)
+    recent = mf.read_snapshots(root, since=cut)
     assert sorted(recent["uuid"]) == sorted(df.loc[df["updated_at"] >= cut, "uuid"])
-    naive = mf.read_snapshots(tmp_path, since=cut.tz_localize(None).isoformat())
+    naive = mf.read_snapshots(root, since=cut.tz_localize(None).isoformat())
     assert len(naive) == len(recent)
+    history = mf.read_snapshots(root, latest=False, since=cut)
+    assert sorted(history["uuid"]) == sorted(recent["uuid"])
 
 
-def test_snapshot_of_an_older_schema_still_reads(loaded, tmp_path):
-    import pyarrow.parquet as pq
-
-    path = mf.write_snapshot(loaded, tmp_path)
-    old = pq.read_table(path).drop_columns(["idle_before_end", "extra"])  # a version-0 file
-    pq.write_table(old, path)
-    back = mf.read_snapshots(tmp_path)
+def test_a_file_of_an_older_schema_still_reads(loaded, root):
+    mf.write_snapshot(loaded, root)
+    for path in _latest_files(root):  # as a version-0 writer would have left them
+        old = pq.read_table(path).drop_columns(["idle_before_end", "extra"])
+        pq.write_table(old, path)
+    back = mf.read_snapshots(root)
     assert list(back.columns) == list(COLUMNS) and len(back) == len(loaded)
     assert back["extra"].isna().all() and back["idle_before_end"].isna().all()
     pd.testing.assert_series_equal(back["duration"], loaded["duration"])
@@ -159,6 +318,7 @@ def test_pii_hash_replaces_contacts_with_stable_keyed_hashes(loaded, tmp_path, m
         mf.write_snapshot(loaded, tmp_path / "a", pii="hash")
     with pytest.raises(ValueError, match="pii must be"):
         mf.write_snapshot(loaded, tmp_path / "a", pii="drop")
+    assert not (tmp_path / "a").exists()
     monkeypatch.setenv("MIHU_PII_KEY", "k1")
     first = mf.write_snapshot(loaded, tmp_path / "a", pii="hash")
     mf.write_snapshot(loaded, tmp_path / "b", pii="hash")
@@ -172,6 +332,8 @@ def test_pii_hash_replaces_contacts_with_stable_keyed_hashes(loaded, tmp_path, m
         # equal inputs hash equal, different inputs differ
         assert a[column].nunique() == loaded[column].nunique()
     assert mf.snapshot_metadata(first)["pii"] == "hash"
+    history = mf.read_snapshots(tmp_path / "a", latest=False)
+    assert history["contact_email"].dropna().isin(a["contact_email"]).all()  # history hashed too
     monkeypatch.setenv("MIHU_PII_KEY", "k2")
     other = mf.read_snapshots(tmp_path / "a").copy()
     mf.write_snapshot(loaded, tmp_path / "c", pii="hash")
@@ -186,7 +348,43 @@ def test_pii_hash_replaces_contacts_with_stable_keyed_hashes(loaded, tmp_path, m
     )
 
 
-def test_metadata_cannot_replace_the_record(loaded, tmp_path):
+def test_metadata_cannot_replace_the_record(loaded, root):
     with pytest.raises(ValueError, match="reserved"):
-        mf.write_snapshot(loaded, tmp_path, metadata={"pii": "kept", "note": 1})
-    assert not (tmp_path / "sessions").exists()
+        mf.write_snapshot(loaded, root, metadata={"pii": "kept", "note": 1})
+    with pytest.raises(ValueError, match="reserved"):
+        mf.write_snapshot(loaded, root, metadata={"rows_new": 0})
+    assert not root.exists()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIHU_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mihu_frames", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def test_make_demo_twice_adds_no_identical_snapshot(tmp_path):
+    root = tmp_path / "data" / "snapshots"
+    for _ in range(2):
+        result = _cli("demo", "--root", str(root), "--sizes", "0,1,150")
+        assert result.returncode == 0, result.stderr
+        assert "151 sessions read back" in result.stdout
+    assert len(list((root / "history").rglob("*.parquet"))) == 1
+    pattern = str(root / "sessions" / "**" / "*.parquet")
+    con = duckdb.connect()
+    counts = con.execute(f"select count(*), count(distinct uuid) from read_parquet('{pattern}')")
+    assert counts.fetchone() == (151, 151)
+
+
+def test_the_command_line_names_a_folder_that_is_not_a_root(loaded, tmp_path):
+    mf.write_snapshot(loaded, tmp_path / "root")
+    for folder in (tmp_path / "missing", tmp_path / "root" / "sessions", tmp_path / "cache"):
+        for command in ("stats", "compact"):
+            result = _cli(command, str(folder))
+            assert result.returncode == 2, (command, folder, result.stdout)
+            assert str(folder) in result.stderr and "snapshot root" in result.stderr
+            assert "Traceback" not in result.stderr

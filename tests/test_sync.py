@@ -3,6 +3,7 @@ ground truth row for row, drift and failures lose nothing, caching never hides a
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -16,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_matches_truth
+from conftest import tagged as is_tagged
 
 import mihu_frames as mf
 from mihu_frames.simulator import Simulator
@@ -65,7 +67,12 @@ def _change(sim: Simulator) -> tuple[set[str], set[str]]:
 
 
 def _files(root: Path) -> dict[Path, bytes]:
-    return {path: path.read_bytes() for path in snapshot_files(root)}
+    """Every Parquet file of the root (history and latest state) and its content."""
+    return {path: path.read_bytes() for path in sorted(root.rglob("*.parquet"))}
+
+
+def _months(sessions: list[dict[str, Any]]) -> set[str]:
+    return {f"{pd.Timestamp(s['created_at']).tz_convert('UTC'):%Y-%m}" for s in sessions}
 
 
 def test_second_sync_costs_what_changed_and_matches_truth(sim, make_client, root):
@@ -91,14 +98,21 @@ def test_second_sync_costs_what_changed_and_matches_truth(sim, make_client, root
         if request.conversation in known:
             assert request.params["sort_by"] == "updated_at"
             assert request.params["sort_dir"] == "desc"
-    # The new snapshot holds exactly the changed and new rows, owner-only, with a record.
+    # The new history file holds exactly the changed and new rows, owner-only, with a record;
+    # only the latest-state partitions (months) of those sessions were rewritten.
     path = Path(attrs["snapshot"])
     assert set(pq.read_table(path, columns=["uuid"]).column("uuid").to_pylist()) == touched | added
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    record = mf.snapshot_metadata(path)["sync"]
-    assert record["rows_changed"] == len(touched) and record["rows_new"] == len(added)
-    assert record["requests"] == sim.request_count and record["full"] is False
+    meta = mf.snapshot_metadata(path)
+    assert meta["rows_changed"] == len(touched) and meta["rows_new"] == len(added)
+    assert meta["sync"]["requests"] == sim.request_count and meta["sync"]["full"] is False
     assert len(snapshot_files(root)) == 2
+    changed = [s for s in _truth(sim) if s["uuid"] in touched | added]
+    rewritten = {Path(p).parent.name.split("=")[1] for p in attrs["files_written"][1:]}
+    assert rewritten == _months(changed)
+    assert attrs["files_written"][0] == attrs["snapshot"]
+    assert attrs["bytes_written"] == sum(Path(p).stat().st_size for p in attrs["files_written"])
+    assert attrs["rows_unchanged"] <= attrs["rows_unchanged_seen"]
 
 
 def test_nothing_changed_writes_nothing_and_costs_a_request_per_conversation(
@@ -113,7 +127,8 @@ def test_nothing_changed_writes_nothing_and_costs_a_request_per_conversation(
     assert sim.request_count == len(SIZES)
     assert attrs["snapshot"] is None and _files(root) == before
     assert attrs["rows_changed"] == 0 and attrs["rows_new"] == 0
-    assert attrs["rows_unchanged_seen"] > 0
+    assert attrs["rows_unchanged_seen"] > 0 and attrs["rows_unchanged"] > 0
+    assert attrs["files_written"] == [] and attrs["bytes_written"] == 0
     assert_matches_truth(_by_uuid(again), _truth(sim))
     summary = sync_summary(again)
     assert re.search(r"4 requests, 0 rows changed, 0 new", summary), summary
@@ -201,7 +216,7 @@ def test_an_exception_half_way_leaves_earlier_snapshots_and_the_next_sync_comple
         _sync(root, sim, client, conversations=everything)
     assert _files(root) == before_files
     pd.testing.assert_frame_equal(mf.read_snapshots(root), before)
-    assert not [p for p in root.rglob(".*") if p.is_file()]  # no temporary file left behind
+    assert not list(root.rglob("*.tmp"))  # no temporary file left behind
 
     # Now an incremental read fails half way through the conversations.
     sim.fail_next("500", conversation=sim.conversation_uuids[3])
@@ -309,6 +324,7 @@ def test_hashed_snapshots_stay_hashed_and_unchanged_rows_are_not_rewritten(
         ({"per_page": 500}, "per_page"),
         ({"status": "done"}, "status"),
         ({"full": "yes"}, "full"),
+        ({"refetch": 1}, "refetch"),
         ({"on_error": "ignore"}, "on_error"),
         ({"progress": "bar"}, "progress"),
         ({"pii": "clear"}, "pii"),
@@ -369,10 +385,8 @@ def test_a_held_row_that_differs_with_the_same_updated_at_is_repaired(sim, make_
     touched = sim.touch_sessions(sim.conversation_uuids[3], 3)  # held next, inside the window
     second = _sync(root, sim, client)
     held = second.set_index("uuid").loc[touched].reset_index()[second.columns]
-    # Replace that snapshot by one with other content under the same updated_at.
-    Path(second.attrs["mihu_frames"]["snapshot"]).unlink()
+    # A later write with other content under the same updated_at and fetch time: it wins.
     held["summary"] = "edited by hand"
-    held["fetched_at"] = held["fetched_at"] - pd.Timedelta(seconds=1)
     mf.write_snapshot(held, root)
     tampered = mf.read_snapshots(root).set_index("uuid").loc[touched, "summary"]
     assert (tampered == "edited by hand").all()
@@ -400,3 +414,131 @@ def test_a_conversation_failing_in_one_filter_query_is_left_out_whole(sim, make_
     assert_matches_truth(_by_uuid(after), _truth(sim))
     tags = sim.tags()
     assert all(tags[u][0] == s for u, s in zip(after["uuid"], after["status"], strict=True))
+
+
+# --------------------------------------------------------------------------- filters and tags
+
+
+def _tags_match(df: pd.DataFrame, sim: Simulator, *, status: bool = True, kind: bool = False):
+    tags = sim.tags()
+    for uuid, got_status, got_type in zip(df["uuid"], df["status"], df["type"], strict=True):
+        if status:
+            assert got_status == tags[uuid][0], uuid
+        if kind:
+            assert got_type == tags[uuid][1], uuid
+
+
+def test_a_sync_without_filters_uses_the_ones_the_root_recorded(sim, make_client, root):
+    client = make_client(sim)
+    first = _sync(root, sim, client, status="all")
+    _tags_match(first, sim)
+    touched = sim.touch_sessions(sim.conversation_uuids[3], 7)
+    sim.reset_requests()
+    df = _sync(root, sim, client)  # as the README shows: no filters named again
+    attrs = df.attrs["mihu_frames"]
+    assert {r.params.get("status") for r in sim.requests} == {"active", "completed", "timed_out"}
+    assert attrs["filters"]["status"] == ["active", "completed", "timed_out"]
+    assert attrs["rows_changed"] == len(touched) and attrs["rows_new"] == 0
+    assert is_tagged(df["status"]).all()
+    _tags_match(df, sim)
+    assert_matches_truth(_by_uuid(df), _truth(sim))
+    same = _sync(root, sim, client, status=["timed_out", "completed", "active"])  # any spelling
+    assert same.attrs["mihu_frames"]["rows_changed"] == 0
+
+
+def test_other_filters_are_refused_before_any_request_unless_refetch(sim, make_client, root):
+    client = make_client(sim)
+    _sync(root, sim, client, status="all")
+    before = _files(root)
+    for options in ({"status": "completed"}, {"type": "voice"}, {"status": "all", "type": "all"}):
+        sim.reset_requests()
+        with pytest.raises(ValueError) as caught:
+            _sync(root, sim, client, **options)
+        message = str(caught.value)
+        assert "status='all', type=None" in message and str(root) in message
+        assert "refetch=True" in message and "new root" in message
+        assert sim.request_count == 0 and _files(root) == before
+    with pytest.raises(ValueError, match="refetch"):
+        _sync(root, sim, client, full=True, type="voice")
+    assert sim.request_count == 0
+
+    sim.reset_requests()
+    df = _sync(root, sim, client, status="all", type="all", refetch=True)
+    attrs = df.attrs["mihu_frames"]
+    assert attrs["conversations_full"] == len(SIZES)  # every conversation read anew
+    assert all(r.params["sort_by"] == "created_at" for r in sim.requests)
+    assert {(r.params["status"], r.params["type"]) for r in sim.requests if r.conversation} == {
+        (s, t) for s in ("active", "completed", "timed_out") for t in ("text", "voice")
+    }
+    assert attrs["rows_changed"] == sum(SIZES)  # each session gained its type tag
+    _tags_match(df, sim, kind=True)
+    recorded = json.loads((root / "mihu_frames_root.json").read_text())["recorded"]
+    assert recorded["type"] == ["text", "voice"]
+    assert_matches_truth(_by_uuid(df), _truth(sim))
+    sim.reset_requests()
+    again = _sync(root, sim, client)  # now with the new filters
+    assert {r.params["type"] for r in sim.requests} == {"text", "voice"}
+    assert again.attrs["mihu_frames"]["rows_changed"] == 0
+
+
+def test_tags_are_kept_across_plain_and_full_syncs(sim, make_client, root):
+    """A root fetched without filters, 100 sessions of it tagged later: syncs without filters
+    (plain and full) never replace a tag by null."""
+    client = make_client(sim)
+    big = sim.conversation_uuids[3]
+    _sync(root, sim, client)  # no filters: recorded as such
+    tagged = client.sessions(big, status="all", type="all", refresh=True).head(100)
+    assert mf.snapshot_metadata(mf.write_snapshot(tagged, root))["rows_changed"] == 100
+    touched = sim.touch_sessions(big, 150)  # open sessions first: the tagged ones among them
+    assert set(touched) & set(tagged["uuid"])
+    plain = _sync(root, sim, client)
+    assert plain.attrs["mihu_frames"]["rows_changed"] == len(touched)
+    full = _sync(root, sim, client, full=True)
+    assert full.attrs["mihu_frames"]["rows_changed"] == 0  # an untagged row equals a tagged one
+    for df in (plain, full, mf.read_snapshots(root)):
+        held = df.set_index("uuid")
+        assert is_tagged(held.loc[tagged["uuid"], "status"]).all()
+        assert is_tagged(held.loc[tagged["uuid"], "type"]).all()
+        assert is_tagged(held["status"]).sum() == 100
+        _tags_match(df[df["uuid"].isin(tagged["uuid"])], sim, kind=True)
+    assert_matches_truth(_by_uuid(full), _truth(sim))
+
+
+# ---------------------------------------------------------------------- timestamps at the edges
+
+
+def _serve_timestamp(sim: Simulator, uuid: str, name: str, text: str) -> None:
+    """Make the simulator serve ``name`` of one session as ``text`` (an instant the generator
+    never produces), as a misbehaving backend would."""
+    sim.set_timestamp(uuid, name, text)
+
+
+def test_a_session_dated_in_the_year_9999_hides_no_later_edit(sim, make_client, root):
+    client = make_client(sim)
+    big = sim.conversation_uuids[3]
+    future = sim.ground_truth(big)[10]["uuid"]
+    _serve_timestamp(sim, future, "updated_at", "9999-12-31T23:59:59.999999Z")
+    first = _sync(root, sim, client)
+    assert first.set_index("uuid").loc[future, "updated_at"].year == 9999
+    for _ in range(2):  # edits after it, twice
+        touched = sim.touch_sessions(big, 5)
+        df = _sync(root, sim, client)
+        assert df.attrs["mihu_frames"]["rows_changed"] == len(touched)
+        assert_matches_truth(_by_uuid(df), _truth(sim))
+
+
+def test_a_session_dated_in_the_year_1_does_not_break_the_next_sync(sim, make_client, root):
+    client = make_client(sim)
+    one = sim.conversation_uuids[1]  # a conversation of one session
+    (only,) = [s["uuid"] for s in sim.ground_truth(one)]
+    _serve_timestamp(sim, only, "updated_at", "0001-01-01T00:00:00Z")
+    first = _sync(root, sim, client)
+    assert first.set_index("uuid").loc[only, "updated_at"] == pd.Timestamp("0001-01-01", tz="UTC")
+    sim.reset_requests()
+    again = _sync(root, sim, client)  # its window would start before the year 1
+    assert again.attrs["mihu_frames"]["rows_changed"] == 0
+    assert len([r for r in sim.requests if r.conversation == one]) == 1
+    touched = sim.touch_sessions(one, 1)
+    after = _sync(root, sim, client)
+    assert after.attrs["mihu_frames"]["rows_changed"] == len(touched) == 1
+    assert_matches_truth(_by_uuid(after), _truth(sim))

@@ -427,6 +427,18 @@ class Simulator:
         """Delete ``n`` randomly chosen sessions (all if fewer) and return their UUIDs."""
         return self._data.delete_sessions(conversation, n)
 
+    def set_timestamp(self, session: str, name: str, text: str) -> None:
+        """Serve timestamp ``name`` of one session as ``text`` verbatim, as a misbehaving backend
+        would (``"9999-12-31T23:00:00-12:00"``, ``"0001-01-01T00:00:00Z"``): the instant the
+        generator never produces. Orderings (``sort_by``) follow the instant.
+
+        Raises
+        ------
+        KeyError
+            If no conversation has the session.
+        """
+        self._data.set_timestamp(session, name, text)
+
     # --- internals --------------------------------------------------------------------------
     def _now_us(self) -> int:
         """``now()`` in epoch microseconds."""

@@ -787,6 +787,26 @@ class Dataset:
                 conv.changed()
         return [s.uuid for s in doomed]
 
+    def set_timestamp(self, session: str, name: str, text: str) -> None:
+        """Serve timestamp ``name`` of ``session`` as ``text``; see ``Simulator.set_timestamp``."""
+        if name not in TIMESTAMPS:
+            raise ValueError(f"name must be one of {TIMESTAMPS}, got {name!r}")
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        offset = instant.utcoffset() or timedelta(0)
+        local = instant.replace(tzinfo=timezone.utc)  # may be past year 9999 once shifted
+        micros = (local - EPOCH_UTC) // timedelta(microseconds=1)
+        micros -= offset // timedelta(microseconds=1)
+        with self.lock:
+            for conv in self.conversations.values():
+                for item in conv.sessions:
+                    if item.uuid == session:
+                        item.times[name] = micros
+                        item.tokens[name] = ENCODER.encode(text)
+                        item.encode()
+                        conv.changed()
+                        return
+        raise KeyError(f"unknown session {session!r}")
+
     # --- internals -------------------------------------------------------------------------
     def _add_conversation(self, size: int) -> str:
         conv = Conversation(self.seed, len(self.uuids), size)
