@@ -124,7 +124,8 @@ def _fetch_parser(commands: Any) -> None:
         "fetch",
         help="load conversations' sessions and write them to a snapshot root",
         description="Load every session of the given conversations and write them to the "
-        "snapshot root (one Parquet dataset, see the README).",
+        "snapshot root: ROOT/sessions/ holds the latest state of every session, "
+        "ROOT/history/ every version fetched (both plain Parquet; see the README).",
     )
     fetch.epilog = TOKEN_NOTE
     fetch.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
@@ -155,11 +156,18 @@ def _sync_parser(commands: Any) -> None:
 def _compact_parser(commands: Any) -> None:
     compact = commands.add_parser(
         "compact",
-        help="rewrite ROOT's snapshot files into fewer files",
-        description="Rewrite the snapshot files under ROOT into one file per partition, "
-        "atomically: readers get the same state before, during and after.",
+        help="rewrite ROOT's history into fewer files, keeping every version",
+        description="Rewrite the history under ROOT into one file per fetch date, keeping every "
+        "distinct version (identical re-fetches are collapsed). The latest state is not "
+        "touched; readers see the same data before, during and after. Versions are only "
+        "dropped with --prune-before.",
     )
     compact.add_argument("root", metavar="ROOT", help="snapshot root")
+    compact.add_argument(
+        "--prune-before",
+        metavar="DATE",
+        help="also drop the versions superseded before DATE (a session's latest is always kept)",
+    )
     compact.set_defaults(run=_compact)
 
 
@@ -286,7 +294,7 @@ def _fetch(args: argparse.Namespace) -> int:
         print("no sessions: nothing to write")
         return 0
     path = write_snapshot(df, args.root)
-    print(f"snapshot: {path}")
+    print(f"snapshot: {path}" if path else "snapshot: nothing changed since the last one")
     return 0
 
 
@@ -307,16 +315,17 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _compact(args: argparse.Namespace) -> int:
     from mihu_frames.compaction import compact_snapshots
-    from mihu_frames.snapshots import snapshot_files
 
-    if not Path(args.root).exists():
-        raise ValueError(f"no snapshot root at {args.root}")
-    before = len(snapshot_files(args.root))
-    written = compact_snapshots(args.root)
-    after = len(snapshot_files(args.root))
-    print(f"compacted {before:,} snapshot files into {after:,} ({len(written)} rewritten)")
-    for path in written:
-        print(f"  {path}")
+    report = compact_snapshots(args.root, prune_before=args.prune_before)
+    print(report.summary())
+    kept = report.rows_after
+    dropped = report.versions_collapsed + report.versions_pruned
+    print(
+        f"  kept {kept:,} versions; dropped {report.versions_collapsed:,} identical "
+        f"re-fetches and {report.versions_pruned:,} superseded before "
+        f"{args.prune_before or '(no --prune-before)'}"
+        + (f" ({report.sessions_pruned:,} sessions had older versions pruned)" if dropped else "")
+    )
     return 0
 
 
@@ -341,7 +350,8 @@ def _demo(args: argparse.Namespace) -> int:
             client.flush_cache()  # before the temporary folder goes
         path = write_snapshot(tagged, args.root)
         back = read_snapshots(args.root, conversations=sim.conversation_uuids)
-        print(f"snapshot: {path} ({len(back):,} sessions read back)")
+        written = path or "nothing changed since the last run's"
+        print(f"snapshot: {written} ({len(back):,} sessions read back)")
     return 0
 
 

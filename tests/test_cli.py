@@ -242,13 +242,33 @@ def test_sync_twice_then_compact(fresh_sim, tmp_path):
     assert dict(zip(latest["uuid"], latest["updated_at"], strict=True)) == {
         u: pd.Timestamp(t).tz_convert("UTC") for u, t in truth.items()
     }
+    history = mf.read_snapshots(root, latest=False)
     compact = _run("compact", root)
-    assert compact.returncode == 0 and "compacted 2 snapshot files into 1" in compact.stdout
+    assert compact.returncode == 0, compact.stderr
+    assert "compacted 2 history files into 1" in compact.stdout
+    assert f"kept {len(history):,} versions; dropped 0 identical re-fetches" in compact.stdout
     pd.testing.assert_frame_equal(
         mf.read_snapshots(root).sort_values("uuid", ignore_index=True),
         latest.sort_values("uuid", ignore_index=True),
     )
+    pruned = _run("compact", root, "--prune-before", "2100-01-01")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "3 superseded before 2100-01-01" in pruned.stdout  # the 3 older versions
+    assert len(mf.read_snapshots(root, latest=False)) == len(history) - 3
     for bad in (["--offline"], ["--overlap", "-3"]):
         result = _run("sync", conversations[0], "--root", root, *bad, env=env)
         assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert _run("compact", str(tmp_path / "missing")).returncode == 2
+
+
+def test_a_folder_that_is_not_a_root_is_one_line_and_exit_2(tmp_path, sim, make_client):
+    mf.write_snapshot(make_client(sim).sessions(sim.conversation_uuids[1]), tmp_path / "root")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a root")
+    for folder in ("missing", "root/sessions", "other"):
+        for command in (["stats"], ["compact"]):
+            result = _run(*command, str(tmp_path / folder))
+            assert result.returncode == 2, (folder, command, result.stdout)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+            assert str(tmp_path / folder) in lines[0] and "root" in lines[0]
+            assert result.stdout == ""
