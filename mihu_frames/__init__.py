@@ -23,7 +23,7 @@ from mihu_frames.errors import (
     ServerError,
     ValidationError,
 )
-from mihu_frames.load import load_sessions
+from mihu_frames.load import list_conversations, load_sessions
 from mihu_frames.plots import plot_activity, plot_durations, plot_hourly
 from mihu_frames.report import activity_text, hourly_text, stats_text, summary_text
 from mihu_frames.schema import SESSIONS_SCHEMA, empty_frame
@@ -66,6 +66,7 @@ __all__ = [
     "format_stats",
     "hourly_profile",
     "hourly_text",
+    "list_conversations",
     "load_sessions",
     "plot_activity",
     "plot_durations",

@@ -22,6 +22,7 @@ import pandas as pd
 from mihu_frames._version import __version__
 from mihu_frames.errors import MihuError
 from mihu_frames.options import (
+    LISTING_LOAD_OPTIONS,
     SYNC_LOAD_OPTIONS,
     ClientOptions,
     LoadOptions,
@@ -44,6 +45,7 @@ FETCH_LOAD_FLAGS = (
     "deadline",
 )
 SYNC_FLAGS = tuple(n for n in SYNC_LOAD_OPTIONS if n != "max_pages")
+LISTING_FLAGS = tuple(n for n in LISTING_LOAD_OPTIONS if n != "max_pages")
 TOKEN_NOTE = "The API token is read from MIHU_API_TOKEN, never from the command line."
 
 
@@ -109,7 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mihu_frames {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for build in (_fetch_parser, _sync_parser, _compact_parser, _stats_parser, _demo_parser):
+    builders = (
+        _fetch_parser,
+        _sync_parser,
+        _conversations_parser,
+        _compact_parser,
+        _stats_parser,
+        _demo_parser,
+    )
+    for build in builders:
         build(commands)
     commands.add_parser(
         "simulate",
@@ -128,7 +138,8 @@ def _fetch_parser(commands: Any) -> None:
         "ROOT/history/ every version fetched (both plain Parquet; see the README).",
     )
     fetch.epilog = TOKEN_NOTE
-    fetch.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
+    fetch.add_argument("conversations", nargs="*", metavar="CONVERSATION", help="UUIDs")
+    fetch.add_argument("--all", action="store_true", help="every conversation of the account")
     fetch.add_argument("--root", default="data/snapshots", help="snapshot root")
     add_flags(fetch, LoadOptions, FETCH_LOAD_FLAGS, "what to load")
     add_flags(fetch, ClientOptions, CLIENT_FLAGS, "API and cache")
@@ -145,12 +156,41 @@ def _sync_parser(commands: Any) -> None:
         "are always read fresh. --full re-reads everything and reports deleted sessions.",
     )
     sync.epilog = TOKEN_NOTE
-    sync.add_argument("conversations", nargs="+", metavar="CONVERSATION", help="UUIDs")
+    sync.add_argument(
+        "conversations",
+        nargs="*",
+        metavar="CONVERSATION",
+        help="UUIDs (none: the root's, when it was synced with --all)",
+    )
+    sync.add_argument(
+        "--all",
+        action="store_true",
+        help="every conversation of the account, listed now; the root remembers it",
+    )
     sync.add_argument("--root", default="data/snapshots", help="snapshot root")
     add_flags(sync, SyncOptions, None, "what to sync")
     add_flags(sync, LoadOptions, SYNC_FLAGS, "what to load")
     add_flags(sync, ClientOptions, CLIENT_FLAGS, "API and cache")
     sync.set_defaults(run=_sync)
+
+
+def _conversations_parser(commands: Any) -> None:
+    listing = commands.add_parser(
+        "conversations",
+        help="list the account's conversations (a table, or CSV/Parquet with --out)",
+        description="List the account's conversations: GET /api/v1/conversations, every page, "
+        "with the filters sent to the server. Prints a table, or writes every column to --out.",
+    )
+    listing.epilog = TOKEN_NOTE
+    group = listing.add_argument_group("filters (sent to the server)")
+    group.add_argument("--channel", help="only this channel (whatsapp, web, phone ...)")
+    group.add_argument("--agent", dest="agent_uuid", metavar="UUID", help="only this agent's")
+    group.add_argument("--status", help="only conversations with this status (open, closed ...)")
+    group.add_argument("--phone", help="only this phone number's")
+    listing.add_argument("--out", metavar="FILE", help="write all columns to FILE.csv/.parquet")
+    add_flags(listing, LoadOptions, LISTING_FLAGS, "how to load")
+    add_flags(listing, ClientOptions, CLIENT_FLAGS, "API and cache")
+    listing.set_defaults(run=_conversations)
 
 
 def _compact_parser(commands: Any) -> None:
@@ -281,7 +321,7 @@ def _fetch(args: argparse.Namespace) -> int:
     from mihu_frames.snapshots import write_snapshot
 
     df = load_sessions(
-        args.conversations,
+        _conversations_arg(args, required=True),
         **given(args, LoadOptions, FETCH_LOAD_FLAGS),
         **given(args, ClientOptions, CLIENT_FLAGS),
     )
@@ -303,13 +343,58 @@ def _sync(args: argparse.Namespace) -> int:
 
     df = sync_snapshots(
         args.root,
-        args.conversations,
+        _conversations_arg(args, required=False),
         **given(args, SyncOptions, None),
         **given(args, LoadOptions, SYNC_FLAGS),
         **given(args, ClientOptions, CLIENT_FLAGS),
     )
     print(sync_summary(df))
     _print_errors(df)
+    return 0
+
+
+def _conversations_arg(args: argparse.Namespace, *, required: bool) -> Any:
+    """The conversations named on the command line, ``"all"`` for --all, or None."""
+    if args.all and args.conversations:
+        raise ValueError("pass conversation UUIDs or --all, not both")
+    if args.all:
+        return "all"
+    if not args.conversations and required:
+        raise ValueError("name at least one conversation UUID, or pass --all")
+    return args.conversations or None
+
+
+def _conversations(args: argparse.Namespace) -> int:
+    from mihu_frames.load import list_conversations
+
+    convs = list_conversations(
+        agent_uuid=args.agent_uuid,
+        channel=args.channel,
+        status=args.status,
+        phone=args.phone,
+        **given(args, LoadOptions, LISTING_FLAGS),
+        **given(args, ClientOptions, CLIENT_FLAGS),
+    )
+    attrs = convs.attrs["mihu_frames"]
+    for error in attrs.get("errors") or []:
+        print(f"  left out: {error['message']}", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() == ".parquet":
+            convs.to_parquet(out, index=False)
+        elif out.suffix.lower() == ".csv":
+            convs.to_csv(out, index=False)
+        else:
+            raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
+        print(f"{len(convs):,} conversations written to {out}")
+        return 0
+    shown = ["uuid", "channel", "status", "agent_uuid", "sessions_count", "last_message_at"]
+    table = convs[shown].copy()
+    table["agent_uuid"] = table["agent_uuid"].str.slice(0, 8)
+    table["last_message_at"] = table["last_message_at"].dt.strftime("%Y-%m-%d %H:%M")
+    with pd.option_context("display.max_rows", 60, "display.width", 120):
+        print(table.to_string(index=False, na_rep="-") if len(table) <= 60 else table)
+    print(f"{len(convs):,} conversations, {attrs['requests']:,} requests")
     return 0
 
 

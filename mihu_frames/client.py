@@ -26,10 +26,19 @@ import pyarrow as pa
 from mihu_frames._version import __version__
 from mihu_frames.cachefile import CacheFile, default_cache_path
 from mihu_frames.errors import AuthenticationError
-from mihu_frames.options import ClientOptions, LoadOptions, conversation_ids, split_options, takes
+from mihu_frames.options import (
+    LISTING_LOAD_OPTIONS,
+    ClientOptions,
+    LoadOptions,
+    conversation_ids,
+    listing_filters,
+    split_options,
+    takes,
+    wants_all,
+)
 from mihu_frames.pacing import Pacer
 from mihu_frames.runner import FullListing, PageRunner, Paging, Plan, RunStats
-from mihu_frames.schema import SCHEMA_VERSION, to_pandas
+from mihu_frames.schema import SCHEMA_VERSION, conversations_to_pandas, to_pandas
 from mihu_frames.transport import Transport, resolve_base_url
 
 logger = logging.getLogger("mihu_frames")
@@ -136,8 +145,10 @@ class MihuClient:
 
         Parameters
         ----------
-        conversations : str, uuid.UUID, or an iterable of them
-            Conversation UUIDs; duplicates are loaded once.
+        conversations : str, uuid.UUID, an iterable of them, a Series or DataFrame, or "all"
+            Conversation UUIDs (duplicates are loaded once); a pandas Series of them, or a
+            DataFrame with a ``uuid`` column (what :meth:`conversations` returns, filtered as
+            you like); or ``"all"``: every conversation the account's listing returns now.
         <options>
 
         Returns
@@ -160,14 +171,24 @@ class MihuClient:
         """
         (given,) = split_options(options, LoadOptions)
         load = LoadOptions(**given)
-        plan = Plan.build(conversation_ids(conversations), load)
+        everything = wants_all(conversations)
+        ids = () if everything else conversation_ids(conversations)
         if load.offline and self.cache is None:
             raise ValueError("offline=True needs a cache; this client has cache=None")
         self.require_token(load.offline)
         started = time.perf_counter()
+        listed = None
+        if everything:
+            listing, listed = self._listing({}, load)
+            ids = tuple(listing.column("uuid").to_pylist())
+        plan = Plan.build(ids, load)
         table, stats = self._load(plan)
+        if listed is not None:
+            stats = listed.plus(stats)
         df = to_pandas(table)
         df.attrs["mihu_frames"] = self.record(plan, stats, time.perf_counter() - started)
+        if everything:
+            df.attrs["mihu_frames"]["listed"] = "all"
         logger.debug(
             "loaded %d sessions from %d pages (%d requests, %d cache hits, %d retries) in %.3fs",
             len(df),
@@ -178,6 +199,75 @@ class MihuClient:
             df.attrs["mihu_frames"]["fetch_seconds"],
         )
         return df
+
+    @takes((LoadOptions, LISTING_LOAD_OPTIONS))
+    def conversations(
+        self,
+        *,
+        agent_uuid: str | None = None,
+        channel: str | None = None,
+        status: str | None = None,
+        phone: str | None = None,
+        **options: Any,
+    ) -> pd.DataFrame:
+        """The account's conversations, one row each, from ``GET /api/v1/conversations``.
+
+        The filters are sent to the server (never applied afterwards). Pages are fetched
+        concurrently and cached like session pages, by the same runner and transport.
+
+        Parameters
+        ----------
+        agent_uuid : str, optional
+            Only the conversations of this agent.
+        channel : str, optional
+            Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``).
+        status : str, optional
+            Only conversations with this status (e.g. ``"open"``, ``"closed"``).
+        phone : str, optional
+            Only the conversations of this phone number.
+        <options>
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``uuid`` first; ``agent_uuid``, ``channel``, ``status``, ``phone``, the contact
+            flattened (``contact_uuid``, ``contact_name`` ...), every ``*_at`` field as
+            ``datetime64[us, UTC]``, ``sessions_count`` (``Int64``), anything else as JSON in
+            ``extra``, and ``fetched_at``. Empty and typed for an account without any.
+
+        Examples
+        --------
+        >>> convs = client.conversations(channel="whatsapp")          # doctest: +SKIP
+        >>> df = client.sessions(convs[convs.sessions_count > 0])     # doctest: +SKIP
+        """
+        filters = listing_filters(agent_uuid, channel, status, phone)
+        (given,) = split_options(options, LoadOptions)
+        unknown = set(given) - set(LISTING_LOAD_OPTIONS)
+        if unknown:
+            raise TypeError(f"a listing of conversations does not take {sorted(unknown)}")
+        load = LoadOptions(**given)
+        if load.offline and self.cache is None:
+            raise ValueError("offline=True needs a cache; this client has cache=None")
+        self.require_token(load.offline)
+        started = time.perf_counter()
+        table, stats = self._listing(filters, load)
+        df = conversations_to_pandas(table)
+        record = self.record(Plan.listing(filters, load), stats, time.perf_counter() - started)
+        record.pop("conversations")
+        record["filters"] = filters
+        df.attrs["mihu_frames"] = record
+        return df
+
+    def list_all(self, load: LoadOptions) -> tuple[pa.Table, RunStats]:
+        """Every conversation of the account, listed now (fresh, never from the cache)."""
+        return self._listing({}, replace(load, refresh=True, offline=False))
+
+    def _listing(self, filters: dict[str, str], load: LoadOptions) -> tuple[pa.Table, RunStats]:
+        """The conversations listing under ``filters`` (sorted by creation, oldest first: new
+        conversations arriving while it is read land on its last page, not between pages)."""
+        options = replace(load, status=None, type=None, sort_by="created_at", sort_dir="asc")
+        paging = FullListing(label="mihu conversations", pages_alone=True)
+        return self.run(Plan.listing(filters, options), paging)
 
     def _load(self, plan: Plan) -> tuple[pa.Table, RunStats]:
         """The table of a plan: a stored result when an identical one is cached, else a run."""

@@ -23,7 +23,6 @@ from mihu_frames.schema import (
     SESSIONS_SCHEMA,
     STRING_FIELDS,
     TIMESTAMP_FIELDS,
-    empty_table,
 )
 
 _LIST = pa.list_(pa.string())
@@ -103,7 +102,7 @@ def _struct_children(struct: pa.StructArray, names: Iterable[str]) -> dict[str, 
     }
 
 
-def finish(tables: list[pa.Table]) -> pa.Table:
+def finish(tables: list[pa.Table], empty: pa.Schema = SESSIONS_SCHEMA) -> pa.Table:
     """Concatenate batches in fetch order and keep one row per uuid (latest ``updated_at``).
 
     Batches arrive in completion order, but each page's rows are contiguous inside its batch,
@@ -125,7 +124,7 @@ def finish(tables: list[pa.Table]) -> pa.Table:
         offset += table.num_rows
     if not pieces:
         tables.clear()
-        return empty_table()
+        return empty.empty_table()
     pieces.sort()
     table = pa.concat_tables([t for t in tables if t.num_rows]).drop_columns(list(ORDER_COLUMNS))
     tables.clear()

@@ -7,7 +7,13 @@ from typing import Any
 import pandas as pd
 
 from mihu_frames.client import MihuClient
-from mihu_frames.options import ClientOptions, LoadOptions, split_options, takes
+from mihu_frames.options import (
+    LISTING_LOAD_OPTIONS,
+    ClientOptions,
+    LoadOptions,
+    split_options,
+    takes,
+)
 
 
 @takes((LoadOptions, None), (ClientOptions, None))
@@ -20,8 +26,10 @@ def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
 
     Parameters
     ----------
-    conversations : str, uuid.UUID, or an iterable of them
-        Conversation UUIDs.
+    conversations : str, uuid.UUID, an iterable of them, a Series or DataFrame, or "all"
+        Conversation UUIDs; a pandas Series of them or a DataFrame with a ``uuid`` column (as
+        :func:`list_conversations` returns); or ``"all"``: every conversation of the account
+        that its listing returns now.
     <options>
 
     Returns
@@ -39,3 +47,48 @@ def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
     load, client = split_options(options, LoadOptions, ClientOptions)
     with MihuClient(**client) as session:
         return session.sessions(conversations, **load)
+
+
+@takes((LoadOptions, LISTING_LOAD_OPTIONS), (ClientOptions, None))
+def list_conversations(
+    *,
+    agent_uuid: str | None = None,
+    channel: str | None = None,
+    status: str | None = None,
+    phone: str | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """The account's conversations in one call, one row each.
+
+    Builds a :class:`MihuClient` from the client options, runs
+    :meth:`MihuClient.conversations` and closes the client. The filters are sent to the server.
+
+    Parameters
+    ----------
+    agent_uuid : str, optional
+        Only the conversations of this agent.
+    channel : str, optional
+        Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``).
+    status : str, optional
+        Only conversations with this status (e.g. ``"open"``, ``"closed"``).
+    phone : str, optional
+        Only the conversations of this phone number.
+    <options>
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``uuid`` first, typed fields, every ``*_at`` field as ``datetime64[us, UTC]``, anything
+        else in ``extra`` (see :meth:`MihuClient.conversations`).
+
+    Examples
+    --------
+    >>> import mihu_frames as mf
+    >>> convs = mf.list_conversations(channel="whatsapp", subdomain="acme")  # doctest: +SKIP
+    >>> df = mf.load_sessions(convs[convs.status == "open"], subdomain="acme")  # doctest: +SKIP
+    """
+    load, client = split_options(options, LoadOptions, ClientOptions)
+    with MihuClient(**client) as session:
+        return session.conversations(
+            agent_uuid=agent_uuid, channel=channel, status=status, phone=phone, **load
+        )

@@ -367,8 +367,24 @@ def check_uuid(value: object) -> str:
     return value.lower()
 
 
+ALL = "all"
+
+
 def conversation_ids(conversations: object) -> tuple[str, ...]:
-    """Conversation ids (one, or an iterable of them) as unique canonical UUID strings."""
+    """Conversation ids as unique canonical UUID strings: one id, an iterable of them, or a
+    pandas Series or DataFrame of them (its ``uuid`` column, e.g. from
+    ``list_conversations``). ``"all"`` is for the callers that list the account first."""
+    if isinstance(conversations, str) and conversations.strip().lower() == ALL:
+        spelled = "" if conversations == ALL else f" (spelled {conversations!r}: write 'all')"
+        raise ValueError(f"'all' (every conversation of the account) is not taken here{spelled}")
+    if hasattr(conversations, "columns") and hasattr(conversations, "iloc"):  # a DataFrame
+        columns = list(conversations.columns)
+        column = next((c for c in ("uuid", "conversation_uuid") if c in columns), None)
+        if column is None:
+            raise ValueError(
+                "a DataFrame of conversations needs a 'uuid' (or 'conversation_uuid') column"
+            )
+        conversations = conversations[column]  # type: ignore[index]
     if isinstance(conversations, (str, uuid.UUID)):
         items: list[object] = [conversations]
     elif isinstance(conversations, (bytes, bytearray)) or not isinstance(conversations, Iterable):
@@ -378,7 +394,48 @@ def conversation_ids(conversations: object) -> tuple[str, ...]:
         )
     else:
         items = list(conversations)
+    for item in items:
+        if isinstance(item, str) and item.strip().lower() == ALL:
+            raise ValueError(
+                "'all' stands alone: it means every conversation of the account, and cannot be "
+                "mixed with conversation UUIDs"
+            )
     return tuple(dict.fromkeys(check_uuid(c) for c in items))
+
+
+def wants_all(conversations: object) -> bool:
+    """Whether ``conversations`` is exactly ``"all"`` (every conversation of the account)."""
+    return isinstance(conversations, str) and conversations == ALL
+
+
+#: The load options a listing of conversations takes (it has filters of its own).
+LISTING_LOAD_OPTIONS = (
+    "per_page",
+    "progress",
+    "on_error",
+    "refresh",
+    "offline",
+    "max_pages",
+    "deadline",
+)
+
+
+def listing_filters(
+    agent_uuid: object = None, channel: object = None, status: object = None, phone: object = None
+) -> dict[str, str]:
+    """The conversations listing's filters, checked; they are sent to the server as given."""
+    filters: dict[str, str] = {}
+    if agent_uuid is not None:
+        filters["agent_uuid"] = check_uuid(agent_uuid).lower()
+    for name, value in (("channel", channel), ("status", status), ("phone", phone)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or value != value.strip():
+            raise ValueError(
+                f"{name} must be a non-empty string without spaces around, got {value!r}"
+            )
+        filters[name] = value
+    return filters
 
 
 def _seconds_value(value: object) -> bool:

@@ -42,7 +42,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
@@ -56,15 +56,18 @@ import pyarrow.compute as pc
 from mihu_frames._memory import give_back
 from mihu_frames.cachefile import CachedListing, CacheFile, PageToSave, url_key
 from mihu_frames.decoding import PageEnvelope, PageInfo, batch_size, decode_pages, paginator_hint
+from mihu_frames.decoding.conversations import decode_conversation_pages
 from mihu_frames.errors import CacheMissError, MihuError, ResponseFormatError
 from mihu_frames.frame import finish
 from mihu_frames.options import LoadOptions
 from mihu_frames.progress import Progress
+from mihu_frames.schema import CONVERSATIONS_SCHEMA, SESSIONS_SCHEMA
 from mihu_frames.transport import Reply, Transport, Where
 
 logger = logging.getLogger("mihu_frames")
 
 SESSIONS_PATH = "/api/v1/conversations/{uuid}/sessions"
+CONVERSATIONS_PATH = "/api/v1/conversations"
 #: Rounds a listing may grow while it is read before it is reported as failing. A round is
 #: the pages a listing grew by while the previous round was read: a conversation gaining
 #: sessions at 80% of the read rate needs about ten.
@@ -82,12 +85,14 @@ GIVE_BACK_SESSIONS = 50_000
 
 @dataclass(frozen=True)
 class Query:
-    """One paginated listing: a conversation under one status and one type value."""
+    """One paginated listing: a conversation's sessions under one status and one type value,
+    or (``conversation`` empty) the account's conversations under ``filters``."""
 
     index: int
     conversation: str
     status: str | None
     type: str | None
+    filters: tuple[tuple[str, str], ...] = ()
 
     def params(self, page: int, plan: Plan) -> dict[str, str | int]:
         params: dict[str, str | int] = {
@@ -100,7 +105,23 @@ class Query:
             params["status"] = self.status
         if self.type is not None:
             params["type"] = self.type
+        params.update(self.filters)
         return params
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a plan's pages come from and how their bodies decode."""
+
+    #: The path, with ``{uuid}`` for the conversation of a per-conversation listing.
+    path: str
+    decode: Callable[..., tuple[pa.Table, list[PageEnvelope]]]
+    #: The columns of a run that found nothing.
+    schema: pa.Schema
+
+
+SESSIONS = Endpoint(SESSIONS_PATH, decode_pages, SESSIONS_SCHEMA)
+CONVERSATIONS = Endpoint(CONVERSATIONS_PATH, decode_conversation_pages, CONVERSATIONS_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -110,12 +131,20 @@ class Plan:
     conversations: tuple[str, ...]
     queries: tuple[Query, ...]
     options: LoadOptions
+    endpoint: Endpoint = SESSIONS
 
     @classmethod
     def build(cls, conversations: Sequence[str], options: LoadOptions) -> Plan:
+        """The sessions of ``conversations``: one query per status and type value."""
         combos = itertools.product(conversations, options.statuses, options.types)
         queries = tuple(Query(i, c, s, t) for i, (c, s, t) in enumerate(combos))
         return cls(tuple(conversations), queries, options)
+
+    @classmethod
+    def listing(cls, filters: dict[str, str], options: LoadOptions) -> Plan:
+        """The account's conversations, under ``filters`` (sent to the server)."""
+        query = Query(0, "", None, None, tuple(sorted(filters.items())))
+        return cls((), (query,), options, CONVERSATIONS)
 
     @property
     def per_page(self) -> int:
@@ -162,6 +191,11 @@ class Paging(Protocol):
     def left_out(self) -> str:
         """How a conversation left out under ``on_error="warn"`` is announced."""
 
+    @property
+    def pages_alone(self) -> bool:
+        """A page that is not the documented format is left out alone, its query goes on (a
+        listing of conversations); else its whole query is (a conversation's sessions)."""
+
     def queries(self, plan: Plan) -> Iterable[Query]:
         """The queries of ``plan`` this run reads."""
 
@@ -177,6 +211,7 @@ class FullListing:
     hint: bool = True
     label: str = "mihu sessions"
     left_out: str = "left out {error}"
+    pages_alone: bool = False
 
     def queries(self, plan: Plan) -> Iterable[Query]:
         return plan.queries
@@ -204,6 +239,22 @@ class RunStats:
     fresh: set[str] = field(default_factory=set)
     #: The earliest expiry (Unix seconds) of the cached pages used.
     expires: float | None = None
+
+    def plus(self, other: RunStats) -> RunStats:
+        """The cost of this run and ``other`` together."""
+        stamps = [s for s in (self.expires, other.expires) if s is not None]
+        return RunStats(
+            requests=self.requests + other.requests,
+            retries=self.retries + other.retries,
+            cache_hits=self.cache_hits + other.cache_hits,
+            pages=self.pages + other.pages,
+            rate_limited=self.rate_limited + other.rate_limited,
+            waited_seconds=round(self.waited_seconds + other.waited_seconds, 6),
+            timestamps_out_of_range=self.timestamps_out_of_range + other.timestamps_out_of_range,
+            errors=[*self.errors, *other.errors],
+            fresh=self.fresh | other.fresh,
+            expires=min(stamps) if stamps else None,
+        )
 
 
 @dataclass
@@ -268,7 +319,7 @@ class PageRunner:
 
     def page_url(self, query: Query, page: int, plan: Plan) -> str:
         """The URL of one page (the UUID is canonical already; quoted anyway)."""
-        path = SESSIONS_PATH.format(uuid=quote(query.conversation, safe=""))
+        path = plan.endpoint.path.format(uuid=quote(query.conversation, safe=""))
         return f"{self.transport.base_url}{path}?{urlencode(query.params(page, plan))}"
 
     def query_key(self, query: Query, plan: Plan) -> str:
@@ -473,7 +524,7 @@ class _Run:
             return _Fetched(state, page, stored.body, info, None)
         reply = self.transport.get(
             self.runner.page_url(query, page, self.plan),
-            Where(query.conversation, page),
+            Where(query.conversation or None, page),
             deadline=self.deadline,
         )
         info = PageInfo(
@@ -488,7 +539,7 @@ class _Run:
         """Decode a batch; a batch with a bad page is decoded page by page, so the good
         pages still count and the bad one is named."""
         try:
-            table, envelopes = decode_pages(
+            table, envelopes = self.plan.endpoint.decode(
                 [p.body for p in pages], [p.info for p in pages], use_threads=threads
             )
         except ResponseFormatError as exc:
@@ -541,7 +592,9 @@ class _Run:
     def absorb(self, decoded: _Decoded) -> None:
         for page, error in decoded.rejected:
             state = page.run
-            if state.cached is not None and not self.offline:
+            if self.paging.pages_alone and state.cached is None:
+                self.record(error)
+            elif state.cached is not None and not self.offline:
                 if self.cache is not None:
                     self.cache.forget([state.cached.keys[page.page]])
                 self.restart(state.query.index, f"its cached page {page.page} is not valid")
@@ -706,10 +759,16 @@ class _Run:
         if conversation in self.failed:
             return
         self.failed[conversation] = error
+        self.record(error)
+
+    def record(self, error: MihuError) -> None:
+        """Count a failure under on_error "warn" or "skip" (and warn under "warn")."""
+        if self.plan.options.on_error == "raise":
+            raise error
         message = self.transport.scrub(str(error))
         self.stats.errors.append(
             {
-                "conversation": conversation,
+                "conversation": error.conversation,
                 "page": error.page,
                 "error": type(error).__name__,
                 "status_code": error.status_code,
@@ -743,7 +802,7 @@ class _Run:
                 )
                 for t in batches
             ]
-        table = finish(batches)
+        table = finish(batches, self.plan.endpoint.schema)
         del batches
         if self.decoded_rows >= GIVE_BACK_SESSIONS:
             give_back()

@@ -211,3 +211,43 @@ def empty_table() -> pa.Table:
 def empty_frame() -> pd.DataFrame:
     """Return an empty sessions frame with every column and dtype."""
     return to_pandas(empty_table())
+
+
+# --------------------------------------------------------------------------- conversations
+
+#: The account's conversations (``GET /api/v1/conversations``): fields a real client reads.
+#: Their list is not in the API's documentation, so everything else the listing sends is
+#: kept: other ``*_at`` fields as timestamp columns, the rest as JSON in ``extra``.
+CONVERSATION_STRING_FIELDS: tuple[str, ...] = ("agent_uuid", "channel", "status", "phone")
+CONVERSATION_TIMESTAMP_FIELDS: tuple[str, ...] = ("created_at", "updated_at", "last_message_at")
+CONVERSATION_FIELDS: tuple[str, ...] = (
+    "uuid",
+    *CONVERSATION_STRING_FIELDS,
+    "contact",
+    *CONVERSATION_TIMESTAMP_FIELDS,
+    "sessions_count",
+)
+CONVERSATIONS_SCHEMA = pa.schema(
+    [
+        pa.field("uuid", pa.string(), nullable=False),
+        *[pa.field(name, pa.string()) for name in CONVERSATION_STRING_FIELDS],
+        *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
+        *[pa.field(name, _TS) for name in CONVERSATION_TIMESTAMP_FIELDS],
+        pa.field("sessions_count", pa.int64()),
+        pa.field("extra", pa.string()),
+        pa.field("fetched_at", _TS),
+    ],
+    metadata={b"mihu_frames.schema_version": str(SCHEMA_VERSION).encode()},
+)
+
+
+def conversations_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Convert a conversations table (``CONVERSATIONS_SCHEMA`` plus any other ``*_at``
+    columns) to pandas: strings as ``string[pyarrow]``, counts as nullable ``Int64``."""
+
+    def mapper(arrow_type: pa.DataType) -> object | None:
+        if pa.types.is_int64(arrow_type):
+            return pd.Int64Dtype()
+        return types_mapper(arrow_type)
+
+    return table.to_pandas(types_mapper=mapper, coerce_temporal_nanoseconds=False)

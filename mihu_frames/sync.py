@@ -72,6 +72,7 @@ from mihu_frames.options import (
     conversation_ids,
     split_options,
     takes,
+    wants_all,
 )
 from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
@@ -92,7 +93,7 @@ _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 @takes((SyncOptions, None), (LoadOptions, SYNC_LOAD_OPTIONS), (ClientOptions, None))
 def sync_snapshots(
     root: str | os.PathLike[str],
-    conversations: Any,
+    conversations: Any = None,
     *,
     client: MihuClient | None = None,
     **options: Any,
@@ -110,8 +111,12 @@ def sync_snapshots(
     ----------
     root : str or Path
         The snapshot root (see :func:`write_snapshot`); created in a missing or empty folder.
-    conversations : str, uuid.UUID, or an iterable of them
-        Conversation UUIDs; duplicates are synced once.
+    conversations : str, uuid.UUID, an iterable of them, a Series or DataFrame, or "all"
+        Conversation UUIDs (duplicates are synced once), a Series of them or a DataFrame with
+        a ``uuid`` column; or ``"all"``: every conversation the account's listing returns now
+        (listed fresh). A root synced with ``"all"`` records it: later syncs may leave
+        ``conversations`` out, list again, load new conversations in full and read the others
+        incrementally.
     client : MihuClient, optional
         The client to use; by default one is built from the client options and closed after.
     <options>
@@ -124,7 +129,9 @@ def sync_snapshots(
         ``requests``, ``retries``, ``pages``, ``rows_unchanged_seen`` (rows fetched that were
         neither new nor changed), ``rows_deleted`` (``None`` unless ``full=True`` without a
         narrowing filter) and ``deleted_uuids``, ``conversations_full``,
-        ``conversations_incremental``, ``filters`` (the ones used), ``errors``,
+        ``conversations_incremental``, ``conversations_new`` (never held before: loaded in
+        full), with ``"all"`` also ``conversations_listed`` and ``listing_requests`` (counted
+        in ``requests``), ``filters`` (the ones used), ``errors``,
         ``fetch_seconds``; what it stored: ``rows_new``, ``rows_changed``, ``rows_unchanged``
         (rows compared with the held state and identical), ``rows_stale``, ``files_written``
         (paths), ``bytes_written``, ``snapshot`` (the history file, or ``None``),
@@ -151,65 +158,42 @@ def sync_snapshots(
     'synced 1 conversation (0 full, 1 incremental), 1 request, 3 rows changed, 1 new, ...'
     """
     started = time.perf_counter()
-    sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
-    settings = SyncOptions(**sync)
-    full, refetch, pii = settings.full, settings.refetch, settings.pii
-    window = cast(timedelta, settings.overlap)  # SyncOptions normalises seconds to a timedelta
-    ids = conversation_ids(conversations)
-    plan = Plan.build(ids, LoadOptions(sort_by="updated_at", sort_dir="desc", **load))
-    if pii == "hash":
-        hash_pii(empty_table())  # no key: ValueError now, not after the requests
-    if client is not None and client_options:
-        raise TypeError(f"pass client= or client options, not both (got {sorted(client_options)})")
-    store = open_root(root, create=True)
-    # Filters not given are the root's; others are refused unless refetch (before any request).
-    given = {name: load.get(name) for name in ("status", "type")}
-    status, type_, recorded = store.resolve_filters(given["status"], given["type"], refetch=refetch)
-    plan = Plan.build(ids, replace(plan.options, status=status, type=type_))
-    full = full or refetch
-
-    own_client = client is None
-    active = MihuClient(**client_options) if client is None else client
+    sync = _prepare(root, conversations, client, options)
+    active = MihuClient(**sync.client_options) if client is None else client
     try:
-        held = _Held.read(store, plan.conversations)
-        full_load = tuple(c for c in plan.conversations if full or c not in held.newest)
-        incremental = tuple(c for c in plan.conversations if c not in full_load)
+        listed_ids, listed = _conversations_of(sync, active)
+        held = _Held.read(sync.store, listed_ids)
+        # A listed conversation without a session, of which nothing is held: nothing to read.
+        empty = _without_sessions(listed) - set(held.newest)
+        ids = tuple(c for c in listed_ids if c not in empty)
+        plan = Plan.build(ids, sync.load)
+        full_load = tuple(c for c in ids if sync.settings.full or c not in held.newest)
+        incremental = tuple(c for c in ids if c not in full_load)
         logger.debug(
             "sync plan: %d conversation(s) incremental, %d full (%s)",
             len(incremental),
             len(full_load),
-            "full=True" if full else "nothing held for them",
+            "full=True" if sync.settings.full else "nothing held for them",
         )
         fetch_started = time.perf_counter()
-        fetched = _fetch(active, plan, held, incremental, full_load, window)
+        fetched = _fetch(active, plan, held, incremental, full_load, sync.window)
         fetch_seconds = time.perf_counter() - fetch_started
     finally:
-        if own_client:
+        if client is None:
             active.close()
-
-    deleted = _deleted(held, fetched, plan) if full else None
-    record: dict[str, Any] = {
-        "base_url": active.base_url,
-        "conversations": list(plan.conversations),
-        "filters": _filters(plan),
-        "requests": fetched.requests,
-        "retries": fetched.retries,
-        "pages": fetched.pages,
-        "rows_deleted": None if deleted is None else len(deleted),
-        "deleted_uuids": deleted or [],
-        "conversations_full": len(full_load),
-        "conversations_incremental": len(incremental),
-        "errors": fetched.errors,
-        "fetch_seconds": round(fetch_seconds, 6),
-    }
+    record = _fetch_record(active, plan, sync, held, fetched, full_load, incremental, listed)
+    if listed is not None:
+        record["conversations_listed"] = len(listed_ids)
+        record["conversations_empty"] = len(empty)
+    record["fetch_seconds"] = round(fetch_seconds, 6)
     store_started = time.perf_counter()
-    report = _store(store, fetched.candidates, record, pii, window, full, refetch, recorded)
+    report = _store(sync, fetched.candidates, record)
     record.update(report.as_attrs())
     record["rows_unchanged_seen"] = fetched.rows_seen - report.rows_changed - report.rows_new
     record["snapshot"] = None if report.history_file is None else str(report.history_file)
     record["store_seconds"] = round(time.perf_counter() - store_started, 6)
 
-    df = read_snapshots(store.path, conversations=plan.conversations)
+    df = read_snapshots(sync.store.path, conversations=listed_ids)
     record["seconds"] = round(time.perf_counter() - started, 6)
     record["synced_at"] = datetime.now(timezone.utc).isoformat()
     df.attrs["mihu_frames"] = record
@@ -217,29 +201,136 @@ def sync_snapshots(
     return df
 
 
-def _store(
-    store: SnapshotRoot,
-    candidates: pa.Table,
-    record: dict[str, Any],
-    pii: str | None,
-    window: timedelta,
-    full: bool,
-    refetch: bool,
-    recorded: Recorded,
-) -> CommitReport:
+def _store(sync: _Sync, candidates: pa.Table, record: dict[str, Any]) -> CommitReport:
     """The storage step: the fetched rows (hashed if asked) committed to the root."""
-    if pii == "hash":
+    if sync.settings.pii == "hash":
         candidates = hash_pii(candidates)
     meta = {k: record[k] for k in _SYNC_META}
-    meta.update(overlap_seconds=window.total_seconds(), full=full, refetch=refetch)
+    meta.update(
+        overlap_seconds=sync.window.total_seconds(),
+        full=sync.settings.full,
+        refetch=sync.settings.refetch,
+    )
     metadata = {
         "base_url": record["base_url"],
         "filters": record["filters"],
         "requests": record["requests"],
-        "pii": pii or "kept",
+        "pii": sync.settings.pii or "kept",
         "sync": meta,
     }
-    return store.commit(candidates, metadata=metadata, recorded=recorded)
+    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded)
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+@dataclass(frozen=True)
+class _Sync:
+    """A sync, validated before any request: where it stores, what it reads and how."""
+
+    store: SnapshotRoot
+    #: The conversations named, or None: every conversation the account's listing returns.
+    named: tuple[str, ...] | None
+    #: How conversations are read (newest change first, under the root's filters).
+    load: LoadOptions
+    settings: SyncOptions
+    window: timedelta
+    recorded: Recorded
+    client_options: dict[str, Any]
+
+
+def _prepare(
+    root: str | os.PathLike[str],
+    conversations: Any,
+    client: MihuClient | None,
+    options: dict[str, Any],
+) -> _Sync:
+    """Check every argument, open (or create) the root and settle its filters."""
+    sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
+    settings = SyncOptions(**sync)
+    named = (
+        None
+        if conversations is None or wants_all(conversations)
+        else conversation_ids(conversations)
+    )
+    options_ = LoadOptions(sort_by="updated_at", sort_dir="desc", **load)
+    if settings.pii == "hash":
+        hash_pii(empty_table())  # no key: ValueError now, not after the requests
+    if client is not None and client_options:
+        raise TypeError(f"pass client= or client options, not both (got {sorted(client_options)})")
+    store = open_root(root, create=True)
+    # Filters not given are the root's; others are refused unless refetch.
+    status, type_, recorded = store.resolve_filters(
+        load.get("status"), load.get("type"), refetch=settings.refetch
+    )
+    if conversations is None and recorded.conversations != "all":
+        raise ValueError(
+            f"name the conversations to sync into {store.path}, or 'all' for every "
+            "conversation of the account (a root synced with 'all' remembers it)"
+        )
+    if wants_all(conversations):
+        recorded = replace(recorded, conversations="all")
+    if settings.refetch:
+        settings = replace(settings, full=True)
+    return _Sync(
+        store,
+        named,
+        replace(options_, status=status, type=type_),
+        settings,
+        cast(timedelta, settings.overlap),  # SyncOptions normalises seconds to a timedelta
+        recorded,
+        client_options,
+    )
+
+
+def _without_sessions(listed: Any) -> set[str]:
+    """The listed conversations whose ``sessions_count`` is 0."""
+    if listed is None or "sessions_count" not in listed[0].column_names:
+        return set()
+    table = listed[0]
+    none = pc.fill_null(pc.equal(table.column("sessions_count"), 0), False)
+    return set(table.filter(none).column("uuid").to_pylist())
+
+
+def _conversations_of(sync: _Sync, client: MihuClient) -> tuple[tuple[str, ...], Any]:
+    """The conversations to sync, and the listing's cost when they are "all" (listed fresh)."""
+    if sync.named is not None:
+        return sync.named, None
+    listing, stats = client.list_all(sync.load)
+    return tuple(listing.column("uuid").to_pylist()), (listing, stats)
+
+
+def _fetch_record(
+    client: MihuClient,
+    plan: Plan,
+    sync: _Sync,
+    held: _Held,
+    fetched: _Fetched,
+    full_load: Sequence[str],
+    incremental: Sequence[str],
+    listed: Any,
+) -> dict[str, Any]:
+    """What the sync fetched, for ``df.attrs["mihu_frames"]``."""
+    deleted = _deleted(held, fetched, plan) if sync.settings.full else None
+    listed = listed[1] if listed is not None else None
+    listing_requests = listed.requests if listed is not None else 0
+    record: dict[str, Any] = {
+        "base_url": client.base_url,
+        "conversations": list(plan.conversations),
+        "filters": _filters(plan),
+        "requests": fetched.requests + listing_requests,
+        "retries": fetched.retries + (listed.retries if listed is not None else 0),
+        "pages": fetched.pages,
+        "rows_deleted": None if deleted is None else len(deleted),
+        "deleted_uuids": deleted or [],
+        "conversations_full": len(full_load),
+        "conversations_incremental": len(incremental),
+        "conversations_new": sum(1 for c in full_load if c not in held.newest),
+        "errors": [*(listed.errors if listed is not None else []), *fetched.errors],
+    }
+    if listed is not None:
+        record["listing_requests"] = listing_requests
+    return record
 
 
 #: What a sync records about its fetch in its history file's metadata (``"sync"``); the
@@ -267,9 +358,16 @@ def sync_summary(df: pd.DataFrame) -> str:
     """
     a = df.attrs.get("mihu_frames", {})
     n = a.get("conversations_full", 0) + a.get("conversations_incremental", 0)
+    listed = (
+        f"every conversation listed: {a['conversations_listed']:,}, "
+        f"{a.get('conversations_new', 0):,} new, {a.get('conversations_empty', 0):,} without "
+        "sessions; "
+        if "conversations_listed" in a
+        else ""
+    )
     parts = [
-        f"synced {n:,} conversation{'s' * (n != 1)} ({a.get('conversations_full', 0):,} full, "
-        f"{a.get('conversations_incremental', 0):,} incremental)",
+        f"synced {n:,} conversation{'s' * (n != 1)} ({listed}{a.get('conversations_full', 0):,} "
+        f"full, {a.get('conversations_incremental', 0):,} incremental)",
         f"{a.get('requests', 0):,} request{'s' * (a.get('requests', 0) != 1)}",
         f"{a.get('rows_changed', 0):,} rows changed",
         f"{a.get('rows_new', 0):,} new",
@@ -457,6 +555,7 @@ class Window:
     hint: bool = False
     label: str = "mihu sync"
     left_out: str = LEFT_OUT
+    pages_alone: bool = False
 
     def queries(self, plan: Plan) -> list[Query]:
         return [q for q in plan.queries if q.conversation in self.thresholds]

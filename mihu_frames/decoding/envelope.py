@@ -197,6 +197,6 @@ def format_error(info: PageInfo, field: str | None, detail: str) -> ResponseForm
     return ResponseFormatError(
         f"response is not the documented format: {where}{detail}",
         field=field,
-        conversation=info.conversation,
+        conversation=info.conversation or None,
         page=info.page,
     )
