@@ -42,6 +42,7 @@ bench: $(DEV)  ## timed comparisons, printed as ratios
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_sync.py
+	$(BIN)/python benchmarks/bench_snapshots.py
 
 lint: $(DEV)
 	$(BIN)/ruff check .

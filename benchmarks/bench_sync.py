@@ -25,6 +25,16 @@ Each repetition changes 1% again before its daily sync. Ratios are full reload /
 (one request per conversation instead of five), seconds at least 2x fewer. The daily sync's
 latest state must equal the simulator's ground truth (uuid and ``updated_at`` of every
 session), and it must report exactly the sessions touched as changed; otherwise the run fails.
+
+5. **sync --all** (a second simulator: 1,000 conversations x 100 sessions): the root is synced
+   with ``"all"``; then 1% of the sessions change and 5 new conversations of 150 sessions
+   appear, and ``sync_snapshots(root)`` runs again (it lists the account anew). Its requests
+   must stay within the bound: the listing's pages, plus one per existing conversation, plus
+   the new conversations' pages (``ceil(1005/100) + 1000 + 5 x 2``).
+
+The storage step at 1,000,000 sessions held (seconds, bytes written and peak RSS against
+rewriting everything) is measured by ``benchmarks/bench_snapshots.py`` (``make bench`` runs
+both).
 """
 
 from __future__ import annotations
@@ -72,6 +82,9 @@ class Config:
 
 FULL = Config(200, 500, 0.005, 0.01, 3)
 QUICK = Config(40, 500, 0.005, 0.01, 2)
+#: The account of the "sync --all" run: conversations, sessions each, new ones, their size.
+ACCOUNT = (1000, 100, 5, 150)
+ACCOUNT_QUICK = (200, 100, 5, 150)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -178,6 +191,41 @@ def run(cfg: Config, workdir: Path) -> tuple[list[Measure], dict[str, Any]]:
     return measures, info
 
 
+def run_all(account: tuple[int, int, int, int], latency: float, workdir: Path) -> dict[str, Any]:
+    """A daily ``sync --all``: its requests against the bound the issue sets."""
+    count, size, new, new_size = account
+    with spawn(seed=3, sizes=[size] * count, latency=latency) as sim:
+        root = workdir / "account"
+        with mf.MihuClient(
+            sim.base_url, token=sim.token, cache=None, max_workers=MAX_WORKERS
+        ) as client:
+            first_s, first_n, _ = timed(
+                sim, lambda: sync_snapshots(root, "all", client=client, progress=False)
+            )
+            touched = [u for c in sim.conversation_uuids for u in sim.touch_sessions(c, 1)]
+            added = [sim.add_conversation(new_size) for _ in range(new)]
+            seconds, requests, df = timed(
+                sim, lambda: sync_snapshots(root, client=client, progress=False)
+            )
+        attrs = df.attrs["mihu_frames"]
+        check_truth(mf.read_snapshots(root), sim)
+    listing = -(-(count + new) // PER_PAGE)
+    bound = listing + count + new * -(-new_size // PER_PAGE)
+    if attrs["conversations_new"] != len(added) or attrs["rows_changed"] != len(set(touched)):
+        raise AssertionError(f"sync --all reported {attrs}")
+    return {
+        "conversations": count + new,
+        "first_seconds": first_s,
+        "first_requests": first_n,
+        "seconds": seconds,
+        "requests": requests,
+        "bound": bound,
+        "listing_requests": attrs["listing_requests"],
+        "rows_changed": attrs["rows_changed"],
+        "rows_new": attrs["rows_new"],
+    }
+
+
 def print_table(measures: list[Measure], baseline: Measure) -> list[dict[str, Any]]:
     header = ["measurement", "requests", "seconds", "requests saved", "time saved", "note"]
     lines = []
@@ -216,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="mihu-bench-sync-") as tmp:
         measures, info = run(cfg, Path(tmp))
+        account = run_all(ACCOUNT_QUICK if args.quick else ACCOUNT, cfg.latency, Path(tmp))
     daily, reload = measures[1], measures[2]
     print()
     rows = print_table(measures, reload)
@@ -225,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [
         ("requests >= 4x fewer", request_ratio >= 4),
         ("seconds >= 2x fewer", time_ratio >= 2),
+        ("sync --all within its request bound", account["requests"] <= account["bound"]),
     ]
     print(
         f"daily sync: {info['daily_attrs']}; {info['rows']:,} sessions held in "
@@ -232,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     latency_floor = daily.requests * cfg.latency / MAX_WORKERS
     print(f"daily sync latency floor (requests x latency / workers): {latency_floor:.3f} s")
+    print(
+        f"sync --all, {account['conversations']:,} conversations (5 new, 1% of sessions "
+        f"changed): {account['requests']:,} requests (bound {account['bound']:,}: listing "
+        f"{account['listing_requests']} + one per existing conversation + the new ones' "
+        f"pages), {account['seconds']:.2f} s; {account['rows_changed']:,} rows changed, "
+        f"{account['rows_new']:,} new; first sync --all: {account['first_requests']:,} "
+        f"requests, {account['first_seconds']:.2f} s"
+    )
     missed = [name for name, met in checks if not met]
     total = time.perf_counter() - started
     print(f"total {total:.1f} s; " + (f"MISSED: {', '.join(missed)}" if missed else "all met"))
@@ -249,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "rows": rows,
             "info": info,
+            "sync_all": account,
             "checks": dict(checks),
         }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
