@@ -1,6 +1,8 @@
 """The progress bar of a load: pages done, a total that only moves forward, waits shown.
 
-A tqdm bar (``tqdm.auto``: a widget in Jupyter, text on a terminal). Its total is unknown until
+A tqdm text bar: on a terminal it goes to stderr; in Jupyter to the cell's output (as text, not
+a widget, so a saved notebook shows the finished bar, not a frozen first state). Its total is
+unknown until
 every query's page count is (each first page says how many pages follow); until then the bar
 counts pages without a percentage, so it never runs backwards. When the server's rate limit
 holds requests back for more than a second, the bar says so ("waiting for the rate limit,
@@ -39,15 +41,17 @@ class Progress:
         self._pacer = pacer
         self._waiting = False
         if enabled:
-            from tqdm.auto import tqdm
+            from tqdm.std import tqdm
 
+            jupyter = _in_jupyter()
             terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
             self._bar = tqdm(
                 total=None,
                 unit="page",
                 desc=label,
                 leave=True,
-                mininterval=0.1 if terminal or _in_jupyter() else QUIET_INTERVAL,
+                file=sys.stdout if jupyter else sys.stderr,
+                mininterval=0.1 if terminal or jupyter else QUIET_INTERVAL,
             )
 
     def advance(self, pages: int = 1) -> None:

@@ -32,6 +32,7 @@ simulator, a real HTTP server on 127.0.0.1 with synthetic data, so it runs anywh
         "code",
         """import os
 import tempfile
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -63,8 +64,9 @@ client""",
         """## Load
 
 One call loads every page of every conversation (first pages, then all later pages
-concurrently), here once per status value so each row carries its status. The bar counts
-pages. `df.attrs["mihu_frames"]` records what the load cost.""",
+concurrently), here once per status value so each row carries its status (the API does not
+send it otherwise: without `status=` the column says `untagged`). The bar counts pages.
+`df.attrs["mihu_frames"]` records what the load cost.""",
     ),
     (
         "code",
@@ -87,14 +89,17 @@ result) come from the cache.""",
         "code",
         """again = client.sessions(conversations, status="all")
 record = again.attrs["mihu_frames"]
-record["requests"], record["cache_hits"], again.equals(df)""",
+print(f"reload: {record['requests']} requests, {record['cache_hits']} pages from the cache")
+print(f"reload equal to the first load: {again.equals(df)}")""",
     ),
     (
         "md",
         """## How long do sessions last?
 
-Durations are computed over ended sessions; open ones are counted separately.""",
+Durations are computed over ended sessions; open ones are counted separately. The tables show
+durations rounded to the second and shares as percentages; the values underneath stay exact.""",
     ),
+    ("code", """print(mf.summary_text(df, tz="Europe/Istanbul"))"""),
     ("code", """mf.session_stats(df)"""),
     ("code", """mf.session_stats(df, by="conversation_uuid")"""),
     (
@@ -107,6 +112,7 @@ by_agent.sort_values("sessions", ascending=False).head(8)""",
         """fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
 mf.plot_durations(df, ax=axes[0])
 mf.plot_durations(df, by="status", kind="box", ax=axes[1])
+axes[0].set_title("Session durations (ended sessions)")
 fig.tight_layout()""",
     ),
     (
@@ -115,12 +121,14 @@ fig.tight_layout()""",
 
 `activity` sweeps start and end events exactly: sessions started and ended per bucket,
 sessions overlapping the bucket, the peak number running at one instant, and the busy time
-inside the bucket. Buckets are in the time zone you ask for (daylight-saving safe).""",
+inside the bucket. Buckets are in the time zone you ask for (daylight-saving safe) and follow
+pandas' `resample` (`"W"`: Monday to Sunday weeks labelled by their Sunday). The last bucket,
+still under way when the data was fetched, is marked in the plot.""",
     ),
     (
         "code",
-        """weekly = mf.activity(df, freq="W-MON", tz="Europe/Istanbul")
-weekly.tail(8)""",
+        """weekly = mf.activity(df, freq="W", tz="Europe/Istanbul")
+weekly.tail(8).pipe(mf.format_stats)  # shown rounded; `weekly` keeps the exact values""",
     ),
     (
         "code",
@@ -141,10 +149,10 @@ fig.tight_layout()""",
         """ended = df[~df["is_open"]]
 pd.DataFrame(
     {
-        "median time to evaluation": [ended["time_to_evaluation"].median()],
-        "median time to summary": [ended["time_to_summary"].median()],
-        "evaluated share": [ended["evaluated_at"].notna().mean()],
-        "summarized share": [ended["summary_generated_at"].notna().mean()],
+        "median time to evaluation": [mf.format_duration(ended["time_to_evaluation"].median())],
+        "median time to summary": [mf.format_duration(ended["time_to_summary"].median())],
+        "evaluated share": [f"{ended['evaluated_at'].notna().mean():.1%}"],
+        "summarized share": [f"{ended['summary_generated_at'].notna().mean():.1%}"],
     }
 )""",
     ),
@@ -158,15 +166,20 @@ tasks.head()""",
         "md",
         """## Keep a snapshot, query it with DuckDB
 
-A snapshot is one Parquet file in a hive-partitioned dataset; files are owner-only because
-contacts are personal data. Any Parquet reader takes it unchanged.""",
+A snapshot root holds two plain Parquet datasets: `sessions/` is the latest state, exactly one
+row per session, partitioned by the month a session was created; `history/` keeps every
+version ever fetched. Files are owner-only because contacts are personal data. Any Parquet
+reader takes `sessions/` as it is: no de-duplication of your own.""",
     ),
     (
         "code",
         """root = tempfile.mkdtemp(prefix="mihu_snapshots_")
 path = mf.write_snapshot(df, root=root)
 print(path.relative_to(root))
-mf.read_snapshots(root).equals(df)""",
+back = mf.read_snapshots(root)
+print(f"snapshot round trip equal: {back.equals(df)}")
+print(f"writing the same data again writes: {mf.write_snapshot(df, root=root)}")
+sorted(str(p.relative_to(root)) for p in Path(root).rglob("*.parquet"))""",
     ),
     (
         "code",
@@ -174,13 +187,36 @@ mf.read_snapshots(root).equals(df)""",
 
 con = duckdb.connect()
 con.execute(f\"\"\"
-    select status,
+    select created_month,
            count(*) as sessions,
+           count(distinct uuid) as distinct_sessions,
            round(median(duration) / 60e6, 1) as median_minutes
     from read_parquet('{root}/sessions/**/*.parquet', hive_partitioning = true)
-    group by status
-    order by sessions desc
+    group by created_month
+    order by created_month desc
+    limit 6
 \"\"\").df()""",
+    ),
+    (
+        "md",
+        """## The whole account
+
+Instead of pasting conversation ids: list the account's conversations (filters go to the
+server), pick in pandas, and load their sessions; or load `"all"` of them. A root synced with
+`"all"` lists the account again at each sync and loads new conversations in full.""",
+    ),
+    (
+        "code",
+        """convs = client.conversations()
+print(f"{len(convs)} conversations, {convs['sessions_count'].sum():,} sessions")
+convs[["uuid", "channel", "status", "sessions_count", "last_message_at"]].head()""",
+    ),
+    (
+        "code",
+        """busy = convs[convs["sessions_count"] >= 400]
+subset = client.sessions(busy)
+everything = client.sessions("all")
+print(f"{len(busy)} busy conversations: {len(subset):,} sessions; all: {len(everything):,}")""",
     ),
     (
         "code",

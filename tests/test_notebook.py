@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import nbformat
@@ -24,6 +25,16 @@ def _no_live_api(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def _printed(nb) -> str:
+    return "\n".join(
+        o.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.output_type == "stream"
+    )
+
+
 def test_notebook_executes_top_to_bottom():
     builder = _builder()
     nb = builder.execute(builder.build(), timeout=240)
@@ -31,9 +42,20 @@ def test_notebook_executes_top_to_bottom():
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # durations, activity, hourly heat map
-    text = "\n".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
-    assert "(0, " in text  # the reload sent no request
-    assert "True" in text  # snapshot read back equal
+    printed = _printed(nb)
+    assert "reload: 0 requests" in printed  # the reload sent no request
+    assert "reload equal to the first load: True" in printed
+    assert "snapshot round trip equal: True" in printed
+    assert "writing the same data again writes: None" in printed
+    # the progress bar as text, finished: the notebook shows its last state
+    states = re.findall(r"mihu sessions: +(\d+)%\|[^\n]*?(\d+)/(\d+)", printed)
+    bars: list[list[tuple[str, str, str]]] = []
+    for state in states:  # a bar's states, until the count starts again
+        if not bars or int(state[1]) < int(bars[-1][-1][1]):
+            bars.append([])
+        bars[-1].append(state)
+    assert len(bars) >= 2, states
+    assert all(bar[-1][0] == "100" and bar[-1][1] == bar[-1][2] for bar in bars), bars
 
 
 def test_committed_notebook_matches_its_builder_and_has_outputs():
@@ -43,3 +65,5 @@ def test_committed_notebook_matches_its_builder_and_has_outputs():
     code = [c for c in committed.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code)
     assert sum("image/png" in o.get("data", {}) for c in code for o in c.outputs) >= 3
+    assert "snapshot round trip equal: True" in _printed(committed)
+    assert "0/15" not in _printed(committed)  # no frozen progress bar
