@@ -54,12 +54,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from mihu_frames._dates import served_at
 from mihu_frames._files import private_dirs, private_file
 from mihu_frames.errors import CacheLockedError, MihuError
 
@@ -388,7 +388,7 @@ class CacheFile:
         created = getattr(response, "created_at", None)
         return CachedPage(
             body=response.content,
-            served_at=_served_at(headers.get("Date"), created),
+            served_at=served_at(headers.get("Date"), created),
             listing=headers.get(LISTING_HEADER),
             expires=getattr(response, "expires", None),
         )
@@ -652,18 +652,6 @@ def _plain_name(name: object) -> str:
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name[0] == ".":
         raise ValueError(f"not a stored-load file name: {name!r:.80}")
     return name
-
-
-def _served_at(date: str | None, created: datetime | None) -> datetime:
-    """When the API produced a cached page: its ``Date`` header (the same value it had fresh)."""
-    if date:
-        try:
-            served = parsedate_to_datetime(date)
-        except (TypeError, ValueError):
-            served = None
-        if served is not None and served.tzinfo is not None:
-            return served.astimezone(timezone.utc)
-    return created if isinstance(created, datetime) else datetime.now(timezone.utc)
 
 
 def _check_not_locked(path: Path, timeout: float) -> None:

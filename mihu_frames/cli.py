@@ -25,6 +25,7 @@ from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
     SYNC_LOAD_OPTIONS,
     ClientOptions,
+    ListingFilters,
     LoadOptions,
     SyncOptions,
     option_fields,
@@ -182,11 +183,7 @@ def _conversations_parser(commands: Any) -> None:
         "with the filters sent to the server. Prints a table, or writes every column to --out.",
     )
     listing.epilog = TOKEN_NOTE
-    group = listing.add_argument_group("filters (sent to the server)")
-    group.add_argument("--channel", help="only this channel (whatsapp, web, phone ...)")
-    group.add_argument("--agent", dest="agent_uuid", metavar="UUID", help="only this agent's")
-    group.add_argument("--status", help="only conversations with this status (open, closed ...)")
-    group.add_argument("--phone", help="only this phone number's")
+    add_flags(listing, ListingFilters, None, "filters (sent to the server)")
     listing.add_argument("--out", metavar="FILE", help="write all columns to FILE.csv/.parquet")
     add_flags(listing, LoadOptions, LISTING_FLAGS, "how to load")
     add_flags(listing, ClientOptions, CLIENT_FLAGS, "API and cache")
@@ -368,10 +365,7 @@ def _conversations(args: argparse.Namespace) -> int:
     from mihu_frames.load import list_conversations
 
     convs = list_conversations(
-        agent_uuid=args.agent_uuid,
-        channel=args.channel,
-        status=args.status,
-        phone=args.phone,
+        **given(args, ListingFilters, None),
         **given(args, LoadOptions, LISTING_FLAGS),
         **given(args, ClientOptions, CLIENT_FLAGS),
     )

@@ -29,9 +29,9 @@ from mihu_frames.errors import AuthenticationError
 from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
     ClientOptions,
+    ListingFilters,
     LoadOptions,
     conversation_ids,
-    listing_filters,
     split_options,
     takes,
     wants_all,
@@ -200,16 +200,8 @@ class MihuClient:
         )
         return df
 
-    @takes((LoadOptions, LISTING_LOAD_OPTIONS))
-    def conversations(
-        self,
-        *,
-        agent_uuid: str | None = None,
-        channel: str | None = None,
-        status: str | None = None,
-        phone: str | None = None,
-        **options: Any,
-    ) -> pd.DataFrame:
+    @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS))
+    def conversations(self, **options: Any) -> pd.DataFrame:
         """The account's conversations, one row each, from ``GET /api/v1/conversations``.
 
         The filters are sent to the server (never applied afterwards). Pages are fetched
@@ -217,14 +209,6 @@ class MihuClient:
 
         Parameters
         ----------
-        agent_uuid : str, optional
-            Only the conversations of this agent.
-        channel : str, optional
-            Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``).
-        status : str, optional
-            Only conversations with this status (e.g. ``"open"``, ``"closed"``).
-        phone : str, optional
-            Only the conversations of this phone number.
         <options>
 
         Returns
@@ -240,7 +224,7 @@ class MihuClient:
         >>> convs = client.conversations(channel="whatsapp")          # doctest: +SKIP
         >>> df = client.sessions(convs[convs.sessions_count > 0])     # doctest: +SKIP
         """
-        filters = listing_filters(agent_uuid, channel, status, phone)
+        filters = ListingFilters.take(options).params()
         (given,) = split_options(options, LoadOptions)
         unknown = set(given) - set(LISTING_LOAD_OPTIONS)
         if unknown:

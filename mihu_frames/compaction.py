@@ -35,7 +35,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +44,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mihu_frames._version import __version__
 from mihu_frames.atomic import fsync_dir, stage_parquet
 from mihu_frames.root import (
     FILE_SCHEMA,
-    LAYOUT_VERSION,
     STAGING,
     _read_file,
     file_metadata,
+    history_record,
     new_snapshot_id,
     open_root,
+    with_record,
 )
-from mihu_frames.schema import SCHEMA_VERSION, SESSIONS_SCHEMA
 from mihu_frames.versions import (
     CONTENT,
     SNAPSHOT_ID,
@@ -385,29 +384,15 @@ def _rewrite(
     if table.num_rows:
         table = table.take(pc.sort_indices(table, _SORT))
         snapshot_id = new_snapshot_id()
-        newest = pc.max(table.column("fetched_at")).as_py()
-        now = datetime.now(timezone.utc)
-        record: dict[str, Any] = {
-            "library_version": __version__,
-            "schema_version": SCHEMA_VERSION,
-            "layout_version": LAYOUT_VERSION,
-            "dataset": "history",
-            "snapshot_id": snapshot_id,
-            "fetched_at": (newest or now).isoformat(),
-            "written_at": now.isoformat(),
-            "base_url": _common(s.get("base_url") for s in sources),
-            "filters": _common(s.get("filters") for s in sources),
-            "pii": _common((s.get("pii") or "kept" for s in sources), mixed="mixed"),
-            "rows": table.num_rows,
-            "conversations": len(pc.unique(table.column("conversation_uuid"))),
-            "compacted_from": [p.stem for p in files],
-            "rows_before": sum(s.get("rows") or 0 for s in sources),
-        }
-        kv = {
-            f"mihu_frames.{k}".encode(): json.dumps(v, default=str).encode()
-            for k, v in record.items()
-        }
-        table = table.replace_schema_metadata({**(SESSIONS_SCHEMA.metadata or {}), **kv})
+        record = history_record(table, snapshot_id)
+        record.update(
+            base_url=_common(s.get("base_url") for s in sources),
+            filters=_common(s.get("filters") for s in sources),
+            pii=_common((s.get("pii") or "kept" for s in sources), mixed="mixed"),
+            compacted_from=[p.stem for p in files],
+            rows_before=sum(s.get("rows") or 0 for s in sources),
+        )
+        table = with_record(table, record)
         new_path = stage_parquet(table, root / STAGING, f"{snapshot_id}.parquet").publish(
             folder / f"{snapshot_id}.parquet"
         )

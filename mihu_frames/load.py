@@ -10,6 +10,7 @@ from mihu_frames.client import MihuClient
 from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
     ClientOptions,
+    ListingFilters,
     LoadOptions,
     split_options,
     takes,
@@ -49,15 +50,8 @@ def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
         return session.sessions(conversations, **load)
 
 
-@takes((LoadOptions, LISTING_LOAD_OPTIONS), (ClientOptions, None))
-def list_conversations(
-    *,
-    agent_uuid: str | None = None,
-    channel: str | None = None,
-    status: str | None = None,
-    phone: str | None = None,
-    **options: Any,
-) -> pd.DataFrame:
+@takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS), (ClientOptions, None))
+def list_conversations(**options: Any) -> pd.DataFrame:
     """The account's conversations in one call, one row each.
 
     Builds a :class:`MihuClient` from the client options, runs
@@ -65,14 +59,6 @@ def list_conversations(
 
     Parameters
     ----------
-    agent_uuid : str, optional
-        Only the conversations of this agent.
-    channel : str, optional
-        Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``).
-    status : str, optional
-        Only conversations with this status (e.g. ``"open"``, ``"closed"``).
-    phone : str, optional
-        Only the conversations of this phone number.
     <options>
 
     Returns
@@ -87,8 +73,7 @@ def list_conversations(
     >>> convs = mf.list_conversations(channel="whatsapp", subdomain="acme")  # doctest: +SKIP
     >>> df = mf.load_sessions(convs[convs.status == "open"], subdomain="acme")  # doctest: +SKIP
     """
+    filters = ListingFilters.take(options)
     load, client = split_options(options, LoadOptions, ClientOptions)
     with MihuClient(**client) as session:
-        return session.conversations(
-            agent_uuid=agent_uuid, channel=channel, status=status, phone=phone, **load
-        )
+        return session.conversations(**vars(filters), **load)

@@ -420,22 +420,53 @@ LISTING_LOAD_OPTIONS = (
 )
 
 
-def listing_filters(
-    agent_uuid: object = None, channel: object = None, status: object = None, phone: object = None
-) -> dict[str, str]:
-    """The conversations listing's filters, checked; they are sent to the server as given."""
-    filters: dict[str, str] = {}
-    if agent_uuid is not None:
-        filters["agent_uuid"] = check_uuid(agent_uuid).lower()
-    for name, value in (("channel", channel), ("status", status), ("phone", phone)):
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.strip() or value != value.strip():
-            raise ValueError(
-                f"{name} must be a non-empty string without spaces around, got {value!r}"
-            )
-        filters[name] = value
-    return filters
+@dataclass(frozen=True)
+class ListingFilters:
+    """The filters of the account's conversations listing, sent to the server as given."""
+
+    agent_uuid: str | None = option(
+        None,
+        "Only the conversations of this agent.",
+        kind="str, optional",
+        cli={"flag": "--agent", "metavar": "UUID", "help": "only this agent's conversations"},
+    )
+    channel: str | None = option(
+        None,
+        'Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``).',
+        kind="str, optional",
+        cli={"flag": "--channel", "help": "only this channel (whatsapp, web, phone ...)"},
+    )
+    status: str | None = option(
+        None,
+        'Only conversations with this status (e.g. ``"open"``, ``"closed"``).',
+        kind="str, optional",
+        cli={"flag": "--status", "help": "only this status (open, closed ...)"},
+    )
+    phone: str | None = option(
+        None,
+        "Only the conversations of this phone number.",
+        kind="str, optional",
+        cli={"flag": "--phone", "help": "only this phone number's conversations"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.agent_uuid is not None:
+            object.__setattr__(self, "agent_uuid", check_uuid(self.agent_uuid))
+        for name in ("channel", "status", "phone"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, str) or not value.strip() or value != value.strip()
+            ):
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+    def params(self) -> dict[str, str]:
+        """The query parameters these filters add."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+    @classmethod
+    def take(cls, options: dict[str, Any]) -> ListingFilters:
+        """The filters among ``options`` (removed from it)."""
+        return cls(**{f.name: options.pop(f.name) for f in fields(cls) if f.name in options})
 
 
 def _seconds_value(value: object) -> bool:

@@ -1022,28 +1022,42 @@ def _latest_record(
     return _encode(record)
 
 
-def _history_table(
-    rows: pa.Table, snapshot_id: str, metadata: Mapping[str, Any], counts: Mapping[str, int]
-) -> pa.Table:
-    fetched = pc.max(rows.column("fetched_at")).as_py()
-    record: dict[str, Any] = {
+def history_record(rows: pa.Table, snapshot_id: str) -> dict[str, Any]:
+    """What every history file records in its key-value metadata: versions, its snapshot id,
+    when its newest row was fetched and when it was written, its rows and conversations."""
+    fetched = pc.max(rows.column("fetched_at")).as_py() if rows.num_rows else None
+    now = datetime.now(timezone.utc)
+    return {
         "library_version": __version__,
         "schema_version": SCHEMA_VERSION,
         "layout_version": LAYOUT_VERSION,
         "dataset": "history",
         "snapshot_id": snapshot_id,
-        "fetched_at": (fetched or datetime.now(timezone.utc)).isoformat(),
-        "written_at": datetime.now(timezone.utc).isoformat(),
+        "fetched_at": (fetched or now).isoformat(),
+        "written_at": now.isoformat(),
         "rows": rows.num_rows,
         "conversations": len(pc.unique(rows.column("conversation_uuid"))),
-        "rows_new": counts["new"],
-        "rows_changed": counts["changed"],
-        "rows_unchanged": counts["unchanged"],
-        "rows_stale": counts["stale"],
     }
+
+
+def with_record(table: pa.Table, record: Mapping[str, Any]) -> pa.Table:
+    """``table`` with ``record`` as its ``mihu_frames.*`` key-value metadata (JSON values)."""
+    return table.replace_schema_metadata(_encode(record))
+
+
+def _history_table(
+    rows: pa.Table, snapshot_id: str, metadata: Mapping[str, Any], counts: Mapping[str, int]
+) -> pa.Table:
+    record = history_record(rows, snapshot_id)
+    record.update(
+        rows_new=counts["new"],
+        rows_changed=counts["changed"],
+        rows_unchanged=counts["unchanged"],
+        rows_stale=counts["stale"],
+    )
     for key, value in metadata.items():
         record.setdefault(key, value)
-    return rows.replace_schema_metadata(_encode(record))
+    return with_record(rows, record)
 
 
 def _encode(record: Mapping[str, Any]) -> dict[bytes, bytes]:

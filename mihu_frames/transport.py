@@ -32,8 +32,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +47,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
+from mihu_frames._dates import served_at
 from mihu_frames._version import __version__
 from mihu_frames.errors import (
     AuthenticationError,
@@ -623,18 +623,6 @@ def _pool_manager(base_url: str, maxsize: int) -> urllib3.PoolManager:
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=maxsize)
         return adapter.proxy_manager_for(proxy, **tls)
     return urllib3.PoolManager(num_pools=2, maxsize=maxsize, **tls)
-
-
-def served_at(date: str | None) -> datetime:
-    """When the API produced a response: its ``Date`` header, else now (UTC)."""
-    if date:
-        try:
-            served = parsedate_to_datetime(date)
-        except (TypeError, ValueError):
-            served = None
-        if served is not None and served.tzinfo is not None:
-            return served.astimezone(timezone.utc)
-    return datetime.now(timezone.utc)
 
 
 def _where_text(where: Where) -> str:

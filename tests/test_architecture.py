@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "schema": 0,
     "_files": 0,
     "_memory": 0,
+    "_dates": 0,
     "atomic": 1,
     "versions": 1,
     "root": 2,
