@@ -25,6 +25,7 @@ bench: $(STAMP)  ## timed comparisons, printed as ratios
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_sync.py
+	$(BIN)/python benchmarks/bench_ratelimit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
