@@ -25,9 +25,13 @@ previous one ended and lets ``Limit`` requests through.
   window is sure to be over: no 429 at all after the first window while the limit stays put.
 - *Whole-second rounding.* ``Retry-After`` is rounded up to whole seconds from when the 429 was
   made, ``X-RateLimit-Reset`` to a whole second of the server's clock: both are bounds of the
-  same instant with independent rounding, so the hold ends at the earlier of the two (Laravel's
-  windows end on whole seconds, so ``Reset`` is exact there). ``Reset`` is used only when it
-  agrees with ``Retry-After`` (a server clock a second or more behind ours is ignored).
+  same instant with independent rounding, so the hold ends at the earlier of the two, and the
+  window ended after the later of (each minus a second). ``Reset`` is used only when it agrees
+  with ``Retry-After`` (a server clock a second or more behind ours is ignored). A Laravel
+  window lasts whole seconds (``decaySeconds``), so when the window's length is bounded from
+  above and below, the largest whole number of seconds within the bounds is taken: no later
+  window waits for the rounding. A window that is not whole seconds shows itself by a 429
+  (honoured like any), which raises the lower bound past that guess.
 
 **Only 429s** (no rate-limit headers: a bare token bucket, ``Retry-After: 1``). AIMD on a send
 rate, started by the first 429 (before it nothing is held back):
@@ -169,6 +173,7 @@ class Pacer:
         self._lowest_at = 0.0  # when the answer that said so arrived
         self._opened: tuple[float, float] | None = None  # this window's opener: sent, answered
         self._window_max: float | None = None  # upper bound of the window's length
+        self._window_min = 0.0  # and its lower bound
         self._probe_at: float | None = None  # honoured end of this window, after a 429
         self._probe: int | None = None  # the one request out while the budget is spent
         # Rate regime (on once a bare 429 arrived).
@@ -194,7 +199,7 @@ class Pacer:
             if self._limit is not None:
                 parts.append(f"limit={self._limit}, budget={self._budget()}")
                 if self._window_max is not None:
-                    parts.append(f"window<={self._window_max:.3f}s")
+                    parts.append(f"window {self._window_min:.3f}-{self._window_max:.3f}s")
             if self._rate is not None:
                 parts.append(f"rate={self._rate:.2f}/s")
             return f"Pacer({', '.join(parts)})"
@@ -361,9 +366,13 @@ class Pacer:
         """When the current window is surely over, if known."""
         if self._probe_at is not None:
             return self._probe_at
-        if self._opened is not None and self._window_max is not None:
-            return self._opened[1] + self._window_max
-        return None
+        if self._opened is None or self._window_max is None:
+            return None
+        length = self._window_max
+        whole = math.floor(length + 1e-6)
+        if whole >= 1 and whole > self._window_min:
+            length = whole  # Laravel's windows last whole seconds: the one the bounds allow
+        return self._opened[1] + length
 
     def _on_window(self, sent: float, answered: float, limit: int, remaining: int) -> None:
         """A successful answer with rate-limit headers: the header regime, and window openings."""
@@ -372,6 +381,7 @@ class Pacer:
                 logger.debug("pacer: the server's limit changed to %d", limit)
             self._limit = limit
             self._opened = self._window_max = self._probe_at = None
+            self._window_min = 0.0
             self._remaining, self._lowest_at = remaining, answered
         if remaining == limit - 1 or (sent > self._lowest_at and remaining >= self._remaining):
             # A new window: within one, a request sent after an answer is counted after it,
@@ -385,6 +395,8 @@ class Pacer:
                 self._opened = (sent, answered)
             else:
                 self._opened = None  # opened by someone else sharing the limit: when is unknown
+        elif self._opened is not None:  # counted in this window: it was still open then
+            self._window_min = max(self._window_min, sent - self._opened[1])
 
     def _on_refusal(
         self, ticket: int, sent: float, now: float, headers: Mapping[str, str], throttle: bool
@@ -396,15 +408,17 @@ class Pacer:
             self._cut(now, ticket, sent, "a 429")
             return
         until = now + (retry_after or 0.0)
+        # The window ends after the 429 was made, so after sent (and sent + Retry-After - 1).
+        earliest = sent + max((retry_after or 0.0) - 1.0, 0.0)
         if reset is not None:
-            # Both are rounded up to whole seconds: take the earlier. Retry-After counts from
-            # when the 429 was made, so the end is after sent + Retry-After - 1; a Reset
-            # before that comes from a server clock behind ours.
+            # Both are rounded up to whole seconds: take the earlier. A Reset before the
+            # earliest end comes from a server clock behind ours.
             at = reset - time.time() + now
             if retry_after is None:
                 until = max(at, now)
-            elif at >= sent + retry_after - 1 - _CLOCK_TOLERANCE:
+            elif at >= earliest - _CLOCK_TOLERANCE:
                 until = min(until, max(at, now))
+                earliest = max(earliest, at - 1.0)
         until = min(until, now + MAX_HOLD)
         self._holds[ticket] = until
         while len(self._holds) > _HOLDS_KEPT:  # those of requests out of retries
@@ -413,16 +427,19 @@ class Pacer:
             self._hold_until = until
             logger.debug("pacer: a 429; holding every request for %.3f s", until - now)
         if throttle and self._limit is not None:
-            self._learn_window(sent, until)
+            self._learn_window(sent, earliest, until)
 
-    def _learn_window(self, sent: float, end: float) -> None:
-        """A 429 for a request sent at ``sent``, in the window opened at ``self._opened``, that
-        ends by ``end``: the window is at most ``end`` minus the opening."""
+    def _learn_window(self, sent: float, earliest: float, end: float) -> None:
+        """A 429 for a request sent at ``sent``, in the window opened at ``self._opened``,
+        which ends after ``earliest`` and by ``end``: bounds of the window's length."""
         self._probe_at = end
         if self._opened is None or sent < self._opened[0]:
             return
-        if self._window_max is not None and self._window_max <= sent - self._opened[1]:
+        shortest = earliest - self._opened[1]
+        if self._window_max is not None and self._window_max <= shortest:
             self._window_max = None  # the window was still open then: the server's changed
+            self._window_min = 0.0
+        self._window_min = max(self._window_min, shortest)
         self._bound_window(end - self._opened[0])
 
     def _bound_window(self, bound: float) -> None:
