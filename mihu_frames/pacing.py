@@ -43,8 +43,9 @@ rate, started by the first 429 (before it nothing is held back):
 - *Increase.* While requests wait for the rate and nothing is refused: doubling each second
   until the rate was measured (the first estimate is rough), then +5% a second, so the rate
   keeps probing upward.
-- *Latency.* A smoothed round trip above three times the fastest one (and 100 ms more) is
-  treated like a 429: a server that slows down is overloaded.
+- *Latency.* A smoothed round trip above three times the fastest recent one (and 100 ms more)
+  cuts the rate by 10%: a server that slows down is overloaded. The slower round trip is then
+  the baseline, so a lasting slowdown cuts once, and a further one again.
 - *Retry-After.* The refused request waits its ``Retry-After`` (others go on at the cut rate:
   a bucket refills continuously). A bare ``Retry-After`` longer than a second is not a bucket's:
   the whole client waits.
@@ -405,7 +406,7 @@ class Pacer:
         retry_after = _retry_after(headers.get("Retry-After"))
         reset = _int_header(headers, "X-RateLimit-Reset")
         if not throttle and (retry_after is None or retry_after <= _BUCKET_RETRY_AFTER):
-            self._cut(now, ticket, sent, "a 429")
+            self._cut(now, ticket, sent)
             return
         until = now + (retry_after or 0.0)
         # The window ends after the 429 was made, so after sent (and sent + Retry-After - 1).
@@ -465,7 +466,7 @@ class Pacer:
         if ticket > self._cut_after and self._srtt > max(
             _SLOW_FACTOR * fastest, fastest + _SLOW_EXTRA
         ):
-            self._cut(now, ticket, sent, f"round trips of {self._srtt * 1000:.0f} ms")
+            self._slowed(now, self._srtt, fastest)
             return
         elapsed = now - self._raised_at
         if ticket > self._cut_after and elapsed >= 0.1:
@@ -475,7 +476,25 @@ class Pacer:
             self._raised_at = now
             self._rate_bound = False
 
-    def _cut(self, now: float, ticket: int, sent: float, why: str) -> None:
+    def _slowed(self, now: float, srtt: float, fastest: float) -> None:
+        """Answers slowed down: a multiplicative decrease, and their round trip is the new
+        normal (only a further rise cuts again)."""
+        assert self._rate is not None
+        rate = max(_MIN_RATE, _DECREASE * self._rate)
+        logger.debug(
+            "pacer: round trips of %.0f ms (fastest %.0f ms); rate %.2f/s -> %.2f/s",
+            srtt * 1000,
+            fastest * 1000,
+            self._rate,
+            rate,
+        )
+        self._rate = rate
+        self._cut_after = self._sent
+        self._raised_at = now
+        self._rate_bound = False
+        self._min_rtt = (srtt, now)
+
+    def _cut(self, now: float, ticket: int, sent: float) -> None:
         """Multiplicative decrease, to a share of the server's measured rate.
 
         A bucket is empty when it refuses, so the requests sent between two refusals that got
@@ -503,8 +522,7 @@ class Pacer:
             self._mark = (ticket, sent, self._unused)
         rate = max(rate, _MIN_RATE)
         logger.debug(
-            "pacer: %s; %d through in %.2f s of sending; rate %s -> %.2f/s",
-            why,
+            "pacer: a 429; %d through in %.2f s of sending; rate %s -> %.2f/s",
             through,
             span,
             "unpaced" if old is None else f"{old:.2f}/s",

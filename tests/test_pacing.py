@@ -11,9 +11,11 @@ test processes share its two cores); throughput targets live in
 from __future__ import annotations
 
 import io
+import logging
 import math
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -221,6 +223,30 @@ def test_a_fixed_pool_is_refused_far_more_often(bucket):
         paced_attrs,
         fixed_attrs,
     )
+
+
+def test_a_latency_rise_cuts_the_rate(bucket, caplog):
+    """Once a bucket set a rate, answers ten times slower are a sign of overload: a cut."""
+    sim = bucket
+    caplog.set_level(logging.DEBUG, logger="mihu_frames")
+    slowed: list[float] = []
+
+    def slow_down() -> None:  # once the rate is set, from the load's own first seconds
+        sim.configure(latency=0.25)
+        slowed.append(time.time())
+
+    timer = threading.Timer(2.0, slow_down)
+    with client_for(sim, max_workers=8) as client:
+        timer.start()
+        try:
+            df, elapsed = load(sim, client, per_page=10)
+        finally:
+            timer.cancel()
+    assert_matches_truth(df, truth(sim))
+    check_attrs(df, sim, elapsed)
+    cuts = [r for r in caplog.records if "pacer: round trips of" in r.getMessage()]
+    assert slowed and cuts, [r.getMessage() for r in caplog.records if "pacer" in r.getMessage()]
+    assert any(r.created >= slowed[0] for r in cuts)  # a cut answered the slowdown
 
 
 # --- holds and deadlines -----------------------------------------------------------------------
