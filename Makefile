@@ -43,6 +43,7 @@ bench: $(DEV)  ## timed comparisons, printed as ratios
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_sync.py
 	$(BIN)/python benchmarks/bench_snapshots.py
+	$(BIN)/python benchmarks/bench_ratelimit.py
 
 lint: $(DEV)
 	$(BIN)/ruff check .

@@ -2,17 +2,19 @@
 
 A tqdm text bar: on a terminal it goes to stderr; in Jupyter to the cell's output (as text, not
 a widget, so a saved notebook shows the finished bar, not a frozen first state). Its total is
-unknown until
-every query's page count is (each first page says how many pages follow); until then the bar
+unknown until every query's page count is (each first page says how many pages follow); until
+then the bar
 counts pages without a percentage, so it never runs backwards. When the server's rate limit
-holds requests back for more than a second, the bar says so ("waiting for the rate limit,
-23 s"). Written to something that is not a terminal (a log file, CI), it refreshes at most
-every few seconds instead of many times a second.
+holds requests back for more than a second, the bar says so at once ("waiting for the rate
+limit, 23 s") and counts down. Written to something that is not a terminal (a log file, CI), it
+refreshes at most every few seconds instead of many times a second (a wait's start and end are
+always shown).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from mihu_frames.pacing import VISIBLE_WAIT, Pacer
@@ -39,19 +41,22 @@ class Progress:
             enabled = interactive()
         self._bar: Any = None
         self._pacer = pacer
-        self._waiting = False
+        self._wait_text = ""
+        self._shown_at = 0.0
+        self._interval = QUIET_INTERVAL
         if enabled:
             from tqdm.std import tqdm
 
             jupyter = _in_jupyter()
             terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+            self._interval = 0.1 if terminal or jupyter else QUIET_INTERVAL
             self._bar = tqdm(
                 total=None,
                 unit="page",
                 desc=label,
                 leave=True,
                 file=sys.stdout if jupyter else sys.stderr,
-                mininterval=0.1 if terminal or jupyter else QUIET_INTERVAL,
+                mininterval=self._interval,
             )
 
     def advance(self, pages: int = 1) -> None:
@@ -69,23 +74,33 @@ class Progress:
                 bar.refresh()
 
     def tick(self) -> None:
-        """Show (or clear) a wait for the rate limit."""
+        """Show, count down or clear a wait for the rate limit."""
         if self._bar is None:
             return
         wait = self._pacer.waiting()
-        if wait > VISIBLE_WAIT:
-            self._bar.set_postfix_str(f"waiting for the rate limit, {wait:.0f} s")
-            self._waiting = True
-        elif self._waiting:
-            self._bar.set_postfix_str("")
-            self._waiting = False
+        text = f"waiting for the rate limit, {wait:.0f} s" if wait > VISIBLE_WAIT else ""
+        if text == self._wait_text:
+            return
+        started_or_ended = not text or not self._wait_text
+        self._wait_text = text
+        self._bar.set_postfix_str(text, refresh=False)
+        now = time.monotonic()
+        if started_or_ended or now - self._shown_at >= self._interval:
+            self._bar.refresh()
+            self._shown_at = now
+
+    @property
+    def wait_text(self) -> str:
+        """What the bar says about waiting now ("" when nothing waits, or without a bar)."""
+        return self._wait_text
 
     def close(self) -> None:
         if self._bar is not None:
             if self._bar.total is not None and self._bar.n < self._bar.total:
                 self._bar.total = self._bar.n  # pages left out (failed) are not coming
-            if self._waiting:
-                self._bar.set_postfix_str("")
+            if self._wait_text:
+                self._wait_text = ""
+                self._bar.set_postfix_str("", refresh=False)
             self._bar.close()
 
 

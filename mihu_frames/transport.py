@@ -279,8 +279,9 @@ class Transport:
             be done (:class:`~mihu_frames.errors.DeadlineExceededError` otherwise).
         """
         retry = self._retry
+        not_before = 0.0  # after a 429: when the pacer lets this request go again
         while True:
-            ticket = self.pacer.acquire(deadline)
+            ticket = self.pacer.acquire(deadline, not_before)
             status: int | None = None
             headers: Mapping[str, str] = {}
             try:
@@ -302,7 +303,11 @@ class Transport:
                     pass  # out of retries: the last answer is the answer
                 else:
                     self._log_retry(retry, where, f"HTTP {status}")
-                    self._sleep(retry, response, deadline, where)
+                    if status == 429:
+                        # The pacer decides who waits: this request, or the whole client.
+                        not_before = self.pacer.hold(self._wait(retry, response), ticket)
+                    else:
+                        self._sleep(retry, response, deadline, where)
                     continue
             if status != 200:
                 raise self.error_for(status, body, response.reason, where)
@@ -398,16 +403,17 @@ class Transport:
         deadline: float | None,
         where: Where,
     ) -> None:
-        wait = retry.get_retry_after(response) if response is not None else None
-        if wait is None:
-            wait = retry.get_backoff_time()
-        if response is not None and response.status == 429:
-            self.pacer.hold(wait)  # the whole client waits, not only this thread
-            return
+        wait = self._wait(retry, response)
         if deadline is not None and time.monotonic() + wait > deadline:
             raise self._deadline_error(where)
         if wait > 0:
             time.sleep(wait)
+
+    @staticmethod
+    def _wait(retry: Retry, response: urllib3.BaseHTTPResponse | None) -> float:
+        """Seconds before the next attempt: the answer's Retry-After, else the back-off."""
+        wait = retry.get_retry_after(response) if response is not None else None
+        return retry.get_backoff_time() if wait is None else wait
 
     def _log_retry(self, retry: Retry, where: Where, cause: str) -> None:
         logger.info(
