@@ -55,8 +55,8 @@ import requests
 from _common import parse, print_machine
 
 import mihu_frames as mf
-from mihu_frames import background
-from mihu_frames.frame import PageInfo, batch_size, decode_pages, finish
+from mihu_frames.decoding import PageInfo, batch_size, decode_pages
+from mihu_frames.frame import finish
 from mihu_frames.schema import TIMESTAMP_FIELDS, to_pandas
 from mihu_frames.simulator import Simulator, spawn
 
@@ -83,6 +83,8 @@ class Config:
         return self.conversations * -(-self.sessions_per_conversation // PER_PAGE)
 
 
+#: Cache files whose writes a timed call left running (waited for between measurements).
+WRITING: list[Any] = []
 #: Seconds each timed call's background stored-load write went on after the call returned.
 SETTLED: list[float] = []
 #: Every timed repetition of each interleaved pair, in order (printed, so the spread shows).
@@ -127,7 +129,8 @@ def settle_background_writes() -> float:
     otherwise run into the next measurement and slow whichever side comes next.
     """
     started = time.perf_counter()
-    background.flush_all()
+    while WRITING:
+        WRITING.pop().flush()  # a closed cache file: its writer finishes, then this returns
     return time.perf_counter() - started
 
 
@@ -195,6 +198,7 @@ def mihu_load(base_url: str, token: str, conversations: Sequence[str], cache: Pa
     with mf.MihuClient(
         base_url, token=token, cache=cache, max_workers=MAX_WORKERS, timeout=30, retries=5
     ) as client:
+        WRITING.append(client.cache)
         return client.sessions(conversations, per_page=PER_PAGE, progress=False)
 
 

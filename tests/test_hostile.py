@@ -325,6 +325,46 @@ def test_nesting_deeper_than_64_is_a_response_format_error_within_a_second(place
     assert info.value.conversation == CONVERSATION and info.value.page == 1
 
 
+_DECODE_IN_CHILD = """
+import pickle, sys
+from mihu_frames.decoding import PageInfo, decode_pages
+from mihu_frames.decoding.envelope import FieldError
+from mihu_frames.errors import ResponseFormatError
+bodies = pickle.load(open(sys.argv[1], "rb"))
+infos = [PageInfo(conversation="c", page=1, query=i) for i in range(len(bodies))]
+try:
+    decode_pages(bodies, infos, use_threads=True)
+    print("decoded")
+except (FieldError, ResponseFormatError) as exc:
+    print("refused", type(exc).__name__, getattr(exc, "query", None))
+"""
+
+
+_PAD = b'{"pad": "' + b"a" * 3_000_000
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "broken",
+    [b'{"pad": "unterminated}', _PAD + b"}", _PAD + b"\\"],
+    ids=["unclosed-string", "unclosed-3MB", "trailing-backslash-3MB"],
+)
+@pytest.mark.parametrize("placement", ["session", "envelope"])
+def test_a_broken_body_cannot_hide_a_deep_one_in_the_same_batch(tmp_path, broken, placement):
+    # Measured together with the next bodies, a broken one could carry an open string into
+    # them and hide their brackets. A 3 MB body puts the deep one in a block of its own,
+    # which the reader parses on another thread whatever it finds in the first block: it
+    # would meet the deep value and crash the process (it did, before bodies were measured
+    # one by one).
+    deep = deep_page(CONVERSATION, placement, 100_000)
+    plain = dumps(page_payload([make_session(CONVERSATION, 1)], page=1, per_page=100, total=1))
+    bodies = tmp_path / "bodies.pickle"
+    bodies.write_bytes(pickle.dumps([broken, plain, plain, plain, plain, deep]))
+    run = run_child([sys.executable, "-c", _DECODE_IN_CHILD, str(bodies)], timeout=60)
+    assert run.returncode == 0, run.describe()
+    assert run.stdout.startswith("refused"), run.describe()
+
+
 # =========================================================================== 2. body size
 
 

@@ -17,8 +17,8 @@ also names the page, the field and the value of any error:
   would not be written back as sent);
 - no timestamp falls outside years 1-9999 (its text must be kept).
 
-Bodies nested deeper than the reader can take safely never reach it: the transport checks the
-nesting of every body first (see :func:`mihu_frames.decoding.envelope.check_nesting`).
+Bodies nested deeper than the reader can take safely never reach it
+(:mod:`mihu_frames.decoding.nesting`).
 """
 
 from __future__ import annotations
@@ -40,16 +40,14 @@ from mihu_frames.decoding.extra import (
     NotExact,
     fast_extra,
 )
-from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, max_depth
+from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, MAX_READER_DEPTH, deepest, openers
 from mihu_frames.decoding.records import decode_page_slowly
 from mihu_frames.frame import with_order
 from mihu_frames.schema import API_PAGE_SCHEMA, empty_table
 
 _FAST_BODY = re.compile(rb"\A[ \t\r]*\{")
-#: Bodies nested deeper than this never reach pyarrow's reader: an undocumented value may
-#: start right inside the envelope (depth 1), so no body within it can break the depth rule.
-#: Documented pages nest 5 deep; deeper ones are decoded with ``json.loads``, which checks
-#: every undocumented value's own depth.
+#: A measured body nested deeper than this goes to ``json.loads``, which checks every
+#: undocumented value's own depth: such a value may start right inside the envelope (depth 1).
 MAX_PAGE_DEPTH = 1 + MAX_EXTRA_DEPTH
 
 
@@ -83,21 +81,27 @@ def decode_pages(
     """
     if not bodies:
         return with_order(empty_table(), [], [], []), []
-    pages = None
     # The reader takes one page per line, so a body with a raw newline (pretty-printed, or a
     # newline inside a string, which JSON forbids) goes to json.loads; so does anything that
     # is not an object (the reader crashes the process on a bare ``null``), and anything
-    # nested deeper than a documented page can be (it stalls, then crashes, on deep nesting).
+    # nested deeper than the reader takes safely (it stalls, then crashes, on deep nesting).
+    pages, texts = None, None
     if all(_FAST_BODY.match(b) and b"\n" not in b for b in bodies):
-        lines = b"\n".join(bodies)
-        ends = np.cumsum([len(b) + 1 for b in bodies])
-        if max_depth(lines, ends).max(initial=0) <= MAX_PAGE_DEPTH:
+        texts = _one_per_line(bodies)
+        deep = np.flatnonzero(openers(texts) > MAX_READER_DEPTH)
+        if not len(deep) or deepest(bodies[i] for i in deep) <= MAX_PAGE_DEPTH:
             try:
                 longest = max(len(b) for b in bodies)
-                pages = _read_envelopes(lines, longest, use_threads and len(bodies) > 4)
+                threads = use_threads and len(bodies) > 4
+                pages = _read_envelopes(texts.buffers()[2], longest, threads)
             except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
                 pages = None
-    if pages is not None and pages.num_rows == len(bodies) and _fast_path_safe(pages):
+    if (
+        texts is not None
+        and pages is not None
+        and pages.num_rows == len(bodies)
+        and _fast_path_safe(pages)
+    ):
         data = pages.column("data").combine_chunks()
         envelopes = check_envelopes(pages, data, infos)
         lists = data.field("data")
@@ -106,7 +110,7 @@ def decode_pages(
         offsets = lists.offsets.to_numpy()
         rows = np.arange(len(parents)) - offsets[parents]
         try:
-            extra = fast_extra(sessions, parents, bodies)
+            extra = fast_extra(sessions, parents, bodies, texts)
             return build_batch(sessions, parents, rows, infos, extra).table, envelopes
         except (FieldError, NotExact, OutOfRange):
             pass  # decode page by page below: the error names its page, the text is at hand
@@ -132,19 +136,37 @@ def _plain_type(type_: pa.DataType, depth: int = 0) -> bool:
     return pa.types.is_null(type_) or any(ok(type_) for ok in _PLAIN)
 
 
+_DATA_KEYS = {field.name for field in API_PAGE_SCHEMA.field("data").type}
+
+
+def _depth(type_: pa.DataType) -> int:
+    """How deeply lists and structs nest in an inferred type (a value of it nests as deep)."""
+    if pa.types.is_struct(type_):
+        return 1 + max((_depth(field.type) for field in type_), default=0)
+    if pa.types.is_list(type_):
+        return 1 + _depth(type_.value_type)
+    return 0
+
+
 def _fast_path_safe(pages: pa.Table) -> bool:
     """Whether the reader's table says what the bodies said.
 
     The reader does not check UTF-8, and for undocumented fields it infers types: a date-like
     string becomes a timestamp. Such batches, and undocumented values nested deeper than
     ``MAX_EXTRA_DEPTH``, go through ``json.loads`` instead. (Where the inferred values of the
-    plain types say less than the text, :func:`_fast_extra` re-reads those pages.)
+    plain types say less than the text, :func:`fast_extra` re-reads those pages.) Undocumented
+    envelope fields are not kept, but one nested too deep is refused as ``json.loads`` would.
     """
     try:
         pages.validate(full=True)
     except pa.ArrowInvalid:
         return False
-    session = pages.schema.field("data").type.field("data").type.value_type
+    data = pages.schema.field("data").type
+    envelope_extra = [f for f in pages.schema if f.name not in API_PAGE_SCHEMA.names]
+    envelope_extra += [f for f in data if f.name not in _DATA_KEYS]
+    if any(_depth(f.type) > MAX_EXTRA_DEPTH for f in envelope_extra):
+        return False
+    session = data.field("data").type.value_type
     for field in session:
         if field.name in KNOWN_KEYS and field.name != "contact":
             continue
@@ -157,7 +179,27 @@ def _fast_path_safe(pages: pa.Table) -> bool:
     return True
 
 
-def _read_envelopes(lines: bytes, longest: int, use_threads: bool) -> pa.Table:
+def _one_per_line(bodies: Sequence[bytes]) -> pa.LargeBinaryArray:
+    """The bodies in one buffer, each followed by a newline, as an array of one body each.
+
+    The buffer comes from pyarrow's memory pool, which reuses what it freed; a ``bytes`` of
+    the same size (several megabytes) is mapped afresh from the system each time, and that
+    page-faulting was measured to cost more than the copy.
+    """
+    sizes = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
+    offsets = np.zeros(len(bodies) + 1, dtype=np.int64)
+    np.cumsum(sizes + 1, out=offsets[1:])
+    buffer = pa.allocate_buffer(int(offsets[-1]))
+    view = np.frombuffer(buffer, dtype=np.uint8)
+    for body, start, size in zip(bodies, offsets.tolist(), sizes.tolist(), strict=False):
+        view[start : start + size] = np.frombuffer(body, dtype=np.uint8)
+    view[offsets[1:] - 1] = 0x0A
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(bodies), [None, pa.py_buffer(offsets), buffer]
+    )
+
+
+def _read_envelopes(lines: pa.Buffer, longest: int, use_threads: bool) -> pa.Table:
     block = max(1 << 20, longest + 2)
     return pa_json.read_json(
         pa.BufferReader(lines),

@@ -65,7 +65,9 @@ class NotExact(Exception):
     """``json.loads`` of a page does not agree with the reader's table of it."""
 
 
-def fast_extra(sessions: pa.StructArray, parents: np.ndarray, bodies: Sequence[bytes]) -> pa.Array:
+def fast_extra(
+    sessions: pa.StructArray, parents: np.ndarray, bodies: Sequence[bytes], texts: pa.Array
+) -> pa.Array:
     """The ``extra`` column of a batch read by pyarrow: the text the records path writes.
 
     For undocumented fields the reader's values say less than the JSON in two ways: a null
@@ -84,6 +86,8 @@ def fast_extra(sessions: pa.StructArray, parents: np.ndarray, bodies: Sequence[b
         The index in ``bodies`` of each session's page.
     bodies : sequence of bytes
         The page bodies the reader read.
+    texts : pyarrow.LargeBinaryArray
+        The same bodies as one array (each may end with the newline the reader saw after it).
 
     Returns
     -------
@@ -101,7 +105,7 @@ def fast_extra(sessions: pa.StructArray, parents: np.ndarray, bodies: Sequence[b
     parts = _extra_parts(sessions)
     if not parts:
         return pa.nulls(n, pa.string())
-    reread = _pages_to_reread(parts, parents, bodies)
+    reread = _pages_to_reread(parts, parents, texts)
     out: list[str | None] = [None] * n
     present = np.zeros(n, dtype=bool)
     for values in parts.values():
@@ -160,7 +164,7 @@ def _extra_parts(sessions: pa.StructArray) -> dict[str, pa.Array]:
 
 
 def _pages_to_reread(
-    parts: Mapping[str, pa.Array], parents: np.ndarray, bodies: Sequence[bytes]
+    parts: Mapping[str, pa.Array], parents: np.ndarray, texts: pa.Array
 ) -> np.ndarray:
     """Which pages' undocumented values the reader may not have kept exactly.
 
@@ -176,7 +180,7 @@ def _pages_to_reread(
     strings, booleans, int64, doubles, nulls, lists and objects of them), and a double with a
     fraction can only come from a number written with one.
     """
-    integral = np.zeros(len(bodies), dtype=bool)
+    integral = np.zeros(len(texts), dtype=bool)
     for values in parts.values():
         rows = _integral_rows(values)
         if rows is not None:
@@ -184,14 +188,14 @@ def _pages_to_reread(
     names = {name for name in parts if name != "contact"}
     for values in parts.values():
         _member_names(values.type, names)
-    nulls = _sends_null(bodies, names)
+    nulls = _sends_null(texts, names)
     reread = integral | nulls
     if reread.any():
         logger.debug(
             "re-reading %d of %d pages with json.loads for an exact 'extra': %d hold a double "
             "without a fraction, %d a null member (undocumented names: %d)",
             reread.sum(),
-            len(bodies),
+            len(texts),
             integral.sum(),
             nulls.sum(),
             len(names),
@@ -266,13 +270,13 @@ _MAX_PATTERN = 20_000
 _SHORT_ESCAPES = dict(zip('"\\/\b\f\n\r\t', '"\\/bfnrt', strict=True))
 
 
-def _sends_null(bodies: Sequence[bytes], names: Iterable[str]) -> np.ndarray:
+def _sends_null(texts: pa.Array, names: Iterable[str]) -> np.ndarray:
     """Which bodies contain ``"name": null`` for one of ``names``, however it is written.
 
-    A single pass of RE2 (through pyarrow) over each body; the bodies go in as binary, so the
-    pattern works on bytes.
+    A single pass of RE2 (through pyarrow) over each body; the bodies go in as binary
+    (``texts``), so the pattern works on bytes.
     """
-    found = np.zeros(len(bodies), dtype=bool)
+    found = np.zeros(len(texts), dtype=bool)
     spelled = [_spelled(name) for name in sorted(names)]
     if not spelled:
         return found
@@ -284,19 +288,12 @@ def _sends_null(bodies: Sequence[bytes], names: Iterable[str]) -> np.ndarray:
             size = 0
         groups[-1].append(pattern)
         size += len(pattern)
-    offsets = np.zeros(len(bodies) + 1, dtype=np.int64)
-    np.cumsum([len(body) for body in bodies], out=offsets[1:])
-    texts = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(),
-        len(bodies),
-        [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(bodies))],
-    )
     for group in groups:
         pattern = r"\x22(?:" + "|".join(group) + r")\x22[\t\n\r ]*:[\t\n\r ]*null"
         try:
             hits = pc.match_substring_regex(texts, pattern)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # too large, or no RE2
-            return np.ones(len(bodies), dtype=bool)
+            return np.ones(len(texts), dtype=bool)
         found |= hits.to_numpy(zero_copy_only=False)
     return found
 

@@ -268,6 +268,7 @@ class Simulator:
 
         Examples
         --------
+        >>> from mihu_frames.simulator import DATA_END
         >>> Simulator(sizes=[1]).now() == DATA_END
         True
         """
