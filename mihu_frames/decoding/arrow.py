@@ -88,7 +88,7 @@ def decode_pages(
     pages, texts = None, None
     if all(_FAST_BODY.match(b) and b"\n" not in b for b in bodies):
         texts = _one_per_line(bodies)
-        deep = np.flatnonzero(openers(texts) > MAX_READER_DEPTH)
+        deep = np.flatnonzero(openers(texts) > MAX_READER_DEPTH).tolist()
         if not len(deep) or deepest(bodies[i] for i in deep) <= MAX_PAGE_DEPTH:
             try:
                 longest = max(len(b) for b in bodies)
