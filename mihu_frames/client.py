@@ -178,8 +178,8 @@ class MihuClient:
         self.require_token(load.offline)
         started = time.perf_counter()
         listed = None
-        if everything:
-            listing, listed = self._listing({}, load)
+        if everything:  # listed now (offline: as the cache holds it)
+            listing, listed = self._listing({}, load) if load.offline else self.list_all(load)
             ids = tuple(listing.column("uuid").to_pylist())
         plan = Plan.build(ids, load)
         table, stats = self._load(plan)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 import textwrap
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +24,13 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from mihu_frames.schema import SORT_BY_VALUES, SORT_DIR_VALUES, STATUS_VALUES, TYPE_VALUES
+from mihu_frames.schema import (
+    SORT_BY_VALUES,
+    SORT_DIR_VALUES,
+    STATUS_VALUES,
+    TYPE_VALUES,
+    UUID_RE,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +40,6 @@ DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PAGES = 100_000
 #: How far before the newest held ``updated_at`` an incremental sync goes on reading.
 DEFAULT_OVERLAP = timedelta(minutes=5)
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def option(default: Any, doc: str, *, kind: str, cli: dict[str, Any] | None = None) -> Any:
@@ -127,6 +131,12 @@ class ClientOptions:
         expire = self.expire_after
         if not (expire is None or isinstance(expire, timedelta) or _seconds_value(expire)):
             raise ValueError(f"expire_after must be a timedelta or seconds, got {expire!r}")
+        seconds = expire.total_seconds() if isinstance(expire, timedelta) else expire
+        if seconds is not None and not 0 <= seconds <= _LONGEST_EXPIRY:
+            raise ValueError(
+                f"expire_after must be between 0 and 1000 years (None: pages never expire), "
+                f"got {expire!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -362,7 +372,7 @@ def check_uuid(value: object) -> str:
     """
     if isinstance(value, uuid.UUID):
         return str(value)
-    if not isinstance(value, str) or not _UUID.fullmatch(value):
+    if not isinstance(value, str) or not UUID_RE.fullmatch(value):
         raise ValueError(f"not a conversation UUID: {value!r:.60}")
     return value.lower()
 
@@ -467,6 +477,10 @@ class ListingFilters:
     def take(cls, options: dict[str, Any]) -> ListingFilters:
         """The filters among ``options`` (removed from it)."""
         return cls(**{f.name: options.pop(f.name) for f in fields(cls) if f.name in options})
+
+
+#: The longest expiry (an expiry date must be a date): None is the way to say "never".
+_LONGEST_EXPIRY = 1000 * 365.25 * 86400
 
 
 def _seconds_value(value: object) -> bool:

@@ -8,7 +8,6 @@ it is given (or a new figure's Axes), sets a title and axis labels in words (``p
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.offsets import BaseOffset
 
+from mihu_frames.schema import UUID_RE
 from mihu_frames.stats import (
     ACTIVITY_COLUMNS,
     WEEKDAYS,
@@ -58,7 +58,6 @@ REGROUP_FREQS: tuple[str, ...] = (
     "YS",
 )
 _UNITS: tuple[tuple[str, float], ...] = (("seconds", 1.0), ("minutes", 60.0), ("hours", 3600.0))
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PARTIAL_ALPHA = 0.4
 _PARTIAL_STYLE: dict[str, Any] = {
     "facecolor": "0.85",
@@ -122,13 +121,15 @@ def _short_labels(labels: Sequence[str]) -> tuple[list[str], bool]:
     """UUIDs shortened to their first 8 characters (more where two would look the same);
     other labels as they are. Returns the labels and whether any was shortened."""
     parts = [label.split(" / ") for label in labels]
-    uuids = {p for label in parts for p in label if _UUID.match(p)}
+    uuids = {p for label in parts for p in label if UUID_RE.fullmatch(p)}
     if not uuids:
         return list(labels), False
     length = 8
     while len({u[:length] for u in uuids}) < len(uuids):
         length += 1
-    short = [" / ".join(p[:length] if _UUID.match(p) else p for p in label) for label in parts]
+    short = [
+        " / ".join(p[:length] if UUID_RE.fullmatch(p) else p for p in label) for label in parts
+    ]
     return short, True
 
 

@@ -135,7 +135,13 @@ from mihu_frames.atomic import (
     write_json_atomically,
 )
 from mihu_frames.errors import NotASnapshotRootError
-from mihu_frames.schema import SCHEMA_VERSION, SESSIONS_SCHEMA, STATUS_VALUES, TYPE_VALUES
+from mihu_frames.schema import (
+    SCHEMA_VERSION,
+    SESSIONS_SCHEMA,
+    STATUS_VALUES,
+    TIMESTAMP_TYPE,
+    TYPE_VALUES,
+)
 from mihu_frames.versions import SNAPSHOT_ID, TAGS, latest_versions, same_content
 
 __all__ = [
@@ -174,7 +180,6 @@ ORDER = "insert_order"
 FILE_SCHEMA = SESSIONS_SCHEMA.append(pa.field(SNAPSHOT_ID, pa.string())).append(
     pa.field(ORDER, pa.int64())
 )
-_TS = pa.timestamp("us", tz="UTC")
 _SORT = [("conversation_uuid", "ascending"), ("created_at", "ascending"), ("uuid", "ascending")]
 
 
@@ -483,7 +488,9 @@ class SnapshotRoot:
         by_conversation = None
         if conversations is not None:
             by_conversation = pc.field("conversation_uuid").isin(list(conversations))
-        recent = None if since is None else pc.field("updated_at") >= pa.scalar(since, _TS)
+        recent = (
+            None if since is None else pc.field("updated_at") >= pa.scalar(since, TIMESTAMP_TYPE)
+        )
         if self.state == "legacy":  # versions first, then the latest of each, then ``since``
             table = latest_versions(self.read_history(None, by_conversation))
             if recent is not None:

@@ -193,8 +193,9 @@ class Paging(Protocol):
 
     @property
     def pages_alone(self) -> bool:
-        """A page that is not the documented format is left out alone, its query goes on (a
-        listing of conversations); else its whole query is (a conversation's sessions)."""
+        """A page after the first that fails or is not the documented format is left out
+        alone, its query goes on (a listing of conversations); else its whole query is (a
+        conversation's sessions)."""
 
     def queries(self, plan: Plan) -> Iterable[Query]:
         """The queries of ``plan`` this run reads."""
@@ -567,7 +568,10 @@ class _Run:
             self.restart(int(restart.args[0]), "a cached page is gone or from another listing")
             return
         except MihuError as exc:
-            self.fail(exc.conversation or "", exc)
+            if self.paging.pages_alone and (exc.page or 1) > 1:
+                self.record(exc)  # a listing goes on without the page (and is not cached)
+            else:
+                self.fail(exc.conversation or "", exc)
             return
         state = fetched.run
         if not self.live(state):
@@ -575,7 +579,7 @@ class _Run:
         self.count(fetched)
         self.batch.append(fetched)
         if fetched.hint is not None:
-            self.grow(state, fetched.hint, hinted=True)
+            self.grow(state, fetched.hint, fetched.page, hinted=True)
 
     def count(self, fetched: _Fetched) -> None:
         stats = self.stats
@@ -636,7 +640,7 @@ class _Run:
                     "not requesting them",
                     field="data.last_page",
                     conversation=query.conversation,
-                    page=1,
+                    page=page,
                 ),
             )
             return
@@ -785,7 +789,13 @@ class _Run:
     def table(self) -> pa.Table:
         """The run's table; the batches are let go (finish copies them into one take)."""
         batches, self.tables = self.tables, []
-        dropped = [i for i, state in self.states.items() if state.dropped]
+        # Rows go by the query they were fetched for, not by their own conversation_uuid (a
+        # server may send another one; the conversations listing has none).
+        dropped = [
+            i
+            for i, state in self.states.items()
+            if state.dropped or state.query.conversation in self.failed
+        ]
         if dropped:
             gone = pa.array(dropped, pa.int64())
             batches = [t.filter(pc.invert(pc.is_in(t.column("_query"), gone))) for t in batches]
@@ -806,9 +816,6 @@ class _Run:
         del batches
         if self.decoded_rows >= GIVE_BACK_SESSIONS:
             give_back()
-        if self.failed and table.num_rows:
-            failed = pa.array(list(self.failed), type=pa.string())
-            table = table.filter(pc.invert(pc.is_in(table.column("conversation_uuid"), failed)))
         return table
 
 

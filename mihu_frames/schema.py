@@ -6,6 +6,8 @@ frames, snapshot reading and the documentation table. Change a column here and o
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -53,7 +55,10 @@ SESSION_FIELDS: tuple[str, ...] = (
     "task_uuids",
 )
 
-_TS = pa.timestamp("us", tz="UTC")
+#: Every instant in a frame: microseconds, UTC.
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+#: A UUID as the API writes one (any case; frames hold them as sent).
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TD = pa.duration("us")
 
 #: A session as the API sends it; timestamps stay strings until parsed (offsets vary).
@@ -74,7 +79,10 @@ API_SESSION_TYPE = pa.struct(
 )
 #: A session for pyarrow's JSON reader, which parses ISO 8601 offsets itself while reading.
 _READER_SESSION_TYPE = pa.struct(
-    [pa.field(f.name, _TS) if f.name in TIMESTAMP_FIELDS else f for f in API_SESSION_TYPE]
+    [
+        pa.field(f.name, TIMESTAMP_TYPE) if f.name in TIMESTAMP_FIELDS else f
+        for f in API_SESSION_TYPE
+    ]
 )
 #: The documented response envelope, for the JSON decoder.
 API_PAGE_SCHEMA = pa.schema(
@@ -103,7 +111,7 @@ SESSIONS_SCHEMA = pa.schema(
         pa.field("uuid", pa.string()),
         pa.field("status", pa.string()),
         pa.field("type", pa.string()),
-        *[pa.field(name, _TS) for name in TIMESTAMP_FIELDS],
+        *[pa.field(name, TIMESTAMP_TYPE) for name in TIMESTAMP_FIELDS],
         pa.field("duration", _TD),
         pa.field("time_to_evaluation", _TD),
         pa.field("time_to_summary", _TD),
@@ -118,7 +126,7 @@ SESSIONS_SCHEMA = pa.schema(
         pa.field("task_uuids", pa.list_(pa.string()), nullable=False),
         pa.field("task_count", pa.int64(), nullable=False),
         pa.field("extra", pa.string()),
-        pa.field("fetched_at", _TS),
+        pa.field("fetched_at", TIMESTAMP_TYPE),
     ],
     metadata={b"mihu_frames.schema_version": str(SCHEMA_VERSION).encode()},
 )
@@ -232,10 +240,10 @@ CONVERSATIONS_SCHEMA = pa.schema(
         pa.field("uuid", pa.string(), nullable=False),
         *[pa.field(name, pa.string()) for name in CONVERSATION_STRING_FIELDS],
         *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
-        *[pa.field(name, _TS) for name in CONVERSATION_TIMESTAMP_FIELDS],
+        *[pa.field(name, TIMESTAMP_TYPE) for name in CONVERSATION_TIMESTAMP_FIELDS],
         pa.field("sessions_count", pa.int64()),
         pa.field("extra", pa.string()),
-        pa.field("fetched_at", _TS),
+        pa.field("fetched_at", TIMESTAMP_TYPE),
     ],
     metadata={b"mihu_frames.schema_version": str(SCHEMA_VERSION).encode()},
 )

@@ -76,7 +76,7 @@ from mihu_frames.options import (
 )
 from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
-from mihu_frames.schema import STATUS_VALUES, TYPE_VALUES, empty_table
+from mihu_frames.schema import STATUS_VALUES, TIMESTAMP_TYPE, TYPE_VALUES, empty_table
 from mihu_frames.snapshots import hash_pii, read_snapshots
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
@@ -85,7 +85,6 @@ logger = logging.getLogger("mihu_frames")
 
 #: How a conversation left out under on_error="warn" is announced.
 LEFT_OUT = "did not sync {error}; it keeps its earlier state"
-_TS = pa.timestamp("us", tz="UTC")
 #: The earliest instant a window can start at (``datetime.min``, in UTC).
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
@@ -425,7 +424,7 @@ class _Held:
         keys = store.held_keys(conversations)
         if keys.num_rows == 0:
             return cls(keys, {})
-        now = pa.scalar(datetime.now(timezone.utc), _TS)
+        now = pa.scalar(datetime.now(timezone.utc), TIMESTAMP_TYPE)
         bound = pc.fill_null(keys.column("fetched_at"), now)
         updated = keys.column("updated_at")
         seen = pc.if_else(pc.less_equal(updated, bound), updated, bound)  # null stays null
@@ -527,7 +526,7 @@ def _in_window(table: pa.Table, held: _Held, thresholds: dict[str, datetime]) ->
     if table.num_rows == 0:
         return table
     names = list(thresholds)
-    bounds = pa.array([thresholds[c] for c in names], type=_TS)
+    bounds = pa.array([thresholds[c] for c in names], type=TIMESTAMP_TYPE)
     names_array = pa.array(names, pa.string())
     where = _array(pc.index_in(table.column("conversation_uuid"), value_set=names_array))
     recent = pc.fill_null(pc.greater_equal(table.column("updated_at"), bounds.take(where)), True)

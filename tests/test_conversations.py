@@ -119,6 +119,22 @@ def test_all_loads_every_conversation_the_listing_returns(account, tmp_path):
     assert sorted(one_call["uuid"]) == sorted(everything["uuid"])
 
 
+def test_all_lists_anew_within_expire_after_and_offline_uses_the_cached_listing(account, tmp_path):
+    with _client(account, tmp_path) as client:
+        before = client.sessions("all")
+        new = account.add_conversation(9)
+        again = client.sessions("all")  # the cached pages are fresh: only the listing is new
+        offline = client.sessions("all", offline=True)
+    assert new not in set(before["conversation_uuid"])
+    assert_matches_truth(
+        again.sort_values("uuid", ignore_index=True),
+        sorted(account.ground_truth(), key=lambda s: s["uuid"]),
+    )
+    assert (again["conversation_uuid"] == new).sum() == 9
+    assert again.attrs["mihu_frames"]["cache_hits"] >= 1
+    assert sorted(offline["uuid"]) == sorted(again["uuid"])
+
+
 def test_a_frame_or_series_of_conversations_is_taken_where_uuids_are(account, tmp_path):
     with _client(account, tmp_path) as client:
         convs = client.conversations()
@@ -187,6 +203,87 @@ def test_an_entry_without_a_uuid_names_its_page_and_the_others_still_load(server
     assert sorted(convs["uuid"]) == sorted(g["uuid"] for g in good[:2] + good[3:])
     [error] = convs.attrs["mihu_frames"]["errors"]
     assert error["page"] == 2 and error["error"] == "ResponseFormatError"
+
+
+def test_a_failing_listing_page_is_left_out_alone_and_the_listing_is_not_cached(
+    server_factory, tmp_path
+):
+    good = [{"uuid": f"0000000{i}-0c0c-4000-8000-000000000000"} for i in range(6)]
+    broken = {"page": 2}
+
+    def answer(path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        json_type = {"Content-Type": "application/json"}
+        if path.startswith("/api/v1/conversations?"):
+            page = int(path.split("page=")[1].split("&")[0])
+            if page == broken["page"]:
+                return 500, json_type, b'{"success":false,"message":"boom"}'
+            return 200, json_type, _listing_page(good[2 * page - 2 : 2 * page], page, 3)
+        conversation = path.split("/")[4]
+        session = {"uuid": conversation.replace("0c0c", "5e55"), "conversation_uuid": conversation}
+        return 200, json_type, _listing_page([session], 1, 1, per_page=100)
+
+    server = server_factory(answer)
+    options = {
+        "base_url": server.base_url,
+        "token": "t0ken-for-tests",
+        "cache": tmp_path / "c.sqlite",
+        "retries": 0,
+        "per_page": 2,
+    }
+    with pytest.raises(mf.ServerError) as caught:
+        mf.list_conversations(**options)
+    assert caught.value.page == 2 and caught.value.status_code == 500
+    listed = good[:2] + good[4:]
+    with pytest.warns(RuntimeWarning, match="page 2"):
+        convs = mf.list_conversations(on_error="warn", **options)
+    assert sorted(convs["uuid"]) == sorted(g["uuid"] for g in listed)
+    [error] = convs.attrs["mihu_frames"]["errors"]
+    assert (error["page"], error["error"], error["status_code"]) == (2, "ServerError", 500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sessions = mf.load_sessions("all", on_error="skip", **{**options, "per_page": 100})
+    assert sorted(sessions["conversation_uuid"]) == sorted(g["uuid"] for g in listed)
+    # The server mends: the listing is asked for again, whole, not taken from the cache.
+    broken["page"] = None
+    asked = len(server.paths)
+    convs = mf.list_conversations(**options)
+    assert sorted(convs["uuid"]) == sorted(g["uuid"] for g in good)
+    listing_requests = [p for p in server.paths[asked:] if p.startswith("/api/v1/conversations?")]
+    assert len(listing_requests) == 3
+
+
+def test_undocumented_and_reserved_at_fields_are_kept_and_a_bad_documented_one_is_named(
+    server_factory,
+):
+    uuid = "00000001-0c0c-4000-8000-000000000000"
+    entries = {
+        "good": [
+            {"uuid": uuid, "deleted_at": "never", "fetched_at": "2020-01-01T00:00:00Z"},
+            {**{"uuid": uuid.replace("1-", "2-")}, "deleted_at": "2026-01-02T03:04:05+01:00"},
+        ],
+        "bad": [{"uuid": uuid, "created_at": "yesterday"}],
+    }
+    current = {"entries": entries["good"]}
+
+    def answer(path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        body = _listing_page(current["entries"], 1, 1, per_page=100)
+        return 200, {"Content-Type": "application/json"}, body
+
+    server = server_factory(answer)
+    options = {"base_url": server.base_url, "token": "t0ken-for-tests", "cache": None}
+    convs = mf.list_conversations(**options)
+    assert [json.loads(e) if isinstance(e, str) else None for e in convs["extra"]] == [
+        {"deleted_at": "never", "fetched_at": "2020-01-01T00:00:00Z"},
+        None,
+    ]
+    assert pd.isna(convs.loc[0, "deleted_at"])
+    assert convs.loc[1, "deleted_at"] == pd.Timestamp("2026-01-02T02:04:05Z")
+    assert convs["fetched_at"].min() > pd.Timestamp("2026-01-01", tz="UTC")  # ours, not theirs
+    current["entries"] = entries["bad"]
+    with pytest.raises(mf.ResponseFormatError) as caught:
+        mf.list_conversations(**options)
+    assert caught.value.page == 1 and caught.value.field == "created_at"
+    assert "yesterday" in str(caught.value)
 
 
 def test_an_account_without_conversations_is_an_empty_typed_frame(tmp_path):

@@ -92,6 +92,40 @@ def test_naive_and_nanosecond_timestamps_are_read_as_utc():
 
 
 @pytest.mark.parametrize(
+    ("text", "instant"),
+    [
+        ("2026-01-01T10:00:00.1234567Z", "2026-01-01T10:00:00.123456Z"),
+        ("2026-01-01T10:00:00+0200", "2026-01-01T08:00:00Z"),
+        ("2026-01-01T10:00:00+02", "2026-01-01T08:00:00Z"),
+        ("2026-01-01t10:00:00z", "2026-01-01T10:00:00Z"),
+        ("2026-01-01", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T24:00:00Z", None),
+        ("2026-01-01T10:00:60Z", None),
+        (" 2026-01-01T10:00:00Z", None),
+        ("2026-01-01T10:00:00Z ", None),
+        ("2026-01-01T10:00:00.Z", None),
+        ("\u0662\u0660\u0662\u0666-01-01T10:00:00Z", None),  # Arabic-Indic digits
+        ("2026-01-01T10:00:00\uff10Z", None),  # a fullwidth digit
+    ],
+)
+def test_pages_and_dicts_agree_on_every_timestamp_and_refuse_the_same(text, instant):
+    text = json.loads(f'"{text}"')
+    # Five pages: a batch that large goes to pyarrow's reader.
+    page = [_session(started_at=text)]
+    bodies = [_page(page, page=p, last_page=5, per_page=1, total=5) for p in range(1, 6)]
+    if instant is None:
+        with pytest.raises(mf.ResponseFormatError, match="started_at"):
+            mf.sessions_frame([_session(started_at=text)])
+        with pytest.raises(mf.ResponseFormatError, match="started_at"):
+            _decode(*bodies)
+        return
+    assert mf.sessions_frame([_session(started_at=text)]).loc[0, "started_at"] == pd.Timestamp(
+        instant
+    )
+    assert _decode(*bodies).loc[0, "started_at"] == pd.Timestamp(instant)
+
+
+@pytest.mark.parametrize(
     ("change", "field"),
     [
         ({"task_uuids": "not-a-list"}, "task_uuids"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import warnings
+from datetime import timedelta
 
 import pytest
 from conftest import assert_matches_truth
@@ -44,6 +45,11 @@ def test_bad_client_options(fresh_sim):
     for options in ({"max_workers": 0}, {"retries": -1}, {"timeout": 0}):
         with pytest.raises(ValueError):
             mf.MihuClient(fresh_sim.base_url, cache=None, **options)
+    for expire in (float("inf"), 1e12, -1, timedelta(days=999_999_999), float("nan"), "1h"):
+        with pytest.raises(ValueError, match="expire_after"):
+            mf.MihuClient(fresh_sim.base_url, cache=None, expire_after=expire)
+    for expire in (0, 3600, timedelta(days=365 * 999), None):
+        mf.MihuClient(fresh_sim.base_url, cache=None, expire_after=expire).close()
     with pytest.raises(ValueError, match="refusing to send the API token over plain http"):
         mf.MihuClient("http://api.example.com", token="secret-token-123", cache=None)
     with pytest.raises(ValueError, match="base_url or subdomain"):

@@ -61,6 +61,7 @@ from hostile import (
     HostileServer,
     Listing,
     Reply,
+    Request,
     Route,
     conversation_id,
     deep_page,
@@ -465,6 +466,31 @@ def test_a_listing_that_grows_on_every_response_is_refused_after_bounded_rounds(
     assert info.value.conversation == CONVERSATION
     assert asked < 50
     assert elapsed < 10
+
+
+def test_a_failed_conversation_is_left_out_whole_whatever_its_rows_claim():
+    # Rows go by the conversation they were asked for: a row of page 1 that names another
+    # conversation must not survive its conversation's failure on page 2.
+    other = conversation_id(7)
+    rows = [make_session(CONVERSATION, 0), make_session(CONVERSATION, 1)]
+    rows.append({**make_session(CONVERSATION, 2), "conversation_uuid": other})
+
+    def reply(request: Request) -> Reply:
+        if request.page == 2:
+            return Reply(status=404, body=dumps({"success": False, "message": "gone"}))
+        return Reply(body=dumps(page_payload(rows, page=1, per_page=3, total=6)))
+
+    with serve(reply) as server:
+        df = mf.load_sessions(
+            CONVERSATION, base_url=server.base_url, token=TOKEN, on_error="skip", **FAST
+        )
+    assert df.empty
+    [error] = df.attrs["mihu_frames"]["errors"]
+    assert (error["conversation"], error["page"], error["error"]) == (
+        CONVERSATION,
+        2,
+        "NotFoundError",
+    )
 
 
 def test_a_growing_listing_is_left_out_under_warn_and_the_other_loads():

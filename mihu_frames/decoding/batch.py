@@ -27,9 +27,7 @@ from mihu_frames.decoding.envelope import FieldError, PageInfo
 from mihu_frames.decoding.extra import JSON
 from mihu_frames.decoding.timestamps import parse_timestamps, utc
 from mihu_frames.frame import build_columns, with_order
-from mihu_frames.schema import TIMESTAMP_FIELDS
-
-_TS = pa.timestamp("us", tz="UTC")
+from mihu_frames.schema import TIMESTAMP_FIELDS, TIMESTAMP_TYPE
 
 
 @dataclass(frozen=True)
@@ -49,14 +47,12 @@ def build_batch(
     rows: np.ndarray,
     infos: Sequence[PageInfo],
     extra: pa.Array | None = None,
-    *,
-    raw_times: Any = None,
 ) -> Batch:
     """Sessions of API types, each with the index of its page in ``infos``, to frame columns.
 
-    ``raw_times``, when the sessions' timestamps were parsed by pyarrow's reader, is None: an
-    out-of-range instant then raises :class:`OutOfRange` so the caller can decode those pages
-    from their text instead.
+    Timestamps come as text (``json.loads``) or already parsed (pyarrow's reader). Text out of
+    years 1-9999 becomes null with the text kept in ``extra``; a parsed instant out of range
+    raises :class:`OutOfRange` instead, so that the caller decodes those pages from their text.
     """
     n = len(sessions)
     uuids = _field(sessions, "uuid", n)
@@ -90,7 +86,7 @@ def build_batch(
         conversation=per_page([i.conversation for i in infos], pa.string()),
         status=per_page([i.status for i in infos], pa.string()),
         type_=per_page([i.type for i in infos], pa.string()),
-        fetched_at=per_page([utc(i.fetched_at) for i in infos], _TS),
+        fetched_at=per_page([utc(i.fetched_at) for i in infos], TIMESTAMP_TYPE),
         extra=extra,
     )
     table = with_order(

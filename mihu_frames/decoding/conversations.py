@@ -23,7 +23,6 @@ refuses deep nesting with an exception rather than crashing.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -31,7 +30,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mihu_frames.decoding.envelope import PageEnvelope, PageInfo, format_error, parse_envelope
+from mihu_frames.decoding.envelope import (
+    FieldError,
+    PageEnvelope,
+    PageInfo,
+    format_error,
+    parse_envelope,
+)
 from mihu_frames.decoding.extra import CONTACT_KEYS, JSON
 from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, value_depth
 from mihu_frames.decoding.timestamps import parse_timestamps, utc
@@ -43,11 +48,13 @@ from mihu_frames.schema import (
     CONVERSATION_STRING_FIELDS,
     CONVERSATION_TIMESTAMP_FIELDS,
     CONVERSATIONS_SCHEMA,
+    TIMESTAMP_TYPE,
+    UUID_RE,
 )
 
-_TS = pa.timestamp("us", tz="UTC")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _KNOWN = frozenset(CONVERSATION_FIELDS)
+#: Columns this library adds: a server field of the same name is kept in ``extra``.
+_RESERVED = frozenset(("extra", "fetched_at"))
 
 
 def decode_conversation_pages(
@@ -100,7 +107,13 @@ def _decode_page(body: bytes, info: PageInfo) -> tuple[pa.Table, PageEnvelope]:
     }
     lost = 0
     for name, values in stamps.items():
-        parsed, outside = parse_timestamps(pa.array(values, pa.string()), name)
+        documented = name in CONVERSATION_TIMESTAMP_FIELDS
+        try:
+            parsed, outside = parse_timestamps(pa.array(values, pa.string()), name)
+        except FieldError as exc:
+            if documented:
+                raise format_error(info, name, f"conversation {exc.row}: {exc.detail}") from None
+            parsed, outside = _parse_or_keep(values, name, extras)
         arrays[name] = parsed
         if outside is not None:
             for i in np.flatnonzero(outside):
@@ -108,7 +121,7 @@ def _decode_page(body: bytes, info: PageInfo) -> tuple[pa.Table, PageEnvelope]:
             lost += int(outside.sum())
     arrays["sessions_count"] = pa.array(columns["sessions_count"], pa.int64())
     arrays["extra"] = pa.array([JSON.encode(e) if e else None for e in extras], pa.string())
-    arrays["fetched_at"] = pa.array([utc(info.fetched_at)] * n, _TS)
+    arrays["fetched_at"] = pa.array([utc(info.fetched_at)] * n, TIMESTAMP_TYPE)
     table = pa.table(arrays)
     table = with_order(table, [info.query] * n, [info.page] * n, list(range(n)))
     return table, replace(envelope, out_of_range=lost)
@@ -138,7 +151,7 @@ def _take(
     if not isinstance(record, dict):
         raise fail("data.data", f"expected an object, got {type(record).__name__}")
     uuid = record.get("uuid")
-    if not isinstance(uuid, str) or not _UUID.fullmatch(uuid):
+    if not isinstance(uuid, str) or not UUID_RE.fullmatch(uuid):
         raise fail("uuid", f"'uuid' is not a conversation UUID: {uuid!r:.60}")
     columns["uuid"].append(uuid.lower())
     for name in CONVERSATION_STRING_FIELDS:
@@ -159,7 +172,11 @@ def _take(
             if name in CONVERSATION_TIMESTAMP_FIELDS:
                 stamps[name].append(_text(value, name, fail))
             continue
-        if name.endswith("_at") and (value is None or isinstance(value, str)):
+        if (
+            name.endswith("_at")
+            and name not in _RESERVED
+            and (value is None or isinstance(value, str))
+        ):
             stamps.setdefault(name, [None] * row).append(value)
             continue
         extra[name] = value
@@ -173,6 +190,22 @@ def _take(
         if value_depth(value) > MAX_EXTRA_DEPTH:
             raise fail("extra", f"undocumented field {name!r:.40} nests too deeply")
     extras.append(extra)
+
+
+def _parse_or_keep(
+    values: list[Any], name: str, extras: list[dict[str, Any]]
+) -> tuple[pa.Array, np.ndarray | None]:
+    """An undocumented ``*_at`` field with text that is not ISO 8601: those values go to
+    ``extra`` as sent, the others are parsed."""
+    kept: list[Any] = []
+    for i, value in enumerate(values):
+        try:
+            parse_timestamps(pa.array([value], pa.string()), name)
+        except FieldError:
+            extras[i][name] = value
+            value = None
+        kept.append(value)
+    return parse_timestamps(pa.array(kept, pa.string()), name)
 
 
 def _text(value: Any, field: str, fail: Any) -> str | None:

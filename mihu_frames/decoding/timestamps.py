@@ -16,9 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mihu_frames.decoding.envelope import FieldError
-
-_TS = pa.timestamp("us", tz="UTC")
-
+from mihu_frames.schema import TIMESTAMP_TYPE
 
 #: The instants a timestamp may hold, as microseconds since the epoch: years 1 to 9999 in UTC.
 #: Python's ``datetime``, pandas' conversions and every engine reading a snapshot agree on them;
@@ -44,11 +42,11 @@ def parse_timestamps(
         Rows whose instant falls outside years 1-9999 once its offset is applied (null in
         ``parsed``; the caller keeps their text), or None when there are none.
     """
-    if values.type == _TS:
+    if values.type == TIMESTAMP_TYPE:
         parsed = values
     else:
         try:
-            parsed = pc.cast(values, _TS)
+            parsed = pc.cast(values, TIMESTAMP_TYPE)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             parsed = _parse_each(values, field)
     return in_range(parsed)
@@ -64,7 +62,9 @@ def in_range(parsed: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
         return parsed, None
     outside = pc.or_(pc.less(micros, MIN_US), pc.greater(micros, MAX_US))
     outside = pc.fill_null(outside, False)
-    return pc.if_else(outside, pa.scalar(None, _TS), parsed), outside.to_numpy(zero_copy_only=False)
+    return pc.if_else(outside, pa.scalar(None, TIMESTAMP_TYPE), parsed), outside.to_numpy(
+        zero_copy_only=False
+    )
 
 
 def _parse_each(values: pa.Array, field: str) -> pa.Array:
@@ -74,13 +74,14 @@ def _parse_each(values: pa.Array, field: str) -> pa.Array:
         if value is not None and instant is None:
             raise FieldError(field, row, f"'{field}' is not an ISO 8601 timestamp: {value!r:.80}")
         micros.append(instant)
-    return pa.array(micros, type=pa.int64()).cast(_TS)
+    return pa.array(micros, type=pa.int64()).cast(TIMESTAMP_TYPE)
 
 
+# ASCII digits only: ``\d`` would take any script's digits ("٢٠٢٦" for 2026).
 _ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    r"(Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 
 
@@ -92,7 +93,7 @@ def _parse_iso(text: str) -> int | None:
     (fractions beyond microseconds, which are truncated; a date alone; no offset, read as UTC)
     and nothing else: no "now", no guessed offsets.
     """
-    match = _ISO.fullmatch(text.strip()) if isinstance(text, str) else None
+    match = _ISO.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction, offset = match.groups()
