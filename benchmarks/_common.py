@@ -1,8 +1,9 @@
-"""What the benchmark scripts share: their command line and the line naming the machine."""
+"""What the benchmark scripts share: their command line, the machine, the JSON they write."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 from dataclasses import replace
@@ -40,3 +41,23 @@ def print_machine(repeat: int, quick: bool) -> None:
         f"{repeat}{' | QUICK' if quick else ''}",
         flush=True,
     )
+
+
+def environment() -> dict[str, Any]:
+    """What the figures were measured with, for the JSON results."""
+    return {
+        "mihu_frames": mf.__version__,
+        "python": platform.python_version(),
+        "pandas": pd.__version__,
+        "pyarrow": pa.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def write_json(path: Path, config: Any, quick: bool, **results: Any) -> None:
+    """Write the run's configuration, machine and ``results`` to ``path``."""
+    payload = {"config": config, "quick": quick, "environment": environment(), **results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"wrote {path}")

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -52,7 +50,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import pyarrow as pa
 import requests
-from _common import parse, print_machine
+from _common import parse, print_machine, write_json
 
 import mihu_frames as mf
 from mihu_frames.decoding import PageInfo, batch_size, decode_pages
@@ -462,28 +460,18 @@ def main(argv: list[str] | None = None) -> int:
         print("QUICK run: sizes are too small for the targets to mean much (smoke test only)")
 
     if args.json is not None:
-        payload = {
-            "config": asdict(cfg),
-            "quick": args.quick,
-            "environment": {
-                "mihu_frames": mf.__version__,
-                "python": platform.python_version(),
-                "pandas": pd.__version__,
-                "pyarrow": pa.__version__,
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-            },
-            "rows": [
+        write_json(
+            args.json,
+            asdict(cfg),
+            args.quick,
+            rows=[
                 {k: None if isinstance(v, float) and v != v else v for k, v in asdict(r).items()}
                 for r in rows
             ],
-            "network": net_info,
-            "decode": dec_info,
-            "total_seconds": round(total, 2),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+            network=net_info,
+            decode=dec_info,
+            total_seconds=round(total, 2),
+        )
     return 0
 
 

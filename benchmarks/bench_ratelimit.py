@@ -44,10 +44,7 @@ record of requests and 429s; otherwise the run fails. The process exits 0 whatev
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -55,9 +52,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-from _common import parse, print_machine
+from _common import parse, print_machine, write_json
 
 import mihu_frames as mf
 from mihu_frames.pacing import Pacer
@@ -294,24 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("QUICK run: 100 pages (fewer windows) and fewer runs: a smoke test")
     if args.json is not None:
-        payload = {
-            "config": asdict(cfg),
-            "quick": args.quick,
-            "limits": [asdict(limit) for limit in LIMITS],
-            "environment": {
-                "mihu_frames": mf.__version__,
-                "python": platform.python_version(),
-                "pandas": pd.__version__,
-                "pyarrow": pa.__version__,
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-            },
-            "rows": rows,
-            "total_seconds": round(total, 2),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+        write_json(
+            args.json,
+            asdict(cfg),
+            args.quick,
+            limits=[asdict(limit) for limit in LIMITS],
+            rows=rows,
+            total_seconds=round(total, 2),
+        )
     return 0
 
 

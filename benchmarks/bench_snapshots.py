@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -50,9 +48,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
-from _common import parse, print_machine
+from _common import parse, print_machine, write_json
 
 import mihu_frames as mf
 from mihu_frames.root import open_root
@@ -282,20 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         print(" | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     if args.json is not None:
-        payload = {
-            "config": asdict(cfg),
-            "quick": args.quick,
-            "environment": {
-                "mihu_frames": mf.__version__,
-                "python": platform.python_version(),
-                "pandas": pd.__version__,
-                "pyarrow": pa.__version__,
-                "cpus": os.cpu_count(),
-            },
-            "info": info,
-            "rows": [asdict(r) for r in rows],
-        }
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        write_json(
+            args.json,
+            asdict(cfg),
+            args.quick,
+            info=info,
+            rows=[asdict(r) for r in rows],
+        )
     return 0
 
 

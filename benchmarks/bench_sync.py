@@ -40,9 +40,6 @@ both).
 from __future__ import annotations
 
 import gc
-import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -50,8 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-from _common import parse, print_machine
+from _common import parse, print_machine, write_json
 
 import mihu_frames as mf
 from mihu_frames.simulator import SpawnedSimulator, spawn
@@ -294,23 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     print(f"total {total:.1f} s; " + (f"MISSED: {', '.join(missed)}" if missed else "all met"))
     if args.json is not None:
-        payload = {
-            "config": asdict(cfg),
-            "quick": args.quick,
-            "environment": {
-                "mihu_frames": mf.__version__,
-                "python": platform.python_version(),
-                "pandas": pd.__version__,
-                "pyarrow": pa.__version__,
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-            },
-            "rows": rows,
-            "info": info,
-            "sync_all": account,
-            "checks": dict(checks),
-        }
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        write_json(
+            args.json,
+            asdict(cfg),
+            args.quick,
+            rows=rows,
+            info=info,
+            sync_all=account,
+            checks=dict(checks),
+        )
     return 0
 
 
