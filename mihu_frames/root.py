@@ -113,6 +113,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -677,25 +678,39 @@ class SnapshotRoot:
         staged: list[tuple[str, StagedFile]] = []
         versions: list[pa.Table] = []
         counts = {"new": 0, "changed": 0, "unchanged": 0, "stale": 0}
+
+        def rewrite(month: str) -> tuple[StagedFile | None, pa.Table, dict[str, int]]:
+            """Merge one month's rows into its file; stage the new file if anything changed."""
+            folder = self.path / LATEST / f"{PARTITION}={month}"
+            held = _read_file(folder / PART_FILE)
+            merged, written, partition_counts = _merge(held, rows.filter(pa.array(where == month)))
+            if not (partition_counts["new"] or partition_counts["changed"]):
+                return None, written, partition_counts
+            record = _latest_record(merged, month, snapshot_id, self.recorded, metadata)
+            file = stage_parquet(merged.replace_schema_metadata(record), staging, PART_FILE)
+            return file, written, partition_counts
+
         try:
-            for month in sorted(set(where)):
-                incoming = rows.filter(pa.array(where == month))
-                folder = self.path / LATEST / f"{PARTITION}={month}"
-                held = _read_file(folder / PART_FILE)
-                merged, written, partition_counts = _merge(held, incoming)
-                for key, value in partition_counts.items():
-                    counts[key] += value
-                versions.append(written)
-                if partition_counts["new"] or partition_counts["changed"]:
-                    record = _latest_record(merged, month, snapshot_id, self.recorded, metadata)
-                    staged.append(
-                        (
-                            month,
-                            stage_parquet(
-                                merged.replace_schema_metadata(record), staging, PART_FILE
-                            ),
-                        )
-                    )
+            # Months in parallel: reading, merging and writing Parquet release the GIL (a daily
+            # sync touching every month of 100,000 sessions: 0.74 s of storage on 2 cores
+            # sequentially). Each month holds its own rows only.
+            months = sorted(set(where))
+            errors: list[BaseException] = []
+            with ThreadPoolExecutor(max_workers=min(len(months), os.cpu_count() or 1)) as pool:
+                futures = [(month, pool.submit(rewrite, month)) for month in months]
+                for month, future in futures:
+                    try:
+                        file, written, partition_counts = future.result()
+                    except BaseException as exc:  # the others finish; their files are dropped
+                        errors.append(exc)
+                        continue
+                    if file is not None:
+                        staged.append((month, file))
+                    versions.append(written)
+                    for key, value in partition_counts.items():
+                        counts[key] += value
+            if errors:
+                raise errors[0]
             written_rows = pa.concat_tables(versions)
             if written_rows.num_rows == 0 or (not history and not staged):
                 return CommitReport(rows_unchanged=counts["unchanged"], rows_stale=0)

@@ -354,6 +354,31 @@ def test_a_write_killed_half_way_is_completed_by_the_next_run(
     assert list(latest["uuid"]) == list(df["uuid"]) and not list(root.rglob("*.tmp"))
 
 
+def test_a_month_that_fails_to_merge_leaves_the_root_as_it_was(sim, make_client, tmp_path):
+    # Months are merged in parallel: one failing must publish none of the others' files.
+    root = tmp_path / "root"
+    df = make_client(sim).sessions(sim.conversation_uuids[5:7])
+    mf.write_snapshot(df, root)
+
+    def files() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+
+    months = sorted((root / "sessions").iterdir())
+    assert len(months) > 2
+    (months[len(months) // 2] / "part-0.parquet").write_bytes(b"not parquet")
+    before = files()
+    changed = df.copy()
+    changed["summary"] = "changed in every month"
+    with pytest.raises(pa.ArrowInvalid):
+        mf.write_snapshot(changed, root)
+    assert files() == before
+    assert not list(root.rglob("*.tmp")) and not (root / ".pending_commit.json").exists()
+
+
 _HOLDER = textwrap.dedent(
     """
     import sys, time
