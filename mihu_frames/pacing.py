@@ -73,6 +73,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mihu_frames._forking import renew_after_fork
+
 logger = logging.getLogger("mihu_frames")
 
 #: After a 429, the rate is this share of the successes per second measured.
@@ -193,6 +195,15 @@ class Pacer:
         self._stats = PacerStats()
         self._waiting = 0
         self._waiting_since = 0.0
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # The child has only the forking thread: nothing of the parent's is in flight here, and
+        # the condition may have been held by a thread that no longer exists.
+        self._cond = threading.Condition()
+        self._in_flight.clear()
+        self._probe = None
+        self._waiting = 0
 
     def __repr__(self) -> str:
         with self._cond:

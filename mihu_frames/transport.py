@@ -22,6 +22,7 @@ Nothing here caches, decodes or knows about pages beyond the URL it is given.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -38,7 +39,9 @@ from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import (
+    DecodeError,
     HTTPError,
+    InvalidHeader,
     MaxRetryError,
     NameResolutionError,
     NewConnectionError,
@@ -47,7 +50,9 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
+from mihu_frames import _spelling as spelling
 from mihu_frames._dates import served_at
+from mihu_frames._forking import renew_after_fork
 from mihu_frames._version import __version__
 from mihu_frames.errors import (
     AuthenticationError,
@@ -198,6 +203,13 @@ class Transport:
         # The byte forms a body may hold it in: the Bearer form first (it holds the bare one).
         self._bare_bytes = _spellings(secret) if secret else ()
         self._secret_bytes = (*_spellings(f"Bearer {secret}"), *self._bare_bytes) if secret else ()
+        # Any other JSON spelling (some characters as escapes) holds one of these escapes.
+        self._escaped = re.compile(spelling.escapes(secret).encode()) if secret else None
+        self._any_spelling = (
+            re.compile(f"(?:{spelling.spelled('Bearer ')})?{spelling.spelled(secret)}".encode())
+            if secret
+            else None
+        )
         self.headers = {
             "Accept": "application/json",
             "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
@@ -220,7 +232,9 @@ class Transport:
             raise_on_status=False,
             retry_after_max=RETRY_AFTER_MAX,
         )
-        self._pool = _bounded(_pool_manager(base_url, max(max_workers, 2)), _Watchdog())
+        self._maxsize = max(max_workers, 2)
+        self._pool = _bounded(_pool_manager(base_url, self._maxsize))
+        renew_after_fork(self)
 
     def __repr__(self) -> str:
         token = "set" if self._has_token else "none"
@@ -229,6 +243,11 @@ class Transport:
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.clear()
+
+    def _after_fork(self) -> None:
+        # The parent's pooled sockets are the parent's: reading them here would take its
+        # responses. Drop them unclosed (closing is the parent's business) and start anew.
+        self._pool = _bounded(_pool_manager(self.base_url, self._maxsize))
 
     # ------------------------------------------------------------------ the token
 
@@ -240,11 +259,14 @@ class Transport:
 
     def scrub_body(self, body: bytes) -> bytes:
         """``body`` with the token replaced by ``***`` wherever the server echoed it: bare,
-        after ``Bearer``, and as JSON spells it (Laravel escapes ``/`` as ``\\/``)."""
-        if not any(form in body for form in self._bare_bytes):
-            return body
-        for form in self._secret_bytes:
-            body = body.replace(form, b"***")
+        after ``Bearer``, and in any JSON spelling (Laravel escapes ``/`` as ``\\/``; a
+        server may write any character as a ``\\u`` escape)."""
+        if any(form in body for form in self._bare_bytes):
+            for form in self._secret_bytes:
+                body = body.replace(form, b"***")
+        if self._escaped is not None and self._escaped.search(body):
+            assert self._any_spelling is not None
+            body = self._any_spelling.sub(b"***", body)
         return body
 
     def holds_secret(self, value: str | bytes) -> bool:
@@ -284,17 +306,29 @@ class Transport:
             ticket = self.pacer.acquire(deadline, not_before)
             status: int | None = None
             headers: Mapping[str, str] = {}
+            failure: Exception | None = None
             try:
                 self._check_deadline(deadline, where)
                 response, body = self._attempt(url, deadline, where)
                 status, headers = response.status, response.headers
+            except DecodeError:
+                raise ResponseFormatError(
+                    "the response body could not be decompressed "
+                    "(its Content-Encoding does not match its bytes)",
+                    conversation=where.conversation,
+                    page=where.page,
+                ) from None
             except (HTTPError, OSError) as exc:
                 if isinstance(exc, _DeadlineHit) or _passed(deadline):
                     raise self._deadline_error(where) from None
-                retry = self._next_try(retry, url, where, error=exc)
-                continue
+                failure = exc
             finally:
                 self.pacer.release(ticket, status, headers)
+            if status is None:  # failed; wait with the pacer's ticket given back
+                assert failure is not None
+                retry = self._next_try(retry, url, where, error=failure)
+                self._sleep(retry, None, deadline, where)
+                continue
             body = self.scrub_body(body)
             if retry.is_retry("GET", status, has_retry_after="Retry-After" in headers):
                 try:
@@ -310,11 +344,11 @@ class Transport:
                         self._sleep(retry, response, deadline, where)
                     continue
             if status != 200:
-                raise self.error_for(status, body, response.reason, where)
+                raise self.error_for(status, body, response.reason, where, len(retry.history))
             return Reply(
                 url=url,
                 status=status,
-                reason=response.reason or "",
+                reason=self.scrub(response.reason or ""),
                 headers=dict(headers.items()),
                 body=body,
                 retries=len(retry.history),
@@ -393,7 +427,6 @@ class Transport:
         except (HTTPError, OSError) as exc:  # not retryable at all (``other=0``)
             raise self._connection_failure(exc, url, where, retry) from None
         self._log_retry(retry, where, _describe(error))
-        self._sleep(retry, None, None, where)
         return retry
 
     def _sleep(
@@ -412,7 +445,10 @@ class Transport:
     @staticmethod
     def _wait(retry: Retry, response: urllib3.BaseHTTPResponse | None) -> float:
         """Seconds before the next attempt: the answer's Retry-After, else the back-off."""
-        wait = retry.get_retry_after(response) if response is not None else None
+        wait = None
+        if response is not None:
+            with contextlib.suppress(InvalidHeader):  # "Retry-After: soon": back off instead
+                wait = retry.get_retry_after(response)
         return retry.get_backoff_time() if wait is None else wait
 
     def _log_retry(self, retry: Retry, where: Where, cause: str) -> None:
@@ -465,8 +501,11 @@ class Transport:
             **kw,
         )
 
-    def error_for(self, status: int, body: bytes, reason: str | None, where: Where) -> MihuError:
-        """The typed error of a non-200 response, with the server's (scrubbed) message."""
+    def error_for(
+        self, status: int, body: bytes, reason: str | None, where: Where, retries: int = 0
+    ) -> MihuError:
+        """The typed error of a non-200 response, with the server's (scrubbed) message and the
+        number of retries it came after."""
         payload = _json_or_none(body)
         message = payload.get("message") if isinstance(payload, dict) else None
         if not isinstance(message, str) or not message:
@@ -494,12 +533,11 @@ class Transport:
                 else {}
             )
             return ValidationError(message, errors=clean, **kw)
+        after = f"after {retries} retr{'y' if retries == 1 else 'ies'}"
         if status == 429:
-            return RateLimitError(
-                f"{message} (still rate limited after {self.retries} retries)", **kw
-            )
+            return RateLimitError(f"{message} (still rate limited {after})", **kw)
         if status >= 500:
-            return ServerError(f"{message} (after {self.retries} retries)", **kw)
+            return ServerError(f"{message} ({after})", **kw)
         if 300 <= status < 400:
             return MihuError(
                 f"{message} (a redirect: not followed, it could carry the token elsewhere)", **kw
@@ -534,12 +572,17 @@ class _Watchdog:
     """Cuts off a response whose status line and headers do not arrive in time.
 
     http.client reads them with the socket's timeout applied to each ``recv``, so a server
-    sending a byte a second is never timed out. A transport's connections register here while
-    they wait for headers; one thread (started on first use, a daemon: it only ever waits)
-    shuts a socket down at its deadline, which ends the blocked read.
+    sending a byte a second is never timed out. Every transport's connections register here
+    while they wait for headers; one thread per process (started on first use, a daemon: it
+    only ever waits) shuts a socket down at its deadline, which ends the blocked read.
     """
 
     def __init__(self) -> None:
+        self._after_fork()
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # A child has none of its parent's threads, and the condition may be held by one.
         self._cond = threading.Condition()
         self._watches: list[_Watch] = []
         self._thread: threading.Thread | None = None
@@ -573,14 +616,17 @@ class _Watchdog:
                 self._cond.wait(max(wait, 0.001))
 
 
-def _watched(base: type[Any], watchdog: _Watchdog) -> type:
+_WATCHDOG = _Watchdog()
+
+
+def _watched(base: type[Any]) -> type:
     """``base`` (a urllib3 connection class) whose wait for headers is bounded by its timeout."""
 
     def getresponse(self: Any) -> Any:
         timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
         if timeout is None or self.sock is None:
             return base.getresponse(self)
-        entry = watchdog.watch(time.monotonic() + timeout, self.sock)
+        entry = _WATCHDOG.watch(time.monotonic() + timeout, self.sock)
         try:
             return base.getresponse(self)
         except Exception:
@@ -588,24 +634,23 @@ def _watched(base: type[Any], watchdog: _Watchdog) -> type:
                 raise TimeoutError("no status line and headers in time") from None
             raise
         finally:
-            watchdog.release(entry)
+            _WATCHDOG.release(entry)
 
     return type(f"Watched{base.__name__}", (base,), {"getresponse": getresponse})
 
 
-def _bounded(manager: urllib3.PoolManager, watchdog: _Watchdog) -> urllib3.PoolManager:
-    """``manager`` whose pools make connections that bound their wait for headers."""
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
+def _bounded(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+    """``manager`` whose pools make connections that bound their wait for headers (its own
+    pool classes, so a SOCKS proxy's connections stay SOCKS connections)."""
     manager.pool_classes_by_scheme = {
-        scheme: type(
-            f"Watched{pool.__name__}",
-            (pool,),
-            {"ConnectionCls": _watched(pool.ConnectionCls, watchdog)},
-        )
-        for scheme, pool in (("http", HTTPConnectionPool), ("https", HTTPSConnectionPool))
+        scheme: _watched_pool(pool) for scheme, pool in manager.pool_classes_by_scheme.items()
     }
     return manager
+
+
+@functools.cache
+def _watched_pool(pool: type[Any]) -> type:
+    return type(f"Watched{pool.__name__}", (pool,), {"ConnectionCls": _watched(pool.ConnectionCls)})
 
 
 def _pool_manager(base_url: str, maxsize: int) -> urllib3.PoolManager:
@@ -623,7 +668,11 @@ def _pool_manager(base_url: str, maxsize: int) -> urllib3.PoolManager:
             tls["ca_cert_dir"] = bundle
         else:
             tls["ca_certs"] = bundle or requests.certs.where()
-    proxies = requests.utils.get_environ_proxies(base_url)
+    # A loopback server is never reached through a proxy: that would carry the token over the
+    # network, in the clear when the address is http.
+    proxies: dict[str, str] | None = {} if is_loopback(urlsplit(base_url).hostname or "") else None
+    if proxies is None:
+        proxies = requests.utils.get_environ_proxies(base_url)
     proxy = requests.utils.select_proxy(base_url, proxies)
     if proxy:
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=maxsize)

@@ -40,7 +40,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -182,6 +182,8 @@ class Reply:
     delay: float = 0.0
     drip: float | None = None
     drip_body_only: bool = False
+    #: The status line's reason phrase (the usual one for the status when None).
+    reason: str | None = None
 
 
 _REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Content"}
@@ -238,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         close = reply.drip is not None
         lines = [
-            f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}",
+            f"HTTP/1.1 {reply.status} {reply.reason or _REASONS.get(reply.status, 'Status')}",
             "Server: hostile",
             f"Date: {email.utils.formatdate(usegmt=True)}",
             f"Content-Type: {reply.content_type}",
@@ -607,7 +609,15 @@ def _parse(text: str) -> datetime:
 
 
 #: Where :class:`Echo` repeats the token.
-ECHO_KINDS = ("401", "422", "500-html", "200-success-false", "200-header", "200-session-fields")
+ECHO_KINDS = (
+    "401",
+    "422",
+    "500-html",
+    "200-success-false",
+    "200-header",
+    "200-session-fields",
+    "200-escaped",
+)
 
 
 class Echo:
@@ -621,7 +631,11 @@ class Echo:
     - ``200-success-false``: a 200 whose ``success: false`` message quotes the token;
     - ``200-header``: a valid page with no token in its body (only in the header);
     - ``200-session-fields``: a valid page whose ``summary``, contact ``name``, an undocumented
-      field and an undocumented nested field quote the token (see :data:`ECHOED_FIELDS`).
+      field and an undocumented nested field quote the token (see :data:`ECHOED_FIELDS`);
+    - ``200-escaped``: a valid page whose ``summary`` quotes the token as JSON may spell it,
+      some characters as ``\\u`` escapes (``json.loads`` gives back the token itself).
+
+    Every reply's status line ends in a reason phrase that quotes the token too.
     """
 
     def __init__(self, kind: str, token: str = TOKEN) -> None:
@@ -631,6 +645,10 @@ class Echo:
     def __call__(self, request: Request) -> Reply:
         token, bearer = self.token, f"Bearer {self.token}"
         headers = [("X-Echo", bearer), ("Cache-Control", "no-cache, private")]
+        reply = self._reply(request, token, bearer, headers)
+        return replace(reply, reason=f"{_REASONS[reply.status]} {bearer}")
+
+    def _reply(self, request: Request, token: str, bearer: str, headers: list[Any]) -> Reply:
         if self.kind == "401":
             body = error_body(f"Unauthenticated: token {token} is not valid ({bearer})")
             return Reply(401, body, headers)
@@ -656,6 +674,15 @@ class Echo:
         if self.kind == "200-header":
             payload = page_payload(sessions, page=request.page, per_page=request.per_page, total=3)
             return Reply(200, dumps(payload), headers)
+        if self.kind == "200-escaped":
+            sessions[0]["summary"] = "The caller read out ECHO on the call"
+            payload = page_payload(sessions, page=request.page, per_page=request.per_page, total=3)
+            # The first and every third character as \u escapes, in both cases of hex digit.
+            spelled = "".join(
+                (f"\\u{ord(c):04x}" if i % 2 else f"\\u{ord(c):04X}") if i % 3 == 0 else c
+                for i, c in enumerate(bearer)
+            )
+            return Reply(200, dumps(payload).replace(b"ECHO", spelled.encode()), headers)
         sessions[0]["summary"] = f"The caller read out {bearer} on the call"
         sessions[1]["x_debug"] = f"Authorization: {bearer}"
         sessions[2]["contact"]["name"] = token

@@ -22,6 +22,8 @@ LAYERS: dict[str, int] = {
     "_files": 0,
     "_memory": 0,
     "_dates": 0,
+    "_forking": 0,
+    "_spelling": 0,
     "atomic": 1,
     "versions": 1,
     "root": 2,

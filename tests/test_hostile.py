@@ -286,10 +286,14 @@ def test_toolkit_echo_repeats_the_token_in_body_and_header(kind):
     with serve(Echo(kind)) as server:
         reply = urllib3.PoolManager().request("GET", server.url(CONVERSATION), retries=False)
     assert reply.headers["X-Echo"] == f"Bearer {TOKEN}"
-    assert (f"Bearer {TOKEN}".encode() in reply.data) == (kind != "200-header")
+    literal = kind not in ("200-header", "200-escaped")
+    assert (f"Bearer {TOKEN}".encode() in reply.data) == literal
     if kind.startswith("200-") and kind != "200-success-false":
         assert json_depth(reply.data) and json.loads(reply.data)["success"] is True
+    if kind == "200-escaped":
+        assert f"Bearer {TOKEN}" in json.loads(reply.data)["data"]["data"][0]["summary"]
     assert reply.status == {"401": 401, "422": 422, "500-html": 500}.get(kind, 200)
+    assert reply.reason.endswith(f"Bearer {TOKEN}")
 
 
 # =========================================================================== 1. deep JSON
@@ -695,7 +699,7 @@ def _contains_token(text: str | bytes) -> bool:
 def test_an_echoed_token_reaches_no_error_warning_attrs_log_or_file(kind, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, every level
     other = conversation_id(2)
-    loads = kind in ("200-header", "200-session-fields")
+    loads = kind in ("200-header", "200-session-fields", "200-escaped")
     texts: list[str | bytes] = []
     with serve(Echo(kind)) as server:
         client = mf.MihuClient(
@@ -751,6 +755,10 @@ def test_an_echoed_token_reaches_no_error_warning_attrs_log_or_file(kind, tmp_pa
             ):
                 value = rows.loc[row, column]
                 assert "***" in value and TOKEN not in value, (row, column, value)
+    if kind == "200-escaped":
+        for frame in (df, again):
+            rows = frame[frame["conversation_uuid"] == CONVERSATION].reset_index(drop=True)
+            assert rows.loc[0, "summary"] == "The caller read out *** on the call"
 
 
 # =========================================================================== 7. conversation ids

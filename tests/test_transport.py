@@ -179,3 +179,176 @@ def test_an_expired_page_answered_by_a_redirect_is_an_error_not_a_hang(server_fa
         client.flush_cache()  # returns: the writer is not stuck
     assert caught.value.status_code == 302
     assert elsewhere.paths == []
+
+
+# --------------------------------------------------------------------------- edges of a request
+
+
+def test_a_retry_after_that_is_no_number_or_date_backs_off_and_ends_as_a_rate_limit_error(
+    server_factory,
+):
+    server = server_factory(
+        lambda path, headers: (429, {"Retry-After": "soon"}, b'{"message": "slow down"}')
+    )
+    client = mf.MihuClient(server.base_url, token="tok", cache=None, retries=2, backoff_factor=0.01)
+    with pytest.raises(
+        mf.RateLimitError, match=r"slow down \(still rate limited after 2 retries\)"
+    ):
+        client.sessions(CONVERSATION, progress=False)
+    assert len(server.paths) == 3
+
+
+def test_a_body_that_is_not_the_gzip_it_claims_is_a_format_error_not_a_connection_error(
+    server_factory,
+):
+    server = server_factory(
+        lambda path, headers: (200, {"Content-Encoding": "gzip"}, b"this is not gzip at all")
+    )
+    client = mf.MihuClient(server.base_url, token="tok", cache=None, retries=2)
+    with pytest.raises(mf.ResponseFormatError, match="could not be decompressed") as caught:
+        client.sessions(CONVERSATION, progress=False)
+    assert caught.value.page == 1
+    assert len(server.paths) == 1  # not retried: the same bytes would come again
+
+
+def test_the_deadline_holds_while_backing_off_from_a_dropped_connection():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def drop() -> None:  # accept, read the request, close without an answer
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            accepted.append(conn)
+            conn.close()
+
+    import threading
+
+    threading.Thread(target=drop, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        with pytest.raises(mf.DeadlineExceededError):
+            mf.load_sessions(
+                CONVERSATION,
+                base_url=url,
+                token="tok",
+                cache=None,
+                progress=False,
+                backoff_factor=8,  # 8 s and more between tries, past the deadline
+                deadline=1.0,
+            )
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 2.0
+    assert len(accepted) <= 2
+
+
+def test_loads_share_one_watchdog_thread():
+    import threading
+
+    from mihu_frames.simulator import Simulator
+
+    with Simulator(sizes=[30, 30]) as sim:
+        for _ in range(8):
+            df = mf.load_sessions(
+                sim.conversation_uuids,
+                base_url=sim.base_url,
+                token=sim.token,
+                cache=None,
+                progress=False,
+            )
+            assert len(df) == 60
+    names = [thread.name for thread in threading.enumerate()]
+    assert names.count("mihu-watchdog") == 1, names
+
+
+def test_a_loopback_server_is_never_reached_through_a_proxy(sim, monkeypatch):
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(4)
+    proxy.settimeout(0.2)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        conversation = sim.conversation_uuids[2]
+        df = mf.load_sessions(
+            conversation,
+            base_url=sim.base_url,
+            token=sim.token,
+            cache=None,
+            progress=False,
+            retries=0,
+        )
+        assert_matches_truth(df, sim.ground_truth(conversation))
+        with pytest.raises(TimeoutError):
+            proxy.accept()  # nothing, and so no token, went to the proxy
+    finally:
+        proxy.close()
+
+
+def test_a_proxy_managers_own_connection_classes_are_kept(sim):
+    """A SOCKS proxy's pools make connections that take ``_socks_options``: bounding their
+    wait for headers must keep those classes (a plain connection class raises TypeError)."""
+    import urllib3
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    from mihu_frames.transport import _bounded
+
+    made: list[str] = []
+
+    class TunnelConnection(HTTPConnection):
+        def __init__(self, *args: Any, _socks_options: dict[str, str], **kw: Any) -> None:
+            made.append(_socks_options["via"])
+            super().__init__(*args, **kw)
+
+    class TunnelPool(HTTPConnectionPool):
+        ConnectionCls = TunnelConnection
+
+    manager = urllib3.PoolManager()
+    manager.pool_classes_by_scheme = {"http": TunnelPool}
+    manager.connection_pool_kw["_socks_options"] = {"via": "tunnel"}
+    reply = _bounded(manager).request(
+        "GET", f"{sim.base_url}/api/v1/conversations/{sim.conversation_uuids[1]}/sessions"
+    )
+    assert reply.status == 401  # no token sent here: the point is the connection class
+    assert made == ["tunnel"]
+
+
+def test_a_forked_child_has_its_own_connections(sim):
+    """Parent and child load on one client at once: each gets its own rows (sharing the
+    parent's pooled sockets, each read answers meant for the other)."""
+    import os
+
+    conversations = sim.conversation_uuids[4:7]
+    truth = {c: [s["uuid"] for s in sim.ground_truth(c)] for c in conversations}
+
+    def right(df: pd.DataFrame) -> bool:
+        return all(
+            list(df.loc[df["conversation_uuid"] == c, "uuid"]) == uuids
+            for c, uuids in truth.items()
+        ) and len(df) == sum(map(len, truth.values()))
+
+    client = mf.MihuClient(sim.base_url, token=sim.token, cache=None, max_workers=4, retries=0)
+    assert right(client.sessions(conversations, progress=False, per_page=10))
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                df = client.sessions(conversations, progress=False, per_page=10)
+                os._exit(0 if right(df) else 3)
+            except BaseException:
+                os._exit(2)
+        df = client.sessions(conversations, progress=False, per_page=10)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert right(df)
+    client.close()

@@ -17,7 +17,6 @@ only those pages are read again with ``json.loads``. Nesting deeper than
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mihu_frames import _spelling as spelling
 from mihu_frames.decoding.envelope import FieldError
 from mihu_frames.decoding.nesting import MAX_EXTRA_DEPTH, value_depth
 from mihu_frames.schema import API_SESSION_TYPE, CONTACT_FIELDS
@@ -266,10 +266,9 @@ def _integral_rows(values: pa.Array) -> np.ndarray | None:
 
 #: Longest RE2 pattern given to pyarrow at once; more names are split over several patterns.
 _MAX_PATTERN = 20_000
+
+
 #: The short escapes JSON has, as the character after the backslash.
-_SHORT_ESCAPES = dict(zip('"\\/\b\f\n\r\t', '"\\/bfnrt', strict=True))
-
-
 def _sends_null(texts: pa.Array, names: Iterable[str]) -> np.ndarray:
     """Which bodies contain ``"name": null`` for one of ``names``, however it is written.
 
@@ -277,7 +276,7 @@ def _sends_null(texts: pa.Array, names: Iterable[str]) -> np.ndarray:
     (``texts``), so the pattern works on bytes.
     """
     found = np.zeros(len(texts), dtype=bool)
-    spelled = [_spelled(name) for name in sorted(names)]
+    spelled = [spelling.spelled(name) for name in sorted(names)]
     if not spelled:
         return found
     groups: list[list[str]] = [[]]
@@ -296,39 +295,6 @@ def _sends_null(texts: pa.Array, names: Iterable[str]) -> np.ndarray:
             return np.ones(len(texts), dtype=bool)
         found |= hits.to_numpy(zero_copy_only=False)
     return found
-
-
-@functools.lru_cache(maxsize=4096)
-def _spelled(name: str) -> str:
-    """An RE2 pattern over bytes for every way JSON can write the text of ``name``.
-
-    Each character may come as itself (its UTF-8 bytes), as a ``\\u`` escape in either case
-    (a surrogate pair beyond the BMP), or as a short escape (``\\n``, ``\\/`` ...).
-    """
-    return "".join(_spelled_char(char) for char in name)
-
-
-def _spelled_char(char: str) -> str:
-    forms = ["".join(_byte(b) for b in char.encode("utf-8", "surrogatepass"))]
-    code = ord(char)
-    if code > 0xFFFF:
-        code -= 0x10000
-        forms.append(_u_escape(0xD800 + (code >> 10)) + _u_escape(0xDC00 + (code & 0x3FF)))
-    else:
-        forms.append(_u_escape(code))
-    if char in _SHORT_ESCAPES:
-        forms.append(_byte(0x5C) + _byte(ord(_SHORT_ESCAPES[char])))
-    return "(?:" + "|".join(forms) + ")"
-
-
-def _u_escape(code: int) -> str:
-    digits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{code:04x}")
-    return _byte(0x5C) + "u" + digits
-
-
-def _byte(value: int) -> str:
-    char = chr(value)
-    return char if char.isascii() and (char.isalnum() or char == "_") else f"\\x{value:02x}"
 
 
 def _without_null_members(value: Any) -> Any:
