@@ -300,6 +300,9 @@ class CommitReport:
         Their total size.
     converted : bool
         The root was in the earlier layout and this write converted it first.
+    latest : mapping of str to pyarrow.Table
+        With ``commit(..., keep=True)``: each rewritten partition's rows as written (so the
+        caller can read the new latest state without reading those files back).
     """
 
     snapshot_id: str | None = None
@@ -312,6 +315,7 @@ class CommitReport:
     files_written: tuple[Path, ...] = ()
     bytes_written: int = 0
     converted: bool = False
+    latest: Mapping[str, pa.Table] = field(default_factory=dict, repr=False, compare=False)
 
     def as_attrs(self) -> dict[str, Any]:
         """The counts for ``df.attrs["mihu_frames"]`` (paths as strings)."""
@@ -480,11 +484,13 @@ class SnapshotRoot:
         *,
         conversations: Sequence[str] | None = None,
         since: datetime | None = None,
+        known: Mapping[str, pa.Table] | None = None,
     ) -> pa.Table:
         """The latest state (columns of :data:`FILE_SCHEMA`), filters pushed down to the scan.
 
         ``conversations`` keeps those conversations; ``since`` the sessions whose latest
-        version was updated at or after it.
+        version was updated at or after it. ``known``: partitions whose rows are at hand
+        (:attr:`CommitReport.latest`), taken from there instead of their files.
         """
         by_conversation = None
         if conversations is not None:
@@ -502,7 +508,11 @@ class SnapshotRoot:
         where = by_conversation
         if recent is not None:
             where = recent if where is None else where & recent
-        return _scan_latest(self.path / LATEST, columns, where)
+        known = known or {}
+        table = _scan_latest(self.path / LATEST, columns, where, skip=known.keys())
+        names = table.column_names
+        parts = [ds.dataset(t).to_table(columns=names, filter=where) for t in known.values()]
+        return pa.concat_tables([table, *parts]) if parts else table
 
     def read_history(self, columns: Sequence[str] | None = None, where: Any = None) -> pa.Table:
         """Every version (columns of :data:`FILE_SCHEMA`), filtered by ``where``.
@@ -537,6 +547,7 @@ class SnapshotRoot:
         *,
         metadata: Mapping[str, Any] | None = None,
         recorded: Recorded | None = None,
+        keep: bool = False,
     ) -> CommitReport:
         """Write ``rows`` (in :data:`SESSIONS_SCHEMA`) to the root: the storage step of a write.
 
@@ -556,6 +567,9 @@ class SnapshotRoot:
             Key-value metadata of the history file (``mihu_frames.<key>``, JSON values).
         recorded : Recorded, optional
             Settings to record in the manifest (a new root, or a sync with ``refetch``).
+        keep : bool
+            Keep the rewritten partitions' tables in the report (``latest``), for
+            :meth:`read_latest` right after (memory: the partitions changed, held until then).
 
         Returns
         -------
@@ -579,7 +593,9 @@ class SnapshotRoot:
             if self.state == "new":
                 self._write_manifest(recorded or _recorded_from_rows(rows, metadata))
             snapshot_id = new_snapshot_id()
-            report = self._apply(rows, snapshot_id, metadata=metadata or {}, history=True)
+            report = self._apply(
+                rows, snapshot_id, metadata=metadata or {}, history=True, keep=keep
+            )
             if recorded is not None and self.recorded is not None:
                 recorded = replace(recorded, extra={**self.recorded.extra, **recorded.extra})
             if recorded is not None and recorded != self.recorded:
@@ -657,6 +673,7 @@ class SnapshotRoot:
         *,
         metadata: Mapping[str, Any],
         history: bool,
+        keep: bool = False,
     ) -> CommitReport:
         """Merge ``rows`` into the latest state; with ``history`` also write them to history.
 
@@ -677,18 +694,19 @@ class SnapshotRoot:
         where = _partitions_of(self.path / LATEST, rows)
         staged: list[tuple[str, StagedFile]] = []
         versions: list[pa.Table] = []
+        kept: dict[str, pa.Table] = {}
         counts = {"new": 0, "changed": 0, "unchanged": 0, "stale": 0}
 
-        def rewrite(month: str) -> tuple[StagedFile | None, pa.Table, dict[str, int]]:
+        def rewrite(month: str) -> tuple[StagedFile | None, pa.Table, pa.Table, dict[str, int]]:
             """Merge one month's rows into its file; stage the new file if anything changed."""
             folder = self.path / LATEST / f"{PARTITION}={month}"
             held = _read_file(folder / PART_FILE)
             merged, written, partition_counts = _merge(held, rows.filter(pa.array(where == month)))
             if not (partition_counts["new"] or partition_counts["changed"]):
-                return None, written, partition_counts
+                return None, merged, written, partition_counts
             record = _latest_record(merged, month, snapshot_id, self.recorded, metadata)
             file = stage_parquet(merged.replace_schema_metadata(record), staging, PART_FILE)
-            return file, written, partition_counts
+            return file, merged, written, partition_counts
 
         try:
             # Months in parallel: reading, merging and writing Parquet release the GIL (a daily
@@ -700,12 +718,14 @@ class SnapshotRoot:
                 futures = [(month, pool.submit(rewrite, month)) for month in months]
                 for month, future in futures:
                     try:
-                        file, written, partition_counts = future.result()
+                        file, merged, written, partition_counts = future.result()
                     except BaseException as exc:  # the others finish; their files are dropped
                         errors.append(exc)
                         continue
                     if file is not None:
                         staged.append((month, file))
+                        if keep:
+                            kept[month] = merged
                     versions.append(written)
                     for key, value in partition_counts.items():
                         counts[key] += value
@@ -761,6 +781,7 @@ class SnapshotRoot:
             ),
             files_written=tuple(files),
             bytes_written=size,
+            latest=kept,
         )
         logger.info(
             "wrote %s: %d new, %d changed, %d unchanged, %d stale; %d files, %d bytes",
@@ -892,13 +913,21 @@ def _partitions_of(latest_dir: Path, rows: pa.Table) -> np.ndarray:
     return months
 
 
-def _scan_latest(latest_dir: Path, columns: Sequence[str] | None, where: Any) -> pa.Table:
+def _scan_latest(
+    latest_dir: Path, columns: Sequence[str] | None, where: Any, skip: Iterable[str] = ()
+) -> pa.Table:
+    """The latest state's files (but the partitions in ``skip``), as one table."""
     schema = FILE_SCHEMA.append(pa.field(PARTITION, pa.string()))
     if not latest_dir.is_dir():
         names = list(FILE_SCHEMA.names) if columns is None else list(columns)
         return pa.schema([schema.field(c) for c in names]).empty_table()
     # our files only (one per partition), whatever else someone put in the folder
-    files = sorted(str(p) for p in latest_dir.glob(f"{PARTITION}=*/{PART_FILE}"))
+    skipped = {f"{PARTITION}={month}" for month in skip}
+    files = sorted(
+        str(p)
+        for p in latest_dir.glob(f"{PARTITION}=*/{PART_FILE}")
+        if p.parent.name not in skipped
+    )
     partitioning = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
     dataset = ds.dataset(
         files,

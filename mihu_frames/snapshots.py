@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -303,11 +303,19 @@ def read_snapshots(
         except FileNotFoundError:
             if attempt == 2:
                 raise
+    return frame_of(table, latest=latest, columns=wanted)
+
+
+def frame_of(
+    table: pa.Table, *, latest: bool = True, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The sessions frame of rows read from a root (:func:`read_snapshots`' order and dtypes)."""
+    order = [ORDER, "uuid"] if latest else [SNAPSHOT_ID, ORDER]
     if table.num_rows > 1:
         table = table.take(pc.sort_indices(table, [(c, "ascending") for c in order]))
-    names = [c for c in COLUMNS if wanted is None or c in wanted]
+    names = [c for c in COLUMNS if columns is None or c in columns]
     df = to_pandas(table, columns=names)
-    if not latest and (wanted is None or SNAPSHOT_ID in wanted):
+    if not latest and (columns is None or SNAPSHOT_ID in columns):
         df[SNAPSHOT_ID] = table.column(SNAPSHOT_ID).to_pandas(types_mapper=types_mapper)
     return df
 

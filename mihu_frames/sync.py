@@ -77,7 +77,7 @@ from mihu_frames.options import (
 from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
 from mihu_frames.schema import STATUS_VALUES, TIMESTAMP_TYPE, TYPE_VALUES, empty_table
-from mihu_frames.snapshots import hash_pii, read_snapshots
+from mihu_frames.snapshots import frame_of, hash_pii
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
 
@@ -192,7 +192,9 @@ def sync_snapshots(
     record["snapshot"] = None if report.history_file is None else str(report.history_file)
     record["store_seconds"] = round(time.perf_counter() - store_started, 6)
 
-    df = read_snapshots(sync.store.path, conversations=listed_ids)
+    # The partitions just written are at hand: only the others are read back.
+    latest = open_root(sync.store.path).read_latest(conversations=listed_ids, known=report.latest)
+    df = frame_of(latest)
     record["seconds"] = round(time.perf_counter() - started, 6)
     record["synced_at"] = datetime.now(timezone.utc).isoformat()
     df.attrs["mihu_frames"] = record
@@ -217,7 +219,7 @@ def _store(sync: _Sync, candidates: pa.Table, record: dict[str, Any]) -> CommitR
         "pii": sync.settings.pii or "kept",
         "sync": meta,
     }
-    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded)
+    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded, keep=True)
 
 
 # --------------------------------------------------------------------------- the steps

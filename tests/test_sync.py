@@ -113,6 +113,13 @@ def test_second_sync_costs_what_changed_and_matches_truth(sim, make_client, root
     assert attrs["files_written"][0] == attrs["snapshot"]
     assert attrs["bytes_written"] == sum(Path(p).stat().st_size for p in attrs["files_written"])
     assert attrs["rows_unchanged"] <= attrs["rows_unchanged_seen"]
+    # The frame a sync returns (the partitions it rewrote taken from memory) is what a reader
+    # of the root gets, row for row and in order.
+    pd.testing.assert_frame_equal(second, mf.read_snapshots(root))
+    subset = sim.conversation_uuids[2:]
+    _change(sim)
+    picked = _sync(root, sim, client, conversations=subset)
+    pd.testing.assert_frame_equal(picked, mf.read_snapshots(root, conversations=subset))
 
 
 def test_nothing_changed_writes_nothing_and_costs_a_request_per_conversation(
