@@ -22,16 +22,29 @@ planned (another process replaced it meanwhile) makes the load fetch that query 
 **Stored loads** keep the *result* of a whole load (an Arrow table, one uncompressed IPC file
 in ``<file>.loads/``, indexed in ``mihu_frames_loads``), so an identical reload is one read:
 it expires with the earliest of its pages, ``refresh`` skips it, ``offline`` accepts it
-expired, and a load that fetched any conversation anew drops every stored load holding it.
+expired. Saving fresh pages of a conversation drops every stored load holding it, in the
+transaction that saves the pages and switches their listing (whoever fetched them: a load, a
+sync), so no reader ever finds fresh pages beside a stale stored frame; a load that fetched
+a conversation anew also drops them.
 
 **Writes come after the frame.** Saving pages and stored loads runs on the file's writer thread
-after the load has handed its frame back. Every read method waits for the writes handed to the
-writer before it started (:meth:`CacheFile.flush`): writes of this object, and of any other
-client or process on the same file, through an advisory lock on ``<file>.loads/.writing``
-that a writer holds while it has writes pending. ``close()`` does not wait (the frame is
-already in hand); pending writes still run to the end, and the interpreter's exit waits for
-them. A write killed half-way is a transaction that never happened: the next load fetches
-those pages again.
+after the load has handed its frame back. A load's first reads (:meth:`CacheFile.listings`,
+:meth:`CacheFile.stored_load`) wait for the writes handed to the writer before they started
+(:meth:`CacheFile.flush`): writes of this object, and of any other client or process on the
+same file, through an advisory lock on ``<file>.loads/.writing`` that a writer holds while it
+has writes pending (a reader never waits for that lock while its own object holds it: then no
+other writer has anything pending). :meth:`CacheFile.read_page` does not wait: it reads pages
+of a listing :meth:`CacheFile.listings` returned, and a page that no longer belongs to it makes
+the load fetch that query anew. A write killed half-way is a transaction that never happened:
+the next load fetches those pages again.
+
+**Lifetime.** ``close()`` does not wait (the frame is already in hand): pending writes still
+run to the end, then the writer's lock is let go, and the interpreter's exit waits for them.
+A closed object opens what it needs again when used: requests-cache's backend on the first
+page read, a writer thread on the first write (requests-cache's backend costs milliseconds to
+build, so a reload served whole from a stored load never builds one). A child process forked
+from one gets fresh locks, writer and connections of its own (``os.register_at_fork``); what
+it inherited belongs to the parent and is never used, closed or unlocked.
 
 Damaged files are moved aside (``*.damaged-<time>``) and started anew; a file another
 process keeps locked longer than the client's ``timeout`` is a
@@ -49,19 +62,22 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
 from mihu_frames._dates import served_at
 from mihu_frames._files import private_dirs, private_file
 from mihu_frames.errors import CacheLockedError, MihuError
+from mihu_frames.schema import UUID_RE
 
 try:
     import fcntl
@@ -70,7 +86,6 @@ except ImportError:  # Windows: a reader waits for this object's own writes only
 
 logger = logging.getLogger("mihu_frames")
 
-DEFAULT_EXPIRE_AFTER = timedelta(hours=1)
 #: The response header that carries a page's listing id in the cache (ours, never the server's).
 LISTING_HEADER = "X-Mihu-Frames-Listing"
 _PAGES = "mihu_frames_pages"
@@ -85,6 +100,12 @@ _HOLDS_ANY = "exists (select 1 from json_each(?) where instr(conversations, valu
 #: A stored-load file no row points to is a crash's leftover once it is this old (younger, it
 #: may be another process's store between its rename and its commit).
 ORPHAN_AGE = 3600.0
+
+#: Every open CacheFile, for the fork hook (weak: a file's lifetime is its object's).
+_OPEN: weakref.WeakSet[CacheFile] = weakref.WeakSet()
+#: requests-cache backends a forked child inherited: the parent's, so never used, closed or
+#: collected here (closing one may wait on a lock a parent thread held at the fork).
+_INHERITED: list[Any] = []
 
 
 def url_key(url: str, method: str = "GET") -> str:
@@ -164,6 +185,7 @@ class CacheFile:
         self.folder = Path(f"{path}.loads")
         self.timeout = timeout
         self.expire_after = _seconds(expire_after)
+        self._fresh_state()
         try:
             self._open()
         except sqlite3.OperationalError as exc:  # cannot open, read-only, disk full...
@@ -187,6 +209,8 @@ class CacheFile:
                 os.chmod(sidecar, 0o600)
         _check_not_locked(self.path, self.timeout)
         with self._connect() as db:
+            found = db.execute("select 1 from sqlite_master where name = 'responses'")
+            new_file = found.fetchone() is None
             columns = [row[1] for row in db.execute(f"pragma table_info({_LOADS})")]
             if columns and "file" not in columns:  # stored by an older version: start over
                 db.execute(f"drop table {_LOADS}")
@@ -197,24 +221,51 @@ class CacheFile:
                 "null, expires real)"
             )
             db.execute(f"create index if not exists {_PAGES}_query on {_PAGES}(query)")
-        self._pages = self._new_pages()
+        if new_file:  # requests-cache makes its own tables, with the file (later: never again)
+            self._new_pages().close()
+        _OPEN.add(self)
+
+    def _fresh_state(self) -> None:
+        """This process's locks, writer and connections: none open yet (at first, after a fork)."""
+        #: Guards the stored-load index (held through a page save's transaction: never take
+        #: it where waiting for a write would hurt).
         self._lock = threading.Lock()
-        self._start_writer()
+        #: Guards opening and closing ``_pages`` (held for nothing else).
+        self._opening = threading.Lock()
+        #: Guards the writer's state below; notified whenever a write finishes.
+        self._state = threading.Condition(threading.Lock())
+        self._writer: ThreadPoolExecutor | None = None  # started by the first write
+        self._handed = 0  # writes handed to the writer so far
+        self._finished = 0  # of which finished (one writer thread: in the order handed)
+        self._writing_fd: int | None = None  # the writers' lock, held while writes are pending
+        self._pages: Any = None  # requests-cache's backend for reads, opened when first needed
+        self._saver: Any = None  # the writer thread's own backend, open while it writes
+
+    @property
+    def _pending(self) -> int:
+        """Writes handed to the writer and not finished yet."""
+        return self._handed - self._finished
 
     def _new_pages(self) -> Any:
-        """A requests-cache SQLite backend on the file (each has its own connection)."""
+        """A requests-cache SQLite backend on the file (each has its own connection).
+
+        requests-cache waits without end for a write lock, so a file another process keeps
+        locked is asked about first, with the client's deadline.
+        """
         from requests_cache import SQLiteCache
 
+        _check_not_locked(self.path, self.timeout)
         return SQLiteCache(self.path, wal=True, busy_timeout=int(self.timeout * 1000))
 
-    def _start_writer(self) -> None:
-        self._pid = os.getpid()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="mihu-cache-writer")
-        self._state = threading.Lock()
-        self._pending = 0
-        self._writing_fd: int | None = None
-        self._saver: Any = None  # the writer thread's own backend, open while it writes
-        self._closed = False
+    def _backend(self) -> Any:
+        """requests-cache's backend for reading and dropping pages, opened on first use."""
+        pages = self._pages
+        if pages is None:
+            with self._opening:
+                if self._pages is None:
+                    self._pages = self._new_pages()
+                pages = self._pages
+        return pages
 
     def __repr__(self) -> str:
         return f"CacheFile({str(self.path)!r})"
@@ -236,13 +287,23 @@ class CacheFile:
 
     def _submit(self, job: Any, *args: Any) -> None:
         """Run ``job(*args)`` on the writer thread, after the jobs handed to it before."""
-        self._after_fork()
         with self._state:
+            if self._writer is None:  # the first write, or the first since close()
+                # A closed writer may still run writes handed before close(): this one comes
+                # after them (a load's first reads waited for them already, so this is rare).
+                self._state.wait_for(lambda: self._pending == 0)
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="mihu-cache-writer")
             if self._pending == 0 and not self._announce_writing():
                 logger.warning("not saving to %s: another writer holds it too long", self.path)
                 return
-            self._pending += 1
-        self._writer.submit(self._run, job, args)
+            self._handed += 1
+            try:
+                self._writer.submit(self._run, job, args)
+            except BaseException:  # the interpreter is shutting down: never keep the lock
+                self._handed -= 1
+                if self._pending == 0:
+                    self._done_writing()
+                raise
 
     def _run(self, job: Any, args: tuple[Any, ...]) -> None:
         try:
@@ -251,12 +312,13 @@ class CacheFile:
             logger.exception("a background write to %s failed", self.path)
         finally:
             with self._state:
-                self._pending -= 1
+                self._finished += 1
                 if self._pending == 0:
                     # Connections live only while writing: none is open when nothing is
                     # pending (a fork then finds no SQLite state of ours in flight).
                     self._close_saver()
                     self._done_writing()
+                self._state.notify_all()
 
     def _lock_path(self) -> Path:
         return self.folder / ".writing"
@@ -278,29 +340,25 @@ class CacheFile:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _after_fork(self) -> None:
-        """A forked child inherits this object but not its writer thread: give it its own.
+    def _forked(self) -> None:
+        """In a forked child: this object's locks, writer and connections are the parent's.
 
-        The inherited lock descriptor is closed, never unlocked: the lock belongs to the
-        parent's writer, which still holds it through its own descriptor.
+        Only the thread that forked runs in the child, so any lock another thread held stays
+        held forever: every lock is new. The inherited descriptor of the writers' lock is
+        closed, never unlocked (the lock is the parent's writer's, held through its own
+        descriptor too); the inherited requests-cache backends are kept, never used.
         """
-        if self._pid == os.getpid():
-            return
         if self._writing_fd is not None:
             os.close(self._writing_fd)
-        # The inherited SQLite connections are the parent's: never used (nor closed) here.
-        self._pages = self._new_pages()
-        self._start_writer()
+        _INHERITED.extend(b for b in (self._pages, self._saver) if b is not None)
+        self._fresh_state()
 
     def flush(self) -> None:
         """Wait until every write handed over so far to this file is done: this object's, and
         those another client or process has pending (where the platform has ``flock``)."""
-        self._after_fork()
-        if self._pending:
-            if self._closed:
-                self._writer.shutdown(wait=True)  # closed: runs what it holds, then ends
-            else:
-                self._writer.submit(lambda: None).result()  # in order: everything before
+        with self._state:
+            handed = self._handed
+            self._state.wait_for(lambda: self._finished >= handed)
         if fcntl is None:
             return
         try:
@@ -308,7 +366,9 @@ class CacheFile:
         except FileNotFoundError:  # no writer ever announced itself here
             return
         try:
-            if not _flock(fd, fcntl.LOCK_SH, self.timeout):
+            # While this object holds the (exclusive) writers' lock for writes handed after
+            # this flush began, no other writer has anything pending: nothing to wait for.
+            if not _flock(fd, fcntl.LOCK_SH, self.timeout, self._holds_writing_lock):
                 raise CacheLockedError(
                     f"another process kept writing to the cache file {self.path} for longer "
                     f"than {self.timeout:g} s; close it there, or use another cache= path"
@@ -317,14 +377,21 @@ class CacheFile:
         finally:
             os.close(fd)
 
+    def _holds_writing_lock(self) -> bool:
+        return self._writing_fd is not None  # one read: no lock (_submit holds it for long)
+
     def close(self) -> None:
-        """Let go of the file: pending writes still finish (on the writer thread), then its
-        connections close; the interpreter's exit waits for them."""
-        self._after_fork()
-        if not self._closed:
-            self._closed = True
-            self._writer.shutdown(wait=False)
-            self._pages.close()
+        """Let go of the file: pending writes still finish (on the writer thread), then the
+        writers' lock and their connection; the interpreter's exit waits for them. Using the
+        object again opens what it needs anew."""
+        with self._state:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=False)  # runs what it holds, then its thread ends
+        with self._opening:
+            pages, self._pages = self._pages, None
+        if pages is not None:
+            pages.close()
 
     def _close_saver(self) -> None:
         if self._saver is not None:
@@ -372,12 +439,13 @@ class CacheFile:
         return complete
 
     def read_page(self, key: str) -> CachedPage | None:
-        """A cached page by key (expired or not); None when it is gone or unreadable."""
-        self._after_fork()
-        if self._pending:
-            self.flush()
+        """A cached page by key (expired or not); None when it is gone or unreadable.
+
+        Does not wait for writes (see the module): the caller checks the page's listing.
+        """
+        pages = self._backend()
         try:
-            response = self._pages.get_response(key)
+            response = pages.get_response(key)
         except Exception as exc:  # a damaged row requests-cache cannot unpickle: drop it
             logger.warning("dropping an unreadable cache entry %s: %r", key, exc)
             self.forget([key])
@@ -415,12 +483,16 @@ class CacheFile:
             logger.info("not saving %d pages: %s no longer exists", len(pages), self.path)
             return
         adapter = HTTPAdapter()
-        stamp = expires.timestamp() if expires is not None else None
+        failed: list[sqlite3.Error] = []
+        indexed = False
         try:
             if self._saver is None:
                 self._saver = self._new_pages()
             saver = self._saver
-            with saver.responses.bulk_commit():
+            # One transaction, under the stored-load index's lock: the pages, their listing's
+            # index rows and the stored loads they make stale (requests-cache commits it, or
+            # rolls it back on an OperationalError, which it does not raise).
+            with self._lock, saver.responses.bulk_commit():
                 for page in pages:
                     request = requests.Request("GET", page.url, headers=request_headers).prepare()
                     raw = urllib3.HTTPResponse(
@@ -433,24 +505,46 @@ class CacheFile:
                     )
                     response = adapter.build_response(request, raw)
                     saver.save_response(response, cache_key=page.key, expires=expires)
-            listings = sorted({(page.query, page.listing) for page in pages})
-            with self._connect() as db:
-                db.execute("begin immediate")
-                # A query's older listings go: only one listing of a query is ever whole.
-                db.executemany(f"delete from {_PAGES} where query = ? and listing != ?", listings)
-                db.executemany(
-                    f"insert or replace into {_PAGES} values (?, ?, ?, ?, ?, ?)",
-                    [(p.key, p.query, p.page, p.listing, p.last_page, stamp) for p in pages],
-                )
-                db.execute("commit")
-        except (sqlite3.Error, OSError) as exc:  # only a cache: the load had its pages
+                with saver.responses.connection() as db:  # the same transaction
+                    try:
+                        self._index_pages(db, pages, expires)
+                    except sqlite3.Error as exc:
+                        failed.append(exc)
+                        raise sqlite3.OperationalError(str(exc)) from exc  # rolls it all back
+                indexed = True
+            if not indexed:
+                raise failed[0] if failed else sqlite3.OperationalError("the save was rolled back")
+        except (sqlite3.Error, OSError, CacheLockedError) as exc:  # only a cache: never fatal
             gone = not self.path.exists()  # removed meanwhile: nothing lost worth a warning
             (logger.info if gone else logger.warning)(
                 "could not save %d pages to %s: %s", len(pages), self.path, exc
             )
+        else:
+            logger.debug("saved %d pages to %s", len(pages), self.path)
         finally:
             adapter.close()
-        logger.debug("saved %d pages to %s", len(pages), self.path)
+
+    def _index_pages(
+        self, db: sqlite3.Connection, pages: list[PageToSave], expires: datetime | None
+    ) -> None:
+        """Index saved pages under their listing (in the caller's transaction); drop the
+        query's older listings and the stored loads holding their conversations."""
+        stamp = expires.timestamp() if expires is not None else None
+        listings = sorted({(page.query, page.listing) for page in pages})
+        # A query's older listings go: only one listing of a query is ever whole.
+        db.executemany(f"delete from {_PAGES} where query = ? and listing != ?", listings)
+        db.executemany(
+            f"insert or replace into {_PAGES} values (?, ?, ?, ?, ?, ?)",
+            [(p.key, p.query, p.page, p.listing, p.last_page, stamp) for p in pages],
+        )
+        conversations = sorted({c for page in pages for c in _conversations_in(page.url)})
+        if conversations:
+            dropped = self._delete_loads(db, _HOLDS_ANY, (json.dumps(conversations),))
+            if dropped:
+                logger.debug(
+                    "dropped %d stored loads holding conversations whose pages were saved anew",
+                    dropped,
+                )
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop pages (a damaged or invalid one) and their index rows."""
@@ -459,7 +553,7 @@ class CacheFile:
             return
         self.flush()
         try:
-            self._pages.delete(*keys, vacuum=False)
+            self._backend().delete(*keys, vacuum=False)
             with self._connect() as db:
                 db.execute(
                     f"delete from {_PAGES} where key in (select value from json_each(?))",
@@ -473,7 +567,7 @@ class CacheFile:
     def clear(self) -> None:
         """Empty the file: every page, the page index and every stored load."""
         self.flush()
-        self._pages.clear()
+        self._backend().clear()
         with self._connect() as db:
             db.execute(f"delete from {_PAGES}")
             self._delete_loads(db, "1", ())
@@ -581,8 +675,9 @@ class CacheFile:
             temporary.unlink(missing_ok=True)
             raise
 
-    def _delete_loads(self, db: sqlite3.Connection, where: str, params: Iterable[Any]) -> None:
-        """Delete the stored loads matching ``where`` and their files (in the caller's work)."""
+    def _delete_loads(self, db: sqlite3.Connection, where: str, params: Iterable[Any]) -> int:
+        """Delete the stored loads matching ``where`` and their files (in the caller's work);
+        return how many."""
         params = tuple(params)
         names = [r[0] for r in db.execute(f"select file from {_LOADS} where {where}", params)]
         db.execute(f"delete from {_LOADS} where {where}", params)
@@ -591,6 +686,7 @@ class CacheFile:
                 (self.folder / _plain_name(name)).unlink(missing_ok=True)
             except (OSError, ValueError) as exc:
                 logger.warning("could not remove a stored load %r: %s", name, exc)
+        return len(names)
 
     def _remove_orphans(self) -> None:
         """Remove stored-load files no row points to (a crash's leftovers), once old enough."""
@@ -623,8 +719,11 @@ class CacheFile:
         return sorted(self.folder.glob("*.arrow"))
 
 
-def _flock(fd: int, operation: int, timeout: float) -> bool:
-    """``flock`` with a timeout (polling); True when the lock was taken."""
+def _flock(
+    fd: int, operation: int, timeout: float, unneeded: Callable[[], bool] | None = None
+) -> bool:
+    """``flock`` with a timeout (polling); True when the lock was taken, or when ``unneeded()``
+    says, while waiting, that it need not be."""
     assert fcntl is not None
     ends = time.monotonic() + timeout
     delay = 0.001
@@ -633,10 +732,27 @@ def _flock(fd: int, operation: int, timeout: float) -> bool:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
+            if unneeded is not None and unneeded():
+                return True
             if time.monotonic() >= ends:
                 return False
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def _conversations_in(url: str) -> list[str]:
+    """The conversation UUIDs in a page URL's path (canonical, lower case): a sessions page
+    names its conversation there, a page of the conversations listing none."""
+    return [m.group().lower() for m in UUID_RE.finditer(unquote(urlsplit(url).path))]
+
+
+def _forked_child() -> None:
+    for cache in list(_OPEN):
+        cache._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows (which cannot fork)
+    os.register_at_fork(after_in_child=_forked_child)
 
 
 def _seconds(expire_after: Any) -> float | None:

@@ -353,3 +353,217 @@ def _load_in_child(base_url: str, token: str, cache: Any, conversation: str) -> 
     with mf.MihuClient(base_url, token=token, cache=cache) as client:
         client.sessions(conversation, refresh=True)
         client.flush_cache()
+
+
+# ---------------------------------------------------------------------- review fixes
+
+
+def _writers_lock_is_free(cache_path: Path) -> bool:
+    """Whether another process could take the writers' lock now (a fresh descriptor, as a
+    second process would have)."""
+    import fcntl
+
+    fd = os.open(Path(f"{cache_path}.loads") / ".writing", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_load_after_close_reopens_the_cache_and_never_leaks_its_lock(fresh_sim, cache_path):
+    conversation = fresh_sim.conversation_uuids[2]
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path)
+    first = client.sessions(conversation)
+    client.close()  # its writes are still pending here
+    fresh_sim.reset_requests()
+    again = client.sessions(conversation)  # the stored load, read after close
+    assert fresh_sim.request_count == 0
+    pd.testing.assert_frame_equal(first, again)
+    new = fresh_sim.add_sessions(conversation, 4)
+    refreshed = client.sessions(conversation, refresh=True)  # saves pages and a stored load
+    assert set(new) <= set(refreshed["uuid"])
+    client.close()
+    client.flush_cache()
+    assert _writers_lock_is_free(cache_path)
+    fresh_sim.reset_requests()
+    with mf.MihuClient(
+        fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=2
+    ) as other:
+        seen = other.sessions(conversation)
+    assert fresh_sim.request_count == 0 and len(seen) == 154
+    assert _writers_lock_is_free(cache_path)
+
+
+def test_fresh_pages_saved_by_a_sync_drop_the_stored_loads_holding_them(
+    fresh_sim, make_client, tmp_path
+):
+    client = make_client(fresh_sim)
+    conversation = fresh_sim.conversation_uuids[2]
+    other = fresh_sim.conversation_uuids[3]
+    assert len(client.sessions(conversation)) == 150
+    assert len(client.sessions(other)) == 230
+    new = fresh_sim.add_sessions(conversation, 7)
+    # the sync runs the pages itself (no stored load of its own), and saves them fresh
+    synced = mf.sync_snapshots(tmp_path / "root", conversation, client=client, progress=False)
+    assert len(synced) == 157
+    assert _stored_loads(client) == 1  # the load of `other` only
+    fresh_sim.reset_requests()
+    again = client.sessions(conversation)
+    assert set(new) <= set(again["uuid"]) and len(again) == 157
+    assert fresh_sim.request_count == 0  # from the pages the sync saved
+    assert len(client.sessions(other)) == 230 and fresh_sim.request_count == 0
+
+
+def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(fresh_sim, cache_path):
+    """The child is forked while a parent thread holds the cache's locks: it must not wait on
+    them (no thread of the parent runs in the child to let go of them)."""
+    import signal
+
+    conversation = fresh_sim.conversation_uuids[2]
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=5)
+    first = client.sessions(conversation)
+    client.flush_cache()
+    cache = client.cache
+    assert cache is not None
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._lock, cache._opening, cache._state:
+            holding.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: exit codes say what went wrong
+            code = 1
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler)
+                signal.alarm(20)  # a deadlock kills the child
+                stored = client.sessions(conversation)  # the stored load
+                code = 2
+                if stored.equals(first) and stored.attrs["mihu_frames"]["requests"] == 0:
+                    code = 3
+                    fetched = client.sessions(conversation, refresh=True)  # saves pages
+                    client.flush_cache()
+                    code = 0 if len(fetched) == 150 else 4
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 40
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung on the cache")
+            time.sleep(0.05)
+    finally:
+        release.set()
+        holder.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's cache still works (and sees the pages the child saved)
+    fresh_sim.reset_requests()
+    assert len(client.sessions(conversation)) == 150 and fresh_sim.request_count == 0
+    client.close()
+
+
+def test_reads_never_wait_for_the_writes_this_file_is_handed_after_them(
+    fresh_sim, cache_path, monkeypatch
+):
+    """While this file's own writer keeps the writers' lock (its saves keep coming, each slow),
+    a page read does not wait for it, and a listing read waits only for the saves handed
+    before it: holding the lock itself, this process has no other writer to wait for."""
+    from mihu_frames.cachefile import PageToSave
+
+    conversation = fresh_sim.conversation_uuids[2]
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=1)
+    cache = client.cache
+    assert cache is not None
+    saved: list[tuple[list[PageToSave], dict[str, str]]] = []
+    save_pages = cache.save_pages
+
+    def record(pages: Any, headers: Any) -> None:  # the real save, its arguments kept
+        saved.append((list(pages), dict(headers)))
+        save_pages(pages, headers)
+
+    monkeypatch.setattr(cache, "save_pages", record)
+    client.sessions(conversation)
+    client.flush_cache()
+    ((pages, headers),) = saved
+    query = pages[0].query
+    write_pages = type(cache)._write_pages
+
+    def slow_write(self, *args: Any) -> None:  # a slow disk
+        time.sleep(0.1)
+        write_pages(self, *args)
+
+    monkeypatch.setattr(type(cache), "_write_pages", slow_write)
+    stop = threading.Event()
+
+    def keep_saving() -> None:  # a save handed every 30 ms, each taking 100 ms
+        for _ in range(30):
+            if stop.is_set():
+                return
+            record(pages, headers)
+            time.sleep(0.03)
+
+    saver = threading.Thread(target=keep_saving)
+    saver.start()
+    try:
+        while cache._pending < 2:
+            time.sleep(0.005)
+        began = time.monotonic()
+        page = cache.read_page(pages[0].key)
+        assert page is not None and page.listing == pages[0].listing
+        assert time.monotonic() - began < 0.5  # not behind the queued saves
+        listing = cache.listings([query])[query]  # waits for the saves handed before it
+        assert listing.last_page == 2 and listing.listing == pages[0].listing
+    finally:
+        stop.set()
+        saver.join()
+    client.flush_cache()
+    client.close()
+    assert len(saved) > 3
+
+
+def test_a_stored_load_is_served_without_opening_the_page_store(fresh_sim, cache_path, monkeypatch):
+    """requests-cache's backend costs milliseconds to build: only pages need it."""
+    import requests_cache
+
+    conversation = fresh_sim.conversation_uuids[2]
+    with mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path) as client:
+        first = client.sessions(conversation)
+    built: list[Any] = []
+
+    class Counted(requests_cache.SQLiteCache):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(requests_cache, "SQLiteCache", Counted)
+    fresh_sim.reset_requests()
+    with mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path) as client:
+        pd.testing.assert_frame_equal(client.sessions(conversation), first)
+        assert built == [] and fresh_sim.request_count == 0
+        pages = client.sessions(conversation, per_page=50)  # no stored load: pages
+        assert len(pages) == 150 and built
+    assert fresh_sim.request_count == 3
+
+
+def test_the_default_expiry_is_declared_once_in_options():
+    import mihu_frames.cachefile as cachefile
+    from mihu_frames import options
+
+    assert not hasattr(cachefile, "DEFAULT_EXPIRE_AFTER")
+    assert options.DEFAULT_EXPIRE_AFTER.total_seconds() == 3600
