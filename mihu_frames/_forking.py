@@ -30,4 +30,5 @@ def _renew_all() -> None:
         obj._after_fork()
 
 
-os.register_at_fork(after_in_child=_renew_all)
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_renew_all)

@@ -62,7 +62,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,6 +75,7 @@ import pyarrow as pa
 
 from mihu_frames._dates import served_at
 from mihu_frames._files import private_dirs, private_file
+from mihu_frames._forking import renew_after_fork
 from mihu_frames.errors import CacheLockedError, MihuError
 from mihu_frames.schema import UUID_RE
 
@@ -101,8 +101,6 @@ _HOLDS_ANY = "exists (select 1 from json_each(?) where instr(conversations, valu
 #: may be another process's store between its rename and its commit).
 ORPHAN_AGE = 3600.0
 
-#: Every open CacheFile, for the fork hook (weak: a file's lifetime is its object's).
-_OPEN: weakref.WeakSet[CacheFile] = weakref.WeakSet()
 #: requests-cache backends a forked child inherited: the parent's, so never used, closed or
 #: collected here (closing one may wait on a lock a parent thread held at the fork).
 _INHERITED: list[Any] = []
@@ -223,7 +221,7 @@ class CacheFile:
             db.execute(f"create index if not exists {_PAGES}_query on {_PAGES}(query)")
         if new_file:  # requests-cache makes its own tables, with the file (later: never again)
             self._new_pages().close()
-        _OPEN.add(self)
+        renew_after_fork(self)
 
     def _fresh_state(self) -> None:
         """This process's locks, writer and connections: none open yet (at first, after a fork)."""
@@ -340,7 +338,7 @@ class CacheFile:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _forked(self) -> None:
+    def _after_fork(self) -> None:
         """In a forked child: this object's locks, writer and connections are the parent's.
 
         Only the thread that forked runs in the child, so any lock another thread held stays
@@ -744,15 +742,6 @@ def _conversations_in(url: str) -> list[str]:
     """The conversation UUIDs in a page URL's path (canonical, lower case): a sessions page
     names its conversation there, a page of the conversations listing none."""
     return [m.group().lower() for m in UUID_RE.finditer(unquote(urlsplit(url).path))]
-
-
-def _forked_child() -> None:
-    for cache in list(_OPEN):
-        cache._forked()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows (which cannot fork)
-    os.register_at_fork(after_in_child=_forked_child)
 
 
 def _seconds(expire_after: Any) -> float | None:
