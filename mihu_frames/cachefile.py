@@ -207,8 +207,6 @@ class CacheFile:
                 os.chmod(sidecar, 0o600)
         _check_not_locked(self.path, self.timeout)
         with self._connect() as db:
-            found = db.execute("select 1 from sqlite_master where name = 'responses'")
-            new_file = found.fetchone() is None
             columns = [row[1] for row in db.execute(f"pragma table_info({_LOADS})")]
             if columns and "file" not in columns:  # stored by an older version: start over
                 db.execute(f"drop table {_LOADS}")
@@ -219,8 +217,6 @@ class CacheFile:
                 "null, expires real)"
             )
             db.execute(f"create index if not exists {_PAGES}_query on {_PAGES}(query)")
-        if new_file:  # requests-cache makes its own tables, with the file (later: never again)
-            self._new_pages().close()
         renew_after_fork(self)
 
     def _fresh_state(self) -> None:

@@ -417,8 +417,10 @@ class _Run:
             paced = self.transport.pacer.stats().since(self.pacer_start)
             self.stats.rate_limited = paced.rate_limited
             self.stats.waited_seconds = paced.waited_seconds
+        # The frame first: the cache writer's work (SQLite, pickling) would compete with it.
+        table = self.table()
         self.save()
-        return self.table(), self.stats
+        return table, self.stats
 
     def plan_queries(self) -> None:
         queries = list(self.paging.queries(self.plan))

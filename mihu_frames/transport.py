@@ -26,6 +26,7 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -586,6 +587,7 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._watches: list[_Watch] = []
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the thread looks next, unless woken
 
     def watch(self, deadline: float, sock: Any) -> _Watch:
         entry = _Watch(deadline, sock)
@@ -594,7 +596,9 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mihu-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if deadline < self._wakes_at:  # else it looks in time anyway: no thread switch
+                self._wakes_at = deadline
+                self._cond.notify()
         return entry
 
     def release(self, entry: _Watch) -> None:
@@ -612,8 +616,8 @@ class _Watchdog:
                         with contextlib.suppress(OSError):
                             entry.sock.shutdown(socket.SHUT_RDWR)
                 self._watches = [w for w in self._watches if not w.done]
-                wait = min((w.deadline for w in self._watches), default=now + 60) - now
-                self._cond.wait(max(wait, 0.001))
+                self._wakes_at = min((w.deadline for w in self._watches), default=now + 60)
+                self._cond.wait(max(self._wakes_at - now, 0.001))
 
 
 _WATCHDOG = _Watchdog()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from conftest import assert_matches_truth
@@ -105,15 +106,22 @@ def test_body_that_is_not_the_envelope_raises_and_is_not_cached(
     # nothing of the failed listing is cached: not the bad page 2, nor page 1 (a listing is
     # only ever used whole)
     client.flush_cache()  # saved in the background, after the load
-    with sqlite3.connect(cache_path) as db:
-        assert db.execute("select count(*) from responses").fetchone()[0] == 0
+    assert _cached_responses(cache_path) == 0
     fresh_sim.reset_requests()
     df = client.sessions(conversation)
     assert_matches_truth(df, fresh_sim.ground_truth(conversation))
     assert [r.page for r in fresh_sim.requests] == [1, 2]
     client.flush_cache()
-    with sqlite3.connect(cache_path) as db:
-        assert db.execute("select count(*) from responses").fetchone()[0] == 2
+    assert _cached_responses(cache_path) == 2
+
+
+def _cached_responses(path: Path) -> int:
+    """Responses requests-cache holds in the file (its table is made with its first save)."""
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master")}
+        if "responses" not in tables:
+            return 0
+        return int(db.execute("select count(*) from responses").fetchone()[0])
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "502", "503", "drop"])
