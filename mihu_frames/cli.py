@@ -414,7 +414,10 @@ def _demo(args: argparse.Namespace) -> int:
     from mihu_frames.snapshots import read_snapshots, write_snapshot
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    with Simulator(sizes=sizes, latency=args.latency) as sim, tempfile.TemporaryDirectory() as tmp:
+    # The wall clock: the snapshot's fetched_date partition and its file name (the write time)
+    # then name the same day.
+    demo = Simulator(sizes=sizes, latency=args.latency, clock="wall")
+    with demo as sim, tempfile.TemporaryDirectory() as tmp:
         print(f"simulator: {sim.base_url} ({len(sizes)} conversations, {sum(sizes):,} sessions)")
         options = {"token": sim.token, "cache": Path(tmp) / "demo_cache.sqlite"}
         with MihuClient(sim.base_url, **options) as client:

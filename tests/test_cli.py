@@ -189,6 +189,12 @@ def test_demo_runs_without_token_or_network(tmp_path):
         in result.stdout
     )
     assert len(mf.read_snapshots(tmp_path / "snaps")) == 571
+    # The history file's partition (its fetch day) and its name (its write time) agree.
+    (written,) = (tmp_path / "snaps" / "history").glob("fetched_date=*/*.parquet")
+    assert (
+        written.parent.name
+        == f"fetched_date={written.name[:4]}-{written.name[4:6]}-{written.name[6:8]}"
+    )
 
 
 def test_stats_prints_a_short_summary_and_details_on_request(sim, make_client, tmp_path):
