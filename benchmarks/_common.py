@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: their command line, the machine, the JSON they write."""
+"""What the benchmark scripts share: their command line, the machine, their tables, the JSON they
+write."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,3 +63,12 @@ def write_json(path: Path, config: Any, quick: bool, **results: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"wrote {path}")
+
+
+def print_rows(header: Sequence[str], lines: Sequence[Sequence[object]]) -> None:
+    """A plain-text table: columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    print(" | ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for line in lines:
+        print(" | ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)))

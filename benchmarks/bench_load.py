@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import pyarrow as pa
 import requests
-from _common import parse, print_machine, write_json
+from _common import parse, print_machine, print_rows, write_json
 
 import mihu_frames as mf
 from mihu_frames.decoding import PageInfo, batch_size, decode_pages
@@ -414,12 +414,7 @@ def print_table(rows: list[Row]) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
-    rule = "-+-".join("-" * w for w in widths)
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print(rule)
-    for line in lines:
-        print(" | ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)))
+    print_rows(header, lines)
     for r in rows:
         if r.note:
             print(f"  note [{r.measurement}]: {r.note}")

@@ -52,7 +52,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from _common import parse, print_machine, write_json
+from _common import parse, print_machine, print_rows, write_json
 
 import mihu_frames as mf
 from mihu_frames.pacing import Pacer
@@ -247,11 +247,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)))
+    print_rows(header, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

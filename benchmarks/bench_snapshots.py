@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from _common import parse, print_machine, write_json
+from _common import parse, print_machine, print_rows, write_json
 
 import mihu_frames as mf
 from mihu_frames.root import open_root
@@ -272,11 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for row in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+    print_rows(header, lines)
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     if args.json is not None:
         write_json(

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _common import parse, print_machine, write_json
+from _common import parse, print_machine, print_rows, write_json
 
 import mihu_frames as mf
 from mihu_frames.simulator import SpawnedSimulator, spawn
@@ -251,11 +251,7 @@ def print_table(measures: list[Measure], baseline: Measure) -> list[dict[str, An
             ]
         )
         rows.append({**asdict(m), "requests_ratio": request_ratio, "seconds_ratio": time_ratio})
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+    print_rows(header, lines)
     return rows
 
 
