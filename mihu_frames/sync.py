@@ -193,7 +193,7 @@ def sync_snapshots(
     record["store_seconds"] = round(time.perf_counter() - store_started, 6)
 
     # The partitions just written are at hand: only the others are read back.
-    latest = open_root(sync.store.path).read_latest(conversations=listed_ids, known=report.latest)
+    latest = sync.store.read_latest(conversations=listed_ids, known=report.latest)
     df = frame_of(latest)
     record["seconds"] = round(time.perf_counter() - started, 6)
     record["synced_at"] = datetime.now(timezone.utc).isoformat()

@@ -201,10 +201,10 @@ class Transport:
         secret = token if token and len(token) >= MIN_SECRET else None
         self._has_token = bool(token)
         self._secrets = (f"Bearer {secret}", secret) if secret else ()
-        # The byte forms a body may hold it in: the Bearer form first (it holds the bare one).
-        self._bare_bytes = _spellings(secret) if secret else ()
-        self._secret_bytes = (*_spellings(f"Bearer {secret}"), *self._bare_bytes) if secret else ()
-        # Any other JSON spelling (some characters as escapes) holds one of these escapes.
+        # A body spells it in JSON: as is, or with some characters as escapes. Either its bytes
+        # or an escape of one of its characters is then in the body (a cheap first test);
+        # only then is every spelling, after ``Bearer`` or bare, replaced.
+        self._literal = secret.encode() if secret else b""
         self._escaped = re.compile(spelling.escapes(secret).encode()) if secret else None
         self._any_spelling = (
             re.compile(f"(?:{spelling.spelled('Bearer ')})?{spelling.spelled(secret)}".encode())
@@ -262,11 +262,9 @@ class Transport:
         """``body`` with the token replaced by ``***`` wherever the server echoed it: bare,
         after ``Bearer``, and in any JSON spelling (Laravel escapes ``/`` as ``\\/``; a
         server may write any character as a ``\\u`` escape)."""
-        if any(form in body for form in self._bare_bytes):
-            for form in self._secret_bytes:
-                body = body.replace(form, b"***")
-        if self._escaped is not None and self._escaped.search(body):
-            assert self._any_spelling is not None
+        if self._escaped is None or self._any_spelling is None:
+            return body
+        if self._literal in body or self._escaped.search(body):
             body = self._any_spelling.sub(b"***", body)
         return body
 
@@ -544,13 +542,6 @@ class Transport:
                 f"{message} (a redirect: not followed, it could carry the token elsewhere)", **kw
             )
         return MihuError(message, **kw)
-
-
-def _spellings(secret: str) -> tuple[bytes, ...]:
-    """How a JSON body may spell ``secret``: as is, escaped, and with ``/`` escaped too."""
-    escaped = json.dumps(secret)[1:-1]
-    forms = (secret.encode(), escaped.encode(), escaped.replace("/", "\\/").encode())
-    return tuple(dict.fromkeys(forms))
 
 
 def _passed(deadline: float | None) -> bool:
