@@ -23,6 +23,7 @@ from mihu_frames.schema import (
     SESSIONS_SCHEMA,
     STRING_FIELDS,
     TIMESTAMP_FIELDS,
+    canonical_ids,
 )
 
 _LIST = pa.list_(pa.string())
@@ -55,7 +56,8 @@ def build_columns(
     ``times`` holds the seven timestamps, already parsed (see
     :mod:`mihu_frames.decoding.timestamps`); ``extra`` the JSON of the undocumented fields
     (see :mod:`mihu_frames.decoding.extra`), None when the sessions have none. ``conversation``
-    fills in a session's missing ``conversation_uuid``.
+    fills in a session's missing ``conversation_uuid``. Ids come out lower case, whatever case
+    they were sent in (:data:`~mihu_frames.schema.ID_COLUMNS`).
     """
     if isinstance(sessions, pa.ChunkedArray):
         sessions = sessions.combine_chunks()
@@ -73,8 +75,10 @@ def build_columns(
     contact_values = _struct_children(contact, CONTACT_FIELDS)
     tasks = pc.fill_null(field("task_uuids", _LIST), pa.scalar([], type=_LIST))
     columns: dict[str, pa.Array] = {
-        "conversation_uuid": pc.coalesce(field("conversation_uuid", pa.string()), conversation),
-        "uuid": field("uuid", pa.string()),
+        "conversation_uuid": canonical_ids(
+            pc.coalesce(field("conversation_uuid", pa.string()), conversation)
+        ),
+        "uuid": canonical_ids(field("uuid", pa.string())),
         "status": status,
         "type": type_,
         **{name: times[name] for name in TIMESTAMP_FIELDS},

@@ -143,7 +143,13 @@ from mihu_frames.schema import (
     TIMESTAMP_TYPE,
     TYPE_VALUES,
 )
-from mihu_frames.versions import SNAPSHOT_ID, TAGS, latest_versions, same_content
+from mihu_frames.versions import (
+    HELD_CONVERSATION,
+    SNAPSHOT_ID,
+    TAGS,
+    latest_versions,
+    same_content,
+)
 
 __all__ = [
     "HISTORY",
@@ -591,7 +597,7 @@ class SnapshotRoot:
         with RootLock(self.path / LOCK_FILE, self.lock_timeout):
             converted = self.prepare()
             if self.state == "new":
-                self._write_manifest(recorded or _recorded_from_rows(rows, metadata))
+                self._write_manifest(recorded or recorded_from_rows(rows, metadata))
             snapshot_id = new_snapshot_id()
             report = self._apply(
                 rows, snapshot_id, metadata=metadata or {}, history=True, keep=keep
@@ -991,6 +997,11 @@ def _merge(held: pa.Table, incoming: pa.Table) -> tuple[pa.Table, pa.Table, dict
             matched.column(name).combine_chunks(), before.column(name).combine_chunks()
         )
         matched = matched.set_column(index, matched.schema.field(index), tag)
+    # A session served under two conversations keeps the one it is held under (versions.py).
+    index = matched.schema.get_field_index(HELD_CONVERSATION)
+    matched = matched.set_column(
+        index, matched.schema.field(index), before.column(HELD_CONVERSATION)
+    )
     same = same_content(matched, before)
     newer = _not_older(matched, before)
     replace_mask = ~same & newer
@@ -1168,7 +1179,7 @@ def _infer_recorded(files: Iterable[Path]) -> Recorded:
     return Recorded(status, type_)
 
 
-def _recorded_from_rows(rows: pa.Table, metadata: Mapping[str, Any] | None) -> Recorded:
+def recorded_from_rows(rows: pa.Table, metadata: Mapping[str, Any] | None) -> Recorded:
     """What a new root records: the filters in the write's metadata, else the tags it holds."""
     filters = (metadata or {}).get("filters")
     if isinstance(filters, dict):

@@ -57,7 +57,7 @@ SESSION_FIELDS: tuple[str, ...] = (
 
 #: Every instant in a frame: microseconds, UTC.
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-#: A UUID as the API writes one (any case; frames hold them as sent).
+#: A UUID as the API writes one (any case; frames hold them lower-case, see ID_COLUMNS).
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TD = pa.duration("us")
 
@@ -196,8 +196,24 @@ def to_pandas(table: pa.Table, columns: list[str] | None = None) -> pd.DataFrame
     return df
 
 
+#: The frame's ids: canonical lower-case UUID text everywhere (frame, store, lookups), whatever
+#: case the caller or the server used, so a lookup never misses a session by its spelling.
+ID_COLUMNS: tuple[str, ...] = ("conversation_uuid", "uuid")
+
+
+def canonical_ids(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Ids in their canonical spelling: lower case (a UUID's hex digits are ASCII)."""
+    return pc.ascii_lower(values)
+
+
 def from_pandas(df: pd.DataFrame) -> pa.Table:
-    """Convert a sessions frame back to an Arrow table in ``SESSIONS_SCHEMA``."""
+    """Convert a sessions frame back to an Arrow table in ``SESSIONS_SCHEMA``.
+
+    Ids become lower case (:data:`ID_COLUMNS`). An instant must say which instant it is: a
+    tz-naive timestamp column is a ``ValueError`` naming the column and the fix (taking it as
+    UTC would move every wall-clock time that was local), and so is a value finer than the
+    frame's microseconds (rounding would change the data without a word).
+    """
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"not a sessions frame: missing columns {missing}")
@@ -207,8 +223,47 @@ def from_pandas(df: pd.DataFrame) -> pa.Table:
         if field.name in CATEGORIES:
             series = series.astype(object)
             series = series.where(series.notna() & (series != UNTAGGED), None)
-        columns.append(pa.array(series, type=field.type, from_pandas=True))
+        if pa.types.is_timestamp(field.type):
+            _require_instants(field.name, series)
+        try:
+            values = pa.array(series, type=field.type, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValueError(_unfit(field, series, exc)) from None
+        if field.name in ID_COLUMNS:
+            values = canonical_ids(values)
+        columns.append(values)
     return pa.Table.from_arrays(columns, schema=SESSIONS_SCHEMA)
+
+
+def _require_instants(name: str, series: pd.Series) -> None:
+    """``ValueError`` unless ``series`` holds time-zone-aware instants (or only nulls)."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_timestamp(dtype.pyarrow_dtype):
+        naive = dtype.pyarrow_dtype.tz is None
+    elif pd.api.types.is_datetime64_dtype(dtype):
+        naive = True
+    else:  # objects: datetimes (each may be naive), or nulls only
+        naive = any(getattr(v, "tzinfo", False) is None for v in series.dropna())
+    if naive:
+        raise ValueError(
+            f"column {name!r} holds time-zone-naive timestamps ({dtype}): say where they were "
+            f"recorded, e.g. df[{name!r}] = df[{name!r}].dt.tz_localize('Europe/Berlin') "
+            "(or 'UTC' if they are UTC); a naive time is never taken as UTC"
+        )
+
+
+def _unfit(field: pa.Field, series: pd.Series, exc: Exception) -> str:
+    """The message for a column whose values do not fit its type."""
+    message = f"column {field.name!r} ({series.dtype}) does not fit {field.type}: {exc}"
+    if pa.types.is_timestamp(field.type) or pa.types.is_duration(field.type):
+        floor = "dt.floor('us')"
+        message += (
+            f"; the frame holds microseconds: round it first, df[{field.name!r}] = "
+            f"df[{field.name!r}].{floor}"
+        )
+    return message
 
 
 def empty_table() -> pa.Table:

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mihu_frames.errors import NotASnapshotRootError
+from mihu_frames.options import ALL, conversation_ids
 from mihu_frames.root import (
     FILE_SCHEMA,
     ORDER,
@@ -52,6 +54,7 @@ from mihu_frames.root import (
     file_metadata,
     new_snapshot_id,
     open_root,
+    recorded_from_rows,
 )
 from mihu_frames.schema import COLUMNS, from_pandas, to_pandas, types_mapper
 from mihu_frames.versions import SNAPSHOT_ID
@@ -132,8 +135,10 @@ def write_snapshot(
     NotASnapshotRootError
         ``root`` is a file, or a non-empty folder that is not a snapshot root.
     ValueError
-        ``df`` is not a sessions frame, ``pii`` is unknown or has no key, or ``metadata`` uses
-        a reserved key; nothing is written.
+        ``df`` is not a sessions frame (a column missing, or one it does not know: a snapshot
+        would drop it), a timestamp column is time-zone-naive or finer than microseconds (the
+        message names the column and the fix), ``pii`` is unknown or has no key, or
+        ``metadata`` uses a reserved key; nothing is written.
 
     Notes
     -----
@@ -141,7 +146,10 @@ def write_snapshot(
     are added; a session held with other content is replaced when this row was fetched at or
     after the one held, else the row is kept in history only (an older fetch written late);
     an identical row is not written again. A row without a ``status``/``type`` tag keeps the
-    one held. The latest state is rewritten only in the partitions (months of ``created_at``)
+    one held, and a session served under two conversations keeps the conversation it is held
+    under (:mod:`mihu_frames.versions`). Ids are stored lower case. A frame loaded with
+    ``"all"`` makes the root remember it (later syncs may leave the conversations out). The
+    latest state is rewritten only in the partitions (months of ``created_at``)
     that hold a new or changed session. A new root records the ``status``/``type`` filters the
     frame was fetched under (``df.attrs["mihu_frames"]["filters"]``, else its tags).
 
@@ -174,6 +182,13 @@ def _write(
     if clash:
         raise ValueError(f"metadata keys {sorted(clash)} are reserved for the snapshot's record")
     table = from_pandas(df)
+    unknown = [c for c in df.columns if c not in COLUMNS and c != SNAPSHOT_ID]
+    if unknown:
+        raise ValueError(
+            f"column(s) {[str(c) for c in unknown]} are not sessions columns and a snapshot "
+            "would drop them: drop them first (df.drop(columns=[...])), or keep them beside "
+            "the root (e.g. a Parquet file joined on 'uuid')"
+        )
     if pii == "hash":
         table = hash_pii(table)
     store = open_root(root, create=True)
@@ -185,7 +200,12 @@ def _write(
         "pii": pii or "kept",
         **(metadata or {}),
     }
-    return store.commit(table, metadata=record)
+    # A load of "all" makes a root of every conversation: later syncs may leave them out.
+    recorded = None
+    if attrs.get("listed") == ALL:
+        held = store.recorded or recorded_from_rows(table, record)
+        recorded = replace(held, conversations=ALL)
+    return store.commit(table, metadata=record, recorded=recorded)
 
 
 def hash_pii(table: pa.Table, key: bytes | None = None) -> pa.Table:
@@ -241,8 +261,9 @@ def read_snapshots(
     latest : bool
         ``True``: the latest state, one row per session (``root/sessions/``). ``False``: every
         version in history, with its ``snapshot_id``.
-    conversations : str or iterable of str, optional
-        Read only these conversations (pushed down to the Parquet scan).
+    conversations : str, uuid.UUID, an iterable of them, a Series or DataFrame, optional
+        Read only these conversations (pushed down to the Parquet scan). Each is a canonical
+        UUID, either case, or a :class:`uuid.UUID`, as :func:`load_sessions` takes them.
     columns : iterable of str, optional
         Read only these columns.
     since : datetime or str, optional
@@ -263,7 +284,7 @@ def read_snapshots(
         ``root`` is not a snapshot root (missing, empty, a file, a root's ``sessions/``
         folder, any other folder): never an empty frame for a wrong path.
     ValueError
-        An unknown column.
+        An unknown column, a conversation that is not a UUID, a ``since`` that is not a date.
 
     Examples
     --------
@@ -277,15 +298,8 @@ def read_snapshots(
         unknown = [c for c in wanted if c not in known]
         if unknown:
             raise ValueError(f"unknown column(s) {unknown}; columns are {known}")
-    ids = None
-    if conversations is not None:
-        items = [conversations] if isinstance(conversations, str) else list(conversations)
-        ids = [c.lower() for c in items]
-    bound = None
-    if since is not None:
-        stamp = pd.Timestamp(since)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-        bound = stamp.to_pydatetime()
+    ids = None if conversations is None else list(conversation_ids(conversations))
+    bound = None if since is None else _instant("since", since)
     order = [ORDER, "uuid"] if latest else [SNAPSHOT_ID, ORDER]
     read = None
     if wanted is not None:
@@ -304,6 +318,21 @@ def read_snapshots(
             if attempt == 2:
                 raise
     return frame_of(table, latest=latest, columns=wanted)
+
+
+def _instant(name: str, value: object) -> datetime:
+    """``value`` as a UTC instant (a naive one is taken as UTC), else ``ValueError`` naming it."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{name} must be a date or an instant (e.g. '2026-11-01' or "
+            f"'2026-11-01T08:00:00+01:00'), got {value!r:.60}: {exc}"
+        ) from None
+    if stamp is pd.NaT:
+        raise ValueError(f"{name} must be a date or an instant, got {value!r:.60}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
 
 
 def frame_of(

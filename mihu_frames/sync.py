@@ -76,7 +76,13 @@ from mihu_frames.options import (
 )
 from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
-from mihu_frames.schema import STATUS_VALUES, TIMESTAMP_TYPE, TYPE_VALUES, empty_table
+from mihu_frames.schema import (
+    STATUS_VALUES,
+    TIMESTAMP_TYPE,
+    TYPE_VALUES,
+    canonical_ids,
+    empty_table,
+)
 from mihu_frames.snapshots import frame_of, hash_pii
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
@@ -163,7 +169,7 @@ def sync_snapshots(
         listed_ids, listed = _conversations_of(sync, active)
         held = _Held.read(sync.store, listed_ids)
         # A listed conversation without a session, of which nothing is held: nothing to read.
-        empty = _without_sessions(listed) - set(held.newest)
+        empty = (_without_sessions(listed) | sync.empty) - set(held.newest)
         ids = tuple(c for c in listed_ids if c not in empty)
         plan = Plan.build(ids, sync.load)
         full_load = tuple(c for c in ids if sync.settings.full or c not in held.newest)
@@ -183,6 +189,7 @@ def sync_snapshots(
     record = _fetch_record(active, plan, sync, held, fetched, full_load, incremental, listed)
     if listed is not None:
         record["conversations_listed"] = len(listed_ids)
+    if listed is not None or sync.empty:
         record["conversations_empty"] = len(empty)
     record["fetch_seconds"] = round(fetch_seconds, 6)
     store_started = time.perf_counter()
@@ -238,6 +245,8 @@ class _Sync:
     window: timedelta
     recorded: Recorded
     client_options: dict[str, Any]
+    #: Named conversations a frame of the listing says have no session (``sessions_count`` 0).
+    empty: frozenset[str] = frozenset()
 
 
 def _prepare(
@@ -281,16 +290,28 @@ def _prepare(
         cast(timedelta, settings.overlap),  # SyncOptions normalises seconds to a timedelta
         recorded,
         client_options,
+        frozenset(_without_sessions(conversations)) if named is not None else frozenset(),
     )
 
 
 def _without_sessions(listed: Any) -> set[str]:
-    """The listed conversations whose ``sessions_count`` is 0."""
-    if listed is None or "sessions_count" not in listed[0].column_names:
+    """The conversations whose ``sessions_count`` is 0: of the account's listing (its table and
+    cost), or of a frame of conversations passed in (:func:`list_conversations`' columns)."""
+    if isinstance(listed, tuple):
+        listed = listed[0]
+    if isinstance(listed, pd.DataFrame):
+        if not {"uuid", "sessions_count"} <= set(listed.columns):
+            return set()
+        listed = pa.table(
+            {
+                "uuid": pa.array(listed["uuid"].astype(object), pa.string(), from_pandas=True),
+                "sessions_count": pa.array(listed["sessions_count"], from_pandas=True),
+            }
+        )
+    if not isinstance(listed, pa.Table) or "sessions_count" not in listed.column_names:
         return set()
-    table = listed[0]
-    none = pc.fill_null(pc.equal(table.column("sessions_count"), 0), False)
-    return set(table.filter(none).column("uuid").to_pylist())
+    none = pc.fill_null(pc.equal(listed.column("sessions_count"), 0), False)
+    return set(canonical_ids(listed.filter(none).column("uuid")).to_pylist())
 
 
 def _conversations_of(sync: _Sync, client: MihuClient) -> tuple[tuple[str, ...], Any]:

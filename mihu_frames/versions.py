@@ -13,6 +13,11 @@ latest one of each (``root/sessions/``). The rules, in one place:
 - **Tags.** ``status`` and ``type`` are not in the API's session: they are the filter a row was
   fetched under. A version without a tag (fetched without that filter) keeps the tag of the
   version before it: a tag is never replaced by null, only by another tag.
+- **One conversation.** A session is one row, whatever listings serve it. When the server
+  serves one session ``uuid`` under two conversations, the session keeps the conversation it
+  was first stored under: a later version fetched under the other conversation takes the held
+  ``conversation_uuid`` before it is compared, so syncing the two conversations in turn, with
+  nothing changed, writes nothing (the conversation would otherwise flip on every sync).
 
 :func:`latest_versions` applies the order and the tag rule to any set of versions (a history,
 or the rows of one write), :func:`same_content` compares aligned rows, :func:`content_hashes`
@@ -33,6 +38,7 @@ from mihu_frames.schema import COLUMNS
 
 __all__ = [
     "CONTENT",
+    "HELD_CONVERSATION",
     "SNAPSHOT_ID",
     "TAGS",
     "content_hashes",
@@ -46,6 +52,8 @@ __all__ = [
 SNAPSHOT_ID = "snapshot_id"
 #: A session's content: every column but when it was fetched.
 CONTENT: tuple[str, ...] = tuple(name for name in COLUMNS if name != "fetched_at")
+#: The column a session keeps from its first stored version (see "One conversation" above).
+HELD_CONVERSATION = "conversation_uuid"
 #: The columns a fetch without filters leaves null, and which then keep their earlier value.
 TAGS: tuple[str, ...] = ("status", "type")
 _NULL_FIRST = np.iinfo(np.int64).min

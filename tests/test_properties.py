@@ -716,16 +716,18 @@ def expect_record(record: Any, info: PageInfo, out: Expected) -> dict[str, Any] 
     uuid = record.get("uuid")
     if not isinstance(uuid, str):
         out.must.add("uuid")
+    else:  # ids are canonical lower case in a frame, whatever case they were sent in
+        uuid = _id(uuid)
     conversation = record.get("conversation_uuid")
     if conversation is None:
-        row["conversation_uuid"] = info.conversation
+        row["conversation_uuid"] = _id(info.conversation)
     elif not isinstance(conversation, str):
         out.must.add("conversation_uuid")
     elif conversation != info.conversation:
         out.may.add("conversation_uuid")
-        row["conversation_uuid"] = AnyOf((conversation, info.conversation))
+        row["conversation_uuid"] = AnyOf((_id(conversation), _id(info.conversation)))
     else:
-        row["conversation_uuid"] = conversation
+        row["conversation_uuid"] = _id(conversation)
     row["uuid"] = uuid
     # the API never sends a session's status or type: a row fetched without the filter is
     # "untagged" in pandas (null in Arrow)
@@ -786,6 +788,14 @@ def expect_record(record: Any, info: PageInfo, out: Expected) -> dict[str, Any] 
     row["extra"] = extra or None
     row["fetched_at"] = info.fetched_at
     return row
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _id(text: str | None) -> str | None:
+    """An id as a frame holds it: its ASCII letters lower case (a UUID's hex digits)."""
+    return None if text is None else text.translate(_ASCII_LOWER)
 
 
 def _minus(a: datetime | None, b: datetime | None) -> timedelta | None:
