@@ -84,6 +84,7 @@ from mihu_frames.schema import (
     empty_table,
 )
 from mihu_frames.snapshots import frame_of, hash_pii
+from mihu_frames.started import last_page_to_read
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
 
@@ -585,9 +586,9 @@ class Window:
     def after(self, query: Query, page: int, envelope: PageEnvelope, rows: pa.Table) -> int:
         threshold = self.thresholds[query.conversation]
         oldest = pc.min(rows.column("updated_at")).as_py()
-        more = envelope.rows > 0 and page < envelope.last_page
-        if more and (oldest is None or oldest >= threshold):
-            return page + 1
+        last = last_page_to_read(page, envelope, oldest, threshold)
+        if last > page:
+            return last
         logger.debug(
             "conversation %s: stopped after page %d of %d (oldest on it %s, window from %s)",
             query.conversation,

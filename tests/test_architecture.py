@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "cachefile": 2,
     "progress": 2,
     "runner": 3,
+    "started": 3.5,  # a paging policy: over the runner, under the client that picks it
     "client": 4,
     "load": 5,
     "sync": 5,
