@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mihu_frames.errors import NotASnapshotRootError
-from mihu_frames.options import ALL, conversation_ids
+from mihu_frames.options import ALL, conversation_ids, instant
 from mihu_frames.root import (
     FILE_SCHEMA,
     ORDER,
@@ -299,7 +299,7 @@ def read_snapshots(
         if unknown:
             raise ValueError(f"unknown column(s) {unknown}; columns are {known}")
     ids = None if conversations is None else list(conversation_ids(conversations))
-    bound = None if since is None else _instant("since", since)
+    bound = instant("since", since)
     order = [ORDER, "uuid"] if latest else [SNAPSHOT_ID, ORDER]
     read = None
     if wanted is not None:
@@ -318,21 +318,6 @@ def read_snapshots(
             if attempt == 2:
                 raise
     return frame_of(table, latest=latest, columns=wanted)
-
-
-def _instant(name: str, value: object) -> datetime:
-    """``value`` as a UTC instant (a naive one is taken as UTC), else ``ValueError`` naming it."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{name} must be a date or an instant (e.g. '2026-11-01' or "
-            f"'2026-11-01T08:00:00+01:00'), got {value!r:.60}: {exc}"
-        ) from None
-    if stamp is pd.NaT:
-        raise ValueError(f"{name} must be a date or an instant, got {value!r:.60}")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
 
 
 def frame_of(

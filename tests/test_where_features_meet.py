@@ -211,7 +211,7 @@ def test_read_checks_the_conversations_it_is_given(frame, tmp_path, bad):
 
 def test_read_names_a_since_that_is_not_a_date(frame, tmp_path):
     mf.write_snapshot(frame, tmp_path / "root")
-    with pytest.raises(ValueError, match=r"since must be a date.*last week"):
+    with pytest.raises(ValueError, match=r"since must be an instant.*last week"):
         mf.read_snapshots(tmp_path / "root", since="last week")
     assert len(mf.read_snapshots(tmp_path / "root", conversations=uuid.UUID(B))) == 1
 
