@@ -22,10 +22,24 @@ planned (another process replaced it meanwhile) makes the load fetch that query 
 **Stored loads** keep the *result* of a whole load (an Arrow table, one uncompressed IPC file
 in ``<file>.loads/``, indexed in ``mihu_frames_loads``), so an identical reload is one read:
 it expires with the earliest of its pages, ``refresh`` skips it, ``offline`` accepts it
-expired. Saving fresh pages of a conversation drops every stored load holding it, in the
-transaction that saves the pages and switches their listing (whoever fetched them: a load, a
-sync), so no reader ever finds fresh pages beside a stale stored frame; a load that fetched
-a conversation anew also drops them.
+expired. A stored load is never older than the pages beside it, by two rules that meet in
+SQLite's one writer at a time:
+
+- Saving fresh pages of a conversation drops every stored load holding it, in the
+  transaction that saves the pages and switches their listing (whoever fetched them: a load,
+  a sync). That covers stored loads written *before* the pages.
+- A load is handed to the writer with the listing id of each of its queries (the cached
+  listings it read, the fresh ones it saved), and is stored only if, in the transaction that
+  inserts it, the page index holds exactly those listings of those queries (rows of that
+  listing and of no other). That covers a load built from listing L1 while another client
+  or process saved L2 before the load was written: it is not stored (logged at DEBUG), and
+  the next load reads L2's pages. Nor is a load stored when the index holds no page of one
+  of its queries (their save failed, or they were dropped since).
+
+A load that fetched a conversation anew also drops the stored loads holding it. A stored
+load's file is removed only once the transaction that deleted its row committed (after a
+rollback the row, and so its file, stay); files no row points to are a crash's leftovers,
+removed once an hour old.
 
 **Writes come after the frame.** Saving pages and stored loads runs on the file's writer thread
 after the load has handed its frame back. A load's first reads (:meth:`CacheFile.listings`,
@@ -478,14 +492,16 @@ class CacheFile:
             return
         adapter = HTTPAdapter()
         failed: list[sqlite3.Error] = []
-        indexed = False
+        dropped: list[str] = []
+        committed = False
         try:
             if self._saver is None:
                 self._saver = self._new_pages()
             saver = self._saver
             # One transaction, under the stored-load index's lock: the pages, their listing's
-            # index rows and the stored loads they make stale (requests-cache commits it, or
-            # rolls it back on an OperationalError, which it does not raise).
+            # index rows and the stored loads they make stale. It is committed here, so that
+            # whether it was is known (requests-cache rolls it back on an OperationalError,
+            # which it does not raise; its own commit then finds nothing to commit).
             with self._lock, saver.responses.bulk_commit():
                 for page in pages:
                     request = requests.Request("GET", page.url, headers=request_headers).prepare()
@@ -501,13 +517,15 @@ class CacheFile:
                     saver.save_response(response, cache_key=page.key, expires=expires)
                 with saver.responses.connection() as db:  # the same transaction
                     try:
-                        self._index_pages(db, pages, expires)
+                        dropped = self._index_pages(db, pages, expires)
+                        db.execute("commit")
                     except sqlite3.Error as exc:
                         failed.append(exc)
                         raise sqlite3.OperationalError(str(exc)) from exc  # rolls it all back
-                indexed = True
-            if not indexed:
+                committed = True
+            if not committed:
                 raise failed[0] if failed else sqlite3.OperationalError("the save was rolled back")
+            self._unlink_loads(dropped)  # only now: a rollback would have kept their rows
         except (sqlite3.Error, OSError, CacheLockedError) as exc:  # only a cache: never fatal
             gone = not self.path.exists()  # removed meanwhile: nothing lost worth a warning
             (logger.info if gone else logger.warning)(
@@ -520,9 +538,10 @@ class CacheFile:
 
     def _index_pages(
         self, db: sqlite3.Connection, pages: list[PageToSave], expires: datetime | None
-    ) -> None:
+    ) -> list[str]:
         """Index saved pages under their listing (in the caller's transaction); drop the
-        query's older listings and the stored loads holding their conversations."""
+        query's older listings and the stored loads holding their conversations, and return
+        those loads' files (for the caller to remove once it committed)."""
         stamp = expires.timestamp() if expires is not None else None
         listings = sorted({(page.query, page.listing) for page in pages})
         # A query's older listings go: only one listing of a query is ever whole.
@@ -532,13 +551,15 @@ class CacheFile:
             [(p.key, p.query, p.page, p.listing, p.last_page, stamp) for p in pages],
         )
         conversations = sorted({c for page in pages for c in _conversations_in(page.url)})
-        if conversations:
-            dropped = self._delete_loads(db, _HOLDS_ANY, (json.dumps(conversations),))
-            if dropped:
-                logger.debug(
-                    "dropped %d stored loads holding conversations whose pages were saved anew",
-                    dropped,
-                )
+        if not conversations:
+            return []
+        dropped = self._delete_loads(db, _HOLDS_ANY, (json.dumps(conversations),))
+        if dropped:
+            logger.debug(
+                "dropped %d stored loads holding conversations whose pages were saved anew",
+                len(dropped),
+            )
+        return dropped
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop pages (a damaged or invalid one) and their index rows."""
@@ -563,8 +584,11 @@ class CacheFile:
         self.flush()
         self._backend().clear()
         with self._connect() as db:
+            db.execute("begin immediate")
             db.execute(f"delete from {_PAGES}")
-            self._delete_loads(db, "1", ())
+            dropped = self._delete_loads(db, "1", ())
+            db.execute("commit")
+        self._unlink_loads(dropped)
 
     # ------------------------------------------------------------------ stored loads
 
@@ -596,8 +620,7 @@ class CacheFile:
         except (pa.ArrowException, OSError, ValueError) as exc:
             logger.warning("dropping a damaged stored load in %s: %s", self.path, exc)
             try:
-                with self._lock, self._connect() as db:  # not a row stored meanwhile
-                    self._delete_loads(db, "key = ? and file = ?", (key, name))
+                self._drop_loads("key = ? and file = ?", (key, name))  # not one stored since
             except sqlite3.Error as error:
                 logger.warning("could not drop it: %s", error)
             return None
@@ -609,9 +632,28 @@ class CacheFile:
         *,
         conversations: Iterable[str],
         fresh: Iterable[str],
+        listings: Mapping[str, str],
         meta: dict[str, Any],
     ) -> None:
         """Store a complete load (on the writer thread, after the pages it was built from).
+
+        Parameters
+        ----------
+        key : str
+            What identifies the load (the client's ``load_key``).
+        table : pyarrow.Table
+            Its result.
+        conversations : iterable of str
+            The conversations it holds.
+        fresh : iterable of str
+            Those it fetched from the network: stored loads holding them are stale.
+        listings : mapping of str to str
+            Per query key, the listing id its pages came from: the cached listings it read
+            and the fresh ones it saved. It is stored only if the page index still holds
+            exactly those listings of those queries when it is written (see the module).
+        meta : dict
+            Its record: ``pages``, and ``expires``, the earliest expiry of the cached pages
+            it used (Unix seconds, or None).
 
         Its expiry is the earliest of its pages': those saved by this load expire after
         ``expire_after`` from now, and the cached ones it used are in ``meta["expires"]``.
@@ -620,7 +662,16 @@ class CacheFile:
         cached = meta.get("expires")
         stamps = [s for s in (expires.timestamp() if expires else None, cached) if s is not None]
         stamp = min(stamps) if stamps else None
-        self._submit(self._write_load, key, table, stamp, list(conversations), list(fresh), meta)
+        self._submit(
+            self._write_load,
+            key,
+            table,
+            stamp,
+            list(conversations),
+            list(fresh),
+            dict(listings),
+            meta,
+        )
 
     def _write_load(
         self,
@@ -629,24 +680,35 @@ class CacheFile:
         expires: float | None,
         conversations: list[str],
         fresh: list[str],
+        listings: dict[str, str],
         meta: dict[str, Any],
     ) -> None:
         if not self.path.exists():  # removed since the load: nothing to index it in
             return
         name = f"{key}-{secrets.token_hex(4)}.arrow"
+        dropped: list[str] = []
         try:
             self._write_load_file(name, table)
             with self._lock, self._connect() as db:
                 db.execute("begin immediate")
+                changed = _listings_changed(db, listings)
+                if changed is not None:  # pages of another listing beside it: never stored
+                    db.execute("rollback")
+                    logger.debug("not storing the load %s: %s", key[:12], changed)
+                    (self.folder / name).unlink(missing_ok=True)
+                    return
                 # Stored loads sharing a conversation fetched anew are stale; the same load
                 # stored before is replaced.
-                self._delete_loads(db, _HOLDS_ANY + " or key = ?", (json.dumps(fresh), key))
-                self._delete_loads(db, "expires <= ?", (time.time(),))
+                dropped += self._delete_loads(
+                    db, _HOLDS_ANY + " or key = ?", (json.dumps(fresh), key)
+                )
+                dropped += self._delete_loads(db, "expires <= ?", (time.time(),))
                 db.execute(
                     f"insert into {_LOADS} values (?, ?, ?, ?, ?)",
                     (key, expires, ",".join(conversations), json.dumps(meta), name),
                 )
                 db.execute("commit")
+            self._unlink_loads(dropped)  # only now: a rollback would have kept their rows
             self._remove_orphans()
         except (OSError, sqlite3.Error, pa.ArrowException) as exc:  # only a cache: never fatal
             logger.warning("could not store the load result in %s: %s", self.path, exc)
@@ -669,18 +731,32 @@ class CacheFile:
             temporary.unlink(missing_ok=True)
             raise
 
-    def _delete_loads(self, db: sqlite3.Connection, where: str, params: Iterable[Any]) -> int:
-        """Delete the stored loads matching ``where`` and their files (in the caller's work);
-        return how many."""
+    def _delete_loads(self, db: sqlite3.Connection, where: str, params: Iterable[Any]) -> list[str]:
+        """Delete the index rows of the stored loads matching ``where`` (in the caller's
+        transaction) and return their files, which the caller removes with
+        :meth:`_unlink_loads` once that transaction committed: after a rollback the rows are
+        back, and so must their files be."""
         params = tuple(params)
         names = [r[0] for r in db.execute(f"select file from {_LOADS} where {where}", params)]
         db.execute(f"delete from {_LOADS} where {where}", params)
+        return names
+
+    def _drop_loads(self, where: str, params: Iterable[Any]) -> None:
+        """Delete the stored loads matching ``where`` in a transaction of their own, then
+        (once it committed) their files."""
+        with self._lock, self._connect() as db:
+            db.execute("begin immediate")
+            names = self._delete_loads(db, where, params)
+            db.execute("commit")
+        self._unlink_loads(names)
+
+    def _unlink_loads(self, names: Iterable[str]) -> None:
+        """Remove stored-load files whose rows a committed transaction deleted."""
         for name in names:
             try:
                 (self.folder / _plain_name(name)).unlink(missing_ok=True)
             except (OSError, ValueError) as exc:
                 logger.warning("could not remove a stored load %r: %s", name, exc)
-        return len(names)
 
     def _remove_orphans(self) -> None:
         """Remove stored-load files no row points to (a crash's leftovers), once old enough."""
@@ -703,8 +779,7 @@ class CacheFile:
             return
         self.flush()
         try:
-            with self._lock, self._connect() as db:
-                self._delete_loads(db, _HOLDS_ANY, (json.dumps(conversations),))
+            self._drop_loads(_HOLDS_ANY, (json.dumps(conversations),))
         except sqlite3.Error as exc:
             logger.warning("could not drop stale stored loads in %s: %s", self.path, exc)
 
@@ -732,6 +807,31 @@ def _flock(
                 return False
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def _listings_changed(db: sqlite3.Connection, listings: Mapping[str, str]) -> str | None:
+    """Why the page index no longer holds exactly ``listings`` (per query key, one listing
+    id), or None when it does: every query has rows, all of that listing (in the caller's
+    transaction)."""
+    if not listings:
+        return None
+    held: dict[str, tuple[str, str]] = {
+        query: (first, last)
+        for query, first, last in db.execute(
+            f"select query, min(listing), max(listing) from {_PAGES} "
+            "where query in (select key from json_each(?)) group by query",
+            (json.dumps(listings),),
+        )
+    }
+    for query, listing in listings.items():
+        if query not in held:
+            return f"the pages of query {query[:12]} are gone from the page index"
+        if held[query] != (listing, listing):
+            return (
+                f"the page index holds another listing of query {query[:12]} "
+                f"than the {listing} it was built from"
+            )
+    return None
 
 
 def _conversations_in(url: str) -> list[str]:

@@ -44,7 +44,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
@@ -83,16 +83,24 @@ GIVE_BACK_SESSIONS = 50_000
 # --------------------------------------------------------------------------- the plan
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Query:
     """One paginated listing: a conversation's sessions under one status and one type value,
-    or (``conversation`` empty) the account's conversations under ``filters``."""
+    or (``conversation`` empty) the account's conversations under ``filters``.
+
+    Every part is required and named: a query fetched anew is :meth:`renumbered`, never
+    rebuilt from some of its parts (a restarted listing once lost its filters that way).
+    """
 
     index: int
     conversation: str
     status: str | None
     type: str | None
-    filters: tuple[tuple[str, str], ...] = ()
+    filters: tuple[tuple[str, str], ...]
+
+    def renumbered(self, index: int) -> Query:
+        """The same listing under another index (fetched anew), every other part kept."""
+        return replace(self, index=index)
 
     def params(self, page: int, plan: Plan) -> dict[str, str | int]:
         params: dict[str, str | int] = {
@@ -137,13 +145,18 @@ class Plan:
     def build(cls, conversations: Sequence[str], options: LoadOptions) -> Plan:
         """The sessions of ``conversations``: one query per status and type value."""
         combos = itertools.product(conversations, options.statuses, options.types)
-        queries = tuple(Query(i, c, s, t) for i, (c, s, t) in enumerate(combos))
+        queries = tuple(
+            Query(index=i, conversation=c, status=s, type=t, filters=())
+            for i, (c, s, t) in enumerate(combos)
+        )
         return cls(tuple(conversations), queries, options)
 
     @classmethod
     def listing(cls, filters: dict[str, str], options: LoadOptions) -> Plan:
         """The account's conversations, under ``filters`` (sent to the server)."""
-        query = Query(0, "", None, None, tuple(sorted(filters.items())))
+        query = Query(
+            index=0, conversation="", status=None, type=None, filters=tuple(sorted(filters.items()))
+        )
         return cls((), (query,), options, CONVERSATIONS)
 
     @property
@@ -240,6 +253,9 @@ class RunStats:
     fresh: set[str] = field(default_factory=set)
     #: The earliest expiry (Unix seconds) of the cached pages used.
     expires: float | None = None
+    #: Per query key, the listing id of the pages its rows came from: a cached listing read,
+    #: or a fresh one handed to the cache's writer (empty when the run does not use a cache).
+    listings: dict[str, str] = field(default_factory=dict)
 
     def plus(self, other: RunStats) -> RunStats:
         """The cost of this run and ``other`` together."""
@@ -255,6 +271,7 @@ class RunStats:
             errors=[*self.errors, *other.errors],
             fresh=self.fresh | other.fresh,
             expires=min(stamps) if stamps else None,
+            listings={**self.listings, **other.listings},
         )
 
 
@@ -420,7 +437,19 @@ class _Run:
         # The frame first: the cache writer's work (SQLite, pickling) would compete with it.
         table = self.table()
         self.save()
+        self.stats.listings = self.listings()
         return table, self.stats
+
+    def listings(self) -> dict[str, str]:
+        """Per query key, the listing its rows came from (queries still standing only: one
+        fetched anew counts under its new listing, a failed one not at all)."""
+        if not self.use_cache:
+            return {}
+        return {
+            self.runner.query_key(state.query, self.plan): state.listing
+            for state in self.states.values()
+            if self.live(state)
+        }
 
     def plan_queries(self) -> None:
         queries = list(self.paging.queries(self.plan))
@@ -701,7 +730,7 @@ class _Run:
                 ),
             )
             return
-        query = Query(self.next_index, old.query.conversation, old.query.status, old.query.type)
+        query = old.query.renumbered(self.next_index)
         self.next_index += 1
         logger.debug("%s: fetching it anew (%s)", _name(old.query), reason)
         self.start(query, None, old.order)

@@ -203,12 +203,12 @@ def test_invalidation_works_for_thousands_of_conversations(tmp_path):
     cache = CacheFile(tmp_path / "c.sqlite", expire_after=None, timeout=5)
     many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(1500)]
     meta = {"pages": 1}
-    cache.store_load("a", empty_table(), conversations=many[:2], fresh=[], meta=meta)
+    cache.store_load("a", empty_table(), conversations=many[:2], fresh=[], listings={}, meta=meta)
     # b fetched 1,500 conversations anew (more than SQLite's expression-depth limit of 1,000
     # if each were its own "or"): a, which shares two of them, is stale and dropped
-    cache.store_load("b", empty_table(), conversations=many, fresh=many, meta=meta)
+    cache.store_load("b", empty_table(), conversations=many, fresh=many, listings={}, meta=meta)
     assert cache.stored_load("a") is None and cache.stored_load("b") is not None
-    cache.store_load("a", empty_table(), conversations=many[:2], fresh=[], meta=meta)
+    cache.store_load("a", empty_table(), conversations=many[:2], fresh=[], listings={}, meta=meta)
     cache.invalidate(many[1:])
     assert cache.stored_load("a") is None and cache.stored_load("b") is None
     cache.close()
@@ -239,7 +239,13 @@ def test_page_url_and_key_are_what_requests_prepares(base_url, params):
     client = mf.MihuClient(base_url, cache=None)
     options = {k: params[k] for k in ("per_page", "sort_by", "sort_dir")}
     plan = Plan.build([CONVERSATION], LoadOptions(**options))
-    query = Query(0, CONVERSATION, params.get("status"), params.get("type"))
+    query = Query(
+        index=0,
+        conversation=CONVERSATION,
+        status=params.get("status"),
+        type=params.get("type"),
+        filters=(),
+    )
     url = client.runner.page_url(query, params["page"], plan)
     path = f"{base_url.rstrip('/')}/api/v1/conversations/{CONVERSATION}/sessions"
     prepared = requests.Request("GET", path, params=params).prepare()
