@@ -144,9 +144,7 @@ def test_ids_the_server_sends_in_upper_case_sync_incrementally(server_factory, t
 # --------------------------------------------------------------------------- 5. shared session
 
 
-def test_a_session_under_two_conversations_is_one_row_that_does_not_churn(
-    server_factory, tmp_path
-):
+def test_a_session_under_two_conversations_is_one_row_that_does_not_churn(server_factory, tmp_path):
     """Alternating syncs of two conversations that both list one session write nothing after
     the first (each wrote a snapshot, flipping the row's conversation)."""
     served = {A.lower(): [_session(A, SHARED)], B: [_session(B, SHARED)]}
