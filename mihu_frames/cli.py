@@ -9,13 +9,21 @@ Failures print one line on stderr, never a traceback: exit code 2 for a usage or
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import logging
+import os
+import re
+import signal
+import sqlite3
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -31,6 +39,8 @@ from mihu_frames.options import (
     option_fields,
 )
 
+logger = logging.getLogger("mihu_frames")
+
 #: The client options a command line offers (the token only ever comes from MIHU_API_TOKEN).
 CLIENT_FLAGS = ("base_url", "subdomain", "cache", "max_workers", "timeout", "retries")
 FETCH_LOAD_FLAGS = (
@@ -44,6 +54,8 @@ FETCH_LOAD_FLAGS = (
     "refresh",
     "offline",
     "deadline",
+    "since",
+    "until",
 )
 SYNC_FLAGS = tuple(n for n in SYNC_LOAD_OPTIONS if n != "max_pages")
 LISTING_FLAGS = tuple(n for n in LISTING_LOAD_OPTIONS if n != "max_pages")
@@ -86,18 +98,19 @@ def given(args: argparse.Namespace, cls: type, names: Iterable[str] | None) -> d
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        if f.name in ("status", "type"):
-            value = _filter_values(value)
+        if isinstance(value, list):  # a flag taking several values: repeated, or with commas
+            value = _filter_values(value, all_alone=cls is LoadOptions)
         out[f.name] = value
     if cls is ClientOptions and getattr(args, "no_cache", False):
         out["cache"] = None
     return out
 
 
-def _filter_values(values: list[str]) -> str | list[str]:
-    """``--status a --status b,c`` → ``["a", "b", "c"]``; ``all`` alone → ``"all"``."""
+def _filter_values(values: list[str], *, all_alone: bool = True) -> str | list[str]:
+    """``--status a --status b,c`` → ``["a", "b", "c"]``; ``all`` alone → ``"all"`` (for the
+    load filters, where it means every value). The library asks once per value."""
     items = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return "all" if items == ["all"] else items
+    return "all" if all_alone and items == ["all"] else items
 
 
 # --------------------------------------------------------------------------- the parser
@@ -248,33 +261,173 @@ def _demo_parser(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mihu-frames`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["simulate"]:
-            from mihu_frames.simulator import main as simulate
+    """Entry point of the ``mihu-frames`` console script.
 
-            return simulate(argv[1:], prog="mihu-frames simulate")
+    Every failure is one line on stderr (``error: ...``), never a traceback: exit code 2 for
+    a usage or API error (a bad flag or value, a ``MihuError``, a file that cannot be read or
+    written), 1 when nothing could be loaded or for an unexpected error (``-vv`` logs its
+    traceback). Each warning of the library is one line (``warning: ...``). Ctrl-C, however
+    often pressed, ends the command at once with ``interrupted`` and exit code 130.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:  # the simulator handles its own signals
+        from mihu_frames.simulator import main as simulate
+
+        return simulate(argv[1:], prog="mihu-frames simulate")
+    previous = _catch_interrupts()
+    try:
         args = build_parser().parse_args(argv)
         level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(_OneLineFormatter(tracebacks=args.verbose >= 2))
+        logging.basicConfig(level=level, handlers=[handler])
         run: Callable[[argparse.Namespace], int] = args.run
         with warnings.catch_warnings():
-            # The library's warnings say what a load left out; the commands print that.
-            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.showwarning = _show_warning
             return run(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        _leave_interrupted()
     except Failure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
+        return _error(str(exc), exc.code)
     except MihuError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(f"{type(exc).__name__}: {exc}", 2)
+    except (ValueError, TypeError, OSError, sqlite3.Error) as exc:
+        # Bad values and options, and files that cannot be read or written, say so in one
+        # line (FileNotFoundError and NotASnapshotRootError included).
+        logger.debug("the command failed", exc_info=True)
+        return _error(str(exc) or type(exc).__name__, 2)
+    except Exception as exc:  # never a traceback: the log has it with -vv
+        logger.debug("the command failed", exc_info=True)
+        return _error(f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)", 1)
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGINT, previous)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log records as one line each: a logged exception adds its class and message, not its
+    traceback (which ``-vv`` shows)."""
+
+    def __init__(self, *, tracebacks: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.tracebacks or not record.exc_info:
+            return super().format(record)
+        error = record.exc_info[1]
+        plain = copy.copy(record)
+        plain.exc_info, plain.exc_text, plain.stack_info = None, None, None
+        text = super().format(plain)
+        if error is not None:
+            text += f": {type(error).__name__}: {error}"
+        return " ".join(text.split())
+
+
+def _error(message: str, code: int) -> int:
+    print(f"error: {cli_words(message)}", file=sys.stderr)
+    return code
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _catch_interrupts() -> Any:
+    """Make the first Ctrl-C a ``KeyboardInterrupt`` (so the command's ``finally`` blocks
+    run: the progress bar ends where it stopped) and any later one leave at once; returns the
+    previous handler (None when not on the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pressed = 0
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal pressed
+        pressed += 1
+        if pressed == 1:
+            raise KeyboardInterrupt
+        _leave_interrupted()  # again while the first unwinds: no more waiting
+
+    return signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _leave_interrupted() -> NoReturn:
+    """Say ``interrupted`` once and end the process with 130, now.
+
+    Later Ctrl-C are ignored from the first line on, so the message is written once and
+    nothing can interrupt the exit. ``os._exit``: the threads still fetching pages or writing
+    the cache are not waited for (a cache write cut short loses only that cache entry; the
+    cache file and snapshot roots are written atomically).
+    """
+    with contextlib.suppress(ValueError, TypeError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def _flag_rules() -> list[tuple[re.Pattern[str], Any]]:
+    """How the library's messages name options (``refetch=True``, ``cache=None``,
+    ``base_url=``, ``status='all'``) and what the command line calls them (``--refetch``,
+    ``--no-cache``, ``--base-url``, ``--status all``), from the option declarations."""
+    rules: list[tuple[re.Pattern[str], Any]] = [
+        # The token only ever comes from MIHU_API_TOKEN here.
+        (re.compile(r",? or (?:pass )?token=(?=[\s,;:)]|$)"), ""),
+        (re.compile(r"\bcache=None\b"), "--no-cache"),
+    ]
+    for cls in (ClientOptions, LoadOptions, SyncOptions, ListingFilters):
+        for f in fields(cls):
+            spec = f.metadata.get("cli")
+            if not spec:
+                continue
+            flag, action, name = spec["flag"], spec.get("action"), re.escape(f.name)
+            if action in ("store_true", "bool"):
+                rules.append((re.compile(rf"\b{name}=True\b"), flag))
+                off = f"--no-{flag[2:]}" if action == "bool" else f"no {flag}"
+                rules.append((re.compile(rf"\b{name}=False\b"), off))
+            rules += [
+                (re.compile(rf"\b{name}=None\b"), f"no {flag}"),
+                (re.compile(rf"\b{name}='([^']*)'"), lambda m, flag=flag: f"{flag} {m[1]}"),
+                (
+                    re.compile(rf"\b{name}=\[([^\]]*)\]"),
+                    lambda m, flag=flag: f"{flag} " + ",".join(re.findall(r"'([^']*)'", m[1])),
+                ),
+                (re.compile(rf"\b{name}=(?=[\s,;:)]|$)"), flag),
+            ]
+    return rules
+
+
+def cli_words(message: str) -> str:
+    """A library message as the command line says it: one line, option names as its flags
+    (``pass refetch=True`` → ``pass --refetch``)."""
+    text = " ".join(message.split())
+    for pattern, flag in _flag_rules():
+        text = pattern.sub(flag, text)
+    return text
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Each warning as one line on stderr (``warning: ...``), in the command line's words.
+
+    A load's "left out ..." warnings (``--on-error warn``) are not repeated here: the
+    commands list what a load left out themselves, after it.
+    """
+    text = cli_words(str(message))
+    if not text.startswith("left out "):
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def summary(df: pd.DataFrame, label: str = "loaded") -> str:
@@ -310,7 +463,7 @@ def summary(df: pd.DataFrame, label: str = "loaded") -> str:
 
 def _print_errors(df: pd.DataFrame) -> None:
     for error in df.attrs["mihu_frames"].get("errors") or []:
-        print(f"  left out: {error['message']}", file=sys.stderr)
+        print(f"  left out: {cli_words(error['message'])}", file=sys.stderr)
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -370,8 +523,7 @@ def _conversations(args: argparse.Namespace) -> int:
         **given(args, ClientOptions, CLIENT_FLAGS),
     )
     attrs = convs.attrs["mihu_frames"]
-    for error in attrs.get("errors") or []:
-        print(f"  left out: {error['message']}", file=sys.stderr)
+    _print_errors(convs)
     if args.out:
         out = Path(args.out)
         if out.suffix.lower() == ".parquet":
@@ -440,21 +592,32 @@ def _demo(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from mihu_frames.report import activity_text, hourly_text, stats_text, summary_text
     from mihu_frames.snapshots import read_snapshots
+    from mihu_frames.stats import check_freq, check_tz
 
+    # Every flag is checked before anything is read or printed: an error is the only output.
+    check_tz(args.tz, "--tz")
+    check_freq(args.freq, "--freq")
     if args.plot:
         _require_matplotlib()
     df = read_snapshots(args.root)
+    missing = [c for c in args.by or [] if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"--by: no column {missing} in the sessions; columns are {list(df.columns)}"
+        )
     by = args.by[0] if args.by and len(args.by) == 1 else args.by
-    print(summary_text(df, tz=args.tz))
+    # Every text is built before the first is printed, so a failure prints nothing else.
+    texts = [summary_text(df, tz=args.tz)]
     if args.table or args.by or args.all:
-        print("\n" + stats_text(df, by=by, tz=args.tz))
+        texts.append("\n" + stats_text(df, by=by, tz=args.tz))
     if args.activity or args.all:
-        print("\n" + activity_text(df, args.freq, tz=args.tz, last=args.last))
+        texts.append("\n" + activity_text(df, args.freq, tz=args.tz, last=args.last))
     if args.hourly or args.all:
-        print("\n" + hourly_text(df, tz=args.tz))
+        texts.append("\n" + hourly_text(df, tz=args.tz))
     if args.plot:
         _write_figures(df, args)
-        print(f"\nfigures: {args.plot}")
+        texts.append(f"\nfigures: {args.plot}")
+    print("\n".join(texts))
     return 0
 
 

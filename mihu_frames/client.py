@@ -9,6 +9,7 @@ from a stored result when an identical one is cached, else run by the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from mihu_frames._version import __version__
 from mihu_frames.cachefile import CacheFile, default_cache_path
+from mihu_frames.decoding.conversations import union_listings
 from mihu_frames.errors import AuthenticationError
 from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
@@ -39,6 +41,7 @@ from mihu_frames.options import (
 from mihu_frames.pacing import Pacer
 from mihu_frames.runner import FullListing, PageRunner, Paging, Plan, RunStats
 from mihu_frames.schema import SCHEMA_VERSION, conversations_to_pandas, to_pandas
+from mihu_frames.started import StartedWindow, window_options
 from mihu_frames.transport import Transport, resolve_base_url
 
 logger = logging.getLogger("mihu_frames")
@@ -171,6 +174,9 @@ class MihuClient:
         """
         (given,) = split_options(options, LoadOptions)
         load = LoadOptions(**given)
+        window = StartedWindow.of(load) if load.windowed else None
+        if window is not None:
+            load = window_options(load, given)
         everything = wants_all(conversations)
         ids = () if everything else conversation_ids(conversations)
         if load.offline and self.cache is None:
@@ -182,11 +188,13 @@ class MihuClient:
             listing, listed = self._listing({}, load) if load.offline else self.list_all(load)
             ids = tuple(listing.column("uuid").to_pylist())
         plan = Plan.build(ids, load)
-        table, stats = self._load(plan)
+        table, stats = self._load(plan) if window is None else self._load_window(plan, window)
         if listed is not None:
             stats = listed.plus(stats)
         df = to_pandas(table)
         df.attrs["mihu_frames"] = self.record(plan, stats, time.perf_counter() - started)
+        if window is not None:
+            df.attrs["mihu_frames"]["filters"].update(window.describe())
         if everything:
             df.attrs["mihu_frames"]["listed"] = "all"
         logger.debug(
@@ -204,7 +212,9 @@ class MihuClient:
     def conversations(self, **options: Any) -> pd.DataFrame:
         """The account's conversations, one row each, from ``GET /api/v1/conversations``.
 
-        The filters are sent to the server (never applied afterwards). Pages are fetched
+        The filters are sent to the server (never applied afterwards). The API takes one
+        value per filter: a list of values is one listing per value (per combination, with
+        several lists) and their union, each conversation once (``uuid``). Pages are fetched
         concurrently and cached like session pages, by the same runner and transport.
 
         Parameters
@@ -224,7 +234,8 @@ class MihuClient:
         >>> convs = client.conversations(channel="whatsapp")          # doctest: +SKIP
         >>> df = client.sessions(convs[convs.sessions_count > 0])     # doctest: +SKIP
         """
-        filters = ListingFilters.take(options).params()
+        listing = ListingFilters.take(options)
+        filters = listing.params()
         (given,) = split_options(options, LoadOptions)
         unknown = set(given) - set(LISTING_LOAD_OPTIONS)
         if unknown:
@@ -234,9 +245,13 @@ class MihuClient:
             raise ValueError("offline=True needs a cache; this client has cache=None")
         self.require_token(load.offline)
         started = time.perf_counter()
-        table, stats = self._listing(filters, load)
+        # The API takes one value per filter: one listing per combination, then their union.
+        queries = listing.queries()
+        runs = [self._listing(params, load) for params in queries]
+        table = union_listings([t for t, _ in runs])
+        stats = functools.reduce(RunStats.plus, [s for _, s in runs])
         df = conversations_to_pandas(table)
-        record = self.record(Plan.listing(filters, load), stats, time.perf_counter() - started)
+        record = self.record(Plan.listing(queries[0], load), stats, time.perf_counter() - started)
         record.pop("conversations")
         record["filters"] = filters
         df.attrs["mihu_frames"] = record
@@ -273,9 +288,16 @@ class MihuClient:
                     table,
                     conversations=plan.conversations,
                     fresh=stats.fresh,
+                    listings=stats.listings,
                     meta={"pages": stats.pages, "expires": stats.expires},
                 )
         return table, stats
+
+    def _load_window(self, plan: Plan, window: StartedWindow) -> tuple[pa.Table, RunStats]:
+        """The sessions of a plan started in ``window``: pages fresh, newest first, down to the
+        window's start; never cached, no stored result (see :mod:`mihu_frames.started`)."""
+        table, stats = self.run(plan, window)
+        return window.keep(table, plan.conversations), stats
 
     def run(
         self, plan: Plan, paging: Paging, *, refresh: bool | None = None

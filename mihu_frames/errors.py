@@ -5,7 +5,8 @@
     MihuError                      every failure the API or its responses cause
     ├── ConnectionError            no answer from the address (names the URL tried)
     ├── AuthenticationError        401 / 403, or no token at all: token missing, wrong or refused
-    ├── NotFoundError              404: the conversation does not exist (or is not yours)
+    ├── NotFoundError              404: the conversation does not exist (or is not yours), or
+    │                              the address is wrong (names the URL tried)
     ├── ValidationError            422: the server rejected the query (field errors in ``.errors``)
     ├── RateLimitError             429 still returned after every retry
     ├── ServerError                5xx or a dropped connection after every retry
@@ -83,7 +84,19 @@ class AuthenticationError(MihuError):
 
 
 class NotFoundError(MihuError):
-    """The conversation does not exist or is not visible to this token (HTTP 404)."""
+    """HTTP 404: the conversation does not exist or is not visible to this token, or the
+    address is wrong (the message says which it looks like).
+
+    Attributes
+    ----------
+    url : str or None
+        The address that answered 404, without its query (never with the token: it travels
+        in a header).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, **kw: Any) -> None:
+        self.url = url
+        super().__init__(message, **kw)
 
 
 class ValidationError(MihuError):

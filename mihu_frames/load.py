@@ -44,6 +44,8 @@ def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
     >>> import mihu_frames as mf
     >>> df = mf.load_sessions(["3c90c3cc-0d44-4b50-8888-8dd25736052a"],
     ...                       subdomain="acme", status="all")          # doctest: +SKIP
+    >>> week = mf.load_sessions("all", since="2026-10-25", until="2026-11-01",
+    ...                         subdomain="acme")                      # doctest: +SKIP
     """
     load, client = split_options(options, LoadOptions, ClientOptions)
     with MihuClient(**client) as session:

@@ -16,13 +16,17 @@ them come
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import textwrap
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
 
 from mihu_frames.schema import (
     SORT_BY_VALUES,
@@ -227,6 +231,32 @@ class LoadOptions:
         kind="float seconds or timedelta, optional",
         cli={"flag": "--deadline", "type": float, "metavar": "SECONDS", "help": "bound the load"},
     )
+    since: Any = option(
+        None,
+        "Only the sessions started at or after this instant (``started_at >= since``). Pages "
+        "are read newest first (``started_at`` descending) and reading stops at the first page "
+        "older than ``since``: the cost follows the window, not the history. A naive value or "
+        "a date is UTC. Rows come oldest first per conversation; sessions without "
+        "``started_at`` are left out; pages are read fresh and never cached.",
+        kind="str, datetime, date or pandas.Timestamp, optional",
+        cli={
+            "flag": "--since",
+            "metavar": "WHEN",
+            "help": "only sessions started at or after WHEN (ISO date or time; naive: UTC)",
+        },
+    )
+    until: Any = option(
+        None,
+        "Only the sessions started before this instant (``started_at < until``); with "
+        "``since`` the window is [since, until). Same forms as ``since``. Alone it reads every "
+        "page (a full load's cost).",
+        kind="str, datetime, date or pandas.Timestamp, optional",
+        cli={
+            "flag": "--until",
+            "metavar": "WHEN",
+            "help": "only sessions started before WHEN (ISO date or time; naive: UTC)",
+        },
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", filter_values("status", self.status, STATUS_VALUES))
@@ -256,6 +286,25 @@ class LoadOptions:
                 f"deadline must be a positive number of seconds, got {self.deadline!r}"
             )
         object.__setattr__(self, "deadline", deadline)
+        since, until = instant("since", self.since), instant("until", self.until)
+        if since is not None and until is not None and since > until:
+            raise ValueError(
+                f"since ({since.isoformat()}) is after until ({until.isoformat()}): the window "
+                "[since, until) would be reversed"
+            )
+        if self.offline and (since is not None or until is not None):
+            raise ValueError(
+                "since/until read pages fresh, newest first, and offline=True serves only the "
+                "cache: drop offline=True, or load offline without since/until and select on "
+                "started_at"
+            )
+        object.__setattr__(self, "since", since)
+        object.__setattr__(self, "until", until)
+
+    @property
+    def windowed(self) -> bool:
+        """``since`` or ``until`` is given: the load reads a window of ``started_at``."""
+        return self.since is not None or self.until is not None
 
     @property
     def statuses(self) -> tuple[str | None, ...]:
@@ -357,6 +406,46 @@ def filter_values(
     return tuple(dict.fromkeys(values))
 
 
+#: Words pandas reads as an instant on the local clock; a window names its instants.
+_RELATIVE_WORDS = ("now", "today", "yesterday", "tomorrow")
+
+
+def instant(name: str, value: object) -> datetime | None:
+    """``value`` as an aware UTC ``datetime`` (None stays None), else ``ValueError`` naming
+    ``name``.
+
+    Takes an ISO 8601 string, a ``datetime``, a ``date`` (midnight) or a ``pandas.Timestamp``;
+    a naive value is UTC, as everywhere in the library. Sub-microsecond parts round up (the
+    API's timestamps are whole microseconds, so a half-open window keeps its meaning).
+    """
+    if value is None:
+        return None
+    wrong = (
+        f"{name} must be an instant: an ISO 8601 string ('2026-10-01' or "
+        f"'2026-10-01T08:00:00+03:00'), a datetime, a date or a pandas.Timestamp; got {value!r:.60}"
+    )
+    if isinstance(value, str):
+        if not value.strip() or value.strip().lower() in _RELATIVE_WORDS:
+            raise ValueError(wrong)
+    elif isinstance(value, date) and not isinstance(value, (datetime, pd.Timestamp)):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    elif not isinstance(value, (datetime, pd.Timestamp, np.datetime64)):
+        raise ValueError(wrong)  # numbers are refused: seconds? nanoseconds? since when?
+    try:
+        if isinstance(value, datetime) and not isinstance(value, pd.Timestamp):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            return aware.astimezone(timezone.utc)
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(wrong) from error
+    if pd.isna(stamp):
+        raise ValueError(wrong)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if stamp.nanosecond:
+        stamp = stamp.ceil("us")
+    return stamp.to_pydatetime()
+
+
 def one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if not isinstance(value, str) or value not in allowed:
@@ -432,51 +521,96 @@ LISTING_LOAD_OPTIONS = (
 
 @dataclass(frozen=True)
 class ListingFilters:
-    """The filters of the account's conversations listing, sent to the server as given."""
+    """The filters of the account's conversations listing, sent to the server as given.
 
-    agent_uuid: str | None = option(
+    The API takes one value per filter; a list of values is one listing per value (per
+    combination, with several lists), their union de-duplicated by ``uuid``.
+    """
+
+    agent_uuid: str | Sequence[str] | None = option(
         None,
-        "Only the conversations of this agent.",
-        kind="str, optional",
-        cli={"flag": "--agent", "metavar": "UUID", "help": "only this agent's conversations"},
+        "Only the conversations of this agent (a list: of any of them).",
+        kind="str or list of str, optional",
+        cli={
+            "flag": "--agent",
+            "action": "append",
+            "metavar": "UUID",
+            "help": "only this agent's conversations; repeat the flag or use commas",
+        },
     )
-    channel: str | None = option(
+    channel: str | Sequence[str] | None = option(
         None,
-        'Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``).',
-        kind="str, optional",
-        cli={"flag": "--channel", "help": "only this channel (whatsapp, web, phone ...)"},
+        'Only this channel (e.g. ``"whatsapp"``, ``"web"``, ``"phone"``; a list: any of them).',
+        kind="str or list of str, optional",
+        cli={
+            "flag": "--channel",
+            "action": "append",
+            "help": "only this channel (whatsapp, web, phone ...); repeat the flag or use commas",
+        },
     )
-    status: str | None = option(
+    status: str | Sequence[str] | None = option(
         None,
-        'Only conversations with this status (e.g. ``"open"``, ``"closed"``).',
-        kind="str, optional",
-        cli={"flag": "--status", "help": "only this status (open, closed ...)"},
+        'Only conversations with this status (e.g. ``"open"``, ``"closed"``; a list: any).',
+        kind="str or list of str, optional",
+        cli={
+            "flag": "--status",
+            "action": "append",
+            "help": "only this status (open, closed ...); repeat the flag or use commas",
+        },
     )
-    phone: str | None = option(
+    phone: str | Sequence[str] | None = option(
         None,
-        "Only the conversations of this phone number.",
-        kind="str, optional",
-        cli={"flag": "--phone", "help": "only this phone number's conversations"},
+        "Only the conversations of this phone number (a list: of any of them).",
+        kind="str or list of str, optional",
+        cli={
+            "flag": "--phone",
+            "action": "append",
+            "help": "only this phone number's conversations; repeat the flag or use commas",
+        },
     )
 
     def __post_init__(self) -> None:
-        if self.agent_uuid is not None:
-            object.__setattr__(self, "agent_uuid", check_uuid(self.agent_uuid))
-        for name in ("channel", "status", "phone"):
-            value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, str) or not value.strip() or value != value.strip()
-            ):
-                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        for f in fields(self):
+            object.__setattr__(self, f.name, _listing_values(f.name, getattr(self, f.name)))
 
-    def params(self) -> dict[str, str]:
-        """The query parameters these filters add."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+    def params(self) -> dict[str, str | list[str]]:
+        """The filters given: one value as a string, several as a list (for records)."""
+        out: dict[str, str | list[str]] = {}
+        for f in fields(self):
+            values = getattr(self, f.name)
+            if values:
+                out[f.name] = values[0] if len(values) == 1 else list(values)
+        return out
+
+    def queries(self) -> list[dict[str, str]]:
+        """The query parameters of each listing to ask for: one per combination of values
+        (one listing when every filter has one value or none)."""
+        given = [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name)]
+        combinations = itertools.product(*(values for _, values in given))
+        return [dict(zip([name for name, _ in given], c, strict=True)) for c in combinations]
 
     @classmethod
     def take(cls, options: dict[str, Any]) -> ListingFilters:
         """The filters among ``options`` (removed from it)."""
         return cls(**{f.name: options.pop(f.name) for f in fields(cls) if f.name in options})
+
+
+def _listing_values(name: str, value: object) -> tuple[str, ...] | None:
+    """A listing filter as its unique values (None: no filter), else ``ValueError``."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, uuid.UUID)) else value
+    if isinstance(items, (bytes, bytearray)) or not isinstance(items, Iterable):
+        raise ValueError(f"{name} must be a string or a list of strings, got {value!r}")
+    values = list(items)
+    if not values:
+        raise ValueError(f"{name} must not be an empty list (use None for no filter)")
+    for v in values:
+        if name != "agent_uuid" and (not isinstance(v, str) or not v.strip() or v != v.strip()):
+            raise ValueError(f"{name} must be a non-empty string (or a list of them), got {v!r}")
+    if name == "agent_uuid":
+        values = [check_uuid(v) for v in values]
+    return tuple(dict.fromkeys(values))
 
 
 #: The longest expiry (an expiry date must be a date): None is the way to say "never".

@@ -8,6 +8,7 @@ it is given (or a new figure's Axes), sets a title and axis labels in words (``p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -28,6 +29,7 @@ from mihu_frames.stats import (
     _TableBuckets,
     _to_offset,
     activity,
+    check_tz,
     hourly_profile,
 )
 
@@ -160,7 +162,8 @@ def plot_durations(
     log : bool, optional
         Log-scaled duration axis. By default it is chosen automatically: on when the positive
         durations span at least two orders of magnitude (max / min >= 100). On a log axis,
-        zero and negative durations cannot be shown and are left out.
+        zero and negative durations cannot be shown: they are left out, counted in the
+        title ("3 sessions of zero length not shown") and in a ``UserWarning``.
     density : bool, default False
         Histogram only: draw each group's *share* of its sessions per bin (each outline sums to
         1) instead of counts, so a group of 100 sessions can be compared with one of 10,000.
@@ -202,13 +205,21 @@ def plot_durations(
     if log is None:
         log = bool(positive.size) and positive.max() / positive.min() >= LOG_SPAN
     unit, scale = _duration_unit(seconds_all)
+    hidden = 0
     if log:
+        hidden = int((seconds_all <= 0).sum())
         groups = [(label, values[values > 0]) for label, values in groups]
     groups = [(label, values / scale) for label, values in groups]
     labels, shortened = _short_labels([label for label, _ in groups])
     data = [values for _, values in groups]
     key_names = ", ".join(map(str, keys)) if keys else ""
     title = "Session durations" + (f" by {key_names}" if keys else "")
+    if hidden:
+        # A log axis has no place for a zero (or negative) duration: say how many are not drawn.
+        length = "zero length" if not (seconds_all < 0).any() else "zero or negative length"
+        note = f"{hidden:,} session{'s' * (hidden != 1)} of {length} not shown (log axis)"
+        title += f"\n({note})"
+        warnings.warn(f"plot_durations: {note}", UserWarning, stacklevel=2)
     axis_label = f"duration ({unit})"
     group_label = key_names + (" (first characters)" if shortened else "")
 
@@ -390,6 +401,8 @@ def plot_activity(
     import matplotlib.dates as mdates
     from matplotlib.patches import Patch
 
+    check_tz(tz, "plot_activity")
+
     given_activity = _is_activity(df_or_activity)
     if given_activity:
         table = df_or_activity
@@ -505,6 +518,7 @@ def plot_hourly(
     >>> ax = plot_hourly(df, tz="Europe/Istanbul")   # doctest: +SKIP
     """
     _pyplot()
+    check_tz(tz, "plot_hourly")
     frame = df_or_profile
     is_profile = frame.shape == (7, 24) and list(frame.index) == list(WEEKDAYS)
     profile = frame if is_profile else hourly_profile(frame, tz=tz)

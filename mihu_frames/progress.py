@@ -44,6 +44,8 @@ class Progress:
         self._wait_text = ""
         self._shown_at = 0.0
         self._interval = QUIET_INTERVAL
+        # An exception already being handled where the bar starts is not this run's: see close.
+        self._outer = sys.exc_info()[1]
         if enabled:
             from tqdm.std import tqdm
 
@@ -95,13 +97,25 @@ class Progress:
         return self._wait_text
 
     def close(self) -> None:
-        if self._bar is not None:
-            if self._bar.total is not None and self._bar.n < self._bar.total:
-                self._bar.total = self._bar.n  # pages left out (failed) are not coming
-            if self._wait_text:
-                self._wait_text = ""
-                self._bar.set_postfix_str("", refresh=False)
-            self._bar.close()
+        """End the bar. A run that finished shows its last count as the whole (pages left out
+        by ``on_error`` are not coming); a run stopped by an exception on its way out (Ctrl-C,
+        an error raised) keeps the count and total where it stopped, and says so."""
+        if self._bar is None:
+            return
+        stopped = sys.exc_info()[1]
+        if stopped is self._outer:
+            stopped = None
+        postfix = ""
+        if isinstance(stopped, KeyboardInterrupt):
+            postfix = "interrupted"
+        elif stopped is not None:
+            postfix = f"stopped: {type(stopped).__name__}"
+        elif self._bar.total is not None and self._bar.n < self._bar.total:
+            self._bar.total = self._bar.n  # pages left out (failed) are not coming
+        if postfix or self._wait_text:
+            self._wait_text = ""
+            self._bar.set_postfix_str(postfix, refresh=False)
+        self._bar.close()
 
 
 def interactive() -> bool:

@@ -30,6 +30,7 @@ from mihu_frames.stats import (
     _freq_words,
     _table_buckets,
     activity,
+    check_tz,
     format_duration,
     format_stats,
     hourly_profile,
@@ -84,6 +85,7 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
     busiest hour  12:00-13:00: 287 sessions started (9.4%), most on Wednesdays
     at once       up to 4 sessions, first on Fri 2026-08-21
     """
+    check_tz(tz, "summary_text")
     stats = session_stats(df)
     conversations = int(df["conversation_uuid"].nunique()) if "conversation_uuid" in df else 0
     labels = ["sessions"]
@@ -150,18 +152,19 @@ def stats_text(df: pd.DataFrame, by: By = None, tz: str = "UTC") -> str:
     by : str or list of str, optional
         Group by these columns (one row per group), as in ``session_stats``.
     tz : str, default ``"UTC"``
-        Time zone of the ``first start`` and ``last activity`` columns.
+        Time zone of the ``first_started_at`` and ``last_activity_at`` columns.
 
     Returns
     -------
     str
-        A title line, then the table of :func:`~mihu_frames.stats.format_stats` (short headers,
-        ``12m 14s``, ``76.3%``; ``-`` where a group has no value), no trailing newline.
+        A title line, then the table of :func:`~mihu_frames.stats.format_stats` (the column
+        names, ``12m 14s``, ``76.3%``; ``-`` where a group has no value), no trailing newline.
 
     Examples
     --------
     >>> print(stats_text(df, by="agent_uuid"))             # doctest: +SKIP
     """
+    check_tz(tz, "stats_text")
     stats = pd.DataFrame(session_stats(df, by=by))
     for column in ("first_started_at", "last_activity_at"):
         stats[column] = stats[column].dt.tz_convert(tz)
@@ -217,14 +220,15 @@ def activity_text(
     -------
     str
         A title line (``activity per week (Mon–Sun), Europe/Berlin``), the table (``bucket``
-        written as the span it covers, then ``started``, ``ended``, ``active``, ``peak`` and
-        ``busy``) and, when the last bucket ends after the data was fetched, a ``*`` on it and
-        a note saying so. No trailing newline.
+        written as the span it covers, then ``started``, ``ended``, ``active_sessions``,
+        ``peak_concurrent`` and ``busy_time``) and, when the last bucket ends after the data
+        was fetched, a ``*`` on it and a note saying so. No trailing newline.
 
     Examples
     --------
     >>> print(activity_text(df, "W", tz="Europe/Berlin", last=8))   # doctest: +SKIP
     """
+    check_tz(tz, "activity_text")
     table = activity(df, freq, tz=tz, closed=closed, label=label)
     buckets = _table_buckets(table)
     title = f"activity per {_freq_words(buckets.offset, buckets.closed)}, {tz}"
@@ -280,6 +284,7 @@ def hourly_text(df: pd.DataFrame, tz: str = "UTC") -> str:
     --------
     >>> print(hourly_text(df, tz="Europe/Istanbul"))       # doctest: +SKIP
     """
+    check_tz(tz, "hourly_text")
     profile = hourly_profile(df, tz=tz)
     hours = profile.T
     hours.columns = [day[:3] for day in WEEKDAYS]

@@ -39,8 +39,12 @@ from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset, Day, Tick, Week
 
 __all__ = [
+    "ActivityTable",
+    "RoundedFrame",
     "SessionStats",
     "activity",
+    "check_freq",
+    "check_tz",
     "explode_tasks",
     "format_duration",
     "format_stats",
@@ -217,11 +221,65 @@ def _timestamps(values: np.ndarray) -> pd.arrays.DatetimeArray:
     return pd.array(values.view("datetime64[us]")).tz_localize("UTC")
 
 
-def _check_tz(tz: object, func: str) -> object:
+def check_tz(tz: object, func: str) -> Any:
+    """``tz`` as a tzinfo, else a ``ValueError`` naming the value (and a likely name).
+
+    The one check of a time zone argument, used by every function that takes ``tz``
+    (statistics, report texts, plots) and by the command line's ``--tz``: an IANA name
+    (``"Europe/Berlin"``, ``"UTC"``) or a tzinfo.
+
+    Parameters
+    ----------
+    tz : str or tzinfo
+        The time zone given.
+    func : str
+        The function it was given to, named in the message.
+
+    Returns
+    -------
+    tzinfo
+
+    Examples
+    --------
+    >>> check_tz("Europe/Berlin", "activity")
+    zoneinfo.ZoneInfo(key='Europe/Berlin')
+    """
+    found = None
+    if isinstance(tz, (str, dt.tzinfo)):  # not a number: pandas would read seconds east
+        try:
+            found = pd.Timestamp(0, tz="UTC").tz_convert(tz).tz
+        except Exception:  # ZoneInfoNotFoundError, pytz's UnknownTimeZoneError, TypeError ...
+            found = None
+    if found is None:
+        hint = _zone_hint(tz)
+        raise ValueError(
+            f"{func}: unknown time zone {tz!r}: give an IANA time zone name such as "
+            f"'Europe/Berlin' or 'UTC', or a tzinfo{hint}"
+        ) from None
+    return found
+
+
+def _zone_hint(tz: object) -> str:
+    """``"; did you mean 'Europe/Berlin'?"`` for a misspelled or partial zone name, or ""."""
+    if not isinstance(tz, str) or not tz.strip():
+        return ""
+    import difflib
+    import zoneinfo
+
     try:
-        return pd.Timestamp(0, tz="UTC").tz_convert(tz).tz
-    except Exception as exc:
-        raise ValueError(f"{func}: unknown time zone {tz!r}") from exc
+        names = sorted(zoneinfo.available_timezones())
+    except Exception:  # no time zone database to look in
+        return ""
+    wanted = tz.strip().lower()
+    by_lower = {name.lower(): name for name in names}
+    # "Istanbul" -> "Europe/Istanbul"; "europe/berlin" -> "Europe/Berlin"
+    exact = [name for name in names if name.lower().rsplit("/", 1)[-1] == wanted]
+    if wanted in by_lower:
+        exact = [by_lower[wanted]]
+    close = exact or [
+        by_lower[m] for m in difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.8)
+    ]
+    return f"; did you mean {' or '.join(map(repr, close[:3]))}?" if close else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,25 +289,6 @@ def _check_tz(tz: object, func: str) -> object:
 _US_PER_SECOND = 1_000_000
 _US_PER_MINUTE = 60 * _US_PER_SECOND
 _US_PER_HOUR = 60 * _US_PER_MINUTE
-
-#: Short headers for the columns of :func:`session_stats` and :func:`activity` in displays.
-DISPLAY_NAMES: dict[str, str] = {
-    "sessions": "sessions",
-    "open_sessions": "open",
-    "total_duration": "total",
-    "mean_duration": "mean",
-    "median_duration": "median",
-    "p90_duration": "p90",
-    "max_duration": "max",
-    "first_started_at": "first start",
-    "last_activity_at": "last activity",
-    "tasks_per_session": "tasks",
-    "evaluated_share": "evaluated",
-    "summarized_share": "summarized",
-    "active_sessions": "active",
-    "peak_concurrent": "peak",
-    "busy_time": "busy",
-}
 
 
 def format_duration(
@@ -334,20 +373,15 @@ def _formatters(stats: pd.DataFrame, na: str) -> dict[Hashable, Callable[[Any], 
     return {name: _formatter(name, stats[name].dtype, na, stamp_format) for name in stats.columns}
 
 
-def _display_name(name: Hashable) -> Hashable:
-    return DISPLAY_NAMES.get(name, name) if isinstance(name, str) else name
-
-
 def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
-    """The display of a statistics frame: rounded, short text for reading, same index.
+    """The display of a statistics frame: rounded, short text for reading, same labels.
 
     Durations as :func:`format_duration` (``"12m 14s"``), ``*_share`` columns as percentages
     (``"76.3%"``), timestamps in their own time zone as dates when they span two days or
     more and to the minute otherwise, counts with thousands separators, other numbers to two
-    decimals. The columns of :func:`session_stats` and :func:`activity` get short headers
-    (``median_duration`` → ``median``, ``evaluated_share`` → ``evaluated``,
-    ``peak_concurrent`` → ``peak``, see ``DISPLAY_NAMES``); others keep theirs. Works on any
-    frame and is ``.pipe``-able; the result holds strings, for display only.
+    decimals. Columns keep their names (``median_duration``, ``busy_time``), so what a
+    display shows is what the frame can be indexed and sorted by. Works on any frame and is
+    ``.pipe``-able; the result holds strings, for display only.
 
     Parameters
     ----------
@@ -359,7 +393,7 @@ def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        A plain frame of strings with the same index and one column per column of ``stats``.
+        A plain frame of strings with the same index and the same columns as ``stats``.
 
     Examples
     --------
@@ -367,54 +401,40 @@ def format_stats(stats: pd.DataFrame, na: str = "NaT") -> pd.DataFrame:
     >>> activity(df, "W").pipe(format_stats).tail()              # doctest: +SKIP
     """
     formatters = _formatters(stats, na)
-    columns = {
-        _display_name(name): [formatters[name](v).lstrip() for v in stats[name]]
-        for name in stats.columns
-    }
-    return pd.DataFrame(columns, index=stats.index, dtype=object)
+    columns = {name: [formatters[name](v).lstrip() for v in stats[name]] for name in stats.columns}
+    return pd.DataFrame(columns, index=stats.index, columns=stats.columns, dtype=object)
 
 
-class SessionStats(pd.DataFrame):
-    """The frame :func:`session_stats` returns: exact values, a short rounded display.
+class RoundedFrame(pd.DataFrame):
+    """A statistics frame: exact values, a short rounded display.
 
     A ``pandas.DataFrame`` in every respect (indexing, arithmetic, ``equals``, ``to_parquet``,
     ``to_string``, ``to_csv`` all see the exact microseconds) except its repr and its Jupyter
-    HTML, which show :func:`format_stats`: ``12m 14s`` instead of
-    ``0 days 00:12:14.333817``, ``76.3%`` instead of ``0.762701``, short headers (hover one in
-    Jupyter for the column name).
+    HTML, which show the values as :func:`format_stats` writes them: ``12m 14s`` instead of
+    ``0 days 00:12:14.333817``, ``76.3%`` instead of ``0.762701``, under the real column
+    names (``median_duration``: what ``stats["median_duration"]`` and ``sort_values`` take).
 
     Why a display and not rounded values: the statistics are exact and code relies on that
     (differences, ratios, comparisons with another period must not inherit rounding), while
     a person reading a duration needs its leading units only. pandas already works this way
-    for floats (``display.precision``); this does the same for durations and shares, and
-    brings a row of twelve columns from about 290 characters to about 110. For pandas' own
-    display use ``pd.DataFrame(stats)`` (the same data as a plain frame, also what
-    ``pd.testing.assert_frame_equal`` wants on the left when the right one is plain).
-
-    Examples
-    --------
-    >>> stats = session_stats(df)                             # doctest: +SKIP
-    >>> stats                                                 # doctest: +SKIP
-      sessions open   total     mean  median      p90     max first start last activity ...
-    0    3,051    3  26d 2h  12m 19s  6m 02s  26m 15s  5h 00m  2026-01-05    2026-10-31 ...
-    >>> stats.loc[0, "median_duration"]                       # doctest: +SKIP
-    Timedelta('0 days 00:06:01.540596')
-    >>> pd.DataFrame(stats)                                   # doctest: +SKIP
+    for floats (``display.precision``); this does the same for durations and shares. For
+    pandas' own display use ``pd.DataFrame(stats)`` (the same data as a plain frame, also
+    what ``pd.testing.assert_frame_equal`` wants on the left when the right one is plain).
+    :func:`session_stats` returns a :class:`SessionStats`, :func:`activity` an
+    :class:`ActivityTable`.
     """
 
     @property
-    def _constructor(self) -> type[SessionStats]:
-        return SessionStats
+    def _constructor(self) -> type[RoundedFrame]:
+        return type(self)
 
     def _shown(self) -> tuple[pd.DataFrame, dict[Hashable, Callable[[Any], str]]] | None:
-        """A plain frame with the short headers and its formatters, which pandas applies only
-        to the rows it shows (so a repr of a million groups stays fast); None when this frame
-        no longer has one column per label."""
+        """A plain frame and its formatters, which pandas applies only to the rows it shows
+        (so a repr of a million groups stays fast); None when this frame no longer has one
+        column per label."""
         if self.columns.nlevels != 1 or self.columns.has_duplicates:
             return None
-        formatters = _formatters(self, "NaT")
-        shown = pd.DataFrame(self).rename(columns=_display_name)
-        return shown, {_display_name(name): f for name, f in formatters.items()}
+        return pd.DataFrame(self), _formatters(self, "NaT")
 
     def __repr__(self) -> str:
         shown = self._shown()
@@ -433,18 +453,35 @@ class SessionStats(pd.DataFrame):
         max_rows = pd.get_option("display.max_rows")
         if max_rows is not None and len(frame) > max_rows:
             max_rows = pd.get_option("display.min_rows") or max_rows  # as pandas truncates
-        html = frame.to_html(
+        return frame.to_html(
             formatters=formatters,
             max_rows=max_rows,
             max_cols=pd.get_option("display.max_columns"),
             show_dimensions=pd.get_option("display.show_dimensions"),
             notebook=True,
         )
-        # Hovering a short header shows the real column name.
-        for name, short in DISPLAY_NAMES.items():
-            if name in self.columns and short != name:
-                html = html.replace(f"<th>{short}</th>", f'<th title="{name}">{short}</th>', 1)
-        return html
+
+
+class SessionStats(RoundedFrame):
+    """The frame :func:`session_stats` returns: exact values, a short rounded display.
+
+    See :class:`RoundedFrame`. The display keeps the column names of the frame.
+
+    Examples
+    --------
+    >>> stats = session_stats(df)                             # doctest: +SKIP
+    >>> stats                                                 # doctest: +SKIP
+      sessions  open_sessions total_duration mean_duration median_duration p90_duration ...
+    0    3,051              3         26d 2h       12m 19s          6m 02s      26m 15s ...
+    >>> stats.loc[0, "median_duration"]                       # doctest: +SKIP
+    Timedelta('0 days 00:06:01.540596')
+    >>> pd.DataFrame(stats)                                   # doctest: +SKIP
+    """
+
+
+class ActivityTable(RoundedFrame):
+    """The frame :func:`activity` returns: exact counts and ``busy_time``, shown rounded
+    (``1h 10m``) as :class:`SessionStats` is. See :class:`RoundedFrame`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,9 +516,9 @@ def session_stats(df: pd.DataFrame, by: By = None) -> SessionStats:
     -------
     SessionStats
         A ``pandas.DataFrame`` of exact values that *displays* rounded (``12m 14s``,
-        ``76.3%``, short headers; see :class:`SessionStats` for why); ``pd.DataFrame(stats)``
-        displays it as pandas does. Without ``by``: one row with a ``RangeIndex`` (``0``).
-        With ``by``: one row per group,
+        ``76.3%``) under its column names (see :class:`RoundedFrame` for why);
+        ``pd.DataFrame(stats)`` displays it as pandas does. Without ``by``: one row with a
+        ``RangeIndex`` (``0``). With ``by``: one row per group,
         indexed by the group keys (an ``Index`` named after the column, or a ``MultiIndex`` for
         several columns), like ``groupby().agg()``. An empty frame gives zero rows with the same
         columns and dtypes. Columns, in order:
@@ -593,16 +630,32 @@ Side = Literal["left", "right"]
 _END_ANCHORED = frozenset({"W", "ME", "QE", "YE", "BME", "BQE", "BYE"})
 
 
-def _to_offset(freq: str | BaseOffset | pd.Timedelta) -> BaseOffset:
+def _to_offset(freq: str | BaseOffset | pd.Timedelta, func: str = "activity") -> BaseOffset:
     try:
         offset = to_offset(freq)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"activity: invalid frequency {freq!r}") from exc
+        raise ValueError(
+            f"{func}: invalid frequency {freq!r}: give a pandas offset such as '1D', '1h', "
+            "'15min', 'W' or 'MS'"
+        ) from exc
     if offset is None or offset.n <= 0:
-        raise ValueError(f"activity: frequency must be positive, got {freq!r}")
+        raise ValueError(f"{func}: frequency must be positive, got {freq!r}")
     if _is_fixed(offset) and offset.nanos % 1000:
-        raise ValueError(f"activity: frequency {offset.freqstr!r} is below one microsecond")
+        raise ValueError(f"{func}: frequency {offset.freqstr!r} is below one microsecond")
     return offset
+
+
+def check_freq(freq: str | BaseOffset | pd.Timedelta, func: str) -> BaseOffset:
+    """``freq`` as the pandas offset :func:`activity` buckets by, else a ``ValueError``
+    naming the value (the same check :func:`activity` makes, for callers that must validate
+    before they compute anything).
+
+    Examples
+    --------
+    >>> check_freq("W", "activity")
+    <Week: weekday=6>
+    """
+    return _to_offset(freq, func)
 
 
 def _is_fixed(offset: BaseOffset) -> bool:
@@ -1015,8 +1068,8 @@ def _event_levels(
 
 def _activity_frame(
     columns: dict[str, np.ndarray], index: pd.Index, meta: dict[str, object]
-) -> pd.DataFrame:
-    frame = pd.DataFrame(
+) -> ActivityTable:
+    frame = ActivityTable(
         {
             "started": columns["started"].astype(np.int64),
             "ended": columns["ended"].astype(np.int64),
@@ -1048,7 +1101,7 @@ def activity(
     *,
     closed: Side | None = None,
     label: Side | None = None,
-) -> pd.DataFrame:
+) -> ActivityTable:
     """Sessions started, ended, active and running concurrently per time bucket.
 
     Buckets are pandas' own: the same bins, labels and closed side as
@@ -1102,8 +1155,10 @@ def activity(
 
     Returns
     -------
-    pandas.DataFrame
-        One row per bucket from the first bucket with an event to the last one (empty buckets
+    ActivityTable
+        A ``pandas.DataFrame`` of exact values that *displays* rounded (``busy_time`` as
+        ``1h 10m``, counts with thousands separators; see :class:`RoundedFrame`), one row
+        per bucket from the first bucket with an event to the last one (empty buckets
         in between are present, with zeros). Index: a tz-aware ``DatetimeIndex`` of bucket
         labels in ``tz``, named ``bucket``; with ``by``, a ``MultiIndex`` (group keys …,
         ``bucket``). Columns:
@@ -1129,7 +1184,7 @@ def activity(
     """
     offset = _to_offset(freq)
     closed, label = _sides(offset, closed, label)
-    tz = _check_tz(tz, "activity")
+    tz = check_tz(tz, "activity")
     keys = _normalize_by(df, by, "activity")
     _require_columns(df, ("started_at", "ended_at", "fetched_at"), "activity")
     codes, index = _group_codes(df, keys)
@@ -1178,7 +1233,7 @@ def activity(
     return _activity_frame(columns, result_index, meta)
 
 
-def _empty_activity(index: pd.Index | None, tz: object, meta: dict[str, object]) -> pd.DataFrame:
+def _empty_activity(index: pd.Index | None, tz: object, meta: dict[str, object]) -> ActivityTable:
     zeros = np.zeros(0, dtype=np.int64)
     lengths = np.zeros(0 if index is None else len(index), dtype=np.int64)
     columns = dict.fromkeys(ACTIVITY_COLUMNS, zeros)
@@ -1212,7 +1267,7 @@ def hourly_profile(df: pd.DataFrame, tz: str | object = "UTC") -> pd.DataFrame:
     >>> profile.loc["Monday", 9]                            # doctest: +SKIP
     42
     """
-    tz = _check_tz(tz, "hourly_profile")
+    tz = check_tz(tz, "hourly_profile")
     _require_columns(df, ("started_at",), "hourly_profile")
     started = _as_us(df["started_at"], kind="M")
     started = started[started != _NAT]

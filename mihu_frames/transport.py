@@ -343,7 +343,9 @@ class Transport:
                         self._sleep(retry, response, deadline, where)
                     continue
             if status != 200:
-                raise self.error_for(status, body, response.reason, where, len(retry.history))
+                raise self.error_for(
+                    status, body, response.reason, where, len(retry.history), url=url
+                )
             return Reply(
                 url=url,
                 status=status,
@@ -501,10 +503,17 @@ class Transport:
         )
 
     def error_for(
-        self, status: int, body: bytes, reason: str | None, where: Where, retries: int = 0
+        self,
+        status: int,
+        body: bytes,
+        reason: str | None,
+        where: Where,
+        retries: int = 0,
+        *,
+        url: str | None = None,
     ) -> MihuError:
         """The typed error of a non-200 response, with the server's (scrubbed) message and the
-        number of retries it came after."""
+        number of retries it came after; a 404 names the ``url`` it answered."""
         payload = _json_or_none(body)
         message = payload.get("message") if isinstance(payload, dict) else None
         if not isinstance(message, str) or not message:
@@ -518,7 +527,7 @@ class Transport:
         if status in (401, 403):
             return AuthenticationError(f"{message} (check MIHU_API_TOKEN or token=)", **kw)
         if status == 404:
-            return NotFoundError(message, **kw)
+            return self._not_found(message, payload, url, kw)
         if status == 422:
             errors = payload.get("errors") if isinstance(payload, dict) else None
             clean = (
@@ -542,6 +551,46 @@ class Transport:
                 f"{message} (a redirect: not followed, it could carry the token elsewhere)", **kw
             )
         return MihuError(message, **kw)
+
+    def _not_found(
+        self, message: str, payload: Any, url: str | None, kw: dict[str, Any]
+    ) -> NotFoundError:
+        """A 404 that names the address it answered, and says when the address, not the
+        conversation, looks wrong: the answer is not the API's error envelope (no API route
+        there: a web server's or a framework's page), or the base URL carries a path of its
+        own (the API's routes start at the host's root)."""
+        address = self.scrub(url.split("?", 1)[0]) if url else None
+        tried = f"GET {address}" if address else "the request"
+        check = "Check the address: base_url= or subdomain=, or MIHU_BASE_URL / MIHU_SUBDOMAIN"
+        if not _is_error_envelope(payload):
+            return NotFoundError(
+                f"no API route at {address or 'this address'} ({message!r} is not the API's "
+                f"JSON answer): the address looks wrong, rather than the conversation "
+                f"missing. {check}",
+                url=address,
+                **kw,
+            )
+        prefix = urlsplit(self.base_url).path
+        if prefix:
+            return NotFoundError(
+                f"{message} ({tried}). The base URL has a path of its own, {prefix!r}, and "
+                "the API's routes start at the host's root (https://SUBDOMAIN.mihu.ai): "
+                f"if the conversation exists, the address looks wrong. {check}",
+                url=address,
+                **kw,
+            )
+        return NotFoundError(f"{message} ({tried})", url=address, **kw)
+
+
+def _is_error_envelope(payload: Any) -> bool:
+    """Whether a decoded body is the API's error envelope: ``{"success": false, "message":
+    ...}`` (a route the API does not have is answered by a web server's page, or by the
+    framework's bare ``{"message": ...}``)."""
+    return (
+        isinstance(payload, dict)
+        and payload.get("success") is False
+        and isinstance(payload.get("message"), str)
+    )
 
 
 def _passed(deadline: float | None) -> bool:

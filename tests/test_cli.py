@@ -12,8 +12,10 @@ from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
+import pytest
 
 import mihu_frames as mf
+from mihu_frames.cli import cli_words
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,3 +280,240 @@ def test_a_folder_that_is_not_a_root_is_one_line_and_exit_2(tmp_path, sim, make_
             assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
             assert str(tmp_path / folder) in lines[0] and "root" in lines[0]
             assert result.stdout == ""
+
+
+# --------------------------------------------------------------------------- issue 21 and 18
+
+
+def _listed(path: Path) -> list[str]:
+    return sorted(pd.read_csv(path)["uuid"])
+
+
+def test_listing_filters_take_several_values_and_union_them(sim, tmp_path):
+    # The README: "a filter flag takes one value (repeat it, or use commas)". The API takes
+    # one value per filter: the library asks once per value and unions the listings.
+    env = {"MIHU_API_TOKEN": sim.token, "MIHU_BASE_URL": sim.base_url}
+    every = mf.list_conversations(base_url=sim.base_url, token=sim.token, cache=None)
+    assert set(every["channel"]) >= {"whatsapp", "web", "phone"}
+    assert set(every["status"]) == {"open", "closed"}
+
+    def expected(channels=None, statuses=None) -> list[str]:
+        keep = every["channel"].isin(channels or every["channel"]) & every["status"].isin(
+            statuses or every["status"]
+        )
+        return sorted(every.loc[keep, "uuid"])
+
+    cases = {
+        ("--status", "open"): expected(statuses=["open"]),
+        ("--status", "closed"): expected(statuses=["closed"]),
+        ("--channel", "whatsapp", "--channel", "web"): expected(["whatsapp", "web"]),
+        ("--channel", "whatsapp,web"): expected(["whatsapp", "web"]),
+        ("--channel", "phone,web", "--status", "closed,open"): expected(["phone", "web"]),
+        ("--channel", "whatsapp", "--channel", "web,phone", "--status", "closed"): expected(
+            ["whatsapp", "web", "phone"], ["closed"]
+        ),
+    }
+    for number, (flags, uuids) in enumerate(cases.items()):
+        out = tmp_path / f"convs{number}.csv"
+        result = _run("conversations", *flags, "--no-cache", "--out", str(out), env=env)
+        assert result.returncode == 0, (flags, result.stderr)
+        assert result.stderr == ""
+        assert uuids and _listed(out) == uuids, flags
+        assert len(pd.read_csv(out)) == len(uuids)  # each conversation once
+    # The command is a thin layer: the library takes the lists itself.
+    both = mf.list_conversations(
+        channel=["whatsapp", "web"], base_url=sim.base_url, token=sim.token, cache=None
+    )
+    assert sorted(both["uuid"]) == expected(["whatsapp", "web"])
+    assert both["uuid"].is_unique and list(both.columns) == list(every.columns)
+    assert both.attrs["mihu_frames"]["filters"] == {"channel": ["whatsapp", "web"]}
+    assert both.attrs["mihu_frames"]["requests"] == 2  # one listing per value
+
+
+def test_a_library_warning_is_one_line_on_stderr(server_factory, tmp_path):
+    # A timestamp outside years 1-9999 once its offset is applied is nulled, with a warning:
+    # the command line used to silence it.
+    from hostile import conversation_id, dumps, make_session, page_payload
+
+    conversation = conversation_id(1)
+    late = make_session(conversation, 0, updated_at="9999-12-31T23:00:00-12:00")
+    body = dumps(page_payload([late], page=1, per_page=100, total=1))
+    server = server_factory(lambda path, headers: (200, {"Content-Type": "application/json"}, body))
+    env = {"MIHU_API_TOKEN": "token-for-tests", "MIHU_BASE_URL": server.base_url}
+    result = _run("fetch", conversation, "--no-cache", "--root", str(tmp_path / "snaps"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: 1 timestamp(s) fall outside years 1-9999 once their offset is applied: "
+        "loaded as null, their text kept in 'extra'"
+    ]
+    assert "1 sessions, 1 conversations" in result.stdout
+
+
+def test_a_file_error_or_a_locked_cache_is_one_line_never_a_traceback(sim, tmp_path):
+    import sqlite3
+
+    env = {"MIHU_API_TOKEN": sim.token, "MIHU_BASE_URL": sim.base_url}
+    (tmp_path / "a_file").write_text("not a folder")
+    conversation = sim.conversation_uuids[1]
+    fetch = _run(
+        "fetch", conversation, "--no-cache", "--root", str(tmp_path / "a_file" / "snaps"), env=env
+    )
+    listing = _run(
+        "conversations", "--no-cache", "--out", str(tmp_path / "nowhere" / "c.csv"), env=env
+    )
+    for result, words in ((fetch, "Not a directory"), (listing, "non-existent directory")):
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+    # A cache file another process keeps locked: CacheLockedError, one line, exit 2.
+    cache = tmp_path / "cache.sqlite"
+    warm = _run(
+        "fetch", conversation, "--cache", str(cache), "--root", str(tmp_path / "s"), env=env
+    )
+    assert warm.returncode == 0, warm.stderr
+    holder = sqlite3.connect(cache, isolation_level=None)
+    holder.execute("begin exclusive")
+    try:
+        locked = _run(
+            "fetch", conversation, "--refresh", "--cache", str(cache), "--timeout", "1",
+            "--root", str(tmp_path / "s"), env=env,
+        )  # fmt: skip
+    finally:
+        holder.rollback()
+        holder.close()
+    assert locked.returncode == 2
+    lines = locked.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: CacheLockedError: "), lines
+    assert "--cache path" in lines[0] and "cache= path" not in lines[0]
+
+
+def test_errors_name_the_command_lines_flags_not_the_librarys_options(sim, tmp_path):
+    env = {"MIHU_API_TOKEN": sim.token, "MIHU_BASE_URL": sim.base_url}
+    conversation = sim.conversation_uuids[1]
+    root = str(tmp_path / "snaps")
+    first = _run("sync", conversation, "--root", root, "--status", "all", "--no-cache", env=env)
+    assert first.returncode == 0, first.stderr
+    other = _run("sync", conversation, "--root", root, "--status", "completed", env=env)
+    assert other.returncode == 2
+    assert "or pass --refetch to fetch every conversation anew" in other.stderr
+    assert (
+        "holds sessions fetched with --status all, no --type; this sync asks for --status "
+        "completed, no --type. Sync without status/type" in other.stderr
+    )
+    offline = _run("fetch", conversation, "--offline", "--no-cache", env=env)
+    assert offline.returncode == 2
+    assert offline.stderr == "error: --offline needs a cache; this client has --no-cache\n"
+    missing = _run(
+        "fetch", conversation, "--offline", "--cache", str(tmp_path / "empty.sqlite"), env=env
+    )
+    assert missing.returncode == 2
+    assert "--offline" in missing.stderr and "offline=True" not in missing.stderr
+    no_address = _run("fetch", conversation, env={"MIHU_BASE_URL": "", "MIHU_SUBDOMAIN": ""})
+    assert no_address.returncode == 2
+    assert "pass --base-url or --subdomain, or set MIHU_BASE_URL" in no_address.stderr
+    no_token = subprocess.run(
+        [sys.executable, "-m", "mihu_frames", "fetch", conversation, "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("MIHU_")},
+            "MIHU_BASE_URL": sim.base_url,
+        },
+    )
+    assert no_token.returncode == 2
+    assert no_token.stderr == (
+        "error: AuthenticationError: no API token: set MIHU_API_TOKEN (--offline reads the "
+        "cache without one)\n"
+    )
+    for result in (other, offline, missing, no_address, no_token):
+        assert len(result.stderr.splitlines()) == 1
+        assert not re.search(r"\b[a-z_]+=(True|False|None)\b", result.stderr), result.stderr
+    assert cli_words("pass base_url= or subdomain=, or MIHU_BASE_URL") == (
+        "pass --base-url or --subdomain, or MIHU_BASE_URL"
+    )
+    assert cli_words("set MIHU_API_TOKEN or pass token= (offline=True reads the cache)") == (
+        "set MIHU_API_TOKEN (--offline reads the cache)"
+    )
+    assert cli_words("with progress=False and full=True") == "with --no-progress and --full"
+
+
+def test_stats_checks_every_flag_before_printing_anything(sim, make_client, tmp_path):
+    mf.write_snapshot(make_client(sim).sessions(sim.conversation_uuids[1:3]), tmp_path / "snaps")
+    root = str(tmp_path / "snaps")
+    for flags, words in (
+        (["--activity", "--freq", "1week"], "error: --freq: invalid frequency '1week'"),
+        (["--tz", "Europe/Berlinn"], "error: --tz: unknown time zone 'Europe/Berlinn'"),
+        (["--table", "--by", "agent"], "error: --by: no column ['agent']"),
+    ):
+        result = _run("stats", root, *flags)
+        assert result.returncode == 2, (flags, result.stderr)
+        assert result.stdout == "", flags  # not the summary first, then the error
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(words), lines
+    assert "did you mean 'Europe/Berlin'?" in _run("stats", root, "--tz", "Europe/Berlinn").stderr
+
+
+def test_a_not_found_names_the_url_and_a_wrong_base_path_says_so(sim, tmp_path):
+    conversation = sim.conversation_uuids[1]
+    wrong = {"MIHU_API_TOKEN": sim.token, "MIHU_BASE_URL": sim.base_url + "/api/v2"}
+    result = _run("fetch", conversation, "--no-cache", "--root", str(tmp_path / "s"), env=wrong)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: NotFoundError: conversation {conversation}, page 1: HTTP 404")
+    assert f"GET {sim.base_url}/api/v2/api/v1/conversations/{conversation}/sessions" in line
+    assert "'/api/v2'" in line and "the address looks wrong" in line and "--base-url" in line
+    assert sim.token not in result.stderr
+
+
+def _bar_states(stderr: str) -> list[str]:
+    return [s for s in re.split(r"[\r\n]", stderr) if s.startswith("mihu sessions:")]
+
+
+def test_ctrl_c_ends_the_progress_bar_where_it_stopped(tmp_path):
+    from mihu_frames.simulator import Simulator
+
+    with Simulator(sizes=[1200], latency=0.4) as slow:  # 120 pages of 10
+        env = {**os.environ, "MIHU_API_TOKEN": slow.token, "MIHU_BASE_URL": slow.base_url}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mihu_frames", "fetch", slow.conversation_uuids[0],
+             "--no-cache", "--progress", "--per-page", "10"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while slow.request_count < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the total (120 pages) is known, a few pages are in
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        asked = slow.request_count
+    assert process.returncode == 130
+    assert err.endswith("interrupted\n") and "Traceback" not in err
+    last = _bar_states(err)[-1]
+    match = re.match(r"mihu sessions: +(\d+)%\|[^|]*\| (\d+)/(\d+) \[.*, interrupted\]$", last)
+    assert match, last
+    percent, done, total = map(int, match.groups())
+    assert total == 120 and done <= asked < 120 and f"{percent}" == f"{100 * done / total:.0f}", (
+        last
+    )
+    assert "100%" not in err
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.05, 0.5])
+def test_any_number_of_ctrl_c_prints_one_line_and_exits_130(gap):
+    from mihu_frames.simulator import Simulator
+
+    with Simulator(sizes=[500, 500, 500], latency=3.0) as slow:
+        env = {**os.environ, "MIHU_API_TOKEN": slow.token, "MIHU_BASE_URL": slow.base_url}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mihu_frames", "fetch", *slow.conversation_uuids, "--no-cache"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while slow.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the load is under way, requests in flight for 3 s
+        for _ in range(3):
+            process.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == "interrupted\n"

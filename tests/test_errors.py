@@ -213,3 +213,19 @@ def test_on_error_warning_points_at_the_callers_line(fresh_sim, make_client):
     with pytest.warns(RuntimeWarning) as caught:
         client.sessions([UNKNOWN, fresh_sim.conversation_uuids[1]], on_error="warn")
     assert caught[0].filename == __file__
+
+
+def test_listing_filters_take_a_value_or_a_list_checked_before_any_request(fresh_sim, make_client):
+    client = make_client(fresh_sim, cache=None)
+    for bad in ([], [""], ["web", 3], [" web"], b"web", 7):
+        with pytest.raises(ValueError, match=r"^channel must "):
+            client.conversations(channel=bad)
+    with pytest.raises(ValueError, match="not a conversation UUID"):
+        client.conversations(agent_uuid=[UNKNOWN, "nope"])
+    assert fresh_sim.request_count == 0
+    # Several values: one listing per value, their union, each conversation once.
+    every = client.conversations()
+    both = client.conversations(status=["open", "closed", "open"], progress=False)
+    assert sorted(both["uuid"]) == sorted(every["uuid"]) and both["uuid"].is_unique
+    assert both.attrs["mihu_frames"]["filters"] == {"status": ["open", "closed"]}
+    assert fresh_sim.request_count == 1 + 2

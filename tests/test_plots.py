@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import matplotlib
 
@@ -411,3 +412,36 @@ def test_log_duration_axis_reads_in_plain_numbers(wide):
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert labels and all("^" not in text and "$" not in text for text in labels)
     assert "1" in labels and "10" in labels
+
+
+def test_a_log_duration_axis_says_how_many_zero_length_sessions_it_leaves_out(wide):
+    # Three sessions of zero length (and one open): a log axis cannot show them; it says so.
+    seconds = wide["duration"].dt.total_seconds().to_numpy(copy=True)
+    seconds[10:13] = 0.0
+    df = make_frame(seconds)
+    with pytest.warns(UserWarning, match=r"^plot_durations: 3 sessions of zero length not shown"):
+        ax = plot_durations(df)
+    assert ax.get_xscale() == "log"
+    assert ax.get_title() == "Session durations\n(3 sessions of zero length not shown (log axis))"
+    assert sum(patch.get_height() for patch in ax.patches) == 190 - 3
+    # On a linear axis every ended session is drawn, and nothing is said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        linear = plot_durations(df, log=False)
+    assert linear.get_title() == "Session durations"
+    assert sum(patch.get_height() for patch in linear.patches) == 190
+
+
+@pytest.mark.parametrize("tz", ["Istanbul", "Europe/Berlinn"])
+def test_plots_taking_tz_refuse_an_unknown_zone_with_one_value_error(wide, tz):
+    table, profile = activity(wide, "1D"), hourly_profile(wide)
+    calls = {
+        "plot_activity": [lambda: plot_activity(wide, tz=tz), lambda: plot_activity(table, tz=tz)],
+        "plot_hourly": [lambda: plot_hourly(wide, tz=tz), lambda: plot_hourly(profile, tz=tz)],
+    }
+    for name, attempts in calls.items():
+        for attempt in attempts:
+            with pytest.raises(ValueError) as caught:
+                attempt()
+            assert type(caught.value) is ValueError
+            assert str(caught.value).startswith(f"{name}: unknown time zone {tz!r}: ")

@@ -88,10 +88,12 @@ def test_stats_text(week):
     # Each column is as wide as its widest text plus pandas' padding.
     assert stats_text(week, tz="Europe/Berlin").splitlines() == [
         "session statistics (durations over ended sessions, times in Europe/Berlin)",
-        " sessions open   total     mean   median      p90     max first start last activity"
-        " tasks evaluated summarized",
-        "        5    1  1h 58m  29m 30s  22m 45s  52m 53s  1h 02m  2024-10-21    2024-10-28"
-        "  0.40     80.0%       0.0%",
+        " sessions open_sessions total_duration mean_duration median_duration p90_duration"
+        " max_duration first_started_at last_activity_at tasks_per_session evaluated_share"
+        " summarized_share",
+        "        5             1         1h 58m       29m 30s         22m 45s      52m 53s"
+        "       1h 02m       2024-10-21       2024-10-28              0.40           80.0%"
+        "             0.0%",
     ]
 
 
@@ -104,13 +106,16 @@ def test_stats_text_by_group(week):
     # c1: a, b and the open e: 600 and 1830 s, p90 600 + 0.9 * 1230 = 1707 s, 1 task of 3.
     # c2: c and d: 3749 and 900 s, mean 2324.5 s (half up), p90 900 + 0.9 * 2849 = 3464.1 s.
     assert lines[1:] == [
-        "                  sessions open    total     mean   median      p90      max first start"
-        " last activity tasks evaluated summarized",
+        "                  sessions open_sessions total_duration mean_duration median_duration"
+        " p90_duration max_duration first_started_at last_activity_at tasks_per_session"
+        " evaluated_share summarized_share",
         "conversation_uuid",
-        "c1                       3    1  40m 30s  20m 15s  20m 15s  28m 27s  30m 30s  2024-10-21"
-        "    2024-10-28  0.33     66.7%       0.0%",
-        "c2                       2    0   1h 17m  38m 45s  38m 45s  57m 44s   1h 02m  2024-10-22"
-        "    2024-10-27  0.50    100.0%       0.0%",
+        "c1                       3             1        40m 30s       20m 15s         20m 15s"
+        "      28m 27s      30m 30s       2024-10-21       2024-10-28              0.33"
+        "           66.7%             0.0%",
+        "c2                       2             0         1h 17m       38m 45s         38m 45s"
+        "      57m 44s       1h 02m       2024-10-22       2024-10-27              0.50"
+        "          100.0%             0.0%",
     ]
     assert len(lines) == 5
     assert stats_text(schema.empty_frame()).splitlines()[1] == "(no sessions)"
@@ -121,10 +126,10 @@ def test_activity_text_weeks_with_the_partial_one_marked(week):
     # 09:00 to the fetch at 10:00 UTC, which is before the week ends.
     assert activity_text(week, "W", tz="Europe/Berlin").splitlines() == [
         "activity per week (Mon–Sun), Europe/Berlin",
-        "                                  started ended active peak    busy",
+        "                                  started ended active_sessions peak_concurrent busy_time",
         "bucket",
-        "Mon 2024-10-21 - Sun 2024-10-27         4     4      4    2  1h 58m",
-        "Mon 2024-10-28 - Sun 2024-11-03 *       1     0      1    1  1h 00m",
+        "Mon 2024-10-21 - Sun 2024-10-27         4     4               4               2    1h 58m",
+        "Mon 2024-10-28 - Sun 2024-11-03 *       1     0               1               1    1h 00m",
         "* partial: the data was fetched 2024-10-28 11:00, before it ends",
     ]
 
@@ -134,10 +139,10 @@ def test_activity_text_last_buckets_and_plain_days(week):
     assert lines == [
         "activity per day, Europe/Berlin",
         "(6 earlier buckets not shown)",
-        "                 started ended active peak     busy",
+        "                 started ended active_sessions peak_concurrent busy_time",
         "bucket",
-        "Sun 2024-10-27         1     1      1    1  15m 00s",
-        "Mon 2024-10-28 *       1     0      1    1   1h 00m",
+        "Sun 2024-10-27         1     1               1               1   15m 00s",
+        "Mon 2024-10-28 *       1     0               1               1    1h 00m",
         "* partial: the data was fetched 2024-10-28 11:00, before it ends",
     ]
     months = activity_text(week, "MS", tz="Europe/Berlin").splitlines()
@@ -185,3 +190,18 @@ def test_hourly_text(week):
     assert rows["23-00"] == ["0"] * 8
     assert rows["total"] == ["3", "1", "0", "0", "0", "0", "1", "5"]
     assert max(len(line) for line in lines) <= 60
+
+
+@pytest.mark.parametrize("text", [summary_text, stats_text, activity_text, hourly_text])
+@pytest.mark.parametrize(
+    ("tz", "hint"),
+    [("Istanbul", "'Europe/Istanbul'"), ("Europe/Berlinn", "did you mean 'Europe/Berlin'?")],
+)
+def test_a_mistyped_time_zone_is_one_value_error_naming_it(week, text, tz, hint):
+    # Before: summary_text raised zoneinfo's ZoneInfoNotFoundError (a KeyError), activity a
+    # ValueError: now one check, the same error from every function taking tz.
+    with pytest.raises(ValueError) as caught:
+        text(week, tz=tz)
+    assert type(caught.value) is ValueError
+    assert str(caught.value).startswith(f"{text.__name__}: unknown time zone {tz!r}: ")
+    assert hint in str(caught.value)

@@ -550,18 +550,24 @@ def wide_repr(frame: pd.DataFrame) -> str:
         return repr(frame)
 
 
-def test_session_stats_displays_rounded_and_short():
+def test_session_stats_displays_rounded_under_its_column_names():
     result = small_stats()
     assert isinstance(result, stats.SessionStats)
     # total 131 s + 2 µs, mean 43.67 s, median 21 s - 1 µs, p90 84.2 s, max 100 s + 3 µs
     assert wide_repr(result).splitlines() == [
-        "  sessions open   total mean median     p90     max       first start last activity"
-        " tasks evaluated summarized",
-        "0        4    1  2m 11s  44s    21s  1m 24s  1m 40s  2024-05-01 09:59           NaT"
-        "  0.00     25.0%       0.0%",
+        "  sessions open_sessions total_duration mean_duration median_duration p90_duration"
+        " max_duration  first_started_at last_activity_at tasks_per_session evaluated_share"
+        " summarized_share",
+        "0        4             1         2m 11s           44s             21s       1m 24s"
+        "       1m 40s  2024-05-01 09:59              NaT              0.00           25.0%"
+        "             0.0%",
     ]
+    # Every name the display shows is a column: what it shows, code can index and sort by.
+    assert wide_repr(result).splitlines()[0].split() == list(result.columns) == STATS_COLUMNS
+    assert result["median_duration"].iloc[0] == pd.Timedelta(microseconds=21 * SECOND - 1)
+    assert result.sort_values("median_duration").index.tolist() == [0]
     html = result._repr_html_()
-    assert '<th title="median_duration">median</th>' in html
+    assert "<th>median_duration</th>" in html and ">median<" not in html
     assert "<td>1m 24s</td>" in html and "<td>25.0%</td>" in html
     assert "00:01:24" not in html
 
@@ -593,13 +599,11 @@ def test_session_stats_display_survives_selection_and_falls_back():
     top = result.sort_values("sessions", ascending=False).head(2)
     assert isinstance(top, stats.SessionStats)
     lines = wide_repr(top).splitlines()
-    assert lines[0].split() == [
-        "sessions", "open", "total", "mean", "median", "p90", "max", "first", "start", "last",
-        "activity", "tasks", "evaluated", "summarized",
-    ]  # fmt: skip
+    assert lines[0].split() == STATS_COLUMNS
     # Timestamps spanning months read as dates.
-    assert lines[2].startswith("text ") and "  2024-02-21    2024-05-29  " in lines[2]
-    assert max(len(line) for line in lines) <= 115
+    assert lines[2].startswith("text ") and "  2024-02-21       2024-05-29  " in lines[2]
+    # Rounded values: the column names set the width, not the microseconds.
+    assert max(len(line) for line in lines) <= 185
     assert max(len(line) for line in pd.DataFrame(top).to_string().splitlines()) > 250
     # A frame that is no longer one column per label shows as pandas shows it.
     doubled = pd.concat([result, result], axis=1)
@@ -634,14 +638,16 @@ def test_format_stats_on_activity_and_with_missing_values():
     assert table.to_dict("list") == {
         "started": ["2", "0"],
         "ended": ["1", "1"],
-        "active": ["2", "1"],
-        "peak": ["2", "1"],
-        "busy": ["1h 10m", "30m 00s"],
+        "active_sessions": ["2", "1"],
+        "peak_concurrent": ["2", "1"],
+        "busy_time": ["1h 10m", "30m 00s"],
     }
     only_open = session_stats(frame_from_records([{"uuid": "o", "started_at": t}]))
     shown = stats.format_stats(only_open, na="–")
-    assert shown.loc[0, "median"] == "–" and shown.loc[0, "first start"] == "2024-05-01 10:00"
-    assert shown.loc[0, "sessions"] == "1" and shown.loc[0, "evaluated"] == "0.0%"
+    assert list(shown.columns) == list(only_open.columns)
+    assert shown.loc[0, "median_duration"] == "–"
+    assert shown.loc[0, "first_started_at"] == "2024-05-01 10:00"
+    assert shown.loc[0, "sessions"] == "1" and shown.loc[0, "evaluated_share"] == "0.0%"
     assert stats.format_stats(session_stats(schema.empty_frame())).shape == (0, 12)
 
 
@@ -1104,3 +1110,59 @@ def test_nanosecond_and_arrow_backed_frames_give_the_same_results():
             hourly_profile(other, tz="America/New_York"), hourly_profile(df, tz="America/New_York")
         )
         pd.testing.assert_frame_equal(explode_tasks(other), explode_tasks(df))
+
+
+# --------------------------------------------------------------------------------------------
+# issue 21: one check of a time zone; activity displayed rounded like session_stats
+# --------------------------------------------------------------------------------------------
+
+
+def test_activity_displays_busy_time_rounded_and_keeps_it_exact():
+    t = us("2024-05-01T10:00:00")
+    records = [
+        {"uuid": "a", "started_at": t, "ended_at": t + 90 * MINUTE},
+        {"uuid": "b", "started_at": t + 20 * MINUTE, "ended_at": t + 30 * MINUTE + 400_000},
+    ]
+    table = activity(frame_from_records(records), "h")
+    assert isinstance(table, stats.ActivityTable)
+    # Shown as session_stats is: the duration rounded, under the real column names.
+    assert [line.rstrip() for line in wide_repr(table).splitlines()] == [
+        "                          started ended active_sessions peak_concurrent busy_time",
+        "bucket",
+        "2024-05-01 10:00:00+00:00       2     1               2               2    1h 10m",
+        "2024-05-01 11:00:00+00:00       0     1               1               1   30m 00s",
+    ]
+    html = table._repr_html_()
+    assert "<td>1h 10m</td>" in html and "01:10:00.4" not in html
+    # The values stay exact, and a selection or a group keeps the display.
+    assert table.loc[table.index[0], "busy_time"] == pd.Timedelta(minutes=70, microseconds=400_000)
+    assert "0 days 01:10:00.400000" in table.to_string()
+    assert isinstance(table.tail(1), stats.ActivityTable)
+    assert table.attrs["activity"]["freq"] == "h"
+    grouped = activity(frame_from_records(records), "h", by="uuid")
+    assert "1h 00m" in wide_repr(grouped) and "0 days" not in wide_repr(grouped)
+
+
+@pytest.mark.parametrize(
+    ("tz", "hint"),
+    [
+        ("Istanbul", "did you mean 'Asia/Istanbul' or 'Europe/Istanbul'?"),
+        ("Europe/Berlinn", "did you mean 'Europe/Berlin'?"),
+        ("europe/berlin", "did you mean 'Europe/Berlin'?"),
+        ("Nowhere/Atall", ""),
+        (None, ""),
+        (3, ""),
+    ],
+)
+def test_an_unknown_time_zone_is_one_value_error_naming_it(tz, hint):
+    df = frame_from_records(make_records(3, 20, *WINDOWS["spring"]))
+    for func in (activity, hourly_profile):
+        with pytest.raises(ValueError) as caught:
+            func(df, tz=tz)
+        assert type(caught.value) is ValueError  # never zoneinfo's KeyError
+        message = str(caught.value)
+        assert message.startswith(f"{func.__name__}: unknown time zone {tz!r}: give an IANA")
+        assert message.endswith(hint or "or a tzinfo")
+    # A tzinfo and a name are both taken, and give the same zone.
+    assert str(stats.check_tz(dt.timezone.utc, "x")) == "UTC"
+    assert str(stats.check_tz("Europe/Berlin", "x")) == "Europe/Berlin"

@@ -352,3 +352,51 @@ def test_a_forked_child_has_its_own_connections(sim):
         assert os.waitstatus_to_exitcode(status) == 0
         assert right(df)
     client.close()
+
+
+# --------------------------------------------------------------------------- a 404's address
+
+
+def test_a_404_names_the_url_it_tried_and_when_the_address_looks_wrong(sim, server_factory):
+    token = "secret-token-0123456789"
+    path = f"/api/v1/conversations/{CONVERSATION}/sessions"
+    # The API's own answer for a conversation it does not have: the conversation is missing.
+    with pytest.raises(mf.NotFoundError) as missing:
+        mf.load_sessions(CONVERSATION, base_url=sim.base_url, token=sim.token, cache=None)
+    assert missing.value.url == sim.base_url + path
+    assert str(missing.value) == (
+        f"conversation {CONVERSATION}, page 1: HTTP 404: Conversation not found. "
+        f"(GET {sim.base_url}{path})"
+    )
+    # No API route there: a web server's page, or the framework's bare {"message": ...}.
+    answers = {
+        "nginx": (b"<html><head><title>404 Not Found</title></head></html>", "text/html"),
+        "laravel": (b'{"message":"The route api/v2 could not be found."}', "application/json"),
+    }
+    for name, (body, kind) in answers.items():
+        server = server_factory(
+            lambda p, h, body=body, kind=kind: (404, {"Content-Type": kind}, body)
+        )
+        with pytest.raises(mf.NotFoundError) as caught:
+            mf.load_sessions(CONVERSATION, base_url=server.base_url, token=token, cache=None)
+        text = str(caught.value)
+        assert caught.value.url == server.base_url + path, name
+        assert text.startswith(
+            f"conversation {CONVERSATION}, page 1: HTTP 404: no API route at "
+            f"{server.base_url}{path} ("
+        ), text
+        assert "the address looks wrong, rather than the conversation missing" in text
+        assert "base_url= or subdomain=" in text and token not in text + repr(caught.value)
+    # The simulator answers a route it does not have with the API's envelope ("Not found."):
+    # a base URL with a path of its own (…/api/v2) is what says the address looks wrong.
+    with pytest.raises(mf.NotFoundError) as wrong:
+        mf.load_sessions(
+            CONVERSATION, base_url=sim.base_url + "/api/v2", token=sim.token, cache=None
+        )
+    text = str(wrong.value)
+    assert wrong.value.url == f"{sim.base_url}/api/v2{path}"
+    assert text.startswith(
+        f"conversation {CONVERSATION}, page 1: HTTP 404: Not found. (GET {sim.base_url}/api/v2"
+        f"{path}). The base URL has a path of its own, '/api/v2'"
+    ), text
+    assert "if the conversation exists, the address looks wrong" in text

@@ -220,3 +220,21 @@ def _ordered(table: pa.Table) -> pa.Table:
     others = sorted(n for n in table.column_names if n not in known and n.endswith("_at"))
     others = [n for n in others if n != "fetched_at"]
     return table.select([*known, *others, "extra", "fetched_at", *ORDER_COLUMNS])
+
+
+def union_listings(tables: Sequence[pa.Table]) -> pa.Table:
+    """Several listings (one per filter value) as one table: every conversation once, where
+    it first appears (listing order, then page order), columns ordered as one listing's.
+
+    A ``*_at`` column one listing has and another lacks is null where it is missing; a
+    column typed differently in two listings is promoted as ``pa.concat_tables`` does.
+    """
+    if len(tables) == 1:
+        return tables[0]
+    table = pa.concat_tables(tables, promote_options="default")
+    uuids = table.column("uuid").to_numpy(zero_copy_only=False)
+    _, first = np.unique(uuids, return_index=True)
+    table = table.take(pa.array(np.sort(first)))
+    known = [n for n in CONVERSATIONS_SCHEMA.names if n not in ("extra", "fetched_at")]
+    others = sorted(n for n in table.column_names if n not in (*known, "extra", "fetched_at"))
+    return table.select([*known, *others, "extra", "fetched_at"])
