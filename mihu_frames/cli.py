@@ -571,7 +571,7 @@ def _demo(args: argparse.Namespace) -> int:
     demo = Simulator(sizes=sizes, latency=args.latency, clock="wall")
     with demo as sim, tempfile.TemporaryDirectory() as tmp:
         print(f"simulator: {sim.base_url} ({len(sizes)} conversations, {sum(sizes):,} sessions)")
-        options = {"token": sim.token, "cache": Path(tmp) / "demo_cache.sqlite"}
+        options: dict[str, Any] = {"token": sim.token, "cache": Path(tmp) / "demo_cache.sqlite"}
         with MihuClient(sim.base_url, **options) as client:
             cold = client.sessions(sim.conversation_uuids, progress=False)
             print(summary(cold, "cold load"))

@@ -23,11 +23,13 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from typing_extensions import Unpack
 
 from mihu_frames._version import __version__
 from mihu_frames.cachefile import CacheFile, default_cache_path
 from mihu_frames.decoding.conversations import union_listings
 from mihu_frames.errors import AuthenticationError
+from mihu_frames.option_types import ClientSettings, ConversationsKwargs, LoadKwargs
 from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
     ClientOptions,
@@ -63,7 +65,7 @@ class MihuClient:
     """
 
     @takes((ClientOptions, None))
-    def __init__(self, base_url: str | None = None, **options: Any) -> None:
+    def __init__(self, base_url: str | None = None, **options: Unpack[ClientSettings]) -> None:
         (given,) = split_options(options, ClientOptions)
         settings = ClientOptions(base_url=base_url, **given)
         self.base_url = resolve_base_url(settings.base_url, settings.subdomain)
@@ -139,7 +141,7 @@ class MihuClient:
     # ------------------------------------------------------------------ loads
 
     @takes((LoadOptions, None))
-    def sessions(self, conversations: Any, **options: Any) -> pd.DataFrame:
+    def sessions(self, conversations: Any, **options: Unpack[LoadKwargs]) -> pd.DataFrame:
         """Load every session of one or more conversations into one typed DataFrame.
 
         Each conversation's first page is fetched, then all later pages of every conversation
@@ -209,7 +211,7 @@ class MihuClient:
         return df
 
     @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS))
-    def conversations(self, **options: Any) -> pd.DataFrame:
+    def conversations(self, **options: Unpack[ConversationsKwargs]) -> pd.DataFrame:
         """The account's conversations, one row each, from ``GET /api/v1/conversations``.
 
         The filters are sent to the server (never applied afterwards). The API takes one
@@ -234,9 +236,9 @@ class MihuClient:
         >>> convs = client.conversations(channel="whatsapp")          # doctest: +SKIP
         >>> df = client.sessions(convs[convs.sessions_count > 0])     # doctest: +SKIP
         """
-        listing = ListingFilters.take(options)
+        listing, rest = ListingFilters.take(options)
         filters = listing.params()
-        (given,) = split_options(options, LoadOptions)
+        (given,) = split_options(rest, LoadOptions)
         unknown = set(given) - set(LISTING_LOAD_OPTIONS)
         if unknown:
             raise TypeError(f"a listing of conversations does not take {sorted(unknown)}")

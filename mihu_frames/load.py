@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from typing_extensions import Unpack
 
 from mihu_frames.client import MihuClient
+from mihu_frames.option_types import ListConversationsKwargs, LoadSessionsKwargs
 from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
     ClientOptions,
@@ -18,7 +20,7 @@ from mihu_frames.options import (
 
 
 @takes((LoadOptions, None), (ClientOptions, None))
-def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
+def load_sessions(conversations: Any, **options: Unpack[LoadSessionsKwargs]) -> pd.DataFrame:
     """Load every session of one or more conversations in one call.
 
     Builds a :class:`MihuClient` from the client options, runs
@@ -53,7 +55,7 @@ def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
 
 
 @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS), (ClientOptions, None))
-def list_conversations(**options: Any) -> pd.DataFrame:
+def list_conversations(**options: Unpack[ListConversationsKwargs]) -> pd.DataFrame:
     """The account's conversations in one call, one row each.
 
     Builds a :class:`MihuClient` from the client options, runs
@@ -75,7 +77,7 @@ def list_conversations(**options: Any) -> pd.DataFrame:
     >>> convs = mf.list_conversations(channel="whatsapp", subdomain="acme")  # doctest: +SKIP
     >>> df = mf.load_sessions(convs[convs.status == "open"], subdomain="acme")  # doctest: +SKIP
     """
-    filters = ListingFilters.take(options)
-    load, client = split_options(options, LoadOptions, ClientOptions)
+    filters, rest = ListingFilters.take(options)
+    load, client = split_options(rest, LoadOptions, ClientOptions)
     with MihuClient(**client) as session:
         return session.conversations(**vars(filters), **load)

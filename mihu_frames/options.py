@@ -20,7 +20,7 @@ import itertools
 import math
 import textwrap
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -590,9 +590,11 @@ class ListingFilters:
         return [dict(zip([name for name, _ in given], c, strict=True)) for c in combinations]
 
     @classmethod
-    def take(cls, options: dict[str, Any]) -> ListingFilters:
-        """The filters among ``options`` (removed from it)."""
-        return cls(**{f.name: options.pop(f.name) for f in fields(cls) if f.name in options})
+    def take(cls, options: Mapping[str, Any]) -> tuple[ListingFilters, dict[str, Any]]:
+        """The filters among ``options``, and the other options."""
+        names = {f.name for f in fields(cls)}
+        rest = {k: v for k, v in options.items() if k not in names}
+        return cls(**{k: v for k, v in options.items() if k in names}), rest
 
 
 def _listing_values(name: str, value: object) -> tuple[str, ...] | None:
@@ -682,7 +684,7 @@ def _render(chosen: Sequence[Field[Any]], doc: str) -> str:
     return f"\n{indent}".join(out)
 
 
-def split_options(options: dict[str, Any], *groups: type) -> list[dict[str, Any]]:
+def split_options(options: Mapping[str, Any], *groups: type) -> list[dict[str, Any]]:
     """Split keyword options among dataclasses; an unknown name is a ``TypeError``."""
     names = [{f.name for f in fields(cls)} for cls in groups]
     known = set().union(*names)

@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
@@ -60,9 +60,11 @@ from typing import Any, cast
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from typing_extensions import Unpack
 
 from mihu_frames.client import MihuClient
 from mihu_frames.decoding import PageEnvelope
+from mihu_frames.option_types import SyncSnapshotsKwargs
 from mihu_frames.options import (
     DEFAULT_OVERLAP,
     SYNC_LOAD_OPTIONS,
@@ -102,7 +104,7 @@ def sync_snapshots(
     conversations: Any = None,
     *,
     client: MihuClient | None = None,
-    **options: Any,
+    **options: Unpack[SyncSnapshotsKwargs],
 ) -> pd.DataFrame:
     """Fetch what changed since the latest state under ``root``, store it, return the latest state.
 
@@ -254,7 +256,7 @@ def _prepare(
     root: str | os.PathLike[str],
     conversations: Any,
     client: MihuClient | None,
-    options: dict[str, Any],
+    options: Mapping[str, Any],
 ) -> _Sync:
     """Check every argument, open (or create) the root and settle its filters."""
     sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
