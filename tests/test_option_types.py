@@ -108,7 +108,7 @@ def test_mypy_reports_a_misspelled_or_mistyped_option(tmp_path: Path):
             """
         )
     )
-    stdout, stderr, status = mypy_api.run(
+    stdout, stderr, exit_status = mypy_api.run(
         [
             str(user_code),
             "--cache-dir",
@@ -121,5 +121,5 @@ def test_mypy_reports_a_misspelled_or_mistyped_option(tmp_path: Path):
     )
     errors = [line for line in stdout.splitlines() if ": error:" in line]
     lines = sorted({int(line.split(":")[1]) for line in errors})
-    assert lines == [8, 9, 10, 11, 12], stdout + stderr
+    assert exit_status == 1 and lines == [8, 9, 10, 11, 12], stdout + stderr
     assert '"statuss"' in stdout and '"sort_by"' in stdout and '"max_workers"' in stdout
