@@ -428,6 +428,30 @@ class Simulator:
         """Delete ``n`` randomly chosen sessions (all if fewer) and return their UUIDs."""
         return self._data.delete_sessions(conversation, n)
 
+    def share_session(self, session: str, conversation: str) -> None:
+        """Serve an existing session under ``conversation`` too, as a backend that moved or
+        merged conversations might: one session uuid listed by two conversations.
+
+        The copy has the same fields, except ``conversation_uuid`` (the conversation it is now
+        served under); from then on the two copies change independently (``touch_sessions``,
+        ``delete_sessions`` of either conversation), as two rows of a real backend would.
+
+        Raises
+        ------
+        KeyError
+            If no conversation has the session, or ``conversation`` is unknown.
+        ValueError
+            If ``conversation`` already serves the session.
+        """
+        self._data.share_session(session, conversation)
+
+    def upper_case_ids(self, conversation: str) -> None:
+        """Serve ``conversation_uuid`` upper-case in the conversation's sessions (those it has
+        now; sessions added later are served lower-case), as a backend or an import might: the
+        same id in another spelling. Paths and the listing keep the lower-case id.
+        """
+        self._data.upper_case_ids(conversation)
+
     def set_timestamp(self, session: str, name: str, text: str) -> None:
         """Serve timestamp ``name`` of one session as ``text`` verbatim, as a misbehaving backend
         would (``"9999-12-31T23:00:00-12:00"``, ``"0001-01-01T00:00:00Z"``): the instant the

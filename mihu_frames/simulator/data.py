@@ -787,6 +787,45 @@ class Dataset:
                 conv.changed()
         return [s.uuid for s in doomed]
 
+    def share_session(self, session: str, conversation: str) -> None:
+        """Serve ``session`` under ``conversation`` too; see ``Simulator.share_session``."""
+        with self.lock:
+            conv = self.conversation(conversation)
+            if any(s.uuid == session for s in conv.sessions):
+                raise ValueError(f"session {session!r} is already served under {conversation!r}")
+            for other in self.conversations.values():
+                found = next((s for s in other.sessions if s.uuid == session), None)
+                if found is not None:
+                    break
+            else:
+                raise KeyError(f"unknown session {session!r}")
+            copy = Session()
+            for name in Session.__slots__:
+                setattr(copy, name, getattr(found, name))
+            copy.times = dict(found.times)
+            copy.tokens = dict(found.tokens)
+            copy.tasks = list(found.tasks)
+            copy.conversation = conv.uuid
+            copy.seq = conv.take_seq()
+            copy.encode()
+            # sessions stay in created_at order (the served order of ground_truth)
+            key = found.times["created_at"] or 0
+            at = next(
+                (i for i, s in enumerate(conv.sessions) if (s.times["created_at"] or 0) > key),
+                len(conv.sessions),
+            )
+            conv.sessions.insert(at, copy)
+            conv.changed()
+
+    def upper_case_ids(self, conversation: str) -> None:
+        """Serve the conversation's id upper-case in its sessions; see ``Simulator``."""
+        with self.lock:
+            conv = self.conversation(conversation)
+            for s in conv.sessions:
+                s.conversation = s.conversation.upper()
+                s.encode()
+            conv.changed()
+
     def set_timestamp(self, session: str, name: str, text: str) -> None:
         """Serve timestamp ``name`` of ``session`` as ``text``; see ``Simulator.set_timestamp``."""
         if name not in TIMESTAMPS:
