@@ -166,3 +166,20 @@ def server_factory() -> Iterator[Any]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def reader_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A reader's shell for the documentation's examples: without the API's variables, the
+    user cache dir in ``tmp_path``; returns an empty working folder.
+
+    The examples set MIHU_BASE_URL and MIHU_API_TOKEN themselves (their setup block starts the
+    simulator); monkeypatch puts the environment back afterwards.
+    """
+    for name in ("MIHU_BASE_URL", "MIHU_SUBDOMAIN", "MIHU_API_TOKEN", "MIHU_CONVERSATIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    work = tmp_path / "work"
+    work.mkdir()
+    return work

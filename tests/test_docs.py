@@ -19,17 +19,6 @@ NOT_RUN_ALLOWED = {
 }
 
 
-@pytest.fixture
-def reader_env(monkeypatch, tmp_path):
-    for name in ("MIHU_BASE_URL", "MIHU_SUBDOMAIN", "MIHU_API_TOKEN", "MIHU_CONVERSATIONS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    work = tmp_path / "work"
-    work.mkdir()
-    return work
-
-
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if python_blocks(p.read_text())], ids=lambda p: p.name
 )

@@ -364,6 +364,16 @@ class LibraryModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def remove_page_row(self, data: st.DataObject) -> None:
         """A page row removed from the cache file (requests-cache's table), as a user might."""
+        self.remove_a_page(data, "select key from responses order by key")
+
+    @rule(data=st.data())
+    def remove_later_listing_page(self, data: st.DataObject) -> None:
+        """A later page of a cached listing removed (its index row stays): the listing must be
+        fetched anew whole, as it was asked (a filtered listing once came back unfiltered)."""
+        self.remove_a_page(data, "select key from mihu_frames_pages where page > 1 order by key")
+
+    def remove_a_page(self, data: st.DataObject, candidates: str) -> None:
+        """Delete from requests-cache's table one of the page keys ``candidates`` selects."""
         # Which row: drawn before looking, from a fixed range (what the file holds depends on
         # when its writer ran; a draw shaped by it would make Hypothesis' replays differ).
         pick = data.draw(st.integers(0, 1_000), label="page row")
@@ -371,37 +381,12 @@ class LibraryModel(RuleBasedStateMachine):
             return
         with closing(sqlite3.connect(self.cache_path, timeout=30)) as db, db:
             try:
-                keys = [r[0] for r in db.execute("select key from responses order by key")]
+                keys = [r[0] for r in db.execute(candidates)]
             except sqlite3.OperationalError:  # no page saved yet
                 return
             if not keys:
                 return
-            key = keys[pick % len(keys)]
-            db.execute("delete from responses where key = ?", (key,))
-        self.all_missing = True
-        self.maybe_missing |= set(self.fetched)
-
-    @rule(data=st.data())
-    def remove_later_listing_page(self, data: st.DataObject) -> None:
-        """A later page of a cached listing removed (its index row stays): the listing must be
-        fetched anew whole, as it was asked (a filtered listing once came back unfiltered)."""
-        pick = data.draw(st.integers(0, 1_000), label="later page row")  # see remove_page_row
-        if not self.cache_path.exists():
-            return
-        with closing(sqlite3.connect(self.cache_path, timeout=30)) as db, db:
-            try:
-                keys = [
-                    r[0]
-                    for r in db.execute(
-                        "select key from mihu_frames_pages where page > 1 order by key"
-                    )
-                ]
-            except sqlite3.OperationalError:  # no page saved yet
-                return
-            if not keys:
-                return
-            key = keys[pick % len(keys)]
-            db.execute("delete from responses where key = ?", (key,))
+            db.execute("delete from responses where key = ?", (keys[pick % len(keys)],))
         self.all_missing = True
         self.maybe_missing |= set(self.fetched)
 

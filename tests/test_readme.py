@@ -16,22 +16,6 @@ README = ROOT / "README.md"
 FIRST_SCREEN = 45
 
 
-@pytest.fixture
-def reader_env(monkeypatch, tmp_path):
-    """A reader's shell without the API's variables; the user cache dir in tmp_path.
-
-    The examples set MIHU_BASE_URL and MIHU_API_TOKEN themselves (their setup block starts the
-    simulator); monkeypatch puts the environment back afterwards.
-    """
-    for name in ("MIHU_BASE_URL", "MIHU_SUBDOMAIN", "MIHU_API_TOKEN", "MIHU_CONVERSATIONS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    work = tmp_path / "work"
-    work.mkdir()
-    return work
-
-
 def test_every_python_block_of_the_readme_runs(reader_env):
     blocks = python_blocks(README.read_text(encoding="utf-8"))
     assert len(blocks) >= 2
