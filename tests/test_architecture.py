@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "versions": 1,
     "root": 2,
     "options": 1,
+    "option_types": 1,
     "frame": 1,
     "pacing": 1,
     "decoding": 2,
