@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -296,7 +297,7 @@ def test_background_writes_never_recreate_a_removed_cache_file(fresh_sim, cache_
     save = cache.save_pages
 
     def save_behind_a_held_job(*args: Any) -> None:  # the load's writes wait for `hold`
-        cache._submit(hold.wait)
+        cache.writer.submit(hold.wait)
         save(*args)
 
     cache.save_pages = save_behind_a_held_job  # type: ignore[method-assign]
@@ -423,28 +424,114 @@ def test_fresh_pages_saved_by_a_sync_drop_the_stored_loads_holding_them(
     assert len(client.sessions(other)) == 230 and fresh_sim.request_count == 0
 
 
-def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(fresh_sim, cache_path):
-    """The child is forked while a parent thread holds the cache's locks: it must not wait on
-    them (no thread of the parent runs in the child to let go of them)."""
+#: What a holder returns: what lets go (once), and whether the parent still waits in the lock.
+Held = tuple[Callable[[], None], Callable[[], bool]]
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _another_writer_holds(lock: Path) -> Callable[[], None]:
+    """Another process takes the writers' lock ``lock`` and keeps it until the returned
+    function is called (it kills that process: a forked child shares our end of its pipes)."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert other.stdout is not None and other.stdout.readline() == "held\n"
+
+    def release() -> None:
+        other.kill()
+        other.communicate(timeout=30)
+
+    return release
+
+
+def _once(*steps: Callable[[], object]) -> Callable[[], None]:
+    """Run ``steps`` in order on the first call only."""
+    done: list[bool] = []
+
+    def run() -> None:
+        if not done:
+            done.append(True)
+            for step in steps:
+                step()
+
+    return run
+
+
+def _hold_the_page_store_opening(cache: CacheFile, cache_path: Path, monkeypatch: Any) -> Held:
+    """A parent thread opens the page store (under its opening lock): building
+    requests-cache's backend takes long (never inside SQLite at the fork: that is unsafe
+    whatever the library does)."""
+    import requests_cache
+
+    parent, go = os.getpid(), threading.Event()
+
+    class Slow(requests_cache.SQLiteCache):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if os.getpid() == parent:  # the child's is built at once
+                go.wait(30)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(requests_cache, "SQLiteCache", Slow)
+    cache.close()  # the next page read builds requests-cache's backend anew
+    reader = threading.Thread(target=cache.read_page, args=(url_key("https://x.io/"),))
+    reader.start()
+    return _once(go.set, reader.join), reader.is_alive
+
+
+def _hold_the_writer_handing_a_write(cache: CacheFile, cache_path: Path, monkeypatch: Any) -> Held:
+    """A parent thread hands a write (under the writer's state lock) while another process's
+    writer keeps the writers' lock."""
+    release = _another_writer_holds(cache.folder / ".writing")
+    handing = threading.Thread(target=cache.writer.submit, args=(time.sleep, 0))
+    handing.start()
+    return _once(release, handing.join), handing.is_alive
+
+
+def _hold_the_load_store_writing(cache: CacheFile, cache_path: Path, monkeypatch: Any) -> Held:
+    """The parent's writer runs a write that holds the stored-load index (and, with a write
+    pending, the writers' lock)."""
+    go = threading.Event()
+
+    def write() -> None:
+        with cache.loads.held():
+            go.wait(30)
+
+    cache.writer.submit(write)
+    return _once(go.set, cache.flush), lambda: cache.writer.pending == 1
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [_hold_the_page_store_opening, _hold_the_writer_handing_a_write, _hold_the_load_store_writing],
+)
+def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(
+    fresh_sim, cache_path, monkeypatch, hold
+):
+    """The child is forked while a parent thread holds one of the cache's locks (opening the
+    page store, handing a write, writing): it must not wait on them (no thread of the parent
+    runs in the child to let go of them), nor on the parent's pending write."""
     import signal
 
     conversation = fresh_sim.conversation_uuids[2]
-    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=5)
-    first = client.sessions(conversation)
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=10)
+    client.sessions(conversation, per_page=50)  # pages the child reads from the page store
+    first = client.sessions(conversation)  # (its fresh pages drop the per_page=50 result)
     client.flush_cache()
     cache = client.cache
     assert cache is not None
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache._lock, cache._opening, cache._state:
-            holding.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
+    release, holding = hold(cache, cache_path, monkeypatch)
+    time.sleep(0.5)  # the holding thread is waiting inside the lock by now (up to 30 s)
     try:
-        assert holding.wait(10)
         pid = os.fork()
         if pid == 0:  # the child: exit codes say what went wrong
             code = 1
@@ -455,15 +542,20 @@ def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(fresh_sim, cac
                 code = 2
                 if stored.equals(first) and stored.attrs["mihu_frames"]["requests"] == 0:
                     code = 3
-                    fetched = client.sessions(conversation, refresh=True)  # saves pages
-                    client.flush_cache()
-                    code = 0 if len(fetched) == 150 else 4
+                    paged = client.sessions(conversation, per_page=50)  # the page store
+                    if len(paged) == 150 and paged.attrs["mihu_frames"]["requests"] == 0:
+                        code = 4
+                        fetched = client.sessions(conversation, refresh=True)  # saves pages
+                        client.flush_cache()
+                        code = 0 if len(fetched) == 150 else 5
             except BaseException:
                 import traceback
 
                 traceback.print_exc()
             finally:
                 os._exit(code)
+        assert holding()  # it was still waiting at the fork
+        release()
         deadline = time.monotonic() + 40
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -475,8 +567,7 @@ def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(fresh_sim, cac
                 pytest.fail("the forked child hung on the cache")
             time.sleep(0.05)
     finally:
-        release.set()
-        holder.join()
+        release()
     assert os.waitstatus_to_exitcode(status) == 0
     # the parent's cache still works (and sees the pages the child saved)
     fresh_sim.reset_requests()
@@ -508,26 +599,20 @@ def test_reads_never_wait_for_the_writes_this_file_is_handed_after_them(
     client.flush_cache()
     ((pages, headers),) = saved
     query = pages[0].query
-    write_pages = type(cache)._write_pages
-
-    def slow_write(self, *args: Any) -> None:  # a slow disk
-        time.sleep(0.1)
-        write_pages(self, *args)
-
-    monkeypatch.setattr(type(cache), "_write_pages", slow_write)
     stop = threading.Event()
 
-    def keep_saving() -> None:  # a save handed every 30 ms, each taking 100 ms
+    def keep_saving() -> None:  # a save handed every 30 ms, each taking 100 ms (a slow disk)
         for _ in range(30):
             if stop.is_set():
                 return
+            cache.writer.submit(time.sleep, 0.1)
             record(pages, headers)
             time.sleep(0.03)
 
     saver = threading.Thread(target=keep_saving)
     saver.start()
     try:
-        while cache._pending < 2:
+        while cache.writer.pending < 2:
             time.sleep(0.005)
         began = time.monotonic()
         page = cache.read_page(pages[0].key)
