@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import requests
 
 import mihu_frames as mf
-from mihu_frames.cachefile import ORPHAN_AGE, CacheFile, page_key, url_key
+from mihu_frames.cachefile import (
+    ORPHAN_AGE,
+    CachedListing,
+    CacheFile,
+    Database,
+    ListingIndex,
+    LoadStore,
+    PageStore,
+    PageToSave,
+    Writer,
+    page_key,
+    url_key,
+)
 from mihu_frames.options import LoadOptions
 from mihu_frames.runner import Plan, Query
 
@@ -581,7 +597,6 @@ def test_reads_never_wait_for_the_writes_this_file_is_handed_after_them(
     """While this file's own writer keeps the writers' lock (its saves keep coming, each slow),
     a page read does not wait for it, and a listing read waits only for the saves handed
     before it: holding the lock itself, this process has no other writer to wait for."""
-    from mihu_frames.cachefile import PageToSave
 
     conversation = fresh_sim.conversation_uuids[2]
     client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=1)
@@ -658,3 +673,213 @@ def test_the_default_expiry_is_declared_once_in_options():
 
     assert not hasattr(cachefile, "DEFAULT_EXPIRE_AFTER")
     assert options.DEFAULT_EXPIRE_AFTER.total_seconds() == 3600
+
+
+# ---------------------------------------------------------------------- each part on its own
+
+C1, C2 = CONVERSATION, "5e1c3b1a-7f0e-4c3b-9a7d-2f4e6a8b0c1d"
+
+
+def _writer(tmp_path: Path, timeout: float = 5, idle: Any = None) -> Writer:
+    """A writer for ``c.sqlite`` (the file itself is never touched by the writer)."""
+    folder = tmp_path / "c.sqlite.loads"
+    folder.mkdir()
+    return Writer(tmp_path / "c.sqlite", folder / ".writing", timeout=timeout, idle=idle)
+
+
+def test_the_writer_runs_writes_in_order_after_the_caller_under_the_writers_lock(tmp_path):
+    idle: list[str] = []
+    writer = _writer(tmp_path, idle=lambda: idle.append(threading.current_thread().name))
+    gate, done = threading.Event(), []
+    writer.submit(gate.wait)
+    writer.submit(done.append, 1)
+    writer.submit(done.append, 2)
+    assert writer.pending == 3 and done == [] and idle == []  # the caller did not wait
+    assert writer.holds_lock() and not _writers_lock_is_free(tmp_path / "c.sqlite")
+    gate.set()
+    writer.flush()
+    assert done == [1, 2] and writer.pending == 0
+    assert len(idle) == 1 and idle[0].startswith("mihu-cache-writer")  # once, on its thread
+    assert not writer.holds_lock() and _writers_lock_is_free(tmp_path / "c.sqlite")
+    writer.close()
+
+
+def test_a_failed_write_is_logged_and_the_next_still_runs(tmp_path, caplog):
+    writer = _writer(tmp_path)
+    done: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="mihu_frames"):
+        writer.submit(lambda: 1 / 0)
+        writer.submit(done.append, "after")
+        writer.flush()
+    assert "a background write to" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert done == ["after"] and _writers_lock_is_free(tmp_path / "c.sqlite")
+    writer.close()
+
+
+def test_the_writer_waits_for_another_processs_writer_then_gives_up(tmp_path, caplog):
+    writer = _writer(tmp_path, timeout=0.5)
+    release = _another_writer_holds(writer.lock_path)
+    done: list[int] = []
+    try:
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="mihu_frames"):
+            writer.submit(done.append, 1)  # cannot take the lock: dropped, said
+        assert time.monotonic() - began >= 0.5 and writer.pending == 0
+        assert "another writer holds it too long" in caplog.text
+        with pytest.raises(mf.CacheLockedError, match="kept writing to the cache file"):
+            writer.flush()  # the other process's writes are pending for too long
+    finally:
+        release()
+    writer.flush()  # nothing pending anywhere now
+    writer.submit(done.append, 2)
+    writer.flush()
+    assert done == [2]
+    writer.close()
+
+
+def test_close_does_not_wait_and_a_write_after_it_comes_after_the_pending_ones(tmp_path):
+    writer = _writer(tmp_path)
+    gate, done = threading.Event(), []
+    writer.submit(gate.wait)
+    writer.submit(done.append, 1)
+    began = time.monotonic()
+    writer.close()
+    assert time.monotonic() - began < 0.5 and writer.pending == 2 and writer.holds_lock()
+    threading.Timer(0.2, gate.set).start()
+    writer.submit(done.append, 2)  # a new thread, once the closed one's writes are done
+    writer.flush()
+    assert done == [1, 2] and _writers_lock_is_free(tmp_path / "c.sqlite")
+    writer.close()
+
+
+def _page(listing: str, page: int = 1, last_page: int = 1, *, query: str = "q") -> PageToSave:
+    url = f"https://x.io/api/v1/conversations/{C1}/sessions?page={page}&q={query}"
+    headers = {"Date": "Sun, 06 Dec 2026 09:00:00 GMT", "Content-Type": "application/json"}
+    body = f'{{"page": {page}, "listing": "{listing}"}}'.encode()
+    return PageToSave(url_key(url), query, page, last_page, listing, url, "OK", headers, body)
+
+
+def _database(tmp_path: Path) -> Database:
+    path = tmp_path / "c.sqlite"
+    path.touch()
+    database = Database(path, timeout=5)
+    with database.connect() as db:
+        ListingIndex.create(db)
+        LoadStore.create(db)
+    return database
+
+
+def test_the_page_store_saves_pages_and_more_in_one_transaction(tmp_path):
+    store = PageStore(_database(tmp_path))
+    pages = [_page("L1", 1, 2), _page("L1", 2, 2)]
+    held = threading.Lock()
+
+    def also(db: sqlite3.Connection) -> tuple[int, bool]:  # sees the pages, uncommitted
+        return db.execute("select count(*) from responses").fetchone()[0], held.locked()
+
+    assert store.save(pages, {"Accept": "application/json"}, None, holding=held, also=also) == (
+        2,
+        True,
+    )
+    page = store.read(pages[1].key)
+    assert page is not None and page.body == pages[1].body and page.listing == "L1"
+    assert page.served_at == datetime(2026, 12, 6, 9, tzinfo=timezone.utc)
+    assert page.expires is None
+    other = [_page("L2", query="r")]
+
+    def fails(db: sqlite3.Connection) -> None:
+        db.execute("insert into nowhere values (1)")
+
+    with pytest.raises(sqlite3.Error, match="nowhere"):
+        store.save(other, {}, None, holding=contextlib.nullcontext(), also=fails)
+    assert store.read(other[0].key) is None  # rolled back with it
+    store.delete([pages[0].key])
+    assert store.read(pages[0].key) is None and store.read(pages[1].key) is not None
+    store.clear()
+    assert store.read(pages[1].key) is None
+    store.close_saver()
+    store.close()
+
+
+def test_the_listing_index_answers_whole_listings_only(tmp_path):
+    database = _database(tmp_path)
+    index = ListingIndex(database)
+    q1, q2 = _page("L1", 1, 2), _page("L1", 2, 2)
+    r1 = _page("M", 1, 3, query="r")  # pages 2 and 3 missing
+    with database.connect() as db:
+        db.execute("begin immediate")
+        ListingIndex.add(db, [q1, q2], 100.0)
+        ListingIndex.add(db, [r1], None)
+        db.execute("commit")
+    got = index.complete(["q", "r", "s"])
+    assert got == {"q": CachedListing("L1", 2, {1: q1.key, 2: q2.key}, 100.0)}
+    assert got["q"].expired()
+    with database.connect() as db:
+        assert ListingIndex.changed(db, {"q": "L1"}) is None
+        assert "gone from the page index" in str(ListingIndex.changed(db, {"s": "L1"}))
+        db.execute("begin immediate")  # a new listing of q: the old one goes, whole or not
+        ListingIndex.add(db, [_page("L2", 1, 2)], None)
+        db.execute("commit")
+        assert index.complete(["q"]) == {}
+        assert "another listing of query q" in str(ListingIndex.changed(db, {"q": "L1"}))
+        assert ListingIndex.changed(db, {"q": "L2"}) is None
+    index.remove([q1.key])  # the same key, now L2's page 1
+    with database.connect() as db:
+        assert "gone from the page index" in str(ListingIndex.changed(db, {"q": "L2"}))
+        ListingIndex.clear(db)
+    assert index.complete(["q", "r"]) == {}
+
+
+def test_the_load_store_removes_a_file_only_once_its_rows_deletion_committed(tmp_path):
+    database = _database(tmp_path)
+    store = LoadStore(database, tmp_path / "c.sqlite.loads")
+    table = pa.table({"x": [1, 2]})
+    store.write(
+        "a",
+        table,
+        expires=None,
+        conversations=[C1],
+        fresh=[],
+        meta={"pages": 1},
+        refuse=lambda db: None,
+    )
+    got = store.read("a")
+    assert got is not None and got[0].equals(table) and got[1] == {"pages": 1}
+    (file,) = store.files()
+    with store.held(), database.connect() as db:
+        db.execute("begin immediate")
+        assert store.delete_holding(db, [C2, C1]) == [file.name]
+        db.execute("rollback")
+    assert store.files() == [file] and store.read("a") is not None  # row and file kept
+    with store.held(), database.connect() as db:
+        db.execute("begin immediate")
+        names = store.delete_all(db)
+        db.execute("commit")
+    assert file.exists() and store.read("a") is None  # the caller unlinks, after its commit
+    store.unlink(names)
+    assert store.files() == []
+
+
+def test_the_load_store_refuses_expires_and_replaces_loads(tmp_path, caplog):
+    database = _database(tmp_path)
+    store = LoadStore(database, tmp_path / "c.sqlite.loads")
+    table = pa.table({"x": [1]})
+    seen: list[bool] = []
+
+    def refuse(db: sqlite3.Connection) -> str:
+        seen.append(db.in_transaction)  # asked in the inserting transaction
+        return "the page index moved on"
+
+    options: dict[str, Any] = {"conversations": [C1], "meta": {}}
+    with caplog.at_level(logging.DEBUG, logger="mihu_frames"):
+        store.write("b", table, expires=None, fresh=[], refuse=refuse, **options)
+    assert seen == [True] and store.read("b") is None and store.files() == []
+    assert "not storing the load" in caplog.text and "moved on" in caplog.text
+    store.write("c", table, expires=time.time() - 1, fresh=[], refuse=lambda db: None, **options)
+    assert store.read("c") is None and store.read("c", offline=True) is not None
+    store.write("d", table, expires=None, fresh=[], refuse=lambda db: None, **options)
+    assert store.read("c", offline=True) is None  # an expired one goes with the next store
+    store.write("e", table, expires=None, fresh=[C1], refuse=lambda db: None, **options)
+    assert store.read("d") is None and store.read("e") is not None  # d held C1, fetched anew
+    store.invalidate([C2, C1])
+    assert store.read("e") is None and store.files() == []
