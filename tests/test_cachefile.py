@@ -526,6 +526,32 @@ def _hold_the_load_store_writing(cache: CacheFile, cache_path: Path, monkeypatch
     return _once(go.set, cache.flush), lambda: cache.writer.pending == 1
 
 
+def _load_in_forked_child(client: mf.MihuClient, conversation: str, first: pd.DataFrame) -> int:
+    """In the child: the stored load, pages from the page store, a refresh that saves pages;
+    the exit code says what went wrong (a deadlock: killed by SIGALRM)."""
+    import signal
+
+    code = 1
+    try:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler)
+        signal.alarm(20)
+        stored = client.sessions(conversation)  # the stored load
+        code = 2
+        if stored.equals(first) and stored.attrs["mihu_frames"]["requests"] == 0:
+            code = 3
+            paged = client.sessions(conversation, per_page=50)  # the page store
+            if len(paged) == 150 and paged.attrs["mihu_frames"]["requests"] == 0:
+                code = 4
+                fetched = client.sessions(conversation, refresh=True)  # saves pages
+                client.flush_cache()
+                code = 0 if len(fetched) == 150 else 5
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    return code
+
+
 @pytest.mark.parametrize(
     "hold",
     [_hold_the_page_store_opening, _hold_the_writer_handing_a_write, _hold_the_load_store_writing],
@@ -536,8 +562,6 @@ def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(
     """The child is forked while a parent thread holds one of the cache's locks (opening the
     page store, handing a write, writing): it must not wait on them (no thread of the parent
     runs in the child to let go of them), nor on the parent's pending write."""
-    import signal
-
     conversation = fresh_sim.conversation_uuids[2]
     client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=10)
     client.sessions(conversation, per_page=50)  # pages the child reads from the page store
@@ -549,27 +573,8 @@ def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(
     time.sleep(0.5)  # the holding thread is waiting inside the lock by now (up to 30 s)
     try:
         pid = os.fork()
-        if pid == 0:  # the child: exit codes say what went wrong
-            code = 1
-            try:
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler)
-                signal.alarm(20)  # a deadlock kills the child
-                stored = client.sessions(conversation)  # the stored load
-                code = 2
-                if stored.equals(first) and stored.attrs["mihu_frames"]["requests"] == 0:
-                    code = 3
-                    paged = client.sessions(conversation, per_page=50)  # the page store
-                    if len(paged) == 150 and paged.attrs["mihu_frames"]["requests"] == 0:
-                        code = 4
-                        fetched = client.sessions(conversation, refresh=True)  # saves pages
-                        client.flush_cache()
-                        code = 0 if len(fetched) == 150 else 5
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        if pid == 0:
+            os._exit(_load_in_forked_child(client, conversation, first))
         assert holding()  # it was still waiting at the fork
         release()
         deadline = time.monotonic() + 40
