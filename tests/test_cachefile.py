@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import requests
 
 import mihu_frames as mf
-from mihu_frames.cachefile import ORPHAN_AGE, CacheFile, page_key, url_key
+from mihu_frames.cachefile import (
+    ORPHAN_AGE,
+    CachedListing,
+    CacheFile,
+    Database,
+    ListingIndex,
+    LoadStore,
+    PageStore,
+    PageToSave,
+    Writer,
+    page_key,
+    url_key,
+)
 from mihu_frames.options import LoadOptions
 from mihu_frames.runner import Plan, Query
 
@@ -296,7 +313,7 @@ def test_background_writes_never_recreate_a_removed_cache_file(fresh_sim, cache_
     save = cache.save_pages
 
     def save_behind_a_held_job(*args: Any) -> None:  # the load's writes wait for `hold`
-        cache._submit(hold.wait)
+        cache.writer.submit(hold.wait)
         save(*args)
 
     cache.save_pages = save_behind_a_held_job  # type: ignore[method-assign]
@@ -423,47 +440,143 @@ def test_fresh_pages_saved_by_a_sync_drop_the_stored_loads_holding_them(
     assert len(client.sessions(other)) == 230 and fresh_sim.request_count == 0
 
 
-def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(fresh_sim, cache_path):
-    """The child is forked while a parent thread holds the cache's locks: it must not wait on
-    them (no thread of the parent runs in the child to let go of them)."""
+#: What a holder returns: what lets go (once), and whether the parent still waits in the lock.
+Held = tuple[Callable[[], None], Callable[[], bool]]
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _another_writer_holds(lock: Path) -> Callable[[], None]:
+    """Another process takes the writers' lock ``lock`` and keeps it until the returned
+    function is called (it kills that process: a forked child shares our end of its pipes)."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert other.stdout is not None and other.stdout.readline() == "held\n"
+
+    def release() -> None:
+        other.kill()
+        other.communicate(timeout=30)
+
+    return release
+
+
+def _once(*steps: Callable[[], object]) -> Callable[[], None]:
+    """Run ``steps`` in order on the first call only."""
+    done: list[bool] = []
+
+    def run() -> None:
+        if not done:
+            done.append(True)
+            for step in steps:
+                step()
+
+    return run
+
+
+def _hold_the_page_store_opening(cache: CacheFile, cache_path: Path, monkeypatch: Any) -> Held:
+    """A parent thread opens the page store (under its opening lock): building
+    requests-cache's backend takes long (never inside SQLite at the fork: that is unsafe
+    whatever the library does)."""
+    import requests_cache
+
+    parent, go = os.getpid(), threading.Event()
+
+    class Slow(requests_cache.SQLiteCache):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if os.getpid() == parent:  # the child's is built at once
+                go.wait(30)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(requests_cache, "SQLiteCache", Slow)
+    cache.close()  # the next page read builds requests-cache's backend anew
+    reader = threading.Thread(target=cache.read_page, args=(url_key("https://x.io/"),))
+    reader.start()
+    return _once(go.set, reader.join), reader.is_alive
+
+
+def _hold_the_writer_handing_a_write(cache: CacheFile, cache_path: Path, monkeypatch: Any) -> Held:
+    """A parent thread hands a write (under the writer's state lock) while another process's
+    writer keeps the writers' lock."""
+    release = _another_writer_holds(cache.folder / ".writing")
+    handing = threading.Thread(target=cache.writer.submit, args=(time.sleep, 0))
+    handing.start()
+    return _once(release, handing.join), handing.is_alive
+
+
+def _hold_the_load_store_writing(cache: CacheFile, cache_path: Path, monkeypatch: Any) -> Held:
+    """The parent's writer runs a write that holds the stored-load index (and, with a write
+    pending, the writers' lock)."""
+    go = threading.Event()
+
+    def write() -> None:
+        with cache.loads.held():
+            go.wait(30)
+
+    cache.writer.submit(write)
+    return _once(go.set, cache.flush), lambda: cache.writer.pending == 1
+
+
+def _load_in_forked_child(client: mf.MihuClient, conversation: str, first: pd.DataFrame) -> int:
+    """In the child: the stored load, pages from the page store, a refresh that saves pages;
+    the exit code says what went wrong (a deadlock: killed by SIGALRM)."""
     import signal
 
+    code = 1
+    try:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler)
+        signal.alarm(20)
+        stored = client.sessions(conversation)  # the stored load
+        code = 2
+        if stored.equals(first) and stored.attrs["mihu_frames"]["requests"] == 0:
+            code = 3
+            paged = client.sessions(conversation, per_page=50)  # the page store
+            if len(paged) == 150 and paged.attrs["mihu_frames"]["requests"] == 0:
+                code = 4
+                fetched = client.sessions(conversation, refresh=True)  # saves pages
+                client.flush_cache()
+                code = 0 if len(fetched) == 150 else 5
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    return code
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [_hold_the_page_store_opening, _hold_the_writer_handing_a_write, _hold_the_load_store_writing],
+)
+def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(
+    fresh_sim, cache_path, monkeypatch, hold
+):
+    """The child is forked while a parent thread holds one of the cache's locks (opening the
+    page store, handing a write, writing): it must not wait on them (no thread of the parent
+    runs in the child to let go of them), nor on the parent's pending write."""
     conversation = fresh_sim.conversation_uuids[2]
-    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=5)
-    first = client.sessions(conversation)
+    client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=10)
+    client.sessions(conversation, per_page=50)  # pages the child reads from the page store
+    first = client.sessions(conversation)  # (its fresh pages drop the per_page=50 result)
     client.flush_cache()
     cache = client.cache
     assert cache is not None
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache._lock, cache._opening, cache._state:
-            holding.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
+    release, holding = hold(cache, cache_path, monkeypatch)
+    time.sleep(0.5)  # the holding thread is waiting inside the lock by now (up to 30 s)
     try:
-        assert holding.wait(10)
         pid = os.fork()
-        if pid == 0:  # the child: exit codes say what went wrong
-            code = 1
-            try:
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler)
-                signal.alarm(20)  # a deadlock kills the child
-                stored = client.sessions(conversation)  # the stored load
-                code = 2
-                if stored.equals(first) and stored.attrs["mihu_frames"]["requests"] == 0:
-                    code = 3
-                    fetched = client.sessions(conversation, refresh=True)  # saves pages
-                    client.flush_cache()
-                    code = 0 if len(fetched) == 150 else 4
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        if pid == 0:
+            os._exit(_load_in_forked_child(client, conversation, first))
+        assert holding()  # it was still waiting at the fork
+        release()
         deadline = time.monotonic() + 40
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -475,8 +588,7 @@ def test_a_forked_child_gets_fresh_locks_and_loads_from_the_cache(fresh_sim, cac
                 pytest.fail("the forked child hung on the cache")
             time.sleep(0.05)
     finally:
-        release.set()
-        holder.join()
+        release()
     assert os.waitstatus_to_exitcode(status) == 0
     # the parent's cache still works (and sees the pages the child saved)
     fresh_sim.reset_requests()
@@ -490,7 +602,6 @@ def test_reads_never_wait_for_the_writes_this_file_is_handed_after_them(
     """While this file's own writer keeps the writers' lock (its saves keep coming, each slow),
     a page read does not wait for it, and a listing read waits only for the saves handed
     before it: holding the lock itself, this process has no other writer to wait for."""
-    from mihu_frames.cachefile import PageToSave
 
     conversation = fresh_sim.conversation_uuids[2]
     client = mf.MihuClient(fresh_sim.base_url, token=fresh_sim.token, cache=cache_path, timeout=1)
@@ -508,26 +619,20 @@ def test_reads_never_wait_for_the_writes_this_file_is_handed_after_them(
     client.flush_cache()
     ((pages, headers),) = saved
     query = pages[0].query
-    write_pages = type(cache)._write_pages
-
-    def slow_write(self, *args: Any) -> None:  # a slow disk
-        time.sleep(0.1)
-        write_pages(self, *args)
-
-    monkeypatch.setattr(type(cache), "_write_pages", slow_write)
     stop = threading.Event()
 
-    def keep_saving() -> None:  # a save handed every 30 ms, each taking 100 ms
+    def keep_saving() -> None:  # a save handed every 30 ms, each taking 100 ms (a slow disk)
         for _ in range(30):
             if stop.is_set():
                 return
+            cache.writer.submit(time.sleep, 0.1)
             record(pages, headers)
             time.sleep(0.03)
 
     saver = threading.Thread(target=keep_saving)
     saver.start()
     try:
-        while cache._pending < 2:
+        while cache.writer.pending < 2:
             time.sleep(0.005)
         began = time.monotonic()
         page = cache.read_page(pages[0].key)
@@ -573,3 +678,213 @@ def test_the_default_expiry_is_declared_once_in_options():
 
     assert not hasattr(cachefile, "DEFAULT_EXPIRE_AFTER")
     assert options.DEFAULT_EXPIRE_AFTER.total_seconds() == 3600
+
+
+# ---------------------------------------------------------------------- each part on its own
+
+C1, C2 = CONVERSATION, "5e1c3b1a-7f0e-4c3b-9a7d-2f4e6a8b0c1d"
+
+
+def _writer(tmp_path: Path, timeout: float = 5, idle: Any = None) -> Writer:
+    """A writer for ``c.sqlite`` (the file itself is never touched by the writer)."""
+    folder = tmp_path / "c.sqlite.loads"
+    folder.mkdir()
+    return Writer(tmp_path / "c.sqlite", folder / ".writing", timeout=timeout, idle=idle)
+
+
+def test_the_writer_runs_writes_in_order_after_the_caller_under_the_writers_lock(tmp_path):
+    idle: list[str] = []
+    writer = _writer(tmp_path, idle=lambda: idle.append(threading.current_thread().name))
+    gate, done = threading.Event(), []
+    writer.submit(gate.wait)
+    writer.submit(done.append, 1)
+    writer.submit(done.append, 2)
+    assert writer.pending == 3 and done == [] and idle == []  # the caller did not wait
+    assert writer.holds_lock() and not _writers_lock_is_free(tmp_path / "c.sqlite")
+    gate.set()
+    writer.flush()
+    assert done == [1, 2] and writer.pending == 0
+    assert len(idle) == 1 and idle[0].startswith("mihu-cache-writer")  # once, on its thread
+    assert not writer.holds_lock() and _writers_lock_is_free(tmp_path / "c.sqlite")
+    writer.close()
+
+
+def test_a_failed_write_is_logged_and_the_next_still_runs(tmp_path, caplog):
+    writer = _writer(tmp_path)
+    done: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="mihu_frames"):
+        writer.submit(lambda: 1 / 0)
+        writer.submit(done.append, "after")
+        writer.flush()
+    assert "a background write to" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert done == ["after"] and _writers_lock_is_free(tmp_path / "c.sqlite")
+    writer.close()
+
+
+def test_the_writer_waits_for_another_processs_writer_then_gives_up(tmp_path, caplog):
+    writer = _writer(tmp_path, timeout=0.5)
+    release = _another_writer_holds(writer.lock_path)
+    done: list[int] = []
+    try:
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="mihu_frames"):
+            writer.submit(done.append, 1)  # cannot take the lock: dropped, said
+        assert time.monotonic() - began >= 0.5 and writer.pending == 0
+        assert "another writer holds it too long" in caplog.text
+        with pytest.raises(mf.CacheLockedError, match="kept writing to the cache file"):
+            writer.flush()  # the other process's writes are pending for too long
+    finally:
+        release()
+    writer.flush()  # nothing pending anywhere now
+    writer.submit(done.append, 2)
+    writer.flush()
+    assert done == [2]
+    writer.close()
+
+
+def test_close_does_not_wait_and_a_write_after_it_comes_after_the_pending_ones(tmp_path):
+    writer = _writer(tmp_path)
+    gate, done = threading.Event(), []
+    writer.submit(gate.wait)
+    writer.submit(done.append, 1)
+    began = time.monotonic()
+    writer.close()
+    assert time.monotonic() - began < 0.5 and writer.pending == 2 and writer.holds_lock()
+    threading.Timer(0.2, gate.set).start()
+    writer.submit(done.append, 2)  # a new thread, once the closed one's writes are done
+    writer.flush()
+    assert done == [1, 2] and _writers_lock_is_free(tmp_path / "c.sqlite")
+    writer.close()
+
+
+def _page(listing: str, page: int = 1, last_page: int = 1, *, query: str = "q") -> PageToSave:
+    url = f"https://x.io/api/v1/conversations/{C1}/sessions?page={page}&q={query}"
+    headers = {"Date": "Sun, 06 Dec 2026 09:00:00 GMT", "Content-Type": "application/json"}
+    body = f'{{"page": {page}, "listing": "{listing}"}}'.encode()
+    return PageToSave(url_key(url), query, page, last_page, listing, url, "OK", headers, body)
+
+
+def _database(tmp_path: Path) -> Database:
+    path = tmp_path / "c.sqlite"
+    path.touch()
+    database = Database(path, timeout=5)
+    with database.connect() as db:
+        ListingIndex.create(db)
+        LoadStore.create(db)
+    return database
+
+
+def test_the_page_store_saves_pages_and_more_in_one_transaction(tmp_path):
+    store = PageStore(_database(tmp_path))
+    pages = [_page("L1", 1, 2), _page("L1", 2, 2)]
+    held = threading.Lock()
+
+    def also(db: sqlite3.Connection) -> tuple[int, bool]:  # sees the pages, uncommitted
+        return db.execute("select count(*) from responses").fetchone()[0], held.locked()
+
+    assert store.save(pages, {"Accept": "application/json"}, None, holding=held, also=also) == (
+        2,
+        True,
+    )
+    page = store.read(pages[1].key)
+    assert page is not None and page.body == pages[1].body and page.listing == "L1"
+    assert page.served_at == datetime(2026, 12, 6, 9, tzinfo=timezone.utc)
+    assert page.expires is None
+    other = [_page("L2", query="r")]
+
+    def fails(db: sqlite3.Connection) -> None:
+        db.execute("insert into nowhere values (1)")
+
+    with pytest.raises(sqlite3.Error, match="nowhere"):
+        store.save(other, {}, None, holding=contextlib.nullcontext(), also=fails)
+    assert store.read(other[0].key) is None  # rolled back with it
+    store.delete([pages[0].key])
+    assert store.read(pages[0].key) is None and store.read(pages[1].key) is not None
+    store.clear()
+    assert store.read(pages[1].key) is None
+    store.close_saver()
+    store.close()
+
+
+def test_the_listing_index_answers_whole_listings_only(tmp_path):
+    database = _database(tmp_path)
+    index = ListingIndex(database)
+    q1, q2 = _page("L1", 1, 2), _page("L1", 2, 2)
+    r1 = _page("M", 1, 3, query="r")  # pages 2 and 3 missing
+    with database.connect() as db:
+        db.execute("begin immediate")
+        ListingIndex.add(db, [q1, q2], 100.0)
+        ListingIndex.add(db, [r1], None)
+        db.execute("commit")
+    got = index.complete(["q", "r", "s"])
+    assert got == {"q": CachedListing("L1", 2, {1: q1.key, 2: q2.key}, 100.0)}
+    assert got["q"].expired()
+    with database.connect() as db:
+        assert ListingIndex.changed(db, {"q": "L1"}) is None
+        assert "gone from the page index" in str(ListingIndex.changed(db, {"s": "L1"}))
+        db.execute("begin immediate")  # a new listing of q: the old one goes, whole or not
+        ListingIndex.add(db, [_page("L2", 1, 2)], None)
+        db.execute("commit")
+        assert index.complete(["q"]) == {}
+        assert "another listing of query q" in str(ListingIndex.changed(db, {"q": "L1"}))
+        assert ListingIndex.changed(db, {"q": "L2"}) is None
+    index.remove([q1.key])  # the same key, now L2's page 1
+    with database.connect() as db:
+        assert "gone from the page index" in str(ListingIndex.changed(db, {"q": "L2"}))
+        ListingIndex.clear(db)
+    assert index.complete(["q", "r"]) == {}
+
+
+def test_the_load_store_removes_a_file_only_once_its_rows_deletion_committed(tmp_path):
+    database = _database(tmp_path)
+    store = LoadStore(database, tmp_path / "c.sqlite.loads")
+    table = pa.table({"x": [1, 2]})
+    store.write(
+        "a",
+        table,
+        expires=None,
+        conversations=[C1],
+        fresh=[],
+        meta={"pages": 1},
+        refuse=lambda db: None,
+    )
+    got = store.read("a")
+    assert got is not None and got[0].equals(table) and got[1] == {"pages": 1}
+    (file,) = store.files()
+    with store.held(), database.connect() as db:
+        db.execute("begin immediate")
+        assert store.delete_holding(db, [C2, C1]) == [file.name]
+        db.execute("rollback")
+    assert store.files() == [file] and store.read("a") is not None  # row and file kept
+    with store.held(), database.connect() as db:
+        db.execute("begin immediate")
+        names = store.delete_all(db)
+        db.execute("commit")
+    assert file.exists() and store.read("a") is None  # the caller unlinks, after its commit
+    store.unlink(names)
+    assert store.files() == []
+
+
+def test_the_load_store_refuses_expires_and_replaces_loads(tmp_path, caplog):
+    database = _database(tmp_path)
+    store = LoadStore(database, tmp_path / "c.sqlite.loads")
+    table = pa.table({"x": [1]})
+    seen: list[bool] = []
+
+    def refuse(db: sqlite3.Connection) -> str:
+        seen.append(db.in_transaction)  # asked in the inserting transaction
+        return "the page index moved on"
+
+    options: dict[str, Any] = {"conversations": [C1], "meta": {}}
+    with caplog.at_level(logging.DEBUG, logger="mihu_frames"):
+        store.write("b", table, expires=None, fresh=[], refuse=refuse, **options)
+    assert seen == [True] and store.read("b") is None and store.files() == []
+    assert "not storing the load" in caplog.text and "moved on" in caplog.text
+    store.write("c", table, expires=time.time() - 1, fresh=[], refuse=lambda db: None, **options)
+    assert store.read("c") is None and store.read("c", offline=True) is not None
+    store.write("d", table, expires=None, fresh=[], refuse=lambda db: None, **options)
+    assert store.read("c", offline=True) is None  # an expired one goes with the next store
+    store.write("e", table, expires=None, fresh=[C1], refuse=lambda db: None, **options)
+    assert store.read("d") is None and store.read("e") is not None  # d held C1, fetched anew
+    store.invalidate([C2, C1])
+    assert store.read("e") is None and store.files() == []
