@@ -149,7 +149,9 @@ def generate_root(path: Path, n: int, *, months: int = 36, seed: int = 0) -> Pat
             first_id=written,
         )
         table = table.take(
-            pc.sort_indices(table, [("conversation_uuid", "ascending"), ("created_at", "ascending")])
+            pc.sort_indices(
+                table, [("conversation_uuid", "ascending"), ("created_at", "ascending")]
+            )
         )
         table = table.append_column(
             FILE_SCHEMA.field("snapshot_id"), pa.array(["bench"] * count, pa.string())
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"sessions": n, "statistic": label, "engine": engine, **result})
                 print(
                     f"{n:>11,}  {label:<30} {engine:<12} {result['seconds']:8.2f} s "
-                    f"{result['rss_mb']:8.0f} MB" + (f"  {result.get('error')}" if "error" in result else ""),
+                    f"{result['rss_mb']:8.0f} MB"
+                    + (f"  {result.get('error')}" if "error" in result else ""),
                     flush=True,
                 )
     print("\n| sessions | statistic | engine | seconds | peak RSS (MB) |")

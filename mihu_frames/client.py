@@ -33,6 +33,7 @@ from mihu_frames.options import (
     ClientOptions,
     ListingFilters,
     LoadOptions,
+    OutputOptions,
     conversation_ids,
     split_options,
     takes,
@@ -40,7 +41,13 @@ from mihu_frames.options import (
 )
 from mihu_frames.pacing import Pacer
 from mihu_frames.runner import FullListing, PageRunner, Paging, Plan, RunStats
-from mihu_frames.schema import SCHEMA_VERSION, conversations_to_pandas, to_pandas
+from mihu_frames.schema import (
+    SCHEMA_VERSION,
+    conversations_to_pandas,
+    conversations_to_polars,
+    to_pandas,
+    to_polars,
+)
 from mihu_frames.started import StartedWindow, window_options
 from mihu_frames.transport import Transport, resolve_base_url
 
@@ -138,7 +145,7 @@ class MihuClient:
 
     # ------------------------------------------------------------------ loads
 
-    @takes((LoadOptions, None))
+    @takes((LoadOptions, None), (OutputOptions, None))
     def sessions(self, conversations: Any, **options: Any) -> pd.DataFrame:
         """Load every session of one or more conversations into one typed DataFrame.
 
@@ -172,8 +179,8 @@ class MihuClient:
         --------
         >>> df = client.sessions(["3c90c3cc-0d44-4b50-8888-8dd25736052a"])  # doctest: +SKIP
         """
-        (given,) = split_options(options, LoadOptions)
-        load = LoadOptions(**given)
+        given, output = split_options(options, LoadOptions, OutputOptions)
+        load, to = LoadOptions(**given), OutputOptions(**output).to
         window = StartedWindow.of(load) if load.windowed else None
         if window is not None:
             load = window_options(load, given)
@@ -191,6 +198,8 @@ class MihuClient:
         table, stats = self._load(plan) if window is None else self._load_window(plan, window)
         if listed is not None:
             stats = listed.plus(stats)
+        if to == "polars":  # from the Arrow table, not through pandas
+            return to_polars(table)
         df = to_pandas(table)
         df.attrs["mihu_frames"] = self.record(plan, stats, time.perf_counter() - started)
         if window is not None:
@@ -208,7 +217,7 @@ class MihuClient:
         )
         return df
 
-    @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS))
+    @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS), (OutputOptions, None))
     def conversations(self, **options: Any) -> pd.DataFrame:
         """The account's conversations, one row each, from ``GET /api/v1/conversations``.
 
@@ -236,7 +245,8 @@ class MihuClient:
         """
         listing = ListingFilters.take(options)
         filters = listing.params()
-        (given,) = split_options(options, LoadOptions)
+        given, output = split_options(options, LoadOptions, OutputOptions)
+        to = OutputOptions(**output).to
         unknown = set(given) - set(LISTING_LOAD_OPTIONS)
         if unknown:
             raise TypeError(f"a listing of conversations does not take {sorted(unknown)}")
@@ -250,6 +260,8 @@ class MihuClient:
         runs = [self._listing(params, load) for params in queries]
         table = union_listings([t for t, _ in runs])
         stats = functools.reduce(RunStats.plus, [s for _, s in runs])
+        if to == "polars":
+            return conversations_to_polars(table)
         df = conversations_to_pandas(table)
         record = self.record(Plan.listing(queries[0], load), stats, time.perf_counter() - started)
         record.pop("conversations")

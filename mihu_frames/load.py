@@ -12,12 +12,13 @@ from mihu_frames.options import (
     ClientOptions,
     ListingFilters,
     LoadOptions,
+    OutputOptions,
     split_options,
     takes,
 )
 
 
-@takes((LoadOptions, None), (ClientOptions, None))
+@takes((LoadOptions, None), (OutputOptions, None), (ClientOptions, None))
 def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
     """Load every session of one or more conversations in one call.
 
@@ -47,12 +48,17 @@ def load_sessions(conversations: Any, **options: Any) -> pd.DataFrame:
     >>> week = mf.load_sessions("all", since="2026-10-25", until="2026-11-01",
     ...                         subdomain="acme")                      # doctest: +SKIP
     """
-    load, client = split_options(options, LoadOptions, ClientOptions)
+    load, output, client = split_options(options, LoadOptions, OutputOptions, ClientOptions)
     with MihuClient(**client) as session:
-        return session.sessions(conversations, **load)
+        return session.sessions(conversations, **load, **output)
 
 
-@takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS), (ClientOptions, None))
+@takes(
+    (ListingFilters, None),
+    (LoadOptions, LISTING_LOAD_OPTIONS),
+    (OutputOptions, None),
+    (ClientOptions, None),
+)
 def list_conversations(**options: Any) -> pd.DataFrame:
     """The account's conversations in one call, one row each.
 
@@ -76,6 +82,6 @@ def list_conversations(**options: Any) -> pd.DataFrame:
     >>> df = mf.load_sessions(convs[convs.status == "open"], subdomain="acme")  # doctest: +SKIP
     """
     filters = ListingFilters.take(options)
-    load, client = split_options(options, LoadOptions, ClientOptions)
+    load, output, client = split_options(options, LoadOptions, OutputOptions, ClientOptions)
     with MihuClient(**client) as session:
-        return session.conversations(**vars(filters), **load)
+        return session.conversations(**vars(filters), **load, **output)

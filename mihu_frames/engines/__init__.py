@@ -58,7 +58,7 @@ def session_stats(df: Sessions, by: By = None) -> SessionStats:
 
     Parameters
     ----------
-    df : pandas.DataFrame, str, path, polars.DataFrame, polars.LazyFrame, DuckDB relation or PySpark DataFrame
+    df : pandas.DataFrame, root path or URI, Polars, DuckDB or PySpark frame
         The sessions: a frame, or a snapshot root (path or URI) computed over its files.
         Other engines need the columns ``started_at``, ``ended_at``, ``is_open``,
         ``last_activity_at``, ``task_count``, ``evaluated_at``, ``summary_generated_at``
@@ -106,7 +106,7 @@ def activity(
 
     Parameters
     ----------
-    df : pandas.DataFrame, str, path, polars.DataFrame, polars.LazyFrame, DuckDB relation or PySpark DataFrame
+    df : pandas.DataFrame, root path or URI, Polars, DuckDB or PySpark frame
         The sessions (columns ``started_at``, ``ended_at``, ``fetched_at`` and those in
         ``by``), or a snapshot root.
     freq : str, DateOffset or Timedelta, default ``"1D"``
@@ -140,7 +140,7 @@ def hourly_profile(df: Sessions, tz: str | object = "UTC") -> pd.DataFrame:
 
     Parameters
     ----------
-    df : pandas.DataFrame, str, path, polars.DataFrame, polars.LazyFrame, DuckDB relation or PySpark DataFrame
+    df : pandas.DataFrame, root path or URI, Polars, DuckDB or PySpark frame
         The sessions (column ``started_at``), or a snapshot root.
     tz : str or tzinfo, default ``"UTC"``
         Time zone whose wall clock defines weekday and hour.

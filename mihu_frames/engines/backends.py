@@ -75,8 +75,7 @@ class Backend:
 
 def _extra_missing(module: str, extra: str, passed: str) -> ImportError:
     return ImportError(
-        f"{passed} needs {module}, which is not installed: "
-        f'pip install "mihu_frames[{extra}]"'
+        f'{passed} needs {module}, which is not installed: pip install "mihu_frames[{extra}]"'
     )
 
 
@@ -89,7 +88,10 @@ def _duckdb(passed: str) -> Any:
 
 
 def _arrow(result: Any) -> pa.Table:
-    table = result.fetch_arrow_table() if hasattr(result, "fetch_arrow_table") else result.arrow()
+    for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):  # by DuckDB version
+        if hasattr(result, name):
+            table = getattr(result, name)()
+            break
     if isinstance(table, pa.RecordBatchReader):
         table = table.read_all()
     return table
@@ -198,10 +200,8 @@ def backend_of(obj: object, func: str) -> Backend:
     name = type(obj).__name__
     if module == "polars" and name in ("DataFrame", "LazyFrame"):
         described = f"a Polars {name}"
-        if name == "LazyFrame":
-            columns = list(obj.collect_schema().names())  # type: ignore[attr-defined]
-        else:
-            columns = list(obj.columns)  # type: ignore[attr-defined]
+        lazy = name == "LazyFrame"
+        columns = list(obj.collect_schema().names() if lazy else obj.columns)  # type: ignore[attr-defined]
         return DuckDBBackend(obj, columns, described, spill=name == "LazyFrame")
     if module in ("duckdb", "_duckdb") and "Relation" in name:
         return RelationBackend(obj)

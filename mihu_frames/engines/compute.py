@@ -24,6 +24,7 @@ dtypes. No engine converts a time zone or interpolates a quantile of its own:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -82,8 +83,7 @@ def _check(backend: Backend, needed: Sequence[str], by: By, func: str) -> list[s
         missing = [k for k in keys if k not in columns]
         if missing:
             raise ValueError(
-                f"{func}: by= column(s) {missing} not in {backend.described}; "
-                f"columns are {columns}"
+                f"{func}: by= column(s) {missing} not in {backend.described}; columns are {columns}"
             )
     missing = [c for c in needed if c not in columns]
     if missing:
@@ -116,10 +116,8 @@ def _key_column(name: str, values: pa.ChunkedArray | pa.Array) -> pd.Series:
                 pd.Categorical.from_codes(np.asarray(filled), categories=list(categories))
             )
     if name in SESSIONS_SCHEMA.names:
-        try:
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             values = values.cast(SESSIONS_SCHEMA.field(name).type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
     return pd.Series(values.to_pandas(types_mapper=types_mapper, coerce_temporal_nanoseconds=False))
 
 
@@ -280,7 +278,10 @@ def _range_sql(d: Dialect, keys: list[str] | None) -> str:
     e = "CASE WHEN en IS NOT NULL THEN en ELSE fe END"
     lo = "CASE WHEN en IS NOT NULL AND en < st THEN en ELSE st END"
     hi0 = "CASE WHEN en IS NOT NULL AND en > st THEN en ELSE st END"
-    hi = f"CASE WHEN ({e}) IS NOT NULL AND ({e}) > st AND ({e}) - 1 > {hi0} THEN ({e}) - 1 ELSE {hi0} END"
+    hi = (
+        f"CASE WHEN ({e}) IS NOT NULL AND ({e}) > st AND ({e}) - 1 > {hi0} "
+        f"THEN ({e}) - 1 ELSE {hi0} END"
+    )
     outer = ", ".join(
         [
             *names,
@@ -324,9 +325,9 @@ class _Lookup:
 
         lo0, hi0 = bounds(b0)
         lo1, hi1 = bounds(b1)
-        rows = np.column_stack(
-            [np.arange(ncells), split, b0, lo0, hi0, b1, lo1, hi1]
-        ).astype(np.int64)
+        rows = np.column_stack([np.arange(ncells), split, b0, lo0, hi0, b1, lo1, hi1]).astype(
+            np.int64
+        )
         values = ", ".join("(" + ", ".join(map(str, row)) + ")" for row in rows.tolist())
         table = f"(SELECT * FROM (VALUES {values}) AS v(c, sp, b0, l0, h0, b1, l1, h1))"
         return cls(d, buckets, None, width, table)
@@ -403,9 +404,7 @@ def _activity_sql(d: Dialect, keys: list[str] | None, lookup: _Lookup) -> str:
         f") AS ev) AS lv{group('b')}",
     ]
     body = " UNION ALL ".join(parts)
-    return (
-        f"WITH located AS (SELECT {located} FROM ({sessions}) AS s{j_st}{j_last}{j_e}) {body}"
-    )
+    return f"WITH located AS (SELECT {located} FROM ({sessions}) AS s{j_st}{j_last}{j_e}) {body}"
 
 
 def activity(
@@ -465,9 +464,12 @@ def activity(
     row_group = np.zeros(table.num_rows, dtype=np.int64)
     if keys is not None:  # group positions of the result rows, in the ranges' groups
         both = pa.concat_tables(
-            [ranges.select([f"g{i}" for i in range(len(keys))]),
-             table.select([f"g{i}" for i in range(len(keys))]).cast(
-                 ranges.select([f"g{i}" for i in range(len(keys))]).schema)]
+            [
+                ranges.select([f"g{i}" for i in range(len(keys))]),
+                table.select([f"g{i}" for i in range(len(keys))]).cast(
+                    ranges.select([f"g{i}" for i in range(len(keys))]).schema
+                ),
+            ]
         )
         row_group = _groups(both, keys)[0][ranges.num_rows :]
     kind = _ints(table, "kind")
