@@ -162,7 +162,7 @@ def test_missing_columns_are_named(frame):
 
 def test_a_folder_that_is_not_a_root_is_named(tmp_path):
     (tmp_path / "other.txt").write_text("x")
-    with pytest.raises(mf.NotASnapshotRootError, match="has no mihu_frames_root.json"):
+    with pytest.raises(mf.NotASnapshotRootError, match=r"has no mihu_frames_root\.json"):
         mf.hourly_profile(tmp_path)
 
 
@@ -237,3 +237,53 @@ def test_load_and_listing_to_polars(sim, make_client):
     for func in (mf.load_sessions, mf.list_conversations, mf.read_snapshots, client.sessions):
         assert inspect.signature(func).parameters["to"].default == "pandas"
         assert 'to : {"pandas", "polars"}' in func.__doc__
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _shapes(ax) -> list[object]:
+    import numpy as np
+
+    return [
+        (p.get_height(), p.get_width())
+        if hasattr(p, "get_height")
+        else np.round(p.get_xy(), 9).tolist()
+        for p in ax.patches
+    ]
+
+
+def _bars(ax) -> list[tuple[float, float]]:
+    return [(round(p.get_x(), 9), p.get_height()) for p in ax.patches]
+
+
+def test_plots_of_a_root_draw_what_the_frame_draws(root, frame):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = mf.read_snapshots(root)
+    for by, log in ((None, None), (None, False), ("type", None)):
+        with pytest.warns(UserWarning) if log is None else _nothing():
+            expected = mf.plot_durations(df, by=by, log=log)
+        with pytest.warns(UserWarning) if log is None else _nothing():
+            got = mf.plot_durations(root, by=by, log=log)
+        assert got.get_title() == expected.get_title()
+        assert got.get_xlabel() == expected.get_xlabel()
+        assert _shapes(got) == _shapes(expected)
+        legend = [t.get_text() for t in (got.get_legend() or expected).get_texts()] if by else []
+        assert legend == ([t.get_text() for t in expected.get_legend().get_texts()] if by else [])
+        plt.close("all")
+    expected = mf.plot_activity(df, "W", tz="Europe/Istanbul")
+    got = mf.plot_activity(root, "W", tz="Europe/Istanbul")
+    assert _bars(got) == _bars(expected) and got.get_title() == expected.get_title()
+    plt.close("all")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

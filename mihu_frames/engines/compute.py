@@ -581,3 +581,92 @@ def overview(backend: Backend) -> dict[str, Any]:
     )
     row = backend.run(sql).to_pylist()[0]
     return {k: (0 if v is None and k in ("n", "started", "ended") else v) for k, v in row.items()}
+
+
+# --------------------------------------------------------------------------- durations
+
+
+@dataclass(frozen=True)
+class DurationSummary:
+    """What a duration plot needs of the ended sessions, per group (in group order)."""
+
+    labels: list[Any]  # group keys (None: one group)
+    counts: np.ndarray  # ended sessions per group
+    low: float  # smallest duration (seconds), nan when none
+    high: float
+    low_positive: float
+    non_positive: int  # durations <= 0
+    negative: bool
+    median_seconds: float  # over every ended session (picks the unit)
+
+
+def duration_summary(backend: Backend, by: By = None) -> DurationSummary:
+    """Counts and bounds of ``ended_at - started_at`` in seconds, per group."""
+    keys = _check(backend, ("started_at", "ended_at"), by, "plot_durations")
+    d = backend.dialect
+    selected, names = _key_sql(d, keys)
+    dur = f"({d.micros('ended_at')} - {d.micros('started_at')}) / 1000000.0"
+    inner = ", ".join([*selected, f"{dur} AS x"])
+    group = f" GROUP BY {', '.join(names)}" if names else ""
+    sql = (
+        f"SELECT {', '.join([*names, 'COUNT(x) AS n', 'MIN(x) AS lo', 'MAX(x) AS hi'])}, "
+        "MIN(CASE WHEN x > 0 THEN x END) AS lop, SUM(CASE WHEN x <= 0 THEN 1 ELSE 0 END) AS np_, "
+        "SUM(CASE WHEN x < 0 THEN 1 ELSE 0 END) AS neg "
+        f"FROM (SELECT {inner} FROM {{src}}) AS s WHERE x IS NOT NULL{group}"
+    )
+    table = backend.run(sql)
+    median = (
+        backend.run(
+            f"SELECT {d.quantile_list('x', (0.5,))} AS q FROM (SELECT {dur} AS x FROM {{src}}) AS s"
+        )
+        .column("q")[0]
+        .as_py()
+    )
+    codes, index, _ = _groups(table, keys)
+    order = np.empty(len(index) if keys else table.num_rows, dtype=np.int64)
+    order[codes] = np.arange(table.num_rows)
+
+    def floats(name: str) -> np.ndarray:
+        return np.asarray(pc.fill_null(table.column(name).cast(pa.float64()), np.nan))
+
+    lo, hi, lop = floats("lo"), floats("hi"), floats("lop")
+    labels = list(index) if keys else [None] * table.num_rows
+    return DurationSummary(
+        labels=labels,
+        counts=_ints(table, "n")[order],
+        low=float(np.nanmin(lo)) if np.isfinite(lo).any() else np.nan,
+        high=float(np.nanmax(hi)) if np.isfinite(hi).any() else np.nan,
+        low_positive=float(np.nanmin(lop)) if np.isfinite(lop).any() else np.nan,
+        non_positive=int(_ints(table, "np_").sum()),
+        negative=bool(_ints(table, "neg").sum()),
+        median_seconds=float(median[0]) if median and median[0] is not None else np.nan,
+    )
+
+
+def duration_histogram(
+    backend: Backend, by: By, edges: np.ndarray, scale: float, positive: bool
+) -> np.ndarray:
+    """Ended sessions per (group, bin) of durations in seconds / ``scale``, binned as
+    ``numpy.histogram`` bins (half-open, the last closed); shape (groups, bins)."""
+    keys = _check(backend, ("started_at", "ended_at"), by, "plot_durations")
+    d = backend.dialect
+    selected, names = _key_sql(d, keys)
+    x = f"(({d.micros('ended_at')} - {d.micros('started_at')}) / 1000000.0 / {scale!r})"
+    nbins = edges.size - 1
+    cases = " ".join(f"WHEN x < {float(e)!r} THEN {i}" for i, e in enumerate(edges[1:-1]))
+    low = f"x <= 0 OR x < {float(edges[0])!r}" if positive else f"x < {float(edges[0])!r}"
+    bin_sql = f"CASE WHEN {low} OR x > {float(edges[-1])!r} THEN -1 {cases} ELSE {nbins - 1} END"
+    binned = ", ".join([*names, f"{bin_sql} AS bin"])
+    values = ", ".join([*selected, f"{x} AS x"])
+    sql = (
+        f"SELECT {', '.join([*names, 'bin', 'COUNT(*) AS n'])} FROM (SELECT {binned} "
+        f"FROM (SELECT {values} FROM {{src}}) AS a WHERE x IS NOT NULL) AS b "
+        f"GROUP BY {', '.join([*names, 'bin'])}"
+    )
+    table = backend.run(sql)
+    codes, index, _ = _groups(table, keys)
+    bins = _ints(table, "bin")
+    out = np.zeros((len(index) if keys else 1, nbins), dtype=np.int64)
+    ok = bins >= 0
+    np.add.at(out, (codes[ok], bins[ok]), _ints(table, "n")[ok])
+    return out
