@@ -324,13 +324,14 @@ def _durations_elsewhere(
         else:
             bins = np.histogram_bin_edges(np.array([low, high]), bins=40)
         counts = compute.duration_histogram(backend, by, bins, scale, bool(log))
+        edges = cast(Any, bins)  # an array of edges, which matplotlib takes
         sizes = counts.sum(axis=1)
         weights = [c / n if density and n else c for c, n in zip(counts, sizes, strict=True)]
         lefts = [bins[:-1]] * len(weights)
         if keys is None:
             ax.hist(
                 lefts[0],
-                bins=bins,
+                bins=edges,
                 weights=weights[0],
                 color="C0",
                 edgecolor="white",
@@ -339,7 +340,7 @@ def _durations_elsewhere(
         else:
             labels, shortened = _short_labels([_label(k) for k in summary.labels])
             sized = [f"{label} (n={n:,})" for label, n in zip(labels, sizes, strict=True)]
-            ax.hist(lefts, bins=bins, weights=weights, histtype="step", linewidth=1.5, label=sized)
+            ax.hist(lefts, bins=edges, weights=weights, histtype="step", linewidth=1.5, label=sized)
             group_label = key_names + (" (first characters)" if shortened else "")
             handles, names = ax.get_legend_handles_labels()
             order = [names.index(name) for name in sized]  # group order, not drawing order
