@@ -1,6 +1,7 @@
 # Everything runs in .venv, created on first use; PYTHON picks the interpreter that creates it.
 # The demo installs what it needs (the library and matplotlib); the tests add the developer
-# tools and the docs tools; the notebook adds JupyterLab and DuckDB; the docs add MkDocs.
+# tools, the docs tools and PySpark (its tests run a local Spark on Java 17); the notebook adds
+# JupyterLab and DuckDB; the docs add MkDocs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +20,7 @@ $(CORE): pyproject.toml
 	touch $@
 
 $(DEV): $(CORE)
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,docs,spark]"
 	touch $@
 
 $(NOTEBOOK): $(CORE)

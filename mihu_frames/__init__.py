@@ -8,6 +8,7 @@ from mihu_frames._version import __version__
 from mihu_frames.client import MihuClient
 from mihu_frames.compaction import compact_snapshots
 from mihu_frames.decoding import sessions_frame
+from mihu_frames.engines import activity, hourly_profile, session_stats
 from mihu_frames.errors import (
     AuthenticationError,
     CacheLockedError,
@@ -28,15 +29,7 @@ from mihu_frames.plots import plot_activity, plot_durations, plot_hourly
 from mihu_frames.report import activity_text, hourly_text, stats_text, summary_text
 from mihu_frames.schema import SESSIONS_SCHEMA, empty_frame
 from mihu_frames.snapshots import read_snapshots, snapshot_metadata, write_snapshot
-from mihu_frames.stats import (
-    SessionStats,
-    activity,
-    explode_tasks,
-    format_duration,
-    format_stats,
-    hourly_profile,
-    session_stats,
-)
+from mihu_frames.stats import SessionStats, explode_tasks, format_duration, format_stats
 from mihu_frames.sync import sync_snapshots, sync_summary
 
 __all__ = [

@@ -590,8 +590,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from mihu_frames.engines import latest_dataset
     from mihu_frames.report import activity_text, hourly_text, stats_text, summary_text
-    from mihu_frames.snapshots import read_snapshots
     from mihu_frames.stats import check_freq, check_tz
 
     # Every flag is checked before anything is read or printed: an error is the only output.
@@ -599,12 +599,12 @@ def _stats(args: argparse.Namespace) -> int:
     check_freq(args.freq, "--freq")
     if args.plot:
         _require_matplotlib()
-    df = read_snapshots(args.root)
-    missing = [c for c in args.by or [] if c not in df.columns]
+    # Computed on the root's files (mihu_frames.engines), never loaded as a frame.
+    columns = latest_dataset(args.root).schema.names
+    df = args.root
+    missing = [c for c in args.by or [] if c not in columns]
     if missing:
-        raise ValueError(
-            f"--by: no column {missing} in the sessions; columns are {list(df.columns)}"
-        )
+        raise ValueError(f"--by: no column {missing} in the sessions; columns are {columns}")
     by = args.by[0] if args.by and len(args.by) == 1 else args.by
     # Every text is built before the first is printed, so a failure prints nothing else.
     texts = [summary_text(df, tz=args.tz)]

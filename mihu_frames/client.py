@@ -29,12 +29,13 @@ from mihu_frames._version import __version__
 from mihu_frames.cachefile import CacheFile, default_cache_path
 from mihu_frames.decoding.conversations import union_listings
 from mihu_frames.errors import AuthenticationError
-from mihu_frames.option_types import ClientSettings, ConversationsKwargs, LoadKwargs
+from mihu_frames.option_types import ClientSettings, ConversationsKwargs, SessionsKwargs
 from mihu_frames.options import (
     LISTING_LOAD_OPTIONS,
     ClientOptions,
     ListingFilters,
     LoadOptions,
+    OutputOptions,
     conversation_ids,
     split_options,
     takes,
@@ -42,7 +43,13 @@ from mihu_frames.options import (
 )
 from mihu_frames.pacing import Pacer
 from mihu_frames.runner import FullListing, PageRunner, Paging, Plan, RunStats
-from mihu_frames.schema import SCHEMA_VERSION, conversations_to_pandas, to_pandas
+from mihu_frames.schema import (
+    SCHEMA_VERSION,
+    conversations_to_pandas,
+    conversations_to_polars,
+    to_pandas,
+    to_polars,
+)
 from mihu_frames.started import StartedWindow, window_options
 from mihu_frames.transport import Transport, resolve_base_url
 
@@ -140,8 +147,8 @@ class MihuClient:
 
     # ------------------------------------------------------------------ loads
 
-    @takes((LoadOptions, None))
-    def sessions(self, conversations: Any, **options: Unpack[LoadKwargs]) -> pd.DataFrame:
+    @takes((LoadOptions, None), (OutputOptions, None))
+    def sessions(self, conversations: Any, **options: Unpack[SessionsKwargs]) -> pd.DataFrame:
         """Load every session of one or more conversations into one typed DataFrame.
 
         Each conversation's first page is fetched, then all later pages of every conversation
@@ -174,8 +181,8 @@ class MihuClient:
         --------
         >>> df = client.sessions(["3c90c3cc-0d44-4b50-8888-8dd25736052a"])  # doctest: +SKIP
         """
-        (given,) = split_options(options, LoadOptions)
-        load = LoadOptions(**given)
+        given, output = split_options(options, LoadOptions, OutputOptions)
+        load, to = LoadOptions(**given), OutputOptions(**output).to
         window = StartedWindow.of(load) if load.windowed else None
         if window is not None:
             load = window_options(load, given)
@@ -193,6 +200,8 @@ class MihuClient:
         table, stats = self._load(plan) if window is None else self._load_window(plan, window)
         if listed is not None:
             stats = listed.plus(stats)
+        if to == "polars":  # from the Arrow table, not through pandas
+            return to_polars(table)
         df = to_pandas(table)
         df.attrs["mihu_frames"] = self.record(plan, stats, time.perf_counter() - started)
         if window is not None:
@@ -210,7 +219,7 @@ class MihuClient:
         )
         return df
 
-    @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS))
+    @takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS), (OutputOptions, None))
     def conversations(self, **options: Unpack[ConversationsKwargs]) -> pd.DataFrame:
         """The account's conversations, one row each, from ``GET /api/v1/conversations``.
 
@@ -238,7 +247,8 @@ class MihuClient:
         """
         listing, rest = ListingFilters.take(options)
         filters = listing.params()
-        (given,) = split_options(rest, LoadOptions)
+        given, output = split_options(rest, LoadOptions, OutputOptions)
+        to = OutputOptions(**output).to
         unknown = set(given) - set(LISTING_LOAD_OPTIONS)
         if unknown:
             raise TypeError(f"a listing of conversations does not take {sorted(unknown)}")
@@ -252,6 +262,8 @@ class MihuClient:
         runs = [self._listing(params, load) for params in queries]
         table = union_listings([t for t, _ in runs])
         stats = functools.reduce(RunStats.plus, [s for _, s in runs])
+        if to == "polars":
+            return conversations_to_polars(table)
         df = conversations_to_pandas(table)
         record = self.record(Plan.listing(queries[0], load), stats, time.perf_counter() - started)
         record.pop("conversations")

@@ -14,12 +14,13 @@ from mihu_frames.options import (
     ClientOptions,
     ListingFilters,
     LoadOptions,
+    OutputOptions,
     split_options,
     takes,
 )
 
 
-@takes((LoadOptions, None), (ClientOptions, None))
+@takes((LoadOptions, None), (OutputOptions, None), (ClientOptions, None))
 def load_sessions(conversations: Any, **options: Unpack[LoadSessionsKwargs]) -> pd.DataFrame:
     """Load every session of one or more conversations in one call.
 
@@ -49,12 +50,17 @@ def load_sessions(conversations: Any, **options: Unpack[LoadSessionsKwargs]) -> 
     >>> week = mf.load_sessions("all", since="2026-10-25", until="2026-11-01",
     ...                         subdomain="acme")                      # doctest: +SKIP
     """
-    load, client = split_options(options, LoadOptions, ClientOptions)
+    load, output, client = split_options(options, LoadOptions, OutputOptions, ClientOptions)
     with MihuClient(**client) as session:
-        return session.sessions(conversations, **load)
+        return session.sessions(conversations, **load, **output)
 
 
-@takes((ListingFilters, None), (LoadOptions, LISTING_LOAD_OPTIONS), (ClientOptions, None))
+@takes(
+    (ListingFilters, None),
+    (LoadOptions, LISTING_LOAD_OPTIONS),
+    (OutputOptions, None),
+    (ClientOptions, None),
+)
 def list_conversations(**options: Unpack[ListConversationsKwargs]) -> pd.DataFrame:
     """The account's conversations in one call, one row each.
 
@@ -78,6 +84,6 @@ def list_conversations(**options: Unpack[ListConversationsKwargs]) -> pd.DataFra
     >>> df = mf.load_sessions(convs[convs.status == "open"], subdomain="acme")  # doctest: +SKIP
     """
     filters, rest = ListingFilters.take(options)
-    load, client = split_options(rest, LoadOptions, ClientOptions)
+    load, output, client = split_options(rest, LoadOptions, OutputOptions, ClientOptions)
     with MihuClient(**client) as session:
-        return session.conversations(**vars(filters), **load)
+        return session.conversations(**vars(filters), **load, **output)

@@ -28,6 +28,8 @@ __all__ = [
     "ListConversationsKwargs",
     "LoadKwargs",
     "LoadSessionsKwargs",
+    "OutputKwargs",
+    "SessionsKwargs",
     "SyncSnapshotsKwargs",
 ]
 
@@ -109,11 +111,21 @@ class SyncKwargs(TypedDict, total=False):
     pii: str | None
 
 
-class LoadSessionsKwargs(LoadKwargs, ClientKwargs, total=False):
+class OutputKwargs(TypedDict, total=False):
+    """Every ``OutputOptions`` field."""
+
+    to: str
+
+
+class SessionsKwargs(LoadKwargs, OutputKwargs, total=False):
+    """What :meth:`MihuClient.sessions <mihu_frames.MihuClient.sessions>` takes."""
+
+
+class LoadSessionsKwargs(SessionsKwargs, ClientKwargs, total=False):
     """What :func:`~mihu_frames.load_sessions` takes."""
 
 
-class ConversationsKwargs(ListingFilterKwargs, ListingLoadKwargs, total=False):
+class ConversationsKwargs(ListingFilterKwargs, ListingLoadKwargs, OutputKwargs, total=False):
     """What :meth:`MihuClient.conversations <mihu_frames.MihuClient.conversations>` takes."""
 
 

@@ -694,3 +694,24 @@ def split_options(options: Mapping[str, Any], *groups: type) -> list[dict[str, A
             f"unknown option(s) {sorted(unknown)}; known options: {', '.join(sorted(known))}"
         )
     return [{k: v for k, v in options.items() if k in group} for group in names]
+
+
+#: The frame libraries a load or a read can return.
+TO_VALUES = ("pandas", "polars")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What kind of frame a load or a read returns (``load_sessions``, ``MihuClient.sessions``,
+    ``list_conversations``, ``read_snapshots``)."""
+
+    to: str = option(
+        "pandas",
+        '``"pandas"``: a pandas DataFrame. ``"polars"``: a Polars DataFrame with the same '
+        'columns and types (durations ``Duration("us")``, UTC datetimes, ``List(String)``), '
+        'built from the Arrow table without pandas; needs ``pip install "mihu_frames[polars]"``.',
+        kind='{"pandas", "polars"}, default "pandas"',
+    )
+
+    def __post_init__(self) -> None:
+        one_of("to", self.to, TO_VALUES)

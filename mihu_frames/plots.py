@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.offsets import BaseOffset
 
+from mihu_frames.engines import activity, backend_of, compute, hourly_profile, is_frame
 from mihu_frames.schema import UUID_RE
 from mihu_frames.stats import (
     ACTIVITY_COLUMNS,
@@ -28,9 +29,7 @@ from mihu_frames.stats import (
     _table_buckets,
     _TableBuckets,
     _to_offset,
-    activity,
     check_tz,
-    hourly_profile,
 )
 
 if TYPE_CHECKING:
@@ -185,6 +184,8 @@ def plot_durations(
     """
     if kind not in ("hist", "box"):
         raise ValueError(f"plot_durations: kind must be 'hist' or 'box', got {kind!r}")
+    if not is_frame(df):  # drawn from counts the engine computes: no session in memory
+        return _durations_elsewhere(df, by, kind=kind, ax=ax, log=log, density=density)
     keys = _normalize_by(df, by, "plot_durations")
     if "duration" not in df.columns:
         raise ValueError("plot_durations: not a sessions frame, missing column 'duration'")
@@ -285,7 +286,81 @@ def plot_durations(
     return ax
 
 
-def _is_activity(frame: pd.DataFrame) -> bool:
+def _durations_elsewhere(
+    source: Any, by: By, *, kind: str, ax: Axes | None, log: bool | None, density: bool
+) -> Axes:
+    """:func:`plot_durations` of a root, Polars, DuckDB or Spark source: the same bins and
+    bars, from per-bin counts computed by the engine (a histogram only)."""
+    if kind != "hist":
+        raise ValueError(
+            "plot_durations: kind='box' draws every duration and needs a pandas frame; "
+            "on a root or another engine use kind='hist'"
+        )
+    backend = backend_of(source, "plot_durations")
+    summary = compute.duration_summary(backend, by)
+    keys = None if by is None else ([by] if isinstance(by, str) else list(by))
+    ax = _axes(ax, (8, 4.5))
+    if log is None:
+        log = bool(np.isfinite(summary.low_positive)) and (
+            summary.high / summary.low_positive >= LOG_SPAN
+        )
+    median = summary.median_seconds
+    unit, scale = _duration_unit(np.array([] if np.isnan(median) else [median]))
+    hidden = summary.non_positive if log else 0
+    key_names = ", ".join(map(str, keys)) if keys else ""
+    title = "Session durations" + (f" by {key_names}" if keys else "")
+    if hidden:
+        length = "zero or negative length" if summary.negative else "zero length"
+        note = f"{hidden:,} session{'s' * (hidden != 1)} of {length} not shown (log axis)"
+        title += f"\n({note})"
+        warnings.warn(f"plot_durations: {note}", UserWarning, stacklevel=3)
+    low = summary.low_positive if log else summary.low
+    if not summary.counts.sum() or np.isnan(low):
+        ax.text(0.5, 0.5, "no ended sessions", ha="center", va="center", transform=ax.transAxes)
+    else:
+        low, high = low / scale, summary.high / scale
+        if log:
+            bins = np.geomspace(low, high * 1.0001, 41)
+        else:
+            bins = np.histogram_bin_edges(np.array([low, high]), bins=40)
+        counts = compute.duration_histogram(backend, by, bins, scale, bool(log))
+        edges = cast(Any, bins)  # an array of edges, which matplotlib takes
+        sizes = counts.sum(axis=1)
+        weights = [c / n if density and n else c for c, n in zip(counts, sizes, strict=True)]
+        lefts = [bins[:-1]] * len(weights)
+        if keys is None:
+            ax.hist(
+                lefts[0],
+                bins=edges,
+                weights=weights[0],
+                color="C0",
+                edgecolor="white",
+                linewidth=0.5,
+            )
+        else:
+            labels, shortened = _short_labels([_label(k) for k in summary.labels])
+            sized = [f"{label} (n={n:,})" for label, n in zip(labels, sizes, strict=True)]
+            ax.hist(lefts, bins=edges, weights=weights, histtype="step", linewidth=1.5, label=sized)
+            group_label = key_names + (" (first characters)" if shortened else "")
+            handles, names = ax.get_legend_handles_labels()
+            order = [names.index(name) for name in sized]  # group order, not drawing order
+            ax.legend([handles[i] for i in order], sized, title=group_label, fontsize="small")
+    ax.set_xlabel(f"duration ({unit})")
+    if density:
+        ax.set_ylabel("share of sessions" + (" in each group" if keys else "") + " per bin")
+    else:
+        ax.set_ylabel("sessions")
+        _integer_ticks(ax.yaxis)
+    if log:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_title(title)
+    return ax
+
+
+def _is_activity(frame: Any) -> bool:
+    if not isinstance(frame, pd.DataFrame):
+        return False
     return all(c in frame.columns for c in ACTIVITY_COLUMNS) and "started_at" not in frame.columns
 
 
@@ -520,7 +595,11 @@ def plot_hourly(
     _pyplot()
     check_tz(tz, "plot_hourly")
     frame = df_or_profile
-    is_profile = frame.shape == (7, 24) and list(frame.index) == list(WEEKDAYS)
+    is_profile = (
+        isinstance(frame, pd.DataFrame)
+        and frame.shape == (7, 24)
+        and list(frame.index) == list(WEEKDAYS)
+    )
     profile = frame if is_profile else hourly_profile(frame, tz=tz)
     tz = profile.attrs.get("tz", tz) if is_profile else tz
     ax = _axes(ax, (10, 4))

@@ -19,22 +19,21 @@ the same ``tz`` so the CLI can pass its ``--tz`` through.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 from pandas.tseries.offsets import BaseOffset
 
+from mihu_frames.engines import activity, hourly_profile, is_frame, overview, session_stats
 from mihu_frames.stats import (
     WEEKDAYS,
     By,
     Side,
     _freq_words,
     _table_buckets,
-    activity,
     check_tz,
     format_duration,
     format_stats,
-    hourly_profile,
-    session_stats,
 )
 
 __all__ = ["activity_text", "hourly_text", "stats_text", "summary_text"]
@@ -86,25 +85,27 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
     at once       up to 4 sessions, first on Fri 2026-08-21
     """
     check_tz(tz, "summary_text")
+    facts = _facts(df)
     stats = session_stats(df)
-    conversations = int(df["conversation_uuid"].nunique()) if "conversation_uuid" in df else 0
     labels = ["sessions"]
     values = [
-        f"{len(df):,} in {_count(conversations, 'conversation')} "
+        f"{facts['n']:,} in {_count(facts['conversations'], 'conversation')} "
         f"({int(stats['open_sessions'].sum()):,} open)"
     ]
-    started = df["started_at"].dropna().dt.tz_convert(tz)
-    if started.empty:
+    if not facts["started"]:
         return "\n".join(_rows(labels, values))
 
-    fetched = df["fetched_at"].dropna().dt.tz_convert(tz)
-    period = f"{_day(started.min())} to {_day(started.max())} ({tz})"
-    if not fetched.empty:
-        period += f", fetched {fetched.max():%Y-%m-%d %H:%M}"
+    first, last = (
+        pd.Timestamp(facts[k], unit="us", tz="UTC").tz_convert(tz) for k in ("first", "last")
+    )
+    period = f"{_day(first)} to {_day(last)} ({tz})"
+    if facts["fetched"] is not None:
+        fetched = pd.Timestamp(facts["fetched"], unit="us", tz="UTC").tz_convert(tz)
+        period += f", fetched {fetched:%Y-%m-%d %H:%M}"
     labels.append("started")
     values.append(period)
 
-    ended = int(df["duration"].notna().sum())
+    ended = facts["ended"]
     labels.append("duration")
     if ended:
         row = stats.iloc[0]
@@ -129,7 +130,7 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
     labels.append("busiest hour")
     values.append(
         f"{hour:02d}:00-{(hour + 1) % 24:02d}:00: {_count(int(per_hour[hour]), 'session')} "
-        f"started ({per_hour[hour] / len(started):.1%}), most on {weekday}s"
+        f"started ({per_hour[hour] / facts['started']:.1%}), most on {weekday}s"
     )
 
     peak = int(daily["peak_concurrent"].max())
@@ -140,6 +141,27 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
         else "no session with a duration"
     )
     return "\n".join(_rows(labels, values))
+
+
+def _facts(df: Any) -> dict[str, Any]:
+    """Rows, conversations, first and last start (µs), last fetch (µs) and ended sessions."""
+    if not is_frame(df):
+        return overview(df)
+    started = df["started_at"].dropna()
+    fetched = df["fetched_at"].dropna()
+
+    def micros(value: pd.Timestamp) -> int:
+        return int(value.value // 1000)  # .value is in nanoseconds
+
+    return {
+        "n": len(df),
+        "conversations": int(df["conversation_uuid"].nunique()) if "conversation_uuid" in df else 0,
+        "first": micros(started.min()) if len(started) else None,
+        "last": micros(started.max()) if len(started) else None,
+        "started": len(started),
+        "fetched": micros(fetched.max()) if len(fetched) else None,
+        "ended": int(df["duration"].notna().sum()),
+    }
 
 
 def stats_text(df: pd.DataFrame, by: By = None, tz: str = "UTC") -> str:

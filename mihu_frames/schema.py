@@ -7,6 +7,7 @@ frames, snapshot reading and the documentation table. Change a column here and o
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -314,3 +315,42 @@ def conversations_to_pandas(table: pa.Table) -> pd.DataFrame:
         return types_mapper(arrow_type)
 
     return table.to_pandas(types_mapper=mapper, coerce_temporal_nanoseconds=False)
+
+
+# --------------------------------------------------------------------------- Polars
+
+
+def _polars() -> object:
+    try:
+        import polars
+    except ImportError:
+        raise ImportError(
+            'to="polars" needs polars, which is not installed: pip install "mihu_frames[polars]"'
+        ) from None
+    return polars
+
+
+def to_polars(table: pa.Table, columns: list[str] | None = None) -> object:
+    """Convert an Arrow table in ``SESSIONS_SCHEMA`` to a Polars DataFrame, without pandas.
+
+    The same columns as :func:`to_pandas`, typed from the schema: timestamps
+    ``Datetime("us", "UTC")``, durations ``Duration("us")``, lists ``List(String)``; ``status``
+    and ``type`` as ``Enum`` of their fixed categories, null shown as ``"untagged"`` as in
+    pandas (:data:`UNTAGGED`).
+    """
+    pl: Any = _polars()
+    names = list(COLUMNS) if columns is None else list(columns)
+    schema = pa.schema([SESSIONS_SCHEMA.field(name) for name in names])
+    frame = pl.from_arrow(table.select(names).cast(schema), rechunk=False)
+    tags = [
+        pl.col(name).fill_null(UNTAGGED).cast(pl.Enum(list(CATEGORIES[name])))
+        for name in names
+        if name in CATEGORIES
+    ]
+    return frame.with_columns(tags) if tags else frame
+
+
+def conversations_to_polars(table: pa.Table) -> object:
+    """Convert a conversations table to a Polars DataFrame (the pandas form's columns)."""
+    pl: Any = _polars()
+    return pl.from_arrow(table, rechunk=False)

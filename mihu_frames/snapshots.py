@@ -44,9 +44,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from typing_extensions import Unpack
 
 from mihu_frames.errors import NotASnapshotRootError
-from mihu_frames.options import ALL, conversation_ids, instant
+from mihu_frames.option_types import OutputKwargs
+from mihu_frames.options import ALL, OutputOptions, conversation_ids, instant, split_options, takes
 from mihu_frames.root import (
     FILE_SCHEMA,
     ORDER,
@@ -56,7 +58,7 @@ from mihu_frames.root import (
     open_root,
     recorded_from_rows,
 )
-from mihu_frames.schema import COLUMNS, from_pandas, to_pandas, types_mapper
+from mihu_frames.schema import COLUMNS, from_pandas, to_pandas, to_polars, types_mapper
 from mihu_frames.versions import SNAPSHOT_ID
 
 __all__ = [
@@ -244,6 +246,7 @@ def snapshot_files(root: str | os.PathLike[str]) -> list[Path]:
     return open_root(root).history_files()
 
 
+@takes((OutputOptions, None))
 def read_snapshots(
     root: str | os.PathLike[str] = "data/snapshots",
     latest: bool = True,
@@ -251,6 +254,7 @@ def read_snapshots(
     conversations: str | Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
     since: datetime | str | pd.Timestamp | None = None,
+    **output: Unpack[OutputKwargs],
 ) -> pd.DataFrame:
     """Read a snapshot root back as a sessions frame.
 
@@ -270,6 +274,7 @@ def read_snapshots(
         Only sessions updated at or after this instant (``updated_at >= since``; a naive
         value is taken as UTC). Pushed down to the Parquet scan. With ``latest`` it applies to
         each session's latest version.
+    <options>
 
     Returns
     -------
@@ -292,6 +297,8 @@ def read_snapshots(
     >>> week = mf.read_snapshots("data/snapshots", since="2026-11-01",
     ...                          columns=["uuid", "duration"])       # doctest: +SKIP
     """
+    (chosen,) = split_options(output, OutputOptions)
+    to = OutputOptions(**chosen).to
     wanted = list(columns) if columns is not None else None
     if wanted is not None:
         known = [*COLUMNS, SNAPSHOT_ID]
@@ -317,17 +324,26 @@ def read_snapshots(
         except FileNotFoundError:
             if attempt == 2:
                 raise
-    return frame_of(table, latest=latest, columns=wanted)
+    return frame_of(table, latest=latest, columns=wanted, to=to)
 
 
 def frame_of(
-    table: pa.Table, *, latest: bool = True, columns: Sequence[str] | None = None
-) -> pd.DataFrame:
+    table: pa.Table,
+    *,
+    latest: bool = True,
+    columns: Sequence[str] | None = None,
+    to: str = "pandas",
+) -> Any:
     """The sessions frame of rows read from a root (:func:`read_snapshots`' order and dtypes)."""
     order = [ORDER, "uuid"] if latest else [SNAPSHOT_ID, ORDER]
     if table.num_rows > 1:
         table = table.take(pc.sort_indices(table, [(c, "ascending") for c in order]))
     names = [c for c in COLUMNS if columns is None or c in columns]
+    if to == "polars":  # from the Arrow table, not through pandas
+        frame: Any = to_polars(table, columns=names)
+        if not latest and (columns is None or SNAPSHOT_ID in columns):
+            frame = frame.with_columns(frame.__class__(table.select([SNAPSHOT_ID]))[SNAPSHOT_ID])
+        return frame
     df = to_pandas(table, columns=names)
     if not latest and (columns is None or SNAPSHOT_ID in columns):
         df[SNAPSHOT_ID] = table.column(SNAPSHOT_ID).to_pandas(types_mapper=types_mapper)

@@ -199,6 +199,18 @@ con.execute(f\"\"\"
     ),
     (
         "md",
+        """The statistics also compute **on the root itself**, over its files (DuckDB), without
+loading the sessions into pandas: the same frames, so an account too big for memory gets the
+same numbers. Polars, DuckDB and Spark DataFrames are taken the same way.""",
+    ),
+    (
+        "code",
+        """on_root = mf.session_stats(root, by="conversation_uuid")
+assert on_root.equals(mf.session_stats(df, by="conversation_uuid"))
+mf.activity(root, freq="W", tz="Europe/Istanbul").tail(3)""",
+    ),
+    (
+        "md",
         """## The whole account
 
 Instead of pasting conversation ids: list the account's conversations (filters go to the

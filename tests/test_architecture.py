@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "snapshots": 5,
     "compaction": 5,
     "stats": 5,
+    "engines": 5,  # the statistics on roots, Polars, DuckDB and Spark (over stats and root)
     "plots": 5,
     "report": 5,
     "cli": 6,
@@ -51,7 +52,17 @@ LAYERS: dict[str, int] = {
     "simulator": 5,  # a stand-in server the CLI runs: imports nothing of the library
 }
 #: Modules that know nothing of the API (they work on any sessions frame).
-NO_API = ("stats", "plots", "report", "frame", "schema")
+NO_API = (
+    "stats",
+    "engines.__init__",
+    "engines.source",
+    "engines.backends",
+    "engines.compute",
+    "plots",
+    "report",
+    "frame",
+    "schema",
+)
 API = {"client", "runner", "transport", "cachefile", "decoding", "load", "sync", "pacing"}
 
 

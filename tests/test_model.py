@@ -211,6 +211,7 @@ class LibraryModel(RuleBasedStateMachine):
         self.write_root = self.base / "written"
         self.written: dict[str, tuple[dict[str, Any], pd.Timestamp]] = {}
         self.last_frame: pd.DataFrame | None = None
+        self.last_filters: dict[str, str] | None = None  # of the last listing
 
     # ------------------------------------------------------------------ plumbing
 
@@ -530,10 +531,8 @@ class LibraryModel(RuleBasedStateMachine):
             "CacheMissError although every query's latest fetch is cached"
         )
 
-    @rule(data=st.data())
-    def listing(self, data: st.DataObject) -> None:
-        draw = data.draw
-        which = draw(st.sampled_from(["a", "b", "none"]), label="client")
+    def draw_filters(self, draw: Any) -> dict[str, str]:
+        """Listing filters: any of channel, status and agent (in either case)."""
         filters: dict[str, str] = {}
         if draw(st.booleans(), label="by channel"):
             filters["channel"] = draw(st.sampled_from(["whatsapp", "web", "sms", "phone"]))
@@ -543,6 +542,18 @@ class LibraryModel(RuleBasedStateMachine):
             agents = [c["agent_uuid"] for c in self.now.listing if c["agent_uuid"]]
             agent = draw(st.sampled_from(agents or [str(uuidlib.UUID(int=1))]))
             filters["agent_uuid"] = agent.upper() if draw(st.booleans()) else agent
+        return filters
+
+    @rule(data=st.data())
+    def listing(self, data: st.DataObject) -> None:
+        draw = data.draw
+        which = draw(st.sampled_from(["a", "b", "none"]), label="client")
+        filters: dict[str, str] = {}
+        if self.last_filters is not None and draw(st.booleans(), label="the same again"):
+            filters = dict(self.last_filters)  # a notebook cell run again: the cache answers
+        else:
+            filters = self.draw_filters(draw)
+        self.last_filters = filters
         mode = (
             "fresh" if which == "none" else draw(st.sampled_from(["cache", "refresh", "offline"]))
         )

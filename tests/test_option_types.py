@@ -26,12 +26,14 @@ PUBLIC = {
     "MihuClient": mf.MihuClient.__init__,
     "MihuClient.sessions": mf.MihuClient.sessions,
     "MihuClient.conversations": mf.MihuClient.conversations,
+    "read_snapshots": mf.read_snapshots,
 }
 GROUPS = (
     declared.ClientOptions,
     declared.LoadOptions,
     declared.ListingFilters,
     declared.SyncOptions,
+    declared.OutputOptions,
 )
 
 
@@ -42,7 +44,7 @@ def _declared_types() -> dict[str, dict[str, Any]]:
 
 def _typed_dict(func: Any) -> Any:
     hints = typing.get_type_hints(func, include_extras=True)
-    unpacked = hints["options"]
+    unpacked = hints["options"] if "options" in hints else hints["output"]  # **output: a read
     assert typing.get_origin(unpacked) is Unpack, f"{func.__qualname__}: **options not Unpack"
     return typing.get_args(unpacked)[0]
 
@@ -82,7 +84,7 @@ def test_the_runtime_signatures_stay_complete():
     assert names[0] == "conversations"
     fields = [
         f.name
-        for cls in (declared.LoadOptions, declared.ClientOptions)
+        for cls in (declared.LoadOptions, declared.OutputOptions, declared.ClientOptions)
         for f in dataclasses.fields(cls)
     ]
     assert names[1:] == fields
