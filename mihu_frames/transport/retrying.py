@@ -122,13 +122,12 @@ class Attempts:
         outcome: Answer | Exception | None = None
         try:
             outcome = self._outcome(attempt)
-        finally:
+        finally:  # the pacer hears of every attempt, however it ended
             response = outcome[0] if isinstance(outcome, tuple) else None
-            self._pacer.release(
-                ticket,
-                None if response is None else response.status,
-                {} if response is None else response.headers,
-            )
+            if response is None:
+                self._pacer.release(ticket, None, {})
+            else:
+                self._pacer.release(ticket, response.status, response.headers)
         if isinstance(outcome, Exception):
             self._failed(outcome)
             return None
