@@ -65,6 +65,22 @@ def test_server_message_echoing_the_token_is_scrubbed(secret_sim):
     assert client.transport.scrub(f"bad token Bearer {TOKEN} {TOKEN}") == "bad token *** ***"
 
 
+def test_the_transports_token_holder_never_shows_it():
+    """The scrubber is the one holder of the token besides the headers: its repr says only
+    whether one is set, and it finds the token in a body however JSON spelled it."""
+    from mihu_frames.transport.scrubbing import Scrubber
+
+    scrubber = Scrubber(TOKEN)
+    assert repr(scrubber) == "Scrubber(token=set)"
+    assert repr(Scrubber(None)) == repr(Scrubber("short")) == "Scrubber(token=none)"
+    escaped = "".join(f"\\u{ord(c):04x}" if c == "S" else c for c in TOKEN)
+    body = f'{{"message": "Bearer {escaped}", "echo": "{TOKEN}"}}'.encode()
+    assert scrubber.scrub_body(body) == b'{"message": "***", "echo": "***"}'
+    assert scrubber.holds_secret(body.decode()) and not scrubber.holds_secret(b"tok-3f9a1c7e")
+    headers = {"Content-Length": "3", "X-Echo": f"Bearer {TOKEN}", "Date": "now"}
+    assert scrubber.storable_headers(headers) == {"Date": "now"}
+
+
 def test_cache_files_are_owner_only(secret_sim, tmp_path):
     old = os.umask(0o022)
     try:

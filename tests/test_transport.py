@@ -301,7 +301,7 @@ def test_a_proxy_managers_own_connection_classes_are_kept(sim):
     from urllib3.connection import HTTPConnection
     from urllib3.connectionpool import HTTPConnectionPool
 
-    from mihu_frames.transport import _bounded
+    from mihu_frames.transport.connections import bounded
 
     made: list[str] = []
 
@@ -316,7 +316,7 @@ def test_a_proxy_managers_own_connection_classes_are_kept(sim):
     manager = urllib3.PoolManager()
     manager.pool_classes_by_scheme = {"http": TunnelPool}
     manager.connection_pool_kw["_socks_options"] = {"via": "tunnel"}
-    reply = _bounded(manager).request(
+    reply = bounded(manager).request(
         "GET", f"{sim.base_url}/api/v1/conversations/{sim.conversation_uuids[1]}/sessions"
     )
     assert reply.status == 401  # no token sent here: the point is the connection class

@@ -23,7 +23,7 @@ refuses deep nesting with an exception rather than crashing.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -55,6 +55,8 @@ from mihu_frames.schema import (
 _KNOWN = frozenset(CONVERSATION_FIELDS)
 #: Columns this library adds: a server field of the same name is kept in ``extra``.
 _RESERVED = frozenset(("extra", "fetched_at"))
+#: Makes the error of one field of one conversation: ``fail(field, detail)``.
+Fail = Callable[[str, str], ResponseFormatError]
 
 
 def decode_conversation_pages(
@@ -150,6 +152,22 @@ def _take(
 
     if not isinstance(record, dict):
         raise fail("data.data", f"expected an object, got {type(record).__name__}")
+    contact = _take_typed(record, columns, fail)
+    extra = _take_the_rest(record, row, stamps, fail)
+    others = {k: v for k, v in contact.items() if k not in CONTACT_KEYS}
+    if others:
+        extra["contact"] = others
+    for name, value in extra.items():
+        if value_depth(value) > MAX_EXTRA_DEPTH:
+            raise fail("extra", f"undocumented field {name!r:.40} nests too deeply")
+    extras.append(extra)
+
+
+def _take_typed(
+    record: dict[str, Any], columns: dict[str, list[Any]], fail: Fail
+) -> dict[str, Any]:
+    """Append the typed fields' values (all but the timestamps); return the contact (``{}``
+    for null)."""
     uuid = record.get("uuid")
     if not isinstance(uuid, str) or not UUID_RE.fullmatch(uuid):
         raise fail("uuid", f"'uuid' is not a conversation UUID: {uuid!r:.60}")
@@ -166,30 +184,31 @@ def _take(
     if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
         raise fail("sessions_count", f"expected an integer, got {count!r:.60}")
     columns["sessions_count"].append(count)
+    return contact
+
+
+def _take_the_rest(
+    record: dict[str, Any], row: int, stamps: dict[str, list[Any]], fail: Fail
+) -> dict[str, Any]:
+    """Append the timestamps' texts (documented, and other ``*_at`` fields holding text or
+    null); return the remaining undocumented fields, for ``extra``."""
     extra: dict[str, Any] = {}
     for name, value in record.items():
         if name in _KNOWN:
             if name in CONVERSATION_TIMESTAMP_FIELDS:
                 stamps[name].append(_text(value, name, fail))
-            continue
-        if (
+        elif (
             name.endswith("_at")
             and name not in _RESERVED
             and (value is None or isinstance(value, str))
         ):
             stamps.setdefault(name, [None] * row).append(value)
-            continue
-        extra[name] = value
+        else:
+            extra[name] = value
     for values in stamps.values():  # a field this row lacks
         if len(values) == row:
             values.append(None)
-    others = {k: v for k, v in contact.items() if k not in CONTACT_KEYS}
-    if others:
-        extra["contact"] = others
-    for name, value in extra.items():
-        if value_depth(value) > MAX_EXTRA_DEPTH:
-            raise fail("extra", f"undocumented field {name!r:.40} nests too deeply")
-    extras.append(extra)
+    return extra
 
 
 def _parse_or_keep(
@@ -208,7 +227,7 @@ def _parse_or_keep(
     return parse_timestamps(pa.array(kept, pa.string()), name)
 
 
-def _text(value: Any, field: str, fail: Any) -> str | None:
+def _text(value: Any, field: str, fail: Fail) -> str | None:
     if value is not None and not isinstance(value, str):
         raise fail(field, f"expected a string, got {value!r:.60}")
     return value

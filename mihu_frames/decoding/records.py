@@ -119,20 +119,28 @@ def _find_bad_value(records: Sequence[Mapping[str, Any]]) -> None:
     for i, record in enumerate(records):
         for name in API_SESSION_TYPE.names:
             value = record.get(name)
-            if value is None:
-                continue
-            if name == "contact":
-                if not isinstance(value, Mapping):
-                    raise FieldError(name, i, f"expected an object or null, got {value!r:.80}")
-                for key in CONTACT_FIELDS:
-                    if value.get(key) is not None and not isinstance(value.get(key), str):
-                        got = f"{value.get(key)!r:.80}"
-                        raise FieldError(f"contact.{key}", i, f"expected a string, got {got}")
-            elif name == "task_uuids":
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise FieldError(name, i, f"expected a list of strings, got {value!r:.80}")
-            elif not isinstance(value, str):
-                raise FieldError(name, i, f"expected a string, got {value!r:.80}")
+            if value is not None:
+                _check_value(name, value, i)
+
+
+def _check_value(name: str, value: Any, row: int) -> None:
+    """Raise a FieldError if ``value``, not null, does not fit field ``name``'s type."""
+    if name == "contact":
+        _check_contact(value, row)
+    elif name == "task_uuids":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FieldError(name, row, f"expected a list of strings, got {value!r:.80}")
+    elif not isinstance(value, str):
+        raise FieldError(name, row, f"expected a string, got {value!r:.80}")
+
+
+def _check_contact(value: Any, row: int) -> None:
+    if not isinstance(value, Mapping):
+        raise FieldError("contact", row, f"expected an object or null, got {value!r:.80}")
+    for key in CONTACT_FIELDS:
+        if value.get(key) is not None and not isinstance(value.get(key), str):
+            got = f"{value.get(key)!r:.80}"
+            raise FieldError(f"contact.{key}", row, f"expected a string, got {got}")
 
 
 def decode_page_slowly(body: bytes, info: PageInfo) -> tuple[pa.Table, PageEnvelope]:
