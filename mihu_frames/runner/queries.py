@@ -50,7 +50,7 @@ class Queries:
         return self.standing(self.states[index])
 
     def still_standing(self) -> Iterator[QueryRun]:
-        """Every query still standing, in index order of arrival."""
+        """Every query still standing, in the order they were started."""
         return (state for state in self.states.values() if self.standing(state))
 
     def renumbered(self, query: Query) -> Query:
