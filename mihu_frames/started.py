@@ -119,6 +119,10 @@ class StartedWindow:
             )
         return last
 
+    def may_grow(self, query: Query, rounds: list[int], page: int, asked: int) -> bool:
+        """Always: how far to read is decided page by page (:meth:`after`)."""
+        return True
+
     def keep(self, table: pa.Table, conversations: tuple[str, ...]) -> pa.Table:
         """The rows started in the window, each conversation's oldest first (conversations in
         the order asked; a stable sort keeps the API's order of equal starts)."""

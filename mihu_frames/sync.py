@@ -601,6 +601,10 @@ class Window:
         )
         return page
 
+    def may_grow(self, query: Query, rounds: list[int], page: int, asked: int) -> bool:
+        """Always: how far to read is decided page by page (:meth:`after`)."""
+        return True
+
 
 # --------------------------------------------------------------------------- helpers
 
