@@ -398,6 +398,17 @@ def test_a_latency_rise_cuts_the_rate_once_by_ten_percent():
     assert rate.rate == pytest.approx(0.9 * 9.0)
 
 
+def test_an_answer_slower_than_the_measuring_span_is_counted_without_failing():
+    """A first page that took 12.8 s (a big conversation built on demand) crashed the load with
+    an IndexError: the success it had just recorded fell out of the 10 s span."""
+    rate = SendRate()
+    rate.sending(0.0)
+    rate.succeeded(1, sent=0.0, now=12.8, latest=1)
+    run_requests(rate, 2, [13.0 + 0.05 * k for k in range(10)])
+    rate.refused(12, sent=13.5, now=13.55, in_flight={}, latest=12)
+    assert rate.rate is not None and rate.rate > 0
+
+
 # --- recovering -----------------------------------------------------------------------------------
 def cut_to_nine() -> SendRate:
     """A rate cut to 9/s at 0.55 (after #11, from 10 through in the first second)."""

@@ -120,7 +120,8 @@ class SendRate:
         trip; raise the rate while clean, or cut it on a latency rise."""
         successes = self._successes
         successes.append((ticket, sent))
-        while successes[0][1] < now - _MEASURE_SPAN:
+        # Drop what fell out of the span: a request slower than the span is dropped too.
+        while successes and successes[0][1] < now - _MEASURE_SPAN:
             successes.popleft()
         rtt = now - sent
         if rtt <= self._min_rtt[0] or now - self._min_rtt[1] > _MEASURE_SPAN:
