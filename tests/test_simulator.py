@@ -25,6 +25,7 @@ from mihu_frames.simulator import (
     Simulator,
 )
 from mihu_frames.simulator.cli import build_parser
+from mihu_frames.simulator.data import END_US, Dataset
 
 SIZES = (0, 1, 99, 100, 101, 250)
 DOCUMENTED_KEYS = [
@@ -636,8 +637,11 @@ def test_timestamp_formats_vary_and_are_exact(big: Simulator) -> None:
     assert all(shapes[k] > len(strings) * 0.05 for k in ("offset", "micro", "milli", "seconds"))
     offsets = {s[-6:] for s in strings if re.search(r"[+-]\d\d:\d\d$", s)}
     assert {"+03:00", "-05:00", "+05:30"} <= offsets
-    # every served string is exactly the internal instant, to the microsecond
-    for conv in big._data.conversations.values():
+    # every served string is exactly the internal instant, to the microsecond: the generator's
+    # own dataset for the same seed and sizes serves what ``big`` serves, and holds the instants
+    data = Dataset(big.seed, big.sizes, lambda: END_US)
+    assert data.ground_truth(None, None, None) == big.ground_truth()
+    for conv in data.conversations.values():
         for session in conv.sessions:
             served = json.loads(session.body)
             for name in TIMESTAMPS:
