@@ -68,7 +68,7 @@ class DataClock:
         Returns
         -------
         str
-            An RFC 7231 date, such as ``"Sat, 31 Oct 2026 00:00:01 GMT"``.
+            An RFC 7231 date, such as ``"Sun, 01 Nov 2026 00:00:01 GMT"``.
         """
         us = max(self.now_us(), latest_us)
         seconds = -(-us // _SEC)
