@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 from pandas.tseries.offsets import BaseOffset
 
 from mihu_frames.engines import activity, backend_of, compute, hourly_profile, is_frame
+from mihu_frames.engines.backends import Backend
 from mihu_frames.schema import UUID_RE
 from mihu_frames.stats import (
     ACTIVITY_COLUMNS,
@@ -190,7 +192,28 @@ def plot_durations(
     if "duration" not in df.columns:
         raise ValueError("plot_durations: not a sessions frame, missing column 'duration'")
     ax = _axes(ax, (8, 4.5))
+    durations = _frame_durations(df, keys, log)
+    if kind == "hist":
+        return _durations_hist(ax, durations, density)
+    return _durations_box(ax, durations)
 
+
+@dataclass
+class _Durations:
+    """A sessions frame's durations as plot_durations draws them: per group, in ``unit``."""
+
+    keys: list[Any] | None
+    labels: list[str]  # shortened group labels
+    data: list[np.ndarray]  # each group's durations in ``unit``, zeros left out on a log axis
+    unit: str
+    log: bool
+    title: str
+    group_label: str  # the axis/legend title of the groups
+
+
+def _frame_durations(df: pd.DataFrame, keys: list[Any] | None, log: bool | None) -> _Durations:
+    """The groups, unit, scale and title of ``df``'s ended sessions' durations; warns of the
+    sessions a log axis cannot show."""
     ended = df[df["duration"].notna()]
     seconds_all = ended["duration"].dt.total_seconds().to_numpy(dtype=np.float64)
     if keys is None:
@@ -201,7 +224,6 @@ def plot_durations(
             (_label(key), values.dt.total_seconds().to_numpy(dtype=np.float64))
             for key, values in grouped
         ]
-
     positive = seconds_all[seconds_all > 0]
     if log is None:
         log = bool(positive.size) and positive.max() / positive.min() >= LOG_SPAN
@@ -210,79 +232,127 @@ def plot_durations(
     if log:
         hidden = int((seconds_all <= 0).sum())
         groups = [(label, values[values > 0]) for label, values in groups]
-    groups = [(label, values / scale) for label, values in groups]
     labels, shortened = _short_labels([label for label, _ in groups])
-    data = [values for _, values in groups]
     key_names = ", ".join(map(str, keys)) if keys else ""
-    title = "Session durations" + (f" by {key_names}" if keys else "")
+    title = _durations_title(keys)
     if hidden:
-        # A log axis has no place for a zero (or negative) duration: say how many are not drawn.
-        length = "zero length" if not (seconds_all < 0).any() else "zero or negative length"
-        note = f"{hidden:,} session{'s' * (hidden != 1)} of {length} not shown (log axis)"
+        note = _hidden_note(hidden, negative=bool((seconds_all < 0).any()))
         title += f"\n({note})"
-        warnings.warn(f"plot_durations: {note}", UserWarning, stacklevel=2)
-    axis_label = f"duration ({unit})"
-    group_label = key_names + (" (first characters)" if shortened else "")
+        warnings.warn(f"plot_durations: {note}", UserWarning, stacklevel=3)
+    return _Durations(
+        keys=keys,
+        labels=labels,
+        data=[values / scale for _, values in groups],
+        unit=unit,
+        log=bool(log),
+        title=title,
+        group_label=key_names + (" (first characters)" if shortened else ""),
+    )
 
-    if not any(values.size for values in data):
-        ax.text(0.5, 0.5, "no ended sessions", ha="center", va="center", transform=ax.transAxes)
-    elif kind == "hist":
-        everything = np.concatenate(data)
-        if log:
+
+def _durations_title(keys: list[Any] | None) -> str:
+    return "Session durations" + (f" by {', '.join(map(str, keys))}" if keys else "")
+
+
+def _hidden_note(hidden: int, *, negative: bool) -> str:
+    """A log axis has no place for a zero (or negative) duration: say how many are not drawn."""
+    length = "zero or negative length" if negative else "zero length"
+    return f"{hidden:,} session{'s' * (hidden != 1)} of {length} not shown (log axis)"
+
+
+def _no_ended_sessions(ax: Axes) -> None:
+    ax.text(0.5, 0.5, "no ended sessions", ha="center", va="center", transform=ax.transAxes)
+
+
+def _durations_hist(ax: Axes, d: _Durations, density: bool) -> Axes:
+    """``kind="hist"``: one histogram, or one outline per group with a legend."""
+    if not any(values.size for values in d.data):
+        _no_ended_sessions(ax)
+    else:
+        everything = np.concatenate(d.data)
+        if d.log:
             bins = np.geomspace(everything.min(), everything.max() * 1.0001, 41)
         else:
             bins = np.histogram_bin_edges(everything, bins=40)
-        bins = cast(Any, bins)  # an array of edges, which matplotlib takes
-        weights = [np.full(v.size, 1 / v.size) if density and v.size else None for v in data]
-        if keys is None:
-            ax.hist(
-                data[0], bins=bins, weights=weights[0], color="C0", edgecolor="white", linewidth=0.5
-            )
-        else:
+        weights = (
+            [np.full(v.size, 1 / v.size) if v.size else None for v in d.data] if density else None
+        )
+        sized = None
+        if d.keys is not None:
             sized = [
-                f"{label} (n={values.size:,})" for label, values in zip(labels, data, strict=True)
+                f"{label} (n={values.size:,})"
+                for label, values in zip(d.labels, d.data, strict=True)
             ]
-            ax.hist(
-                data,
-                bins=bins,
-                weights=cast(Any, weights) if density else None,
-                histtype="step",
-                linewidth=1.5,
-                label=sized,
-            )
-            handles, names = ax.get_legend_handles_labels()
-            order = [names.index(name) for name in sized]  # group order, not drawing order
-            ax.legend([handles[i] for i in order], sized, title=group_label, fontsize="small")
+        _draw_hist(ax, d.data, bins, weights, sized, d.group_label)
+    _hist_axes(ax, d.unit, d.keys, density=density, log=d.log)
+    ax.set_title(d.title)
+    return ax
+
+
+def _draw_hist(
+    ax: Axes,
+    values: list[np.ndarray],
+    bins: np.ndarray,
+    weights: list[Any] | None,
+    sized: list[str] | None,
+    group_label: str,
+) -> None:
+    """One filled histogram (``sized`` None), or one outline per group, legend in group order."""
+    edges = cast(Any, bins)  # an array of edges, which matplotlib takes
+    if sized is None:
+        first = None if weights is None else weights[0]
+        ax.hist(values[0], bins=edges, weights=first, color="C0", edgecolor="white", linewidth=0.5)
+        return
+    ax.hist(
+        values,
+        bins=edges,
+        weights=cast(Any, weights),
+        histtype="step",
+        linewidth=1.5,
+        label=sized,
+    )
+    handles, names = ax.get_legend_handles_labels()
+    order = [names.index(name) for name in sized]  # group order, not drawing order
+    ax.legend([handles[i] for i in order], sized, title=group_label, fontsize="small")
+
+
+def _hist_axes(ax: Axes, unit: str, keys: list[Any] | None, *, density: bool, log: bool) -> None:
+    """A durations histogram's axis labels and scales."""
+    ax.set_xlabel(f"duration ({unit})")
+    if density:
+        ax.set_ylabel("share of sessions" + (" in each group" if keys else "") + " per bin")
     else:
-        ax.boxplot(data, showfliers=True)
+        ax.set_ylabel("sessions")
+        _integer_ticks(ax.yaxis)
+    if log:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+
+
+def _durations_box(ax: Axes, d: _Durations) -> Axes:
+    """``kind="box"``: one box per group, labelled with its number of sessions."""
+    if not any(values.size for values in d.data):
+        _no_ended_sessions(ax)
+    else:
+        labels = d.labels
+        ax.boxplot(d.data, showfliers=True)
         rotate = len(labels) > 6 or max(len(label) for label in labels) > 12
         size = "small" if len(labels) > 12 else None
         sep = " " if rotate else "\n"
         sized = [
-            f"{label}{sep}(n={values.size:,})" for label, values in zip(labels, data, strict=True)
+            f"{label}{sep}(n={values.size:,})" for label, values in zip(labels, d.data, strict=True)
         ]
         ax.set_xticks(range(1, len(labels) + 1), sized)
         if rotate:
             # Anchor each rotated label's end under its box.
             for tick in ax.get_xticklabels():
                 tick.set(rotation=30, ha="right", rotation_mode="anchor", fontsize=size)
-    if kind == "hist":
-        ax.set_xlabel(axis_label)
-        if density:
-            ax.set_ylabel("share of sessions" + (" in each group" if keys else "") + " per bin")
-        else:
-            ax.set_ylabel("sessions")
-            _integer_ticks(ax.yaxis)
-        if log:
-            ax.set_xscale("log")
-            _plain_log_ticks(ax.xaxis)
-    else:
-        ax.set_ylabel(axis_label)
-        ax.set_xlabel(group_label)
-        if log:
-            ax.set_yscale("log")
-            _plain_log_ticks(ax.yaxis)
-    ax.set_title(title)
+    ax.set_ylabel(f"duration ({d.unit})")
+    ax.set_xlabel(d.group_label)
+    if d.log:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    ax.set_title(d.title)
     return ax
 
 
@@ -307,55 +377,50 @@ def _durations_elsewhere(
     median = summary.median_seconds
     unit, scale = _duration_unit(np.array([] if np.isnan(median) else [median]))
     hidden = summary.non_positive if log else 0
-    key_names = ", ".join(map(str, keys)) if keys else ""
-    title = "Session durations" + (f" by {key_names}" if keys else "")
+    title = _durations_title(keys)
     if hidden:
-        length = "zero or negative length" if summary.negative else "zero length"
-        note = f"{hidden:,} session{'s' * (hidden != 1)} of {length} not shown (log axis)"
+        note = _hidden_note(hidden, negative=bool(summary.negative))
         title += f"\n({note})"
         warnings.warn(f"plot_durations: {note}", UserWarning, stacklevel=3)
     low = summary.low_positive if log else summary.low
     if not summary.counts.sum() or np.isnan(low):
-        ax.text(0.5, 0.5, "no ended sessions", ha="center", va="center", transform=ax.transAxes)
+        _no_ended_sessions(ax)
     else:
-        low, high = low / scale, summary.high / scale
-        if log:
-            bins = np.geomspace(low, high * 1.0001, 41)
-        else:
-            bins = np.histogram_bin_edges(np.array([low, high]), bins=40)
-        counts = compute.duration_histogram(backend, by, bins, scale, bool(log))
-        edges = cast(Any, bins)  # an array of edges, which matplotlib takes
-        sizes = counts.sum(axis=1)
-        weights = [c / n if density and n else c for c, n in zip(counts, sizes, strict=True)]
-        lefts = [bins[:-1]] * len(weights)
-        if keys is None:
-            ax.hist(
-                lefts[0],
-                bins=edges,
-                weights=weights[0],
-                color="C0",
-                edgecolor="white",
-                linewidth=0.5,
-            )
-        else:
-            labels, shortened = _short_labels([_label(k) for k in summary.labels])
-            sized = [f"{label} (n={n:,})" for label, n in zip(labels, sizes, strict=True)]
-            ax.hist(lefts, bins=edges, weights=weights, histtype="step", linewidth=1.5, label=sized)
-            group_label = key_names + (" (first characters)" if shortened else "")
-            handles, names = ax.get_legend_handles_labels()
-            order = [names.index(name) for name in sized]  # group order, not drawing order
-            ax.legend([handles[i] for i in order], sized, title=group_label, fontsize="small")
-    ax.set_xlabel(f"duration ({unit})")
-    if density:
-        ax.set_ylabel("share of sessions" + (" in each group" if keys else "") + " per bin")
-    else:
-        ax.set_ylabel("sessions")
-        _integer_ticks(ax.yaxis)
-    if log:
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
+        _counted_hist(ax, backend, by, summary, keys, scale=scale, log=bool(log), density=density)
+    _hist_axes(ax, unit, keys, density=density, log=bool(log))
     ax.set_title(title)
     return ax
+
+
+def _counted_hist(
+    ax: Axes,
+    backend: Backend,
+    by: By,
+    summary: compute.DurationSummary,
+    keys: list[Any] | None,
+    *,
+    scale: float,
+    log: bool,
+    density: bool,
+) -> None:
+    """The histogram of a source's durations, from the engine's counts per bin (each count
+    drawn as the weight of its bin's left edge)."""
+    low = summary.low_positive if log else summary.low
+    low, high = low / scale, summary.high / scale
+    if log:
+        bins = np.geomspace(low, high * 1.0001, 41)
+    else:
+        bins = np.histogram_bin_edges(np.array([low, high]), bins=40)
+    counts = compute.duration_histogram(backend, by, bins, scale, log)
+    sizes = counts.sum(axis=1)
+    weights = [c / n if density and n else c for c, n in zip(counts, sizes, strict=True)]
+    lefts = [bins[:-1]] * len(weights)
+    sized, group_label = None, ""
+    if keys is not None:
+        labels, shortened = _short_labels([_label(k) for k in summary.labels])
+        sized = [f"{label} (n={n:,})" for label, n in zip(labels, sizes, strict=True)]
+        group_label = ", ".join(map(str, keys)) + (" (first characters)" if shortened else "")
+    _draw_hist(ax, lefts, bins, weights, sized, group_label)
 
 
 def _is_activity(frame: Any) -> bool:
@@ -473,26 +538,8 @@ def plot_activity(
     >>> ax = plot_activity(activity(df, "W"))                 # doctest: +SKIP
     """
     _pyplot()
-    import matplotlib.dates as mdates
-    from matplotlib.patches import Patch
-
     check_tz(tz, "plot_activity")
-
-    given_activity = _is_activity(df_or_activity)
-    if given_activity:
-        table = df_or_activity
-        if not isinstance(table.index, pd.DatetimeIndex):
-            raise ValueError(
-                "plot_activity: expected one group's activity with a DatetimeIndex; "
-                "select a group first, e.g. act.loc[key]"
-            )
-        if table.index.tz is None:
-            table = table.tz_localize(tz)
-        tz = str(table.index.tz)
-        sessions = None
-    else:
-        sessions = df_or_activity
-        table = activity(sessions, freq or "1D", tz=tz)
+    table, sessions, tz = _activity_table(df_or_activity, freq, tz)
     # A table that lost its attrs and is too short to infer from is read as daily, as before.
     buckets = _table_buckets(table, freq or (None if len(table) >= 3 else "1D"))
     asked, asked_rows = buckets.offset, len(table)
@@ -509,50 +556,8 @@ def plot_activity(
             f"\n(regrouped from {asked_rows:,} buckets per {_freq_words(asked)}, "
             f"too many to read as bars)"
         )
-
     if len(table):
-        edges = np.append(buckets.start, buckets.end[-1])
-        x = mdates.date2num(pd.to_datetime(edges, unit="us", utc=True).to_pydatetime())
-        widths = np.diff(x)
-        started = table["started"].to_numpy()
-        bars = ax.bar(
-            x[:-1], started, width=widths * 0.9, align="edge", color="C0", label="sessions started"
-        )
-        partial = buckets.partial
-        # A partial bucket is shaded over its whole height (its bar may be tiny or empty) and
-        # its bar drawn lighter, so it does not read as a real drop.
-        for bar in np.asarray(bars.patches, dtype=object)[partial]:
-            bar.set(alpha=_PARTIAL_ALPHA)
-        for left, right in zip(x[:-1][partial], x[1:][partial], strict=True):
-            ax.fill_between(
-                [left, right], 0, 1, transform=ax.get_xaxis_transform(), **_PARTIAL_STYLE
-            )
-        peak = table["peak_concurrent"].to_numpy()
-        twin.plot(
-            x[:-1] + widths / 2,
-            peak,
-            color="C1",
-            drawstyle="steps-mid",
-            marker="o" if len(table) <= 60 else None,
-            markersize=3,
-            label="peak concurrent",
-        )
-        handles = [bars, twin.get_lines()[0]]
-        if partial.any() and buckets.fetched_at is not None:
-            fetched = buckets.fetched_at.tz_convert(tz)
-            handles.append(
-                Patch(
-                    **_PARTIAL_STYLE,
-                    label=f"partial bucket (data fetched {fetched:%Y-%m-%d %H:%M})",
-                )
-            )
-        # Head room so the legend sits above the bars and the line.
-        ax.set_ylim(0, max(1, started.max()) * 1.3)
-        twin.set_ylim(0, max(1, peak.max()) * 1.3)
-        ax.legend(handles=handles, loc="upper left", fontsize="small", ncols=len(handles))
-        locator = mdates.AutoDateLocator(tz=tz)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
+        _draw_activity(ax, twin, table, buckets, tz)
     else:
         ax.text(0.5, 0.5, "no sessions", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylim(bottom=0)
@@ -564,6 +569,76 @@ def plot_activity(
     ax.set_xlabel(f"time ({tz})")
     ax.set_title(title)
     return ax
+
+
+def _activity_table(
+    df_or_activity: pd.DataFrame, freq: str | BaseOffset | None, tz: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    """The activity table to draw, the sessions frame it came from (None: a table was given)
+    and the time zone it is in (a table keeps its own)."""
+    if not _is_activity(df_or_activity):
+        return activity(df_or_activity, freq or "1D", tz=tz), df_or_activity, tz
+    table = df_or_activity
+    if not isinstance(table.index, pd.DatetimeIndex):
+        raise ValueError(
+            "plot_activity: expected one group's activity with a DatetimeIndex; "
+            "select a group first, e.g. act.loc[key]"
+        )
+    if table.index.tz is None:
+        table = table.tz_localize(tz)
+    return table, None, str(table.index.tz)
+
+
+def _draw_activity(
+    ax: Axes, twin: Axes, table: pd.DataFrame, buckets: _TableBuckets, tz: str
+) -> None:
+    """The bars (partial buckets shaded), the concurrency steps, the legend and the date axis."""
+    import matplotlib.dates as mdates
+
+    edges = np.append(buckets.start, buckets.end[-1])
+    x = mdates.date2num(pd.to_datetime(edges, unit="us", utc=True).to_pydatetime())
+    widths = np.diff(x)
+    started = table["started"].to_numpy()
+    bars = ax.bar(
+        x[:-1], started, width=widths * 0.9, align="edge", color="C0", label="sessions started"
+    )
+    partial = buckets.partial
+    # A partial bucket is shaded over its whole height (its bar may be tiny or empty) and
+    # its bar drawn lighter, so it does not read as a real drop.
+    for bar in np.asarray(bars.patches, dtype=object)[partial]:
+        bar.set(alpha=_PARTIAL_ALPHA)
+    for left, right in zip(x[:-1][partial], x[1:][partial], strict=True):
+        ax.fill_between([left, right], 0, 1, transform=ax.get_xaxis_transform(), **_PARTIAL_STYLE)
+    peak = table["peak_concurrent"].to_numpy()
+    twin.plot(
+        x[:-1] + widths / 2,
+        peak,
+        color="C1",
+        drawstyle="steps-mid",
+        marker="o" if len(table) <= 60 else None,
+        markersize=3,
+        label="peak concurrent",
+    )
+    handles = [bars, twin.get_lines()[0], *_partial_handle(buckets, tz)]
+    # Head room so the legend sits above the bars and the line.
+    ax.set_ylim(0, max(1, started.max()) * 1.3)
+    twin.set_ylim(0, max(1, peak.max()) * 1.3)
+    ax.legend(handles=handles, loc="upper left", fontsize="small", ncols=len(handles))
+    locator = mdates.AutoDateLocator(tz=tz)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
+
+
+def _partial_handle(buckets: _TableBuckets, tz: str) -> list[Any]:
+    """The legend entry of the partial buckets, when there are some and the fetch time is known."""
+    from matplotlib.patches import Patch
+
+    if not buckets.partial.any() or buckets.fetched_at is None:
+        return []
+    fetched = buckets.fetched_at.tz_convert(tz)
+    return [
+        Patch(**_PARTIAL_STYLE, label=f"partial bucket (data fetched {fetched:%Y-%m-%d %H:%M})")
+    ]
 
 
 def plot_hourly(

@@ -25,6 +25,8 @@ from mihu_frames.simulator import (
     Simulator,
 )
 from mihu_frames.simulator.cli import build_parser
+from mihu_frames.simulator.clock import DataClock
+from mihu_frames.simulator.data import END_US, Dataset
 
 SIZES = (0, 1, 99, 100, 101, 250)
 DOCUMENTED_KEYS = [
@@ -636,8 +638,11 @@ def test_timestamp_formats_vary_and_are_exact(big: Simulator) -> None:
     assert all(shapes[k] > len(strings) * 0.05 for k in ("offset", "micro", "milli", "seconds"))
     offsets = {s[-6:] for s in strings if re.search(r"[+-]\d\d:\d\d$", s)}
     assert {"+03:00", "-05:00", "+05:30"} <= offsets
-    # every served string is exactly the internal instant, to the microsecond
-    for conv in big._data.conversations.values():
+    # every served string is exactly the internal instant, to the microsecond: the generator's
+    # own dataset for the same seed and sizes serves what ``big`` serves, and holds the instants
+    data = Dataset(big.seed, big.sizes, lambda: END_US)
+    assert data.ground_truth(None, None, None) == big.ground_truth()
+    for conv in data.conversations.values():
         for session in conv.sessions:
             served = json.loads(session.body)
             for name in TIMESTAMPS:
@@ -908,3 +913,21 @@ def test_lifecycle() -> None:
     sim.stop()  # idempotent
     with pytest.raises(RuntimeError):
         _ = sim.base_url
+
+
+def test_the_data_clock_continues_the_data_and_dates_at_or_after_every_instant() -> None:
+    # The clock apart from the server: DATA_END until started, then DATA_END plus the elapsed
+    # time; a Date header is rounded up to the second and never before the latest instant.
+    clock = DataClock("simulated")
+    assert clock.now() == DATA_END and clock.now_us() == END_US
+    assert clock.http_date(END_US) == "Sun, 01 Nov 2026 00:00:00 GMT"
+    assert clock.http_date(END_US + 1) == "Sun, 01 Nov 2026 00:00:01 GMT"
+    assert clock.http_date(END_US + 3_600_000_000) == "Sun, 01 Nov 2026 01:00:00 GMT"
+    clock.start()
+    time.sleep(0.01)
+    first = clock.now_us()
+    assert END_US + 10_000 <= first < END_US + 5_000_000
+    clock.start()  # a restart does not turn the clock back
+    assert clock.now_us() >= first
+    wall = DataClock("wall")
+    assert abs(wall.now().timestamp() - time.time()) < 5

@@ -426,20 +426,9 @@ def activity(
     codes, index, _ = _groups(ranges, keys)
     if keys is None:
         index = pd.RangeIndex(1 if ranges.num_rows else 0)
-    ngroups = len(index)
-    order = np.empty(ngroups, dtype=np.int64)
+    order = np.empty(len(index), dtype=np.int64)
     order[codes] = np.arange(ranges.num_rows)
-    fetched = _ints(ranges, "fetched", _NAT)
-    fetched = fetched[fetched != _NAT]
-    meta: dict[str, object] = {
-        "freq": offset.freqstr,
-        "tz": str(tz),
-        "closed": closed,
-        "label": label,
-        "fetched_at": pd.Timestamp(int(fetched.max()), unit="us", tz="UTC")
-        if fetched.size
-        else None,
-    }
+    meta = _activity_meta(ranges, offset, tz, closed, label)
     key_index = index if keys is not None else None
     started_n = _ints(ranges, "started", 0)
     if ranges.num_rows == 0 or not started_n.any():
@@ -450,46 +439,112 @@ def activity(
     buckets = _bucket_layout(
         int(group_lo[present].min()), int(group_hi[present].max()), offset, tz, closed, label
     )
-    lookup = _Lookup.of(d, buckets, offset)
-    table = backend.run(_activity_sql(d, keys, lookup))
+    table = backend.run(_activity_sql(d, keys, _Lookup.of(d, buckets, offset)))
+    cells = _Cells.of(buckets, group_lo, group_hi, present)
+    columns = _activity_columns(table, cells.rows(table, ranges, keys), cells, buckets)
+    logger.debug(
+        "activity on %s: %d groups, %d buckets of %s in %s",
+        backend.described,
+        int(present.sum()),
+        cells.ncells,
+        offset.freqstr,
+        tz,
+    )
+    labels = buckets.labels[cells.cell_bucket]
+    result_index = _activity_index(key_index, labels, cells.lengths, tz)
+    return _activity_frame(columns, result_index, meta)
 
-    first = np.where(present, buckets.of(np.where(present, group_lo, 0)), 0)
-    last = np.where(present, buckets.of(np.where(present, group_hi, 0)), -1)
-    lengths = np.where(present, last - first + 1, 0)
-    offsets = np.cumsum(lengths) - lengths
-    ncells = int(lengths.sum())
-    base = offsets - first
-    cell_bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
 
-    row_group = np.zeros(table.num_rows, dtype=np.int64)
-    if keys is not None:  # group positions of the result rows, in the ranges' groups
-        both = pa.concat_tables(
-            [
-                ranges.select([f"g{i}" for i in range(len(keys))]),
-                table.select([f"g{i}" for i in range(len(keys))]).cast(
-                    ranges.select([f"g{i}" for i in range(len(keys))]).schema
-                ),
-            ]
-        )
-        row_group = _groups(both, keys)[0][ranges.num_rows :]
-    kind = _ints(table, "kind")
-    bucket = _ints(table, "b", -1)
-    inside = (bucket >= first[row_group]) & (bucket <= last[row_group])
-    cell = np.where(inside, base[row_group] + bucket, 0)
+def _activity_meta(
+    ranges: pa.Table, offset: BaseOffset, tz: object, closed: Side, label: Side
+) -> dict[str, object]:
+    """The ``attrs["activity"]`` of the result: its buckets and when the data was fetched."""
+    fetched = _ints(ranges, "fetched", _NAT)
+    fetched = fetched[fetched != _NAT]
+    return {
+        "freq": offset.freqstr,
+        "tz": str(tz),
+        "closed": closed,
+        "label": label,
+        "fetched_at": pd.Timestamp(int(fetched.max()), unit="us", tz="UTC")
+        if fetched.size
+        else None,
+    }
 
-    def per_cell(k: int, column: str, shift: int = 0) -> np.ndarray:
-        mask = (kind == k) & inside
+
+@dataclass(frozen=True)
+class _Cells:
+    """The result's rows: for each group (in the ranges' order) its buckets from the first it
+    touches to the last, one cell each, the groups one after another."""
+
+    first: np.ndarray  # each group's first bucket
+    last: np.ndarray  # each group's last bucket (-1: no bucket)
+    lengths: np.ndarray  # each group's number of cells
+    offsets: np.ndarray  # each group's first cell
+    ncells: int
+    base: np.ndarray  # cell of bucket b of group g: base[g] + b
+    cell_bucket: np.ndarray  # the bucket of each cell
+
+    @classmethod
+    def of(
+        cls, buckets: _Buckets, group_lo: np.ndarray, group_hi: np.ndarray, present: np.ndarray
+    ) -> _Cells:
+        first = np.where(present, buckets.of(np.where(present, group_lo, 0)), 0)
+        last = np.where(present, buckets.of(np.where(present, group_hi, 0)), -1)
+        lengths = np.where(present, last - first + 1, 0)
+        offsets = np.cumsum(lengths) - lengths
+        ncells = int(lengths.sum())
+        cell_bucket = np.repeat(first - offsets, lengths) + np.arange(ncells)
+        return cls(first, last, lengths, offsets, ncells, offsets - first, cell_bucket)
+
+    def rows(self, table: pa.Table, ranges: pa.Table, keys: list[str] | None) -> _Rows:
+        """Where each row of the activity query's result goes."""
+        row_group = np.zeros(table.num_rows, dtype=np.int64)
+        if keys is not None:  # group positions of the result rows, in the ranges' groups
+            names = [f"g{i}" for i in range(len(keys))]
+            both = pa.concat_tables(
+                [
+                    ranges.select(names),
+                    table.select(names).cast(ranges.select(names).schema),
+                ]
+            )
+            row_group = _groups(both, keys)[0][ranges.num_rows :]
+        bucket = _ints(table, "b", -1)
+        inside = (bucket >= self.first[row_group]) & (bucket <= self.last[row_group])
+        cell = np.where(inside, self.base[row_group] + bucket, 0)
+        return _Rows(_ints(table, "kind"), cell, inside)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The activity query's rows: their part (``kind``), their cell, whether it is one."""
+
+    kind: np.ndarray
+    cell: np.ndarray
+    inside: np.ndarray
+
+    def per_cell(self, table: pa.Table, k: int, column: str, ncells: int, shift: int = 0) -> Any:
+        """``column`` of the rows of part ``k`` summed per cell (``ncells + 1`` long)."""
+        mask = (self.kind == k) & self.inside
         out = np.zeros(ncells + 1, dtype=np.int64)
-        np.add.at(out, cell[mask] + shift, _ints(table, column)[mask])
+        np.add.at(out, self.cell[mask] + shift, _ints(table, column)[mask])
         return out
 
-    started = per_cell(0, "a")[:ncells]
-    ended = per_cell(1, "a")[:ncells]
+
+def _activity_columns(
+    table: pa.Table, rows: _Rows, cells: _Cells, buckets: _Buckets
+) -> dict[str, np.ndarray]:
+    """The five activity columns per cell, from the six parts of the query's result."""
+    ncells = cells.ncells
+
+    def per_cell(k: int, column: str, shift: int = 0) -> np.ndarray:
+        return rows.per_cell(table, k, column, ncells, shift)
+
     first_n = per_cell(2, "a")
     last_n = per_cell(3, "a")
     active = np.cumsum(first_n - np.concatenate(([0], last_n[:-1])))[:ncells]
     cover = per_cell(2, "z", 1) - per_cell(3, "z")
-    width = buckets.edges[cell_bucket + 1] - buckets.edges[cell_bucket]
+    width = buckets.edges[cells.cell_bucket + 1] - buckets.edges[cells.cell_bucket]
     busy = per_cell(2, "x")[:ncells] + per_cell(3, "x")[:ncells]
     busy = busy + np.cumsum(cover)[:ncells] * width
     starts_at_b0 = per_cell(2, "y")[:ncells]
@@ -497,30 +552,19 @@ def activity(
     # level entering each cell: starts minus end events of the cells before, within a group
     flow = first_n[:ncells] - per_cell(4, "a")[:ncells]
     running = np.concatenate(([0], np.cumsum(flow)))
-    level_in = running[:-1] - running[np.repeat(offsets, lengths)]
+    level_in = running[:-1] - running[np.repeat(cells.offsets, cells.lengths)]
     has_events = np.zeros(ncells, dtype=bool)
     run_max = np.zeros(ncells, dtype=np.int64)
-    mask = (kind == 5) & inside
-    run_max[cell[mask]] = _ints(table, "a")[mask]
-    has_events[cell[mask]] = True
-    peak = np.where(has_events, np.maximum(peak, level_in + run_max), peak)
-    logger.debug(
-        "activity on %s: %d groups, %d buckets of %s in %s",
-        backend.described,
-        int(present.sum()),
-        ncells,
-        offset.freqstr,
-        tz,
-    )
-    columns = {
-        "started": started,
-        "ended": ended,
+    mask = (rows.kind == 5) & rows.inside
+    run_max[rows.cell[mask]] = _ints(table, "a")[mask]
+    has_events[rows.cell[mask]] = True
+    return {
+        "started": per_cell(0, "a")[:ncells],
+        "ended": per_cell(1, "a")[:ncells],
         "active_sessions": active,
-        "peak_concurrent": peak,
+        "peak_concurrent": np.where(has_events, np.maximum(peak, level_in + run_max), peak),
         "busy_time": busy,
     }
-    result_index = _activity_index(key_index, buckets.labels[cell_bucket], lengths, tz)
-    return _activity_frame(columns, result_index, meta)
 
 
 # --------------------------------------------------------------------------- hourly_profile

@@ -20,7 +20,10 @@ Modules, one concern each; each imports only modules above it here:
 - ``listing``: the account's conversations as the listing derives them from their sessions;
 - ``server``: HTTP plumbing, routing, envelopes and Laravel error bodies;
 - ``faults``: ``fail_next`` rules, the random faults and the two rate limiters;
-- ``app``: ``Simulator``, which puts them together and answers requests (its pipeline);
+- ``clock``: ``DataClock``, the simulated time that continues the data (``now``, ``Date``);
+- ``endpoints``: the application: auth and the three endpoints' answers;
+- ``pipeline``: a request's way through latency, faults and rate limits to the endpoints;
+- ``app``: ``Simulator``, the public face that puts them together;
 - ``remote``: ``spawn`` and its control channel; ``cli``: the command line (``main``).
 
 Examples

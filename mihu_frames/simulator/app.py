@@ -1,97 +1,30 @@
-"""``Simulator``: the options, the data, the faults and the server put together.
+"""``Simulator``: the options, the data, the clock, the pipeline and the server put together.
 
-A request goes through one pipeline (``Simulator._handle``), in this order:
-
-1. latency (``latency``);
-2. the fault of the request (``faults.py``: a queued ``fail_next`` rule or a random draw), which
-   may drop the connection, stall, or replace the answer (401, 429, 5xx): such requests stand in
-   front of the application and are not counted by the rate limiters;
-3. a path that is no API route gets ``404 Not found.`` (not counted either);
-4. the token bucket (``bucket_rate``/``bucket_burst``), a gateway in front of the application:
-   a 429 with only ``Retry-After: 1``;
-5. Laravel's throttle (``rate_limit_max`` per ``rate_window``): a 429 with ``Retry-After`` and
-   ``X-RateLimit-*``; when it lets the request through, its ``X-RateLimit-Limit``/``-Remaining``
-   go on whatever the application answers next, errors included;
-6. the application: auth (401), the endpoint (404, 422, the page);
-7. a body fault (``invalid_json``, ``bad_envelope``, ``html200``) may spoil that answer.
-
-Both limiters key on the bearer token presented (hashed), or the client address without one, so
-requests with a wrong token are counted apart from the right one's. Every request is recorded
-with the status it got (``RequestRecord``).
-
-The server keeps a simulated clock that continues the data: ``Simulator.now()`` is ``DATA_END`` (the
-end of the generated span) plus the time since ``start``. The ``Date`` header of every response
-and the timestamps written by ``add_sessions``, ``touch_sessions`` and drift come from it, so open
-sessions look minutes or hours old however long after ``DATA_END`` the demo runs. ``clock="wall"``
-uses the real clock instead. Sleeps (latency, stalls) never hold a lock.
+The ``Simulator`` is the public face: it holds the options (the knobs are its attributes, read at
+each request), starts and stops the server thread, and hands each request to its ``Pipeline``
+(``pipeline.py``: latency, faults, rate limits, then the ``Endpoints`` of ``endpoints.py``). Its
+data methods (``ground_truth``, ``add_sessions`` ...) are the ``Dataset``'s (``data.py``); its
+``now()`` is the ``DataClock``'s (``clock.py``), which continues the data past ``DATA_END``.
 """
 
 from __future__ import annotations
 
-import email.utils
-import hmac
 import json
 import logging
-import threading
-import time
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from mihu_frames.simulator import listing
 from mihu_frames.simulator import options as _options
-from mihu_frames.simulator.data import (
-    CHANNELS,
-    END_US,
-    EPOCH_UTC,
-    SORT_KEYS,
-    STATUSES,
-    TYPES,
-    Dataset,
-)
-from mihu_frames.simulator.faults import (
-    BODY_FAULTS,
-    Faults,
-    FixedWindow,
-    Odds,
-    TokenBucket,
-    fault_response,
-    limit_key,
-)
+from mihu_frames.simulator.clock import DataClock
+from mihu_frames.simulator.data import Dataset
+from mihu_frames.simulator.endpoints import Endpoints
 from mihu_frames.simulator.options import SimulatorOptions
-from mihu_frames.simulator.server import (
-    UUID_RE,
-    Handler,
-    RequestRecord,
-    Response,
-    Route,
-    Server,
-    error,
-    item,
-    paginated,
-    parse_int,
-    route,
-    validate,
-    validation_error,
-)
+from mihu_frames.simulator.pipeline import Pipeline
+from mihu_frames.simulator.server import RequestRecord, Serving
 
 logger = logging.getLogger(__name__)
-
-_SEC = 1_000_000
-_SESSION_CHOICES = (
-    ("status", "status", STATUSES),
-    ("type", "type", TYPES),
-    ("sort_by", "sort by", SORT_KEYS),
-    ("sort_dir", "sort dir", ("asc", "desc")),
-)
-_LISTING_CHOICES = (
-    ("sort_by", "sort by", listing.LISTING_SORT_KEYS),
-    ("sort_dir", "sort dir", ("asc", "desc")),
-    ("channel", "channel", CHANNELS),
-    ("status", "status", listing.CONVERSATION_STATUSES),
-)
-_LISTING_UUIDS = (("agent_uuid", "agent uuid"),)
 
 
 class Simulator:
@@ -147,16 +80,11 @@ class Simulator:
         chosen = SimulatorOptions(**options)
         for f in fields(chosen):
             setattr(self, f.name, getattr(chosen, f.name))
-        self.requests: list[RequestRecord] = []
-        self._requests_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
-        self._faults = Faults(self.seed)
-        self._throttle = FixedWindow()
-        self._bucket = TokenBucket()
-        self._started_ns: int | None = None  # time.monotonic_ns() at the first start()
-        self._data = Dataset(self.seed, self.sizes, self._now_us)
+        self._serving: Serving | None = None
+        self._clock = DataClock(self.clock)
+        self._data = Dataset(self.seed, self.sizes, self._clock.now_us)
+        self._pipeline = Pipeline(self, Endpoints(self._data, self.token), self.seed)
+        self.requests: list[RequestRecord] = self._pipeline.log.records
         self.conversation_uuids: list[str] = self._data.uuids
 
     # --- options ----------------------------------------------------------------------------
@@ -178,14 +106,7 @@ class Simulator:
         --------
         >>> sim.configure(latency=0.01, server_error=0.05)  # doctest: +SKIP
         """
-        fixed = sorted(set(knobs) - _options.knob_names())
-        if fixed:
-            known = {f.name for f in _options.option_fields()}
-            unknown = sorted(set(fixed) - known)
-            if unknown:
-                raise TypeError(f"unknown simulator options {unknown}")
-            raise ValueError(f"{fixed} are fixed when the simulator is built")
-        new = SimulatorOptions(**{**vars(self.options), **knobs})
+        new = _options.reconfigured(self.options, knobs)
         for name in knobs:
             setattr(self, name, getattr(new, name))
         return new
@@ -199,35 +120,21 @@ class Simulator:
         Simulator
             ``self``, so ``sim = Simulator(...).start()`` works.
         """
-        if self._server is not None:
+        if self._serving is not None:
             raise RuntimeError("the simulator is already running")
-        self._stopping.clear()
-        if self._started_ns is None:  # a restart does not turn the clock back
-            self._started_ns = time.monotonic_ns()
-        server = Server((self.host, self.port), self._handle, self._http_date)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"mihu-simulator:{server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._pipeline.stopping.clear()
+        self._clock.start()
+        self._serving = Serving((self.host, self.port), self._pipeline.handle, self._http_date)
         logger.info("simulator serving %s", self.base_url)
         return self
 
     def stop(self) -> None:
         """Stop serving, close open connections and wake sleeping handlers. Idempotent."""
-        server, self._server = self._server, None
-        if server is None:
+        serving, self._serving = self._serving, None
+        if serving is None:
             return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_open_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._pipeline.stopping.set()
+        serving.stop()
         logger.info("simulator stopped")
 
     def __enter__(self) -> Simulator:
@@ -237,7 +144,7 @@ class Simulator:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self.base_url if self._server is not None else "stopped"
+        where = self.base_url if self._serving is not None else "stopped"
         return f"Simulator(seed={self.seed}, sizes={list(self.sizes)}, {where})"
 
     @property
@@ -249,10 +156,9 @@ class Simulator:
         RuntimeError
             If the simulator has not been started.
         """
-        if self._server is None:
+        if self._serving is None:
             raise RuntimeError("the simulator is not running; call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._serving.base_url
 
     def now(self) -> datetime:
         """The simulator's current time (UTC): what the ``Date`` header and mutations use.
@@ -272,7 +178,7 @@ class Simulator:
         >>> Simulator(sizes=[1]).now() == DATA_END
         True
         """
-        return EPOCH_UTC + timedelta(microseconds=self._now_us())
+        return self._clock.now()
 
     # --- requests log and deterministic faults ----------------------------------------------
     @property
@@ -282,8 +188,7 @@ class Simulator:
 
     def reset_requests(self) -> None:
         """Forget the recorded requests (the list is cleared in place)."""
-        with self._requests_lock:
-            self.requests.clear()
+        self._pipeline.log.clear()
 
     def fail_next(
         self, kind: str, n: int = 1, *, conversation: str | None = None, page: int | None = None
@@ -307,12 +212,11 @@ class Simulator:
         --------
         >>> sim.fail_next("503", 2, page=3)  # doctest: +SKIP
         """
-        self._faults.queue(kind, n, conversation, page)
+        self._pipeline.faults.queue(kind, n, conversation, page)
 
     def reset_rate_limits(self) -> None:
         """Forget what the rate limiters counted: every window closed, every bucket full."""
-        self._throttle.reset()
-        self._bucket.reset()
+        self._pipeline.reset_rate_limits()
 
     # --- data access ------------------------------------------------------------------------
     def ground_truth(
@@ -464,152 +368,9 @@ class Simulator:
         """
         self._data.set_timestamp(session, name, text)
 
-    # --- internals --------------------------------------------------------------------------
-    def _now_us(self) -> int:
-        """``now()`` in epoch microseconds."""
-        if self.clock == "wall":
-            return time.time_ns() // 1000
-        started = self._started_ns
-        if started is None:
-            return END_US
-        return END_US + (time.monotonic_ns() - started) // 1000
-
     def _http_date(self) -> str:
-        """``Date`` header value: now, rounded up to the second and never before an instant
-        handed out, so every timestamp a response can contain is at or before its ``Date``."""
-        us = max(self._now_us(), self._data.latest_us)
-        seconds = -(-us // _SEC)
-        return email.utils.format_datetime(EPOCH_UTC + timedelta(seconds=seconds), usegmt=True)
-
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
-
-    def _record(self, record: RequestRecord) -> None:
-        with self._requests_lock:
-            self.requests.append(record)
-
-    def _handle(self, handler: Handler, head: bool) -> None:
-        """Answer one request (the server's application callable)."""
-        split = urlsplit(handler.path)
-        params = dict(parse_qsl(split.query, keep_blank_values=True))
-        matched = route(split.path)
-        conversation = matched.conversation if matched else None
-        page: int | None = None
-        if matched is not None and matched.paged:
-            page = 1 if params.get("page", "") == "" else parse_int(params["page"])
-        endpoint = matched.endpoint if matched else None
-
-        self._sleep(self.latency)
-        odds = Odds(self.rate_limit, self.server_error, self.drop, self.stall)
-        fault = self._faults.take(conversation, page, odds)
-        logger.debug("%s %s -> fault %s", handler.command, handler.path, fault)
-        if fault == "drop":
-            self._record(RequestRecord(conversation, params, 0, page, endpoint))
-            handler.drop()
-            return
-        if fault == "stall":
-            self._sleep(self.stall_seconds)
-            fault = None
-
-        if fault is None or fault in BODY_FAULTS:
-            response = self._answer(handler, matched, params)
-            if fault is not None:
-                response = self._faults.corrupt(fault, response)
-        else:
-            response = fault_response(fault, self.retry_after, self.rate_limit_max or 60)
-        self._record(RequestRecord(conversation, params, response.status, page, endpoint))
-        handler.send(response, head=head)
-
-    def _answer(self, handler: Handler, matched: Route | None, params: dict[str, str]) -> Response:
-        """The answer of steps 3 to 6 of the pipeline: route, rate limits, auth, endpoint."""
-        if matched is None:
-            return error(404, "Not found.")
-        key = limit_key(handler.headers.get("Authorization", ""), handler.client_address[0])
-        if self.bucket_rate > 0 and not self._bucket.take(key, self.bucket_rate, self.bucket_burst):
-            response = error(429, "Too Many Requests.")
-            response.headers = (("Retry-After", "1"),)
-            return response
-        limit_headers: tuple[tuple[str, str], ...] = ()
-        if self.rate_limit_max > 0:
-            verdict = self._throttle.hit(key, self.rate_limit_max, self.rate_window)
-            if not verdict.allowed:
-                response = error(429, "Too Many Attempts.")
-                response.headers = verdict.headers
-                return response
-            limit_headers = verdict.headers
-        if not self._authenticated(handler):
-            response = error(401, "Unauthenticated.")
-        elif matched.endpoint == "sessions":
-            response = self._sessions(handler, matched, params)
-        elif matched.endpoint == "conversations":
-            response = self._listing(handler, params)
-        else:
-            response = self._one_conversation(matched)
-        response.headers = limit_headers + response.headers
-        return response
-
-    def _authenticated(self, handler: Handler) -> bool:
-        scheme, _, given = handler.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8"), self.token.encode("utf-8")
-        )
-
-    def _sessions(self, handler: Handler, matched: Route, params: dict[str, str]) -> Response:
-        conversation = matched.conversation or ""
-        if not UUID_RE.fullmatch(conversation) or conversation not in self._data.conversations:
-            return error(404, "Conversation not found.")
-        errors = validate(params, _SESSION_CHOICES)
-        if errors:
-            return validation_error(errors)
-        page = parse_int(params.get("page") or "1") or 1
-        per_page = parse_int(params.get("per_page") or "15") or 15
-        found = self._data.sessions_page(
-            conversation,
-            status=params.get("status") or None,
-            type_=params.get("type") or None,
-            sort_by=params.get("sort_by") or "started_at",
-            desc=(params.get("sort_dir") or "desc") == "desc",
-            page=page,
-            per_page=per_page,
-            drift=self.drift,
-        )
-        if found is None:  # deleted meanwhile
-            return error(404, "Conversation not found.")
-        total, items = found
-        path = f"{self._origin(handler)}/api/v1/conversations/{conversation}/sessions"
-        return paginated("Sessions retrieved successfully", path, page, per_page, total, items)
-
-    def _listing(self, handler: Handler, params: dict[str, str]) -> Response:
-        errors = validate(params, _LISTING_CHOICES, _LISTING_UUIDS)
-        if errors:
-            return validation_error(errors)
-        page = parse_int(params.get("page") or "1") or 1
-        per_page = parse_int(params.get("per_page") or "15") or 15
-        records = listing.listing(
-            self._data,
-            phone=params.get("phone") or None,
-            agent_uuid=params.get("agent_uuid") or None,
-            channel=params.get("channel") or None,
-            status=params.get("status") or None,
-            sort_by=params.get("sort_by") or "created_at",
-            desc=(params.get("sort_dir") or "desc") == "desc",
-        )
-        start = (page - 1) * per_page
-        items = [r.body for r in records[start : start + per_page]]
-        path = f"{self._origin(handler)}/api/v1/conversations"
-        message = "Conversations retrieved successfully"
-        return paginated(message, path, page, per_page, len(records), items)
-
-    def _one_conversation(self, matched: Route) -> Response:
-        found = listing.one(self._data, matched.conversation or "")
-        if found is None:
-            return error(404, "Conversation not found.")
-        return item("Conversation retrieved successfully", found.body)
-
-    def _origin(self, handler: Handler) -> str:
-        host = handler.headers.get("Host") or self.base_url.split("//", 1)[1]
-        return f"http://{host}"
+        """The ``Date`` header: the clock's now, never before an instant the data handed out."""
+        return self._clock.http_date(self._data.latest_us)
 
 
 Simulator.__signature__ = _options.signature()  # type: ignore[attr-defined]

@@ -117,39 +117,13 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         sim = Simulator(**{f.name: getattr(args, f.name) for f in _options.option_fields()})
     except ValueError as exc:
         parser.error(str(exc))
-    authkey = b""
-    if args.control and not args.json_line:
-        parser.error("--control needs --json-line (its address is announced there)")
-    if args.control:
-        try:
-            authkey = bytes.fromhex(sys.stdin.readline().strip())
-        except ValueError:
-            authkey = b""
-        if not authkey:
-            parser.error("--control needs an auth key (hex) on the first line of stdin")
+    authkey = _control_key(parser, args)
     done = threading.Event()
-
-    def _on_signal(signum: int, frame: object) -> None:
-        done.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread: rely on KeyboardInterrupt
-            previous[sig] = signal.signal(sig, _on_signal)
+    previous = _catch_signals(done)
     sim.generate_all()  # warm before announcing, so clients never wait on generation
     sim.start()
     try:
-        if args.json_line:
-            line: dict[str, Any] = {
-                "base_url": sim.base_url,
-                "token": sim.token,
-                "conversations": sim.conversation_uuids,
-            }
-            if args.control:
-                line["control"] = serve_control(sim, authkey)
-            print(json.dumps(line), flush=True)
-        else:
-            print(announcement(sim), flush=True)
+        _announce(sim, args, authkey)
         while not done.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -159,6 +133,50 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def _control_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bytes:
+    """The control channel's auth key (first line of stdin, hex), or ``b""`` without
+    ``--control``; a usage error when it is missing or not announced (``--json-line``)."""
+    if not args.control:
+        return b""
+    if not args.json_line:
+        parser.error("--control needs --json-line (its address is announced there)")
+    try:
+        authkey = bytes.fromhex(sys.stdin.readline().strip())
+    except ValueError:
+        authkey = b""
+    if not authkey:
+        parser.error("--control needs an auth key (hex) on the first line of stdin")
+    return authkey
+
+
+def _catch_signals(done: threading.Event) -> dict[signal.Signals, Any]:
+    """Set ``done`` on SIGINT/SIGTERM; return the handlers replaced, to put back."""
+
+    def _on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: rely on KeyboardInterrupt
+            previous[sig] = signal.signal(sig, _on_signal)
+    return previous
+
+
+def _announce(sim: Simulator, args: argparse.Namespace, authkey: bytes) -> None:
+    """Print where the simulator serves: the JSON line, or the lines for a person."""
+    if not args.json_line:
+        print(announcement(sim), flush=True)
+        return
+    line: dict[str, Any] = {
+        "base_url": sim.base_url,
+        "token": sim.token,
+        "conversations": sim.conversation_uuids,
+    }
+    if args.control:
+        line["control"] = serve_control(sim, authkey)
+    print(json.dumps(line), flush=True)
 
 
 def announcement(sim: Simulator, shown: int = 8) -> str:

@@ -509,6 +509,18 @@ def _open_at_end(rng: Random, sessions: list[Session]) -> None:
         _set_times(rng, s, started, duration, zero=False, force_open=True)
 
 
+#: The order in which a session's timestamp formats are drawn (the data depends on it).
+_FORMAT_DRAWS = (
+    "started_at",
+    "created_at",
+    "last_activity_at",
+    "ended_at",
+    "evaluated_at",
+    "summary_generated_at",
+    "updated_at",
+)
+
+
 def _set_times(
     rng: Random,
     s: Session,
@@ -526,74 +538,84 @@ def _set_times(
     """
     r = rng.random
     table = _FORMAT_TABLE
-    n_formats = len(table)
     if zero:
         started -= started % _SEC  # every format can express it, so all three stay equal
-
-    f_start = table[int(r() * n_formats)]
-    f_created = table[int(r() * n_formats)]
-    f_last = table[int(r() * n_formats)]
-    f_end = table[int(r() * n_formats)]
-    f_eval = table[int(r() * n_formats)]
-    f_summary = table[int(r() * n_formats)]
-    f_updated = table[int(r() * n_formats)]
-    start = _fit(started, 0, f_start[0])
+    fmt = {name: table[int(r() * len(table))] for name in _FORMAT_DRAWS}
+    start = _fit(started, 0, fmt["started_at"][0])
     lag = 0 if r() < 0.5 else int(r() * 2 * _SEC)
-    created = _fit(start - lag, 0, f_created[0])
+    created = _fit(start - lag, 0, fmt["created_at"][0])
     completed = s.status == "completed"
     idle = min(duration, int(r() * 90 * _SEC)) if completed and not zero else 0
     last_raw = start + duration - idle  # the last activity
     closes = start + duration + (0 if completed else _TIMEOUT_US)  # when it ends
-    end = evaluated = generated = None
     s.summary = None
     if force_open or closes > END_US:  # still running at the end of the span
         s.status = "active"
         if last_raw > END_US:  # activity goes on: the latest was in the last 90 s
             last_raw = END_US - int(r() * min(END_US - start, 90 * _SEC))
-        last = _fit(last_raw, start, f_last[0])
+        last = _fit(last_raw, start, fmt["last_activity_at"][0])
+        times: dict[str, int | None] = {
+            "started_at": start,
+            "ended_at": None,
+            "last_activity_at": last,
+            "evaluated_at": None,
+            "summary_generated_at": None,
+        }
         latest = last
     else:
-        last = _fit(last_raw, start, f_last[0])
-        if completed:
-            end = _fit(start + duration, last, f_end[0])
-        else:
-            end = _fit(last + _TIMEOUT_US, last, f_end[0])
-        latest = end
-        evaluate = r() < (0.88 if completed else 0.35)
-        if evaluate:
-            delay = _lognormal_us(rng, _LOG_45, 1.0, 2 * 3600.0)
-            when = _fit(end + delay, end, f_eval[0])
-            if when <= END_US:  # else still pending at the end of the span
-                evaluated = when
-                latest = max(latest, evaluated)
-        if r() < (0.92 if evaluate else 0.15):
-            delay = _lognormal_us(rng, _LOG_30, 1.0, 2 * 3600.0)
-            when = _fit(end + delay, end, f_summary[0])
-            if when <= END_US:
-                generated = when
-                latest = max(latest, generated)
-                s.summary = _make_summary(rng, s.contact[0] if s.contact else "The customer")
+        times, latest = _closed_times(rng, s, start, start + duration, last_raw, fmt)
     bump = 0 if r() < 0.3 else int(r() * 5 * _SEC)
     # never past the end of the span (open sessions reach it); END_US fits every precision
-    updated = _fit(min(latest + bump, END_US), latest, f_updated[0])
-    s.times = {
+    updated = _fit(min(latest + bump, END_US), latest, fmt["updated_at"][0])
+    s.times = {**times, "created_at": created, "updated_at": updated}
+    s.tokens = {
+        name: "null" if value is None else f'"{_iso(value, fmt[name])}"'
+        for name, value in s.times.items()
+    }
+
+
+def _closed_times(
+    rng: Random, s: Session, start: int, done: int, last_raw: int, fmt: dict[str, _Format]
+) -> tuple[dict[str, int | None], int]:
+    """The times of a session that ended by ``DATA_END`` (its work done at ``done``), from its
+    start to its summary, and the latest of them. Sets its summary when one was generated."""
+    completed = s.status == "completed"
+    last = _fit(last_raw, start, fmt["last_activity_at"][0])
+    if completed:
+        end = _fit(done, last, fmt["ended_at"][0])
+    else:
+        end = _fit(last + _TIMEOUT_US, last, fmt["ended_at"][0])
+    evaluated, generated = _after_end(rng, s, end, fmt)
+    times = {
         "started_at": start,
         "ended_at": end,
         "last_activity_at": last,
         "evaluated_at": evaluated,
         "summary_generated_at": generated,
-        "created_at": created,
-        "updated_at": updated,
     }
-    s.tokens = {
-        "started_at": f'"{_iso(start, f_start)}"',
-        "ended_at": "null" if end is None else f'"{_iso(end, f_end)}"',
-        "last_activity_at": f'"{_iso(last, f_last)}"',
-        "evaluated_at": "null" if evaluated is None else f'"{_iso(evaluated, f_eval)}"',
-        "summary_generated_at": "null" if generated is None else f'"{_iso(generated, f_summary)}"',
-        "created_at": f'"{_iso(created, f_created)}"',
-        "updated_at": f'"{_iso(updated, f_updated)}"',
-    }
+    return times, max(t for t in (end, evaluated, generated) if t is not None)
+
+
+def _after_end(
+    rng: Random, s: Session, end: int, fmt: dict[str, _Format]
+) -> tuple[int | None, int | None]:
+    """When an ended session was evaluated and its summary generated (None: not by
+    ``DATA_END``, or never); sets the summary when one was generated."""
+    r = rng.random
+    evaluated = generated = None
+    evaluate = r() < (0.88 if s.status == "completed" else 0.35)
+    if evaluate:
+        delay = _lognormal_us(rng, _LOG_45, 1.0, 2 * 3600.0)
+        when = _fit(end + delay, end, fmt["evaluated_at"][0])
+        if when <= END_US:  # else still pending at the end of the span
+            evaluated = when
+    if r() < (0.92 if evaluate else 0.15):
+        delay = _lognormal_us(rng, _LOG_30, 1.0, 2 * 3600.0)
+        when = _fit(end + delay, end, fmt["summary_generated_at"][0])
+        if when <= END_US:
+            generated = when
+            s.summary = _make_summary(rng, s.contact[0] if s.contact else "The customer")
+    return evaluated, generated
 
 
 # --- the dataset -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ Three kinds of 429 can be switched on, independently:
   application, whose 429s carry only ``Retry-After: 1``.
 
 Both limiters count on the real clock, every request that reaches an API route (whatever its
-answer); ``faults.py`` has their exact rules and ``app.py`` their place among the faults.
+answer); ``faults.py`` has their exact rules and ``pipeline.py`` their place among the faults.
 """
 
 from __future__ import annotations
@@ -225,6 +225,26 @@ def option_fields() -> tuple[Field[Any], ...]:
 def knob_names() -> frozenset[str]:
     """Options that may change while the simulator runs."""
     return frozenset(f.name for f in option_fields() if f.metadata["knob"])
+
+
+def reconfigured(current: SimulatorOptions, knobs: Mapping[str, Any]) -> SimulatorOptions:
+    """``current`` with ``knobs`` changed, validated together.
+
+    Raises
+    ------
+    TypeError
+        If a name is no option.
+    ValueError
+        If a name is an option fixed at construction, or a value is out of range.
+    """
+    fixed = sorted(set(knobs) - knob_names())
+    if fixed:
+        known = {f.name for f in option_fields()}
+        unknown = sorted(set(fixed) - known)
+        if unknown:
+            raise TypeError(f"unknown simulator options {unknown}")
+        raise ValueError(f"{fixed} are fixed when the simulator is built")
+    return SimulatorOptions(**{**vars(current), **knobs})
 
 
 def option_types() -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""HTTP plumbing: the threaded server, the handler, routing, envelopes and Laravel error bodies.
+"""HTTP plumbing: the server and its thread, the handler, routing, envelopes, Laravel error bodies.
 
 Nothing here knows the data: the handler passes every request to the application callable it is
-given (``Simulator._handle``) and writes the ``Response`` it gets back in a single send. Bodies
+given (``Pipeline.handle``) and writes the ``Response`` it gets back in a single send. Bodies
 are built the way the Mihu backend (Laravel behind nginx) builds them: compact JSON, slashes
 escaped in URLs, ``{"success": false, "message": ...}`` errors, 422 with an ``errors`` object.
 """
@@ -272,6 +272,46 @@ class Server(ThreadingHTTPServer):
         for sock in open_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class Serving:
+    """A ``Server`` serving in a daemon thread, from construction until ``stop``.
+
+    Parameters
+    ----------
+    address : tuple of (str, int)
+        Host and port to bind (port 0: any free port).
+    app, http_date
+        The ``Server``'s application callable and ``Date`` header.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: Callable[[Handler, bool], None],
+        http_date: Callable[[], str],
+    ) -> None:
+        self.server = Server(address, app, http_date)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"mihu-simulator:{self.server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` where it serves."""
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def stop(self) -> None:
+        """Stop serving and close the open connections (handlers blocked on them wake)."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.server.close_open_connections()
+        self._thread.join(timeout=5)
 
 
 class Handler(BaseHTTPRequestHandler):
