@@ -19,6 +19,7 @@ from pandas.tseries.offsets import BaseOffset
 
 from mihu_frames.engines import activity, backend_of, compute, hourly_profile, is_frame
 from mihu_frames.engines.backends import Backend
+from mihu_frames.engines.boxes import MAX_FLIERS, Boxes, bounded, box_stats
 from mihu_frames.schema import UUID_RE
 from mihu_frames.stats import (
     ACTIVITY_COLUMNS,
@@ -330,42 +331,69 @@ def _hist_axes(ax: Axes, unit: str, keys: list[Any] | None, *, density: bool, lo
 
 
 def _durations_box(ax: Axes, d: _Durations) -> Axes:
-    """``kind="box"``: one box per group, labelled with its number of sessions."""
-    if not any(values.size for values in d.data):
+    """``kind="box"`` of a frame: matplotlib's box statistics of each group (``whis=1.5``),
+    fliers bounded as on an engine (:func:`mihu_frames.engines.boxes.bounded`)."""
+    boxes = None
+    if any(values.size for values in d.data):
+        from matplotlib import cbook
+
+        stats = cbook.boxplot_stats(d.data)
+        boxes = Boxes(
+            stats=[bounded(box) for box in stats],
+            counts=np.array([values.size for values in d.data], dtype=np.int64),
+            fliers=np.array([np.size(box["fliers"]) for box in stats], dtype=np.int64),
+            keys=[None] * len(stats),
+        )
+    return _draw_boxes(
+        ax, boxes, d.labels, unit=d.unit, group_label=d.group_label, log=d.log, title=d.title
+    )
+
+
+def _draw_boxes(
+    ax: Axes,
+    boxes: Boxes | None,
+    labels: list[str],
+    *,
+    unit: str,
+    group_label: str,
+    log: bool,
+    title: str,
+) -> Axes:
+    """One box per group (``Axes.bxp`` of the computed statistics, None: no ended sessions),
+    labelled with its number of sessions; the title says when fliers were thinned."""
+    if boxes is None:
         _no_ended_sessions(ax)
     else:
-        labels = d.labels
-        ax.boxplot(d.data, showfliers=True)
+        ax.bxp(boxes.stats, showfliers=True)
         rotate = len(labels) > 6 or max(len(label) for label in labels) > 12
         size = "small" if len(labels) > 12 else None
         sep = " " if rotate else "\n"
-        sized = [
-            f"{label}{sep}(n={values.size:,})" for label, values in zip(labels, d.data, strict=True)
-        ]
+        sized = [f"{label}{sep}(n={n:,})" for label, n in zip(labels, boxes.counts, strict=True)]
         ax.set_xticks(range(1, len(labels) + 1), sized)
         if rotate:
             # Anchor each rotated label's end under its box.
             for tick in ax.get_xticklabels():
                 tick.set(rotation=30, ha="right", rotation_mode="anchor", fontsize=size)
-    ax.set_ylabel(f"duration ({d.unit})")
-    ax.set_xlabel(d.group_label)
-    if d.log:
+        if boxes.thinned:
+            drawn = sum(np.size(box["fliers"]) for box in boxes.stats)
+            title += (
+                f"\n({drawn:,} of {int(boxes.fliers.sum()):,} outliers drawn: at most "
+                f"{MAX_FLIERS:,} per side of a box, evenly spaced by rank)"
+            )
+    ax.set_ylabel(f"duration ({unit})")
+    ax.set_xlabel(group_label)
+    if log:
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
-    ax.set_title(d.title)
+    ax.set_title(title)
     return ax
 
 
 def _durations_elsewhere(
     source: Any, by: By, *, kind: str, ax: Axes | None, log: bool | None, density: bool
 ) -> Axes:
-    """:func:`plot_durations` of a root, Polars, DuckDB or Spark source: the same bins and
-    bars, from per-bin counts computed by the engine (a histogram only)."""
-    if kind != "hist":
-        raise ValueError(
-            "plot_durations: kind='box' draws every duration and needs a pandas frame; "
-            "on a root or another engine use kind='hist'"
-        )
+    """:func:`plot_durations` of a root, Polars, DuckDB or Spark source: the same figure, from
+    per-bin counts or per-group box statistics computed by the engine."""
     backend = backend_of(source, "plot_durations")
     summary = compute.duration_summary(backend, by)
     keys = None if by is None else ([by] if isinstance(by, str) else list(by))
@@ -383,13 +411,28 @@ def _durations_elsewhere(
         title += f"\n({note})"
         warnings.warn(f"plot_durations: {note}", UserWarning, stacklevel=3)
     low = summary.low_positive if log else summary.low
-    if not summary.counts.sum() or np.isnan(low):
+    empty = not summary.counts.sum() or np.isnan(low)
+    if kind == "box":
+        boxes = None if empty else box_stats(backend, by, scale=scale, positive=bool(log))
+        labels, group_label = _group_labels(boxes, keys)
+        return _draw_boxes(
+            ax, boxes, labels, unit=unit, group_label=group_label, log=bool(log), title=title
+        )
+    if empty:
         _no_ended_sessions(ax)
     else:
         _counted_hist(ax, backend, by, summary, keys, scale=scale, log=bool(log), density=density)
     _hist_axes(ax, unit, keys, density=density, log=bool(log))
     ax.set_title(title)
     return ax
+
+
+def _group_labels(boxes: Boxes | None, keys: list[Any] | None) -> tuple[list[str], str]:
+    """The boxes' labels (UUIDs shortened) and the title of the group axis."""
+    if keys is None:
+        return ["all sessions"], ""
+    labels, shortened = _short_labels([_label(k) for k in boxes.keys] if boxes else [])
+    return labels, ", ".join(map(str, keys)) + (" (first characters)" if shortened else "")
 
 
 def _counted_hist(

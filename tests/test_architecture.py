@@ -58,6 +58,7 @@ NO_API = (
     "engines.source",
     "engines.backends",
     "engines.compute",
+    "engines.boxes",
     "plots",
     "report",
     "frame",

@@ -287,3 +287,101 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _boxes_drawn(ax) -> list[tuple[object, ...]]:
+    """Every line of a box plot (whiskers, caps, boxes, medians, fliers) by box position, with
+    its y values sorted (fliers are drawn in data order on a frame, by value on an engine)."""
+    import numpy as np
+
+    return sorted(
+        (float(np.mean(line.get_xdata())), line.get_marker(), *np.sort(line.get_ydata()).tolist())
+        for line in ax.lines
+    )
+
+
+def _tick_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_xticklabels()]
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_box_plots_on_every_source_draw_the_frames_box_statistics(kind, frame, root):
+    """Medians, quartiles, whiskers (1.5 IQR), fliers and counts per group: to the last bit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sessions = source(kind, frame, root)
+    for by in (None, "type", ["status", "type"], "conversation_uuid"):
+        for log in (None, False):
+            with pytest.warns(UserWarning) if log is None else _nothing():
+                expected = mf.plot_durations(frame, by=by, kind="box", log=log)
+            with pytest.warns(UserWarning) if log is None else _nothing():
+                got = mf.plot_durations(sessions, by=by, kind="box", log=log)
+            drawn = _boxes_drawn(got)
+            assert len(drawn) == 7 * len(
+                got.get_xticklabels()
+            )  # whiskers, caps, box, median, fliers
+            assert any(len(line) > 3 for line in drawn if line[1] == "o")  # fliers drawn
+            assert drawn == _boxes_drawn(expected), (by, log)
+            assert _tick_texts(got) == _tick_texts(expected)
+            assert (got.get_title(), got.get_xlabel(), got.get_ylabel(), got.get_yscale()) == (
+                expected.get_title(),
+                expected.get_xlabel(),
+                expected.get_ylabel(),
+                expected.get_yscale(),
+            )
+            plt.close("all")
+
+
+def test_box_plot_fliers_are_bounded_alike_on_a_frame_and_an_engine():
+    """Over 1,000 fliers on a side: 1,000 at evenly spaced ranks, the extremes among them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from test_plots import make_frame
+
+    rng = np.random.default_rng(7)
+    low = rng.uniform(1, 5, 1100)
+    high = rng.uniform(1000, 100_000, 1300)
+    seconds = np.concatenate([rng.uniform(100, 110, 4000), low, high, [np.nan] * 3])
+    df = make_frame(np.round(seconds, 3))
+    lazy = pl.from_arrow(schema.from_pandas(df)).lazy()
+    seconds = df["duration"].dt.total_seconds().to_numpy()
+    lows, highs = np.sort(seconds[seconds < 50]), np.sort(seconds[seconds > 500])
+    assert (lows.size, highs.size) == (1100, 1300)
+    note = "(2,000 of 2,400 outliers drawn: at most 1,000 per side of a box, evenly spaced by rank)"
+    for sessions in (df, lazy):
+        ax = mf.plot_durations(sessions, kind="box", log=False)
+        assert ax.get_title() == f"Session durations\n{note}"
+        assert _tick_texts(ax) == ["all sessions\n(n=6,400)"]
+        (fliers,) = [line.get_ydata() for line in ax.lines if line.get_marker() == "o"]
+        assert len(fliers) == 2000
+        assert ax.get_ylabel() == "duration (seconds)"
+        assert fliers.min() == lows[0] and fliers.max() == highs[-1]
+        # evenly spaced ranks: of the 1,300 high ones, the first rank of each i * 1299 // 999
+        ranks = np.searchsorted(highs, np.sort(fliers[fliers > 500]))
+        assert np.array_equal(np.unique(np.arange(1300) * 999 // 1299, return_index=True)[1], ranks)
+        plt.close("all")
+    small = mf.plot_durations(df.head(4000), kind="box", log=False)
+    assert small.get_title() == "Session durations"  # no fliers thinned, no note
+    plt.close("all")
+
+
+def test_a_box_plot_of_a_bad_source_names_it(frame):
+    with pytest.raises(TypeError, match=r"plot_durations: cannot compute on builtins\.dict"):
+        mf.plot_durations({"duration": [1, 2]}, kind="box")
+    lazy = pl.from_arrow(schema.from_pandas(frame)).lazy().drop("ended_at")
+    with pytest.raises(
+        ValueError,
+        match=r"plot_durations: a Polars LazyFrame is not a sessions frame, missing "
+        r"columns \['ended_at'\]",
+    ):
+        mf.plot_durations(lazy, kind="box")
+    with pytest.raises(ValueError, match=r"by= column\(s\) \['agent'\] not in a DuckDB relation"):
+        mf.plot_durations(
+            duckdb.connect().from_arrow(schema.from_pandas(frame)), by="agent", kind="box"
+        )
