@@ -83,6 +83,22 @@ def test_hourly_profile_and_summary_in_spark(sessions, frame):
     )
 
 
+def test_box_plot_in_spark(sessions, frame):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from test_stats_engines import _boxes_drawn
+
+    got = mf.plot_durations(sessions, by="type", kind="box", log=False)
+    expected = mf.plot_durations(frame, by="type", kind="box", log=False)
+    assert _boxes_drawn(got) == _boxes_drawn(expected)
+    assert [t.get_text() for t in got.get_xticklabels()] == [
+        t.get_text() for t in expected.get_xticklabels()
+    ]
+    plt.close("all")
+
+
 def test_a_spark_dataframe_of_a_stopped_session(spark, frame):
     small = spark.createDataFrame([(u,) for u in frame["uuid"].head(5)], ["uuid"])
     spark.stop()
