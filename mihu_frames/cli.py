@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import pandas as pd
 
@@ -436,7 +436,8 @@ def summary(df: pd.DataFrame, label: str = "loaded") -> str:
     from mihu_frames.stats import format_duration
 
     median = df["duration"].median() if len(df) else pd.NaT
-    median_text = "n/a" if pd.isna(median) else format_duration(median)
+    # a timedelta column's median is a Timedelta; pandas-stubs type every median as float
+    median_text = "n/a" if pd.isna(median) else format_duration(cast(pd.Timedelta, median))
     asked = len(attrs.get("conversations") or [])
     held = df["conversation_uuid"].nunique()
     conversations = f"{held:,} conversations"

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -195,7 +195,8 @@ class MihuClient:
         listed = None
         if everything:  # listed now (offline: as the cache holds it)
             listing, listed = self._listing({}, load) if load.offline else self.list_all(load)
-            ids = tuple(listing.column("uuid").to_pylist())
+            # to_pylist is typed as holding None; CONVERSATIONS_SCHEMA's uuid is not nullable
+            ids = tuple(cast(list[str], listing.column("uuid").to_pylist()))
         plan = Plan.build(ids, load)
         table, stats = self._load(plan) if window is None else self._load_window(plan, window)
         if listed is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -66,15 +66,18 @@ def build_columns(
 
     def field(name: str, type_: pa.DataType) -> pa.Array:
         if name not in field_names:
-            return pa.nulls(n, type=type_)
+            # pyarrow-stubs overload nulls per concrete type, with none for DataType itself
+            return pa.nulls(n, type=cast(Any, type_))
         values = sessions.field(name)
         return values if values.type == type_ else values.cast(type_)
 
     started, ended = times["started_at"], times["ended_at"]
     contact = field("contact", CONTACT_TYPE)
+    assert isinstance(contact, pa.StructArray)  # CONTACT_TYPE is a struct type
     contact_values = _struct_children(contact, CONTACT_FIELDS)
-    tasks = pc.fill_null(field("task_uuids", _LIST), pa.scalar([], type=_LIST))
-    columns: dict[str, pa.Array] = {
+    # pyarrow-stubs give fill_null's result the union of its argument types; it is a list array
+    tasks = cast(pa.ListArray, pc.fill_null(field("task_uuids", _LIST), pa.scalar([], type=_LIST)))
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "conversation_uuid": canonical_ids(
             pc.coalesce(field("conversation_uuid", pa.string()), conversation)
         ),
@@ -135,8 +138,9 @@ def finish(tables: list[pa.Table], empty: pa.Schema = SESSIONS_SCHEMA) -> pa.Tab
     table = pa.concat_tables([t for t in tables if t.num_rows]).drop_columns(list(ORDER_COLUMNS))
     tables.clear()
     schema = table.schema
-    order = pa.array(np.concatenate([np.arange(start, start + n) for _, _, start, n in pieces]))
-    columns = []
+    starts = [np.arange(start, start + n) for _, _, start, n in pieces]
+    order = pa.array(np.concatenate(starts), type=pa.int64())
+    columns: list[pa.ChunkedArray] = []
     pool = pa.default_memory_pool()
     large = table.nbytes > _RELEASE_ABOVE
     for name in schema.names:
@@ -145,7 +149,9 @@ def finish(tables: list[pa.Table], empty: pa.Schema = SESSIONS_SCHEMA) -> pa.Tab
         try:
             columns.append(column.take(order))
         except pa.ArrowInvalid:  # a string column over 2 GiB cannot be one chunk: page slices
-            columns.append(pa.chunked_array([column.slice(s, n) for _, _, s, n in pieces]))
+            columns.append(
+                pa.chunked_array([column.slice(s, n).combine_chunks() for _, _, s, n in pieces])
+            )
         del column
         if large:  # mimalloc keeps freed memory a while: give it back as each column goes
             pool.release_unused()
@@ -165,7 +171,10 @@ def deduplicate(table: pa.Table, tiebreak: str | None = None) -> pa.Table:
     # was measured at 5-60 ms right after a load (unique: ~2 ms for 20,000 uuids).
     if len(pc.unique(uuids)) == table.num_rows:
         return table
-    keys = [("updated_at", "descending"), ("fetched_at", "descending")]
+    keys: list[tuple[str, Literal["ascending", "descending"]]] = [
+        ("updated_at", "descending"),
+        ("fetched_at", "descending"),
+    ]
     if tiebreak is not None:
         keys.append((tiebreak, "descending"))
     # Nulls sort last by default: a row without updated_at loses to one with it.

@@ -19,7 +19,7 @@ the same ``tz`` so the CLI can pass its ``--tz`` through.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from pandas.tseries.offsets import BaseOffset
@@ -47,6 +47,11 @@ def _count(n: int, noun: str) -> str:
 
 def _day(stamp: pd.Timestamp) -> str:
     return f"{stamp:%a %Y-%m-%d}"
+
+
+def _busiest_day(values: pd.Series) -> pd.Timestamp:
+    # pandas-stubs type idxmax as any hashable; activity's index is a DatetimeIndex
+    return cast(pd.Timestamp, values.idxmax())
 
 
 def _rows(labels: Sequence[str], values: Sequence[str]) -> list[str]:
@@ -117,15 +122,13 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
         values.append("no ended session yet")
 
     daily = activity(df, "D", tz=tz)
-    busiest = daily["started"].idxmax()
+    busiest = _busiest_day(daily["started"])
     labels.append("busiest day")
-    values.append(
-        f"{_day(busiest)}: {_count(int(daily.loc[busiest, 'started']), 'session')} started"
-    )
+    values.append(f"{_day(busiest)}: {_count(int(daily['started'][busiest]), 'session')} started")
 
     profile = hourly_profile(df, tz=tz)
     per_hour = profile.sum(axis=0)
-    hour = int(per_hour.idxmax())
+    hour = int(cast(int, per_hour.idxmax()))  # stubs: hashable; the columns are hours 0-23
     weekday = str(profile[hour].idxmax())
     labels.append("busiest hour")
     values.append(
@@ -136,7 +139,7 @@ def summary_text(df: pd.DataFrame, tz: str = "UTC") -> str:
     peak = int(daily["peak_concurrent"].max())
     labels.append("at once")
     values.append(
-        f"up to {_count(peak, 'session')}, first on {_day(daily['peak_concurrent'].idxmax())}"
+        f"up to {_count(peak, 'session')}, first on {_day(_busiest_day(daily['peak_concurrent']))}"
         if peak
         else "no session with a duration"
     )

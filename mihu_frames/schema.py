@@ -7,12 +7,13 @@ frames, snapshot reading and the documentation table. Change a column here and o
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.extensions import ExtensionDtype
 
 #: Bump when the frame's columns or types change; recorded in every snapshot.
 SCHEMA_VERSION = 1
@@ -85,50 +86,52 @@ _READER_SESSION_TYPE = pa.struct(
         for f in API_SESSION_TYPE
     ]
 )
-#: The documented response envelope, for the JSON decoder.
-API_PAGE_SCHEMA = pa.schema(
-    [
-        ("success", pa.bool_()),
-        ("message", pa.string()),
-        (
-            "data",
-            pa.struct(
-                [
-                    ("current_page", pa.int64()),
-                    ("total", pa.int64()),
-                    ("last_page", pa.int64()),
-                    ("per_page", pa.int64()),
-                    ("data", pa.list_(_READER_SESSION_TYPE)),
-                ]
-            ),
+# The field lists are annotated: pyarrow-stubs type each field by its data type, and mypy
+# joins a list of differently typed fields to a list of object, which pa.schema refuses.
+_API_PAGE_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("success", pa.bool_()),
+    ("message", pa.string()),
+    (
+        "data",
+        pa.struct(
+            [
+                ("current_page", pa.int64()),
+                ("total", pa.int64()),
+                ("last_page", pa.int64()),
+                ("per_page", pa.int64()),
+                ("data", pa.list_(_READER_SESSION_TYPE)),
+            ]
         ),
-    ]
-)
+    ),
+]
+#: The documented response envelope, for the JSON decoder.
+API_PAGE_SCHEMA = pa.schema(_API_PAGE_FIELDS)
 
+_SESSIONS_FIELDS: list[pa.Field] = [
+    pa.field("conversation_uuid", pa.string()),
+    pa.field("uuid", pa.string()),
+    pa.field("status", pa.string()),
+    pa.field("type", pa.string()),
+    *[pa.field(name, TIMESTAMP_TYPE) for name in TIMESTAMP_FIELDS],
+    pa.field("duration", _TD),
+    pa.field("time_to_evaluation", _TD),
+    pa.field("time_to_summary", _TD),
+    pa.field("idle_before_end", _TD),
+    pa.field("is_open", pa.bool_(), nullable=False),
+    pa.field("summary", pa.string()),
+    pa.field("agent_uuid", pa.string()),
+    pa.field("call_uuid", pa.string()),
+    pa.field("campaign_uuid", pa.string()),
+    pa.field("listing_uuid", pa.string()),
+    *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
+    pa.field("task_uuids", pa.list_(pa.string()), nullable=False),
+    pa.field("task_count", pa.int64(), nullable=False),
+    pa.field("extra", pa.string()),
+    pa.field("fetched_at", TIMESTAMP_TYPE),
+]
 #: The sessions frame, column by column, in its stable order.
 SESSIONS_SCHEMA = pa.schema(
-    [
-        pa.field("conversation_uuid", pa.string()),
-        pa.field("uuid", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("type", pa.string()),
-        *[pa.field(name, TIMESTAMP_TYPE) for name in TIMESTAMP_FIELDS],
-        pa.field("duration", _TD),
-        pa.field("time_to_evaluation", _TD),
-        pa.field("time_to_summary", _TD),
-        pa.field("idle_before_end", _TD),
-        pa.field("is_open", pa.bool_(), nullable=False),
-        pa.field("summary", pa.string()),
-        pa.field("agent_uuid", pa.string()),
-        pa.field("call_uuid", pa.string()),
-        pa.field("campaign_uuid", pa.string()),
-        pa.field("listing_uuid", pa.string()),
-        *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
-        pa.field("task_uuids", pa.list_(pa.string()), nullable=False),
-        pa.field("task_count", pa.int64(), nullable=False),
-        pa.field("extra", pa.string()),
-        pa.field("fetched_at", TIMESTAMP_TYPE),
-    ],
+    _SESSIONS_FIELDS,
     metadata={b"mihu_frames.schema_version": str(SCHEMA_VERSION).encode()},
 )
 COLUMNS: tuple[str, ...] = tuple(SESSIONS_SCHEMA.names)
@@ -168,7 +171,7 @@ def pandas_dtypes() -> dict[str, object]:
     return dtypes
 
 
-def types_mapper(arrow_type: pa.DataType) -> object | None:
+def types_mapper(arrow_type: pa.DataType) -> ExtensionDtype | None:
     """The pandas dtype of the frame's Arrow strings and lists (for ``to_pandas``)."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return _STRING_DTYPE
@@ -191,9 +194,11 @@ def to_pandas(table: pa.Table, columns: list[str] | None = None) -> pd.DataFrame
     for column, values in tags.items():  # in frame order, so each insert lands in place
         categories = CATEGORIES[column]
         untagged = categories.index(UNTAGGED)
-        codes = pc.fill_null(pc.index_in(values, value_set=pa.array(categories)), untagged)
-        tagged = pd.Categorical.from_codes(codes.to_numpy(), categories=list(categories))
-        df.insert(names.index(column), column, tagged)
+        found = pc.index_in(values, value_set=pa.array(categories))
+        codes = found.fill_null(untagged).to_numpy()
+        tagged = pd.Categorical.from_codes(codes, categories=pd.Index(categories))
+        # pandas-stubs' insert leaves out extension arrays, which pandas takes as array-likes
+        df.insert(names.index(column), column, cast(Any, tagged))
     return df
 
 
@@ -291,16 +296,17 @@ CONVERSATION_FIELDS: tuple[str, ...] = (
     *CONVERSATION_TIMESTAMP_FIELDS,
     "sessions_count",
 )
+_CONVERSATIONS_FIELDS: list[pa.Field] = [
+    pa.field("uuid", pa.string(), nullable=False),
+    *[pa.field(name, pa.string()) for name in CONVERSATION_STRING_FIELDS],
+    *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
+    *[pa.field(name, TIMESTAMP_TYPE) for name in CONVERSATION_TIMESTAMP_FIELDS],
+    pa.field("sessions_count", pa.int64()),
+    pa.field("extra", pa.string()),
+    pa.field("fetched_at", TIMESTAMP_TYPE),
+]
 CONVERSATIONS_SCHEMA = pa.schema(
-    [
-        pa.field("uuid", pa.string(), nullable=False),
-        *[pa.field(name, pa.string()) for name in CONVERSATION_STRING_FIELDS],
-        *[pa.field(f"contact_{name}", pa.string()) for name in CONTACT_FIELDS],
-        *[pa.field(name, TIMESTAMP_TYPE) for name in CONVERSATION_TIMESTAMP_FIELDS],
-        pa.field("sessions_count", pa.int64()),
-        pa.field("extra", pa.string()),
-        pa.field("fetched_at", TIMESTAMP_TYPE),
-    ],
+    _CONVERSATIONS_FIELDS,
     metadata={b"mihu_frames.schema_version": str(SCHEMA_VERSION).encode()},
 )
 
@@ -309,7 +315,7 @@ def conversations_to_pandas(table: pa.Table) -> pd.DataFrame:
     """Convert a conversations table (``CONVERSATIONS_SCHEMA`` plus any other ``*_at``
     columns) to pandas: strings as ``string[pyarrow]``, counts as nullable ``Int64``."""
 
-    def mapper(arrow_type: pa.DataType) -> object | None:
+    def mapper(arrow_type: pa.DataType) -> ExtensionDtype | None:
         if pa.types.is_int64(arrow_type):
             return pd.Int64Dtype()
         return types_mapper(arrow_type)
@@ -330,7 +336,7 @@ def _polars() -> object:
     return polars
 
 
-def to_polars(table: pa.Table, columns: list[str] | None = None) -> object:
+def to_polars(table: pa.Table, columns: list[str] | None = None) -> Any:
     """Convert an Arrow table in ``SESSIONS_SCHEMA`` to a Polars DataFrame, without pandas.
 
     The same columns as :func:`to_pandas`, typed from the schema: timestamps
@@ -350,7 +356,7 @@ def to_polars(table: pa.Table, columns: list[str] | None = None) -> object:
     return frame.with_columns(tags) if tags else frame
 
 
-def conversations_to_polars(table: pa.Table) -> object:
+def conversations_to_polars(table: pa.Table) -> Any:
     """Convert a conversations table to a Polars DataFrame (the pandas form's columns)."""
     pl: Any = _polars()
     return pl.from_arrow(table, rechunk=False)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -134,14 +134,19 @@ class StartedWindow:
         if self.until is not None:
             until = pa.scalar(self.until, TIMESTAMP_TYPE)
             inside = pc.and_kleene(inside, pc.less(started, until))
-        kept = table.filter(pc.fill_null(inside, False))
+        # The columns are chunked, and so is what pc makes of them: pyarrow-stubs type
+        # is_valid's result as an array and fill_null's as array, scalar or chunked array.
+        kept = table.filter(cast(pa.ChunkedArray, pc.fill_null(inside, pa.scalar(False))))
         logger.debug("window: %d of %d rows read started in it", kept.num_rows, table.num_rows)
         if kept.num_rows < 2:
             return kept
-        where = pc.index_in(kept.column("conversation_uuid"), value_set=pa.array(conversations))
+        found = pc.index_in(kept.column("conversation_uuid"), value_set=pa.array(conversations))
         # A row of a conversation not asked for (a server's mistake) goes last, not first.
-        where = pc.fill_null(where, len(conversations))
-        keys = pa.table({"conversation": where, "started_at": kept.column("started_at")})
+        last = pa.scalar(len(conversations), pa.int32())  # index_in's type
+        where = cast(pa.ChunkedArray, pc.fill_null(found, last))
+        keys = pa.Table.from_arrays(
+            [where, kept.column("started_at")], names=["conversation", "started_at"]
+        )
         order = pc.sort_indices(
             keys, sort_keys=[("conversation", "ascending"), ("started_at", "ascending")]
         )

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -221,7 +221,7 @@ def _timestamps(values: np.ndarray) -> pd.arrays.DatetimeArray:
     return pd.array(values.view("datetime64[us]")).tz_localize("UTC")
 
 
-def check_tz(tz: object, func: str) -> Any:
+def check_tz(tz: object, func: str) -> dt.tzinfo:
     """``tz`` as a tzinfo, else a ``ValueError`` naming the value (and a likely name).
 
     The one check of a time zone argument, used by every function that takes ``tz``
@@ -441,14 +441,17 @@ class RoundedFrame(pd.DataFrame):
         if shown is None:
             return super().__repr__()
         frame, formatters = shown
-        from pandas.io.formats.format import get_dataframe_repr_params
+        # pandas' own repr settings: a private helper, so not in pandas-stubs
+        from pandas.io.formats.format import get_dataframe_repr_params  # type: ignore[attr-defined]
 
-        return frame.to_string(formatters=formatters, **get_dataframe_repr_params())
+        # pandas-stubs take formatters keyed by str or int only; pandas takes any label
+        shown_formatters = cast(Mapping[str, Callable[[Any], str]], formatters)
+        return frame.to_string(buf=None, formatters=shown_formatters, **get_dataframe_repr_params())
 
     def _repr_html_(self) -> str | None:
         shown = self._shown()
         if shown is None or not pd.get_option("display.notebook_repr_html"):
-            return super()._repr_html_()
+            return super()._repr_html_()  # type: ignore[misc]  # private: not in pandas-stubs
         frame, formatters = shown
         max_rows = pd.get_option("display.max_rows")
         if max_rows is not None and len(frame) > max_rows:
@@ -709,9 +712,11 @@ def _freq_words(offset: BaseOffset, closed: Side | None = None) -> str:
     """
     n = offset.n
     rule = offset.rule_code
-    if isinstance(offset, Week) and offset.weekday is not None:
+    # pandas-stubs' Week lacks its (documented) weekday attribute
+    weekday: int | None = cast(Any, offset).weekday if isinstance(offset, Week) else None
+    if weekday is not None:
         closed = closed or _sides(offset, None, None)[0]
-        first = (offset.weekday + (1 if closed == "right" else 0)) % 7
+        first = (weekday + (1 if closed == "right" else 0)) % 7
         days = f"{_WEEKDAY_ABBR[first]}–{_WEEKDAY_ABBR[(first + 6) % 7]}"
         return f"week ({days})" if n == 1 else f"{n} weeks ({days})"
     unit = _TICK_UNITS.get(rule) if _is_fixed(offset) else _CALENDAR_UNITS.get(rule)
@@ -720,7 +725,7 @@ def _freq_words(offset: BaseOffset, closed: Side | None = None) -> str:
     return unit if n == 1 else f"{n} {unit}s"
 
 
-def _localize(walls: pd.DatetimeIndex, tz: object) -> np.ndarray:
+def _localize(walls: pd.DatetimeIndex, tz: dt.tzinfo | None) -> np.ndarray:
     """Naive local wall times to int64 µs UTC, as pandas lays out its bins: an ambiguous time
     is its first (DST) instant, a non-existent one moves forward to the end of the gap."""
     local = walls.tz_localize(
@@ -729,12 +734,14 @@ def _localize(walls: pd.DatetimeIndex, tz: object) -> np.ndarray:
     return np.asarray(local.as_unit("us").asi8, dtype=np.int64)
 
 
-def _walls(values: np.ndarray, tz: object) -> pd.DatetimeIndex:
+def _walls(values: np.ndarray, tz: dt.tzinfo | None) -> pd.DatetimeIndex:
     """int64 µs UTC to naive local wall times in ``tz``."""
     return pd.DatetimeIndex(_timestamps(values)).tz_convert(tz).tz_localize(None)
 
 
-def _lattice(lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side) -> np.ndarray:
+def _lattice(
+    lo: int, hi: int, offset: BaseOffset, tz: dt.tzinfo | None, closed: Side
+) -> np.ndarray:
     """pandas' bin boundaries before adjustment (its ``binner``), int64 µs UTC, for data
     spanning ``[lo, hi]``: the same first and last point as ``_get_timestamp_range_edges``.
 
@@ -756,12 +763,14 @@ def _lattice(lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side) -> 
             last = hi + (step - last_offset) if last_offset else hi + step
         return np.arange(first, last + 1, step, dtype=np.int64)
     first_day, last_day = _walls(np.array([lo, hi]), tz).normalize()
-    first = offset.rollback(first_day) if closed == "left" else first_day - offset
-    walls = pd.date_range(start=first, end=last_day + offset, freq=offset, unit="us")
+    start = offset.rollback(first_day) if closed == "left" else first_day - offset
+    walls = pd.date_range(start=start, end=last_day + offset, freq=offset, unit="us")
     return _localize(walls, tz)
 
 
-def _edges(lattice: np.ndarray, offset: BaseOffset, tz: object, closed: Side) -> np.ndarray:
+def _edges(
+    lattice: np.ndarray, offset: BaseOffset, tz: dt.tzinfo | None, closed: Side
+) -> np.ndarray:
     """Half-open ``[edges[k], edges[k + 1])`` µs boundaries of pandas' bins over ``lattice``.
 
     pandas closes period-end bins (``W``, ``ME`` …) on the right at the *last instant* of the
@@ -789,7 +798,7 @@ class _Buckets:
 
 
 def _bucket_layout(
-    lo: int, hi: int, offset: BaseOffset, tz: object, closed: Side, label: Side
+    lo: int, hi: int, offset: BaseOffset, tz: dt.tzinfo | None, closed: Side, label: Side
 ) -> _Buckets:
     """Buckets covering every instant of ``[lo, hi]``, exactly as ``resample`` bins them."""
     lattice = _lattice(lo, hi, offset, tz, closed)
@@ -1084,7 +1093,7 @@ def _activity_frame(
 
 
 def _activity_index(
-    key_index: pd.Index | None, labels: np.ndarray, lengths: np.ndarray, tz: object
+    key_index: pd.Index | None, labels: np.ndarray, lengths: np.ndarray, tz: dt.tzinfo | None
 ) -> pd.Index:
     buckets = pd.DatetimeIndex(_timestamps(labels).tz_convert(tz), name="bucket")
     if key_index is None:
@@ -1233,7 +1242,9 @@ def activity(
     return _activity_frame(columns, result_index, meta)
 
 
-def _empty_activity(index: pd.Index | None, tz: object, meta: dict[str, object]) -> ActivityTable:
+def _empty_activity(
+    index: pd.Index | None, tz: dt.tzinfo | None, meta: dict[str, object]
+) -> ActivityTable:
     zeros = np.zeros(0, dtype=np.int64)
     lengths = np.zeros(0 if index is None else len(index), dtype=np.int64)
     columns = dict.fromkeys(ACTIVITY_COLUMNS, zeros)

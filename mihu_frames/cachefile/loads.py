@@ -126,7 +126,7 @@ class LoadStore:
         try:
             # Read into memory, not memory-mapped: a frame must not depend on a cache file
             # that another process may remove or a user may truncate.
-            with pa.OSFile(str(self.folder / _plain_name(name))) as source:
+            with pa.OSFile(str(self.folder / _plain_name(name)), mode="r") as source:
                 table = pa.ipc.open_file(source).read_all()
             return table, json.loads(meta)
         except (pa.ArrowException, OSError, ValueError) as exc:

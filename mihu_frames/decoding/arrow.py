@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import IO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -93,7 +94,7 @@ def decode_pages(
             try:
                 longest = max(len(b) for b in bodies)
                 threads = use_threads and len(bodies) > 4
-                pages = _read_envelopes(texts.buffers()[2], longest, threads)
+                pages = _read_envelopes(texts, longest, threads)
             except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
                 pages = None
     if (
@@ -103,9 +104,12 @@ def decode_pages(
         and _fast_path_safe(pages)
     ):
         data = pages.column("data").combine_chunks()
+        assert isinstance(data, pa.StructArray)  # API_PAGE_SCHEMA's "data" is a struct
         envelopes = check_envelopes(pages, data, infos)
         lists = data.field("data")
-        sessions = pc.list_flatten(lists)
+        assert isinstance(lists, pa.ListArray)  # ... and its "data" a list of sessions
+        # pyarrow-stubs type list_flatten's result as a list; it is the values, here structs
+        sessions = cast(pa.StructArray, pc.list_flatten(lists))
         parents = pc.list_parent_indices(lists).to_numpy()
         offsets = lists.offsets.to_numpy()
         rows = np.arange(len(parents)) - offsets[parents]
@@ -190,19 +194,24 @@ def _one_per_line(bodies: Sequence[bytes]) -> pa.LargeBinaryArray:
     offsets = np.zeros(len(bodies) + 1, dtype=np.int64)
     np.cumsum(sizes + 1, out=offsets[1:])
     buffer = pa.allocate_buffer(int(offsets[-1]))
-    view = np.frombuffer(buffer, dtype=np.uint8)
+    view = np.frombuffer(memoryview(buffer), dtype=np.uint8)  # (numpy's stubs: see nesting)
     for body, start, size in zip(bodies, offsets.tolist(), sizes.tolist(), strict=False):
         view[start : start + size] = np.frombuffer(body, dtype=np.uint8)
     view[offsets[1:] - 1] = 0x0A
-    return pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(bodies), [None, pa.py_buffer(offsets), buffer]
+    texts = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(bodies), [None, pa.py_buffer(offsets.data), buffer]
     )
+    # pyarrow-stubs type from_buffers as returning a plain Array, whatever the class
+    return cast(pa.LargeBinaryArray, texts)
 
 
-def _read_envelopes(lines: pa.Buffer, longest: int, use_threads: bool) -> pa.Table:
+def _read_envelopes(texts: pa.LargeBinaryArray, longest: int, use_threads: bool) -> pa.Table:
     block = max(1 << 20, longest + 2)
+    lines = texts.buffers()[2]
+    assert lines is not None  # a binary array always has its data buffer
     return pa_json.read_json(
-        pa.BufferReader(lines),
+        # pyarrow-stubs accept only paths and IO objects; read_json takes any NativeFile
+        cast(IO[bytes], pa.BufferReader(lines)),
         read_options=pa_json.ReadOptions(use_threads=use_threads, block_size=block),
         parse_options=pa_json.ParseOptions(
             explicit_schema=API_PAGE_SCHEMA, unexpected_field_behavior="infer"

@@ -111,7 +111,7 @@ def _keep_raw_text(
     sessions: pa.StructArray, lost: dict[str, np.ndarray], extra: pa.Array | None, n: int
 ) -> pa.Array:
     """``extra`` with the text of each out-of-range timestamp added under its field's name."""
-    values = extra.to_pylist() if extra is not None else [None] * n
+    values: list[str | None] = extra.to_pylist() if extra is not None else [None] * n
     for name, mask in lost.items():
         texts = sessions.field(name).to_pylist()
         for row in np.flatnonzero(mask):

@@ -253,7 +253,7 @@ def union_listings(tables: Sequence[pa.Table]) -> pa.Table:
     table = pa.concat_tables(tables, promote_options="default")
     uuids = table.column("uuid").to_numpy(zero_copy_only=False)
     _, first = np.unique(uuids, return_index=True)
-    table = table.take(pa.array(np.sort(first)))
+    table = table.take(pa.array(np.sort(first), type=pa.int64()))
     known = [n for n in CONVERSATIONS_SCHEMA.names if n not in ("extra", "fetched_at")]
     others = sorted(n for n in table.column_names if n not in (*known, "extra", "fetched_at"))
     return table.select([*known, *others, "extra", "fetched_at"])

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -93,17 +93,23 @@ def paginator_hint(body: bytes) -> int | None:
     return last_page
 
 
+def _null_as_false(mask: pa.Array) -> pa.BooleanArray:
+    """A boolean ``mask`` with its nulls made false."""
+    # pyarrow-stubs type the result as array, scalar or chunked array, whatever the input
+    return cast(pa.BooleanArray, pc.fill_null(mask, pa.scalar(False)))
+
+
 def check_envelopes(
     pages: pa.Table, data: pa.StructArray, infos: Sequence[PageInfo]
 ) -> list[PageEnvelope]:
     success = pages.column("success").combine_chunks()
     columns = {name: data.field(name) for name in ENVELOPE_INTS}
-    checks = [("success", pc.fill_null(success, False)), ("data", data.is_valid())]
+    checks = [("success", _null_as_false(success)), ("data", data.is_valid())]
     checks += [(f"data.{n}", col.is_valid()) for n, col in columns.items()]
     checks.append(("data.data", data.field("data").is_valid()))
     for field, ok in checks:
         ok = pc.and_(ok, data.is_valid()) if field != "success" else ok
-        if not pc.all(pc.fill_null(ok, False)).as_py():
+        if not pc.all(_null_as_false(ok)).as_py():
             bad = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
             raise format_error(infos[bad], field, missing_detail(field, pages, bad))
     values = {n: c.to_numpy() for n, c in columns.items()}

@@ -112,7 +112,7 @@ def fast_extra(
         present |= values.is_valid().to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(present & ~reread[parents])
     if len(rows):
-        index = pa.array(rows)
+        index = pa.array(rows, type=pa.int64())
         taken = {name: values.take(index).to_pylist() for name, values in parts.items()}
         nested = [name for name, values in parts.items() if _has_null_members(values)]
         for j, row in enumerate(rows):
@@ -142,22 +142,26 @@ def _extra_parts(sessions: pa.StructArray) -> dict[str, pa.Array]:
         return {}
     names = [field.name for field in sessions.type]
     contact_type = sessions.type.field("contact").type if "contact" in names else None
-    contact_extra = []
-    if contact_type is not None and pa.types.is_struct(contact_type):
+    contact_extra: list[int] = []
+    contact_fields: list[pa.Field] = []
+    if isinstance(contact_type, pa.StructType):
         contact_extra = [i for i, f in enumerate(contact_type) if f.name not in CONTACT_KEYS]
+        contact_fields = [contact_type.field(i) for i in contact_extra]
     if not contact_extra and all(name in KNOWN_KEYS for name in names):
         return {}
     flat = sessions.flatten()
     parts = {name: flat[i] for i, name in enumerate(names) if name not in KNOWN_KEYS}
     if contact_extra:
-        children = flat[names.index("contact")].flatten()
+        contact = flat[names.index("contact")]
+        assert isinstance(contact, pa.StructArray)  # its type is a struct (contact_extra)
+        children = contact.flatten()
         arrays = [children[i] for i in contact_extra]
         some = np.zeros(len(sessions), dtype=bool)
         for values in arrays:
             some |= values.is_valid().to_numpy(zero_copy_only=False)
         parts["contact"] = pa.StructArray.from_arrays(
             arrays,
-            fields=[contact_type.field(i) for i in contact_extra],  # type: ignore[union-attr]
+            fields=contact_fields,
             mask=pa.array(~some),
         )
     return parts
@@ -205,12 +209,12 @@ def _pages_to_reread(
 
 def _has_null_members(values: pa.Array) -> bool:
     """Whether an object in ``values``, at any depth, has a null member."""
-    if pa.types.is_struct(values.type):
+    if isinstance(values, pa.StructArray):
         return any(
             child.null_count > values.null_count or _has_null_members(child)
             for child in values.flatten()  # the parent's nulls applied
         )
-    if pa.types.is_list(values.type):
+    if isinstance(values, pa.ListArray):
         return _has_null_members(values.flatten())
     return False
 
@@ -249,12 +253,12 @@ def _integral_rows(values: pa.Array) -> np.ndarray | None:
         numbers = values.to_numpy(zero_copy_only=False)  # nulls become NaN
         return np.trunc(numbers) == numbers
     found = np.zeros(len(values), dtype=bool)
-    if pa.types.is_struct(type_):
-        for i in range(type_.num_fields):
+    if isinstance(values, pa.StructArray):
+        for i in range(values.type.num_fields):
             rows = _integral_rows(values.field(i))
             if rows is not None:
                 found |= rows
-    elif pa.types.is_list(type_):
+    elif isinstance(values, pa.ListArray):
         offsets = values.offsets.to_numpy()
         items = values.values.slice(offsets[0], offsets[-1] - offsets[0])
         rows = _integral_rows(items)

@@ -68,12 +68,18 @@ def openers(texts: pa.LargeBinaryArray) -> np.ndarray:
     [2, 2]
     """
     _, offsets, data = texts.buffers()
-    starts = np.frombuffer(offsets, dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    assert offsets is not None and data is not None  # a binary array always has both
+    # memoryview: numpy's stubs accept a pyarrow Buffer (PEP 688) only from Python 3.12 on
+    starts = np.frombuffer(memoryview(offsets), dtype=np.int64)
+    starts = starts[texts.offset : texts.offset + len(texts) + 1]
     # The scratch space comes from pyarrow's pool, which reuses what it freed: numpy's own
     # temporaries of a batch's size are mapped afresh each time, and the page faults were
     # measured to triple the cost.
-    scratch = np.frombuffer(pa.allocate_buffer(int(starts[-1] - starts[0])), dtype=np.uint8)
-    np.bitwise_and(np.frombuffer(data, dtype=np.uint8)[starts[0] : starts[-1]], 0xDF, out=scratch)
+    scratch = np.frombuffer(
+        memoryview(pa.allocate_buffer(int(starts[-1] - starts[0]))), dtype=np.uint8
+    )
+    text = np.frombuffer(memoryview(data), dtype=np.uint8)[starts[0] : starts[-1]]
+    np.bitwise_and(text, 0xDF, out=scratch)
     hits = scratch.view(bool)
     np.equal(scratch, _OPENER, out=hits)
     return np.diff(np.searchsorted(np.flatnonzero(hits), starts - starts[0]))

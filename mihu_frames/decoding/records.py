@@ -69,6 +69,7 @@ def records_to_struct(records: Sequence[Any]) -> tuple[pa.StructArray, pa.Array 
     except UnicodeError:  # a lone surrogate from a "\ud800" escape
         row, name = _find_bad_text(records, lambda text: not _encodes(text))
         raise FieldError(name, row, "a string is not valid Unicode") from None
+    assert isinstance(known, pa.StructArray)  # API_SESSION_TYPE is a struct type
     odd = {i for i, r in enumerate(records) if not r.keys() <= KNOWN_KEYS}
     odd.update(
         i

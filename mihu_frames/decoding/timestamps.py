@@ -60,8 +60,8 @@ def in_range(parsed: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
     low, high = pc.min_max(micros).values()
     if low.as_py() >= MIN_US and high.as_py() <= MAX_US:
         return parsed, None
-    outside = pc.or_(pc.less(micros, MIN_US), pc.greater(micros, MAX_US))
-    outside = pc.fill_null(outside, False)
+    low_us, high_us = pa.scalar(MIN_US, pa.int64()), pa.scalar(MAX_US, pa.int64())
+    outside = pc.or_(pc.less(micros, low_us), pc.greater(micros, high_us)).fill_null(False)
     return pc.if_else(outside, pa.scalar(None, TIMESTAMP_TYPE), parsed), outside.to_numpy(
         zero_copy_only=False
     )
