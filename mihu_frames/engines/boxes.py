@@ -136,7 +136,8 @@ def _boxes_sql(d: Dialect, keys: list[str] | None, scale: float, positive: bool)
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
-    return np.asarray(pc.fill_null(table.column(name).cast(pa.float64()), np.nan))
+    values = table.column(name).cast(pa.float64())
+    return np.asarray(pc.fill_null(values, pa.scalar(np.nan, pa.float64())))
 
 
 def _box(row: dict[str, float], n: int, fliers: np.ndarray) -> dict[str, Any]:
