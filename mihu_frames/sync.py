@@ -74,7 +74,6 @@ from mihu_frames.options import (
     takes,
     wants_all,
 )
-from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
 from mihu_frames.schema import (
     STATUS_VALUES,
@@ -84,6 +83,7 @@ from mihu_frames.schema import (
     empty_table,
 )
 from mihu_frames.snapshots import frame_of, hash_pii
+from mihu_frames.store import CommitReport, Recorded, SnapshotRoot, open_root
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
 
@@ -101,6 +101,7 @@ def sync_snapshots(
     conversations: Any = None,
     *,
     client: MihuClient | None = None,
+    storage_options: dict[str, str] | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Fetch what changed since the latest state under ``root``, store it, return the latest state.
@@ -124,6 +125,9 @@ def sync_snapshots(
         incrementally.
     client : MihuClient, optional
         The client to use; by default one is built from the client options and closed after.
+    storage_options : mapping, optional
+        For a root on object storage (``s3://…``): credentials and settings as ``deltalake``
+        takes them; default: the standard environment variables. Never stored or shown.
     <options>
 
     Returns
@@ -163,7 +167,7 @@ def sync_snapshots(
     'synced 1 conversation (0 full, 1 incremental), 1 request, 3 rows changed, 1 new, ...'
     """
     started = time.perf_counter()
-    sync = _prepare(root, conversations, client, options)
+    sync = _prepare(root, conversations, client, options, storage_options)
     active = MihuClient(**sync.client_options) if client is None else client
     try:
         listed_ids, listed = _conversations_of(sync, active)
@@ -196,11 +200,10 @@ def sync_snapshots(
     report = _store(sync, fetched.candidates, record)
     record.update(report.as_attrs())
     record["rows_unchanged_seen"] = fetched.rows_seen - report.rows_changed - report.rows_new
-    record["snapshot"] = None if report.history_file is None else str(report.history_file)
+    record["snapshot"] = None if report.commit_file is None else str(report.commit_file)
     record["store_seconds"] = round(time.perf_counter() - store_started, 6)
 
-    # The partitions just written are at hand: only the others are read back.
-    latest = sync.store.read_latest(conversations=listed_ids, known=report.latest)
+    latest = sync.store.read_latest(conversations=listed_ids)
     df = frame_of(latest)
     record["seconds"] = round(time.perf_counter() - started, 6)
     record["synced_at"] = datetime.now(timezone.utc).isoformat()
@@ -226,7 +229,7 @@ def _store(sync: _Sync, candidates: pa.Table, record: dict[str, Any]) -> CommitR
         "pii": sync.settings.pii or "kept",
         "sync": meta,
     }
-    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded, keep=True)
+    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded)
 
 
 # --------------------------------------------------------------------------- the steps
@@ -254,6 +257,7 @@ def _prepare(
     conversations: Any,
     client: MihuClient | None,
     options: dict[str, Any],
+    storage_options: dict[str, str] | None = None,
 ) -> _Sync:
     """Check every argument, open (or create) the root and settle its filters."""
     sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
@@ -268,7 +272,7 @@ def _prepare(
         hash_pii(empty_table())  # no key: ValueError now, not after the requests
     if client is not None and client_options:
         raise TypeError(f"pass client= or client options, not both (got {sorted(client_options)})")
-    store = open_root(root, create=True)
+    store = open_root(root, create=True, storage_options=storage_options)
     # Filters not given are the root's; others are refused unless refetch.
     status, type_, recorded = store.resolve_filters(
         load.get("status"), load.get("type"), refetch=settings.refetch
