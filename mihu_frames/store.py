@@ -426,7 +426,7 @@ class SnapshotRoot:
     def table(self, name: str, version: int | None = None) -> DeltaTable:
         """The Delta table ``name`` (:data:`LATEST` or :data:`HISTORY`) at ``version``."""
         try:
-            return DeltaTable(
+            table = DeltaTable(
                 self._uri(name), version=version, storage_options=self.storage_options or None
             )
         except TableNotFoundError as error:
@@ -435,6 +435,20 @@ class SnapshotRoot:
             raise NotASnapshotRootError(self.path, f"its {name}/ table is missing") from None
         except (DeltaError, OSError) as error:
             raise _store_error(self.uri, error, self.storage_options) from None
+        names = set(table.schema().to_arrow().names)  # ours, and a layout this release knows
+        if not {"uuid", "conversation_uuid", ORDER, SNAPSHOT_ID} <= names:
+            shown = sorted(names)[:8]
+            raise NotASnapshotRootError(
+                self.path,
+                f"its {name}/ is a Delta table that is not a mihu_frames root (columns {shown})",
+            )
+        layout = table.metadata().configuration.get(f"{_KEY}.layout") or str(LAYOUT_VERSION)
+        if not layout.isdigit() or int(layout) > LAYOUT_VERSION:
+            raise ValueError(
+                f"the snapshot root {self.uri} has layout version {layout!r}, newer than this "
+                f"mihu_frames ({__version__}) knows ({LAYOUT_VERSION}): upgrade mihu_frames"
+            )
+        return table
 
     # ----------------------------------------------------------------------- recorded filters
 
@@ -570,7 +584,11 @@ class SnapshotRoot:
         rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
         rows = rows.append_column(ORDER, pa.nulls(rows.num_rows, pa.int64()))
         latest = self.table(LATEST)
-        _, versions, counts = _merge(self._held(latest, rows), rows, _next_order(latest))
+        try:
+            held = self._held(latest, rows)
+        except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
+            raise _store_error(self.uri, error, self.storage_options) from None
+        _, versions, counts = _merge(held, rows, _next_order(latest))
         report = CommitReport(
             rows_unchanged=counts["unchanged"], rows_stale=counts["stale"], converted=converted
         )
