@@ -44,7 +44,7 @@ from mihu_frames.simulator import Simulator
 REPO = Path(__file__).resolve().parents[1]
 CONVERSATION = "c0000000-0000-4000-8000-000000000000"
 FETCHED = "2026-03-01T00:00:00Z"
-ROWS = 20_000  # a snapshot of ~5 MB: long enough to be killed while it is written
+ROWS = 10_000  # a snapshot of ~2 MB: long enough to be killed while it is written
 
 # --------------------------------------------------------------------------- child processes
 
@@ -154,7 +154,7 @@ def _numbers(uuids: pd.Series) -> dict[int, int]:
     return pd.Series([int(u[:8], 16) for u in uuids]).value_counts().to_dict()
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3])
+@pytest.mark.parametrize("delay", [0.0, 0.2])
 def test_kill_during_write_snapshot_leaves_the_state_before_or_after(tmp_path, delay):
     root = tmp_path / "snaps"
     whole: dict[str, int] = {}  # snapshot id -> the writer's iteration number
@@ -219,7 +219,7 @@ print("compacted", flush=True)
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("delay", [0.0, 0.2])
 def test_kill_during_a_compaction_leaves_the_state_before_or_after(tmp_path, delay):
     root = tmp_path / "snaps"
     writer = spawn(_WRITER, str(root), "0", "6", "2000")
