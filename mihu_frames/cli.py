@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MihuError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a snapshot root's storage failed
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -331,8 +331,16 @@ def _fetch(args: argparse.Namespace) -> int:
         print("no sessions: nothing to write")
         return 0
     path = write_snapshot(df, args.root)
-    print(f"snapshot: {path}" if path else "snapshot: nothing changed since the last one")
+    print(f"snapshot: {_version(path)}" if path else "snapshot: nothing changed since the last one")
     return 0
+
+
+def _version(path: Any) -> str:
+    """The version a write produced, and its commit: ``latest/ version 3 (.../0003.json)``."""
+    from mihu_frames.snapshots import snapshot_metadata
+
+    record = snapshot_metadata(path)
+    return f"{record['table']}/ version {record['version']} ({path})"
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -432,7 +440,7 @@ def _demo(args: argparse.Namespace) -> int:
             client.flush_cache()  # before the temporary folder goes
         path = write_snapshot(tagged, args.root)
         back = read_snapshots(args.root, conversations=sim.conversation_uuids)
-        written = path or "nothing changed since the last run's"
+        written = _version(path) if path else "nothing changed since the last run's"
         print(f"snapshot: {written} ({len(back):,} sessions read back)")
     return 0
 

@@ -401,7 +401,8 @@ def sync_summary(df: pd.DataFrame) -> str:
     if a.get("rows_deleted") is not None:
         parts.append(f"{a['rows_deleted']:,} deleted upstream (kept in history)")
     parts.append(f"{len(a.get('errors') or []):,} failed")
-    tail = [f"{len(df):,} sessions held", f"snapshot {a.get('snapshot') or 'none (no change)'}"]
+    written = f"version {a.get('version')} ({a['snapshot']})" if a.get("snapshot") else None
+    tail = [f"{len(df):,} sessions held", f"snapshot {written or 'none (no change)'}"]
     files = len(a.get("files_written") or [])
     if files:
         tail.append(
