@@ -239,8 +239,10 @@ def _cutoff(value: date | datetime | str) -> datetime:
 def _optimize(store: SnapshotRoot, name: str) -> None:
     for attempt in range(ATTEMPTS):
         try:
+            settings = store.recorded
+            record = {"compaction": True, "recorded": settings and settings.to_json()}
             store.table(name).optimize.compact(
-                commit_properties=CommitProperties(custom_metadata={"mihu_frames": {}})
+                commit_properties=CommitProperties(custom_metadata={"mihu_frames": record})
             )
             return
         except CommitFailedError:

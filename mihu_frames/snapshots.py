@@ -371,8 +371,9 @@ def snapshot_metadata(
         folder, file = text.rsplit("/_delta_log/", 1)
         text, name = folder.rsplit("/", 1)
         version = int(file[: -len(".json")])
-    table = open_root(text, storage_options=storage_options).table(name, version)
-    info = table.history(1)[0]
+    store = open_root(text, storage_options=storage_options)
+    version = store.table(name).version() if version is None else version
+    info = store.commit_info(name, version)
     record = dict(info.get("mihu_frames") or {})
-    record.update(version=table.version(), operation=info.get("operation"), table=name)
+    record.update(version=version, operation=info.get("operation"), table=name)
     return record

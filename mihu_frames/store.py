@@ -58,6 +58,7 @@ import json
 import logging
 import os
 import random
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
 
 from mihu_frames import legacy
 from mihu_frames._files import private_dirs
@@ -121,6 +123,7 @@ ATTEMPTS = 30
 FILE_SCHEMA = legacy.FILE_SCHEMA
 DURATIONS = tuple(f.name for f in SESSIONS_SCHEMA if pa.types.is_duration(f.type))
 _KEY = "mihu_frames"  # commit metadata: one JSON object under this key
+_DURATIONS_NOTE = "int64 microseconds: " + ", ".join(DURATIONS)
 _CONFIG = {  # time travel stays possible until prune_before says otherwise
     "delta.logRetentionDuration": "interval 36500 days",
     "delta.enableExpiredLogCleanup": "false",
@@ -381,18 +384,29 @@ def _remote_state(uri: str, options: dict[str, str], create: bool) -> str:
 
 
 def _store_error(uri: str, error: BaseException, options: Mapping[str, str]) -> SnapshotStoreError:
-    """``error`` of the storage as a :class:`SnapshotStoreError` naming the root; every value of
-    ``options`` and of the usual credential variables is masked."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    secrets_ = [v for v in options.values() if v and len(v) >= 4]
-    secrets_ += [
-        os.environ[k]
-        for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY")
-        if len(os.environ.get(k, "")) >= 4
-    ]
-    for secret in secrets_:
-        text = text.replace(secret, "***")
-    return SnapshotStoreError(f"the snapshot root {uri} could not be used: {text[:400]}")
+    """``error`` of the storage as a :class:`SnapshotStoreError` naming the root and, where it
+    can tell, the cause; every credential (of ``options`` or the usual variables) masked."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).replace("\u21b3", "->")
+    text = " ".join(text.split()) or type(error).__name__
+    secret = ("SECRET", "TOKEN", "KEY", "PASSWORD", "SAS", "CREDENTIAL")
+    values = [v for k, v in options.items() if any(s in k.upper() for s in secret)]
+    values += [v for k, v in os.environ.items() if k.startswith(("AWS_", "AZURE_", "GOOGLE_"))
+               and any(s in k.upper() for s in secret)]
+    for value in values:
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    hints = []
+    if "NoSuchBucket" in text or "ContainerNotFound" in text:
+        hints.append("the bucket does not exist")
+    if "169.254.169.254" in text or "credential" in text.lower():
+        hints.append(
+            "no credentials were found: set them in the environment (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or your cloud's variables) or pass storage_options="
+        )
+    if "No space left" in text or "ENOSPC" in text:
+        hints.append("the disk is full")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return SnapshotStoreError(f"the snapshot root {uri} could not be used{hint}: {text[:500]}")
 
 
 class SnapshotRoot:
@@ -442,13 +456,39 @@ class SnapshotRoot:
                 self.path,
                 f"its {name}/ is a Delta table that is not a mihu_frames root (columns {shown})",
             )
-        layout = table.metadata().configuration.get(f"{_KEY}.layout") or str(LAYOUT_VERSION)
-        if not layout.isdigit() or int(layout) > LAYOUT_VERSION:
+        layout = self.record(name, table.version()).get("layout_version", LAYOUT_VERSION)
+        if not isinstance(layout, int) or layout > LAYOUT_VERSION:
             raise ValueError(
                 f"the snapshot root {self.uri} has layout version {layout!r}, newer than this "
                 f"mihu_frames ({__version__}) knows ({LAYOUT_VERSION}): upgrade mihu_frames"
             )
         return table
+
+    def commit_info(self, name: str, version: int) -> dict[str, Any]:
+        """The commit information of ``version`` of table ``name`` (read from its log file,
+        locally or on object storage)."""
+        if version < 0:
+            return {}
+        handler = DeltaStorageHandler(self._uri(name), self.storage_options or None)
+        try:
+            with handler.open_input_file(f"_delta_log/{version:020d}.json") as file:
+                text = file.read().decode("utf-8")
+        except (OSError, DeltaError):
+            return {}
+        for line in text.splitlines():
+            info = json.loads(line).get("commitInfo") if line.strip() else None
+            if info is not None:
+                return dict(info)
+        return {}
+
+    def record(self, name: str, version: int) -> dict[str, Any]:
+        """The ``mihu_frames`` record of the newest commit of ``name`` at or before ``version``
+        that has one (a commit another tool made has none)."""
+        for at in range(version, max(-1, version - 100), -1):
+            info = self.commit_info(name, at).get(_KEY)
+            if isinstance(info, dict) and "recorded" in info:
+                return info
+        return {}
 
     # ----------------------------------------------------------------------- recorded filters
 
@@ -461,8 +501,7 @@ class SnapshotRoot:
                 data = legacy.recorded(self.local)
             elif self.state in ("delta", "partial"):
                 name = LATEST if self.state == "delta" else HISTORY
-                config = self.table(name).metadata().configuration
-                data = json.loads(config.get(f"{_KEY}.recorded") or "{}")
+                data = self.record(name, self.table(name).version()).get("recorded") or {}
             self._recorded = None if data is None else Recorded.from_json(data)
         return self._recorded
 
@@ -581,6 +620,7 @@ class SnapshotRoot:
             rows = latest_versions(rows).cast(SESSIONS_SCHEMA)
         metadata = dict(metadata or {})
         converted = self.prepare(recorded or recorded_from_rows(rows, metadata))
+        settings = self._settings(recorded)
         rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
         rows = rows.append_column(ORDER, pa.nulls(rows.num_rows, pa.int64()))
         latest = self.table(LATEST)
@@ -600,6 +640,7 @@ class SnapshotRoot:
                 pa.array([snapshot_id] * versions.num_rows, pa.string()),
             )
             record = _record(versions, snapshot_id, metadata, counts)
+            record["recorded"] = settings.to_json()
             history_version, history_files = self._append_history(versions, record)
             version, latest_files = self._apply({snapshot_id: versions}, record)
             files = {**history_files, **latest_files}
@@ -620,10 +661,10 @@ class SnapshotRoot:
                 files_written=tuple(files),
                 bytes_written=sum(files.values()),
             )
-        else:
-            self._apply({}, {})  # complete what a killed writer left, if anything
-        if recorded is not None:
-            self._record_settings(recorded)
+        else:  # complete what a killed writer left, if anything
+            self._apply({}, {"recorded": settings.to_json()})
+        if settings != self.recorded:
+            self._record_settings(settings)
         self._private()
         logger.info(
             "wrote %s: %d new, %d changed, %d unchanged, %d stale; version %s, %d bytes",
@@ -694,7 +735,15 @@ class SnapshotRoot:
                 configuration=_CONFIG,
                 storage_options=self.storage_options or None,
                 commit_properties=CommitProperties(
-                    custom_metadata={_KEY: {**_versions(), "dataset": name, **record}},
+                    custom_metadata={
+                        _KEY: {
+                            **_versions(),
+                            "dataset": name,
+                            "recorded": recorded.to_json(),
+                            "durations": _DURATIONS_NOTE,
+                            **record,
+                        }
+                    },
                     app_transactions=txn,
                 ),
             )
@@ -704,30 +753,32 @@ class SnapshotRoot:
             return
         except OSError as error:
             raise _store_error(self.uri, error, self.storage_options) from None
-        properties = {
-            f"{_KEY}.layout": str(LAYOUT_VERSION),
-            f"{_KEY}.recorded": json.dumps(recorded.to_json()),
-            f"{_KEY}.durations": "int64 microseconds: " + ",".join(DURATIONS),
-        }
-        self._alter(name, properties)
-
-    def _alter(self, name: str, properties: dict[str, str]) -> None:
-        for attempt in range(ATTEMPTS):
-            try:
-                self.table(name).alter.set_table_properties(properties, raise_if_not_exists=False)
-                return
-            except CommitFailedError:
-                _pause(attempt)
-        raise SnapshotStoreError(f"{self.uri}: the table properties stayed in conflict")
+    def _settings(self, recorded: Recorded | None) -> Recorded:
+        """What the root records after this write: ``recorded`` (settings it does not know
+        kept), else what it records now."""
+        held = self.recorded or Recorded()
+        if recorded is None:
+            return held
+        return replace(recorded, extra={**held.extra, **recorded.extra})
 
     def _record_settings(self, recorded: Recorded) -> None:
-        held = self.recorded
-        if held is not None:
-            recorded = replace(recorded, extra={**held.extra, **recorded.extra})
-        if recorded != held:
-            self._alter(LATEST, {f"{_KEY}.recorded": json.dumps(recorded.to_json())})
-            self._recorded = recorded
-            logger.debug("recorded with %s: %s", self.uri, recorded.describe())
+        """A commit of the latest state that changes no row and records ``recorded``."""
+        record = {**_versions(), "recorded": recorded.to_json(), "settings": True}
+        for attempt in range(ATTEMPTS):
+            try:
+                write_deltalake(
+                    self.table(LATEST),
+                    _to_delta(FILE_SCHEMA.empty_table(), PARTITION),
+                    mode="append",
+                    commit_properties=CommitProperties(custom_metadata={_KEY: record}),
+                )
+                break
+            except CommitFailedError:
+                _pause(attempt)
+            except (DeltaError, OSError) as error:
+                raise _store_error(self.uri, error, self.storage_options) from None
+        self._recorded = recorded
+        logger.debug("recorded with %s: %s", self.uri, recorded.describe())
 
     def _read(self, name: str, where: Any = None) -> pa.Table:
         return _from_delta(_scan(self.table(name).to_pyarrow_dataset(), None, where))
@@ -769,14 +820,13 @@ class SnapshotRoot:
     def _pending(self, applied: int) -> tuple[int, dict[str, list[str]]]:
         """The current ``versions/`` version, and the writes after ``applied`` (snapshot id:
         its months), oldest first."""
-        table = self.table(HISTORY)
-        current = table.version()
+        current = self.table(HISTORY).version()
         pending: dict[str, list[str]] = {}
-        if current > applied:
-            for commit in reversed(table.history(limit=current - applied)):
-                info = commit.get(_KEY) or {}
-                if commit.get("version", -1) > applied and info.get("snapshot_id"):
-                    pending[info["snapshot_id"]] = list(info.get("months") or [])
+        for version in range(applied + 1, current + 1):
+            info = self.commit_info(HISTORY, version).get(_KEY) or {}
+            for snapshot_id in info.get("snapshot_ids") or [info.get("snapshot_id")]:
+                if snapshot_id:
+                    pending[snapshot_id] = list(info.get("months") or [])
         return current, pending
 
     def _apply(

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_matches_truth, recorded, tagged
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 import mihu_frames as mf
 from mihu_frames import store as store_module
@@ -314,11 +314,8 @@ def test_the_recorded_settings_keep_what_they_do_not_know_and_newer_layouts_are_
     )
     mf.write_snapshot(frame, root)
     assert recorded(root) == {"status": ["active"], "type": None, "conversations": None}
-    latest = DeltaTable(root / "latest")
     settings = {**recorded(root), "from_a_newer_release": {"kept": True}}
-    latest.alter.set_table_properties(
-        {"mihu_frames.recorded": json.dumps(settings)}, raise_if_not_exists=False
-    )
+    _commit_nothing(root, {"layout_version": 3, "recorded": settings})
     store = open_root(root)
     assert store.recorded is not None
     assert store.recorded.extra == {"from_a_newer_release": {"kept": True}}
@@ -327,11 +324,21 @@ def test_the_recorded_settings_keep_what_they_do_not_know_and_newer_layouts_are_
     assert rewritten["from_a_newer_release"] == {"kept": True}
     assert rewritten["status"] == ["active", "completed", "timed_out"]
 
-    DeltaTable(root / "latest").alter.set_table_properties(
-        {"mihu_frames.layout": "4"}, raise_if_not_exists=False
-    )
+    _commit_nothing(root, {"layout_version": 4, "recorded": rewritten})  # a newer release
     with pytest.raises(ValueError, match="upgrade mihu_frames"):
         mf.read_snapshots(root)
+
+
+def _commit_nothing(root: Path, record: dict[str, Any]) -> None:
+    """A commit of the latest state that changes no row, with ``record`` as its metadata."""
+    table = DeltaTable(root / "latest")
+    empty = table.to_pyarrow_dataset().schema.empty_table()
+    write_deltalake(
+        table,
+        empty,
+        mode="append",
+        commit_properties=CommitProperties(custom_metadata={"mihu_frames": record}),
+    )
 
 
 def test_a_delta_table_that_is_not_ours_is_refused_naming_it(tmp_path):
@@ -495,9 +502,7 @@ def test_conflicts_are_retried_and_one_that_never_ends_is_a_clear_error(
     def someone_commits_first(table, partition):  # type: ignore[no-untyped-def]
         if partition == store_module.PARTITION and len(tries) < conflicts:
             tries.append(1)
-            DeltaTable(root / "latest").alter.set_table_properties(
-                {"mihu_frames.touched": str(time.monotonic())}, raise_if_not_exists=False
-            )
+            _commit_nothing(root, {"another writer": len(tries)})
         return real_to_delta(table, partition)
 
     monkeypatch.setattr(store_module, "_to_delta", someone_commits_first)

@@ -141,11 +141,9 @@ def test_metadata_records_the_write_and_never_the_token(sim, loaded, root):
     for file in root.rglob("*"):
         if file.is_file():
             assert sim.token.encode() not in file.read_bytes()
-    config = DeltaTable(root / "latest").metadata().configuration
-    assert config["mihu_frames.layout"] == "3"
-    assert "duration" in config["mihu_frames.durations"] and "microseconds" in config[
-        "mihu_frames.durations"
-    ]
+    created = mf.snapshot_metadata(root / "latest" / "_delta_log" / f"{0:020d}.json")
+    assert created["layout_version"] == 3 and created["table"] == "latest"
+    assert created["durations"].startswith("int64 microseconds: duration, time_to_evaluation")
     assert recorded(root) == {
         "status": ["active", "completed", "timed_out"],
         "type": None,
