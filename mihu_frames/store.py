@@ -621,14 +621,16 @@ class SnapshotRoot:
         metadata = dict(metadata or {})
         converted = self.prepare(recorded or recorded_from_rows(rows, metadata))
         settings = self._settings(recorded)
-        rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
-        rows = rows.append_column(ORDER, pa.nulls(rows.num_rows, pa.int64()))
         latest = self.table(LATEST)
+        rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
+        start = _next_order(latest)  # new sessions come last, in the frame's order
+        order = np.arange(start, start + rows.num_rows, dtype=np.int64)
+        rows = _sorted(rows.append_column(ORDER, pa.array(order)))  # sorted once: statistics
         try:
             held = self._held(latest, rows)
         except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
             raise _store_error(self.uri, error, self.storage_options) from None
-        _, versions, counts = _merge(held, rows, _next_order(latest))
+        upserts, versions, counts = _merge(held, rows, _next_order(latest))
         report = CommitReport(
             rows_unchanged=counts["unchanged"], rows_stale=counts["stale"], converted=converted
         )
@@ -642,7 +644,12 @@ class SnapshotRoot:
             record = _record(versions, snapshot_id, metadata, counts)
             record["recorded"] = settings.to_json()
             history_version, history_files = self._append_history(versions, record)
-            version, latest_files = self._apply({snapshot_id: versions}, record)
+            planned = (latest.version(), held, upserts.set_column(
+                upserts.schema.get_field_index(SNAPSHOT_ID),
+                SNAPSHOT_ID,
+                pa.array([snapshot_id] * upserts.num_rows, pa.string()),
+            ))
+            version, latest_files = self._apply({snapshot_id: versions}, record, planned)
             files = {**history_files, **latest_files}
             report = replace(
                 report,
@@ -798,7 +805,7 @@ class SnapshotRoot:
         self, versions: pa.Table, record: dict[str, Any]
     ) -> tuple[int, dict[str, int]]:
         """Append ``versions`` to ``versions/`` (a blind append: it never conflicts)."""
-        data = _to_delta(_sorted(versions), HISTORY_PARTITION)
+        data = _to_delta(versions, HISTORY_PARTITION)
         record = {**record, "months": pc.unique(data.column(HISTORY_PARTITION)).to_pylist()}
         try:
             table = self.table(HISTORY)
@@ -830,12 +837,18 @@ class SnapshotRoot:
         return current, pending
 
     def _apply(
-        self, mine: Mapping[str, pa.Table], record: Mapping[str, Any]
+        self,
+        mine: Mapping[str, pa.Table],
+        record: Mapping[str, Any],
+        planned: tuple[int, pa.Table, pa.Table] | None = None,
     ) -> tuple[int | None, dict[str, int]]:
         """Merge every write appended to ``versions/`` that the latest state lacks (``mine``
         is at hand, the others are read back) into ``latest/``, in one commit carrying the
-        ``versions/`` version it reflects. Retried on conflict. Returns the version committed
-        (None when there was nothing to change) and the files it added."""
+        ``versions/`` version it reflects. Retried on conflict. ``planned``: the latest state's
+        version the caller compared with, the rows it held and the rows to write: used as they
+        are when the latest state is still that version and ``mine`` is all there is to merge.
+        Returns the version committed (None when there was nothing to change) and the files it
+        added."""
         for attempt in range(ATTEMPTS):
             latest = self.table(LATEST)
             applied = latest.transaction_version(APP_ID)
@@ -846,16 +859,11 @@ class SnapshotRoot:
                 return done, {}
             tables = [t for s, t in mine.items() if s in pending]
             others = [s for s in pending if s not in mine]
-            if others:
-                months = sorted({m for s in others for m in pending[s]})
-                where = pc.field(SNAPSHOT_ID).isin(others)
-                if months:
-                    where = pc.field(HISTORY_PARTITION).isin(months) & where
-                tables.append(self._read(HISTORY, where))
-                logger.info("%s: completing %d earlier write(s): %s", self.uri, len(others), others)
-            incoming = latest_versions(pa.concat_tables([t.cast(FILE_SCHEMA) for t in tables]))
-            held = self._held(latest, incoming)
-            upserts, _, _ = _merge(held, incoming, _next_order(latest))
+            if planned is not None and planned[0] == latest.version() and not others:
+                held, upserts = planned[1], planned[2]
+            else:
+                held, upserts = self._plan(latest, tables, others, pending)
+            planned = None
             if upserts.num_rows == 0:  # stale versions only: history holds them
                 return done, {}
             properties = CommitProperties(
@@ -863,7 +871,7 @@ class SnapshotRoot:
                 app_transactions=[Transaction(APP_ID, current)],
                 max_commit_retries=0,
             )
-            data = _to_delta(_sorted(upserts), PARTITION)
+            data = _to_delta(upserts, PARTITION)
             parts = pc.unique(held.column(PARTITION)).to_pylist() if held.num_rows else []
             try:
                 if not parts:  # only new sessions: an append, no partition read
@@ -897,6 +905,27 @@ class SnapshotRoot:
             f"writers for {ATTEMPTS} attempts; its versions are in {HISTORY}/ and the next "
             "write completes them"
         )
+
+    def _plan(
+        self,
+        latest: DeltaTable,
+        tables: list[pa.Table],
+        others: list[str],
+        pending: Mapping[str, list[str]],
+    ) -> tuple[pa.Table, pa.Table]:
+        """The held rows and the rows to write for the versions at hand (``tables``) and those
+        of the writes ``others``, read back from ``versions/``."""
+        if others:
+            months = sorted({m for s in others for m in pending[s]})
+            where = pc.field(SNAPSHOT_ID).isin(others)
+            if months:
+                where = pc.field(HISTORY_PARTITION).isin(months) & where
+            tables = [*tables, self._read(HISTORY, where)]
+            logger.info("%s: completing %d earlier write(s): %s", self.uri, len(others), others)
+        incoming = latest_versions(pa.concat_tables([t.cast(FILE_SCHEMA) for t in tables]))
+        held = self._held(latest, incoming)
+        upserts, _, _ = _merge(held, incoming, _next_order(latest))
+        return held, upserts
 
     def _added(self, name: str, version: int) -> dict[str, int]:
         """The data files commit ``version`` of table ``name`` added, with their sizes."""
@@ -1004,9 +1033,14 @@ def _where(conversations: Sequence[str] | None, since: datetime | None) -> Any:
 
 
 def _months(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """``YYYY-MM`` of each instant (UTC), ``none`` where null: a partition value."""
-    text = pc.strftime(values, format="%Y-%m", locale="C")
-    return pc.fill_null(text, NO_MONTH)
+    """``YYYY-MM`` of each instant (UTC), ``none`` where null: a partition value (each distinct
+    month formatted once)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    keys = pc.add(pc.multiply(pc.year(values), 100), pc.month(values))
+    keys = pc.fill_null(keys, -1).to_numpy(zero_copy_only=False)
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    names = [NO_MONTH if k < 0 else f"{k // 100:04d}-{k % 100:02d}" for k in distinct.tolist()]
+    return pa.array(names, pa.string()).take(pa.array(inverse.astype(np.int64)))
 
 
 def _to_delta(table: pa.Table, partition: str) -> pa.Table:

@@ -383,10 +383,10 @@ _KILLED_WRITER = textwrap.dedent(
     root = sys.argv[1]
     real_apply = store.SnapshotRoot._apply
 
-    def die_before_the_latest_state(self, mine, record):
+    def die_before_the_latest_state(self, mine, *args):
         if mine:  # the versions are in history, the latest state not merged yet
             os.kill(os.getpid(), signal.SIGKILL)
-        return real_apply(self, mine, record)
+        return real_apply(self, mine, *args)
 
     store.SnapshotRoot._apply = die_before_the_latest_state
     df = mf.read_snapshots(root)
@@ -458,26 +458,26 @@ def test_a_commit_in_conflict_is_tried_again_on_the_new_state(
     root = tmp_path / "root"
     df = make_client(sim).sessions(sim.conversation_uuids[4])
     mf.write_snapshot(df.iloc[:50], root)
-    real_merge = store_module._merge
+    real_to_delta = store_module._to_delta
     calls: list[int] = []
 
-    def merge_while_another_writer_commits(held, incoming, next_order):  # type: ignore[no-untyped-def]
-        calls.append(len(calls))
-        if len(calls) == 2:  # after history, before the latest state: another process commits
+    def another_writer_commits_first(table, partition):  # type: ignore[no-untyped-def]
+        if partition == store_module.PARTITION and not calls:  # our versions are in history
+            calls.append(1)
             other = df.iloc[40:60].assign(summary="the other writer")
             other["fetched_at"] = other["fetched_at"] + pd.Timedelta(seconds=1)
             with monkeypatch.context() as inner:
-                inner.setattr(store_module, "_merge", real_merge)
+                inner.setattr(store_module, "_to_delta", real_to_delta)
                 mf.write_snapshot(other, root)
-        return real_merge(held, incoming, next_order)
+        return real_to_delta(table, partition)
 
-    monkeypatch.setattr(store_module, "_merge", merge_while_another_writer_commits)
+    monkeypatch.setattr(store_module, "_to_delta", another_writer_commits_first)
     mine = df.iloc[55:80].assign(summary="mine")
     mine["fetched_at"] = mine["fetched_at"] + pd.Timedelta(seconds=2)
     report = open_root(root).commit(from_pandas(mine))
-    # compared, then tried once: the other writer found our versions in history and merged
-    # them with its own; our commit conflicted, and the retry found nothing left to do
-    assert len(calls) == 2
+    # the other writer found our versions in history and merged them with its own; our
+    # commit conflicted, and the retry found nothing left to do
+    assert calls == [1]
     latest = mf.read_snapshots(root).set_index("uuid")
     assert latest.index.is_unique and len(latest) == 80
     assert (latest.loc[df["uuid"].iloc[40:55], "summary"] == "the other writer").all()
