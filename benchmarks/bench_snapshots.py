@@ -79,26 +79,52 @@ def sessions(n: int, seed: int, start: int = 0) -> pa.Table:
     ts = pa.timestamp("us", "UTC")
     columns: dict[str, Any] = {
         "conversation_uuid": convs[rng.integers(0, 200, n)],
-        "uuid": [f"{i:08x}-{r:04x}-4000-8000-{r:012x}" for i, r in zip(
-            range(start, start + n), rng.integers(0, 2**16, n), strict=True)],
+        "uuid": [
+            f"{i:08x}-{r:04x}-4000-8000-{r:012x}"
+            for i, r in zip(range(start, start + n), rng.integers(0, 2**16, n), strict=True)
+        ],
         "status": pa.nulls(n, pa.string()),
         "type": pa.nulls(n, pa.string()),
     }
-    for name in ("started_at", "created_at", "last_activity_at", "ended_at", "evaluated_at",
-                 "summary_generated_at", "updated_at", "fetched_at"):
-        offset = {"ended_at": length, "evaluated_at": length + 60_000_000,
-                  "summary_generated_at": length + 90_000_000,
-                  "updated_at": length + 120_000_000, "fetched_at": length + 200_000_000,
-                  "last_activity_at": length - 5_000_000}.get(name, 0)
+    for name in (
+        "started_at",
+        "created_at",
+        "last_activity_at",
+        "ended_at",
+        "evaluated_at",
+        "summary_generated_at",
+        "updated_at",
+        "fetched_at",
+    ):
+        offset = {
+            "ended_at": length,
+            "evaluated_at": length + 60_000_000,
+            "summary_generated_at": length + 90_000_000,
+            "updated_at": length + 120_000_000,
+            "fetched_at": length + 200_000_000,
+            "last_activity_at": length - 5_000_000,
+        }.get(name, 0)
         columns[name] = pa.array(created + offset, pa.int64()).cast(ts)
-    for name, value in (("duration", length), ("time_to_evaluation", 60_000_000),
-                        ("time_to_summary", 90_000_000), ("idle_before_end", 5_000_000)):
-        columns[name] = pa.array(np.broadcast_to(value, n).astype(np.int64)).cast(
-            pa.duration("us"))
+    for name, value in (
+        ("duration", length),
+        ("time_to_evaluation", 60_000_000),
+        ("time_to_summary", 90_000_000),
+        ("idle_before_end", 5_000_000),
+    ):
+        columns[name] = pa.array(np.broadcast_to(value, n).astype(np.int64)).cast(pa.duration("us"))
     columns["is_open"] = np.zeros(n, dtype=bool)
     columns["summary"] = text
-    for name in ("agent_uuid", "call_uuid", "campaign_uuid", "listing_uuid", "contact_uuid",
-                 "contact_name", "contact_surname", "contact_phone_number", "contact_email"):
+    for name in (
+        "agent_uuid",
+        "call_uuid",
+        "campaign_uuid",
+        "listing_uuid",
+        "contact_uuid",
+        "contact_name",
+        "contact_surname",
+        "contact_phone_number",
+        "contact_email",
+    ):
         columns[name] = pa.array(rng.integers(0, 1000, n).astype(str)).cast(pa.string())
     columns["task_uuids"] = pa.array([[] for _ in range(n)], pa.list_(pa.string()))
     columns["task_count"] = np.zeros(n, dtype=np.int64)
@@ -111,16 +137,18 @@ def changed(table: pa.Table, rows: np.ndarray) -> pa.Table:
     part = table.take(pa.array(rows))
     later = pa.scalar(86_400_000_000, pa.duration("us"))
     for name in ("updated_at", "fetched_at"):
-        part = part.set_column(part.schema.get_field_index(name), name,
-                               pc.add(part.column(name), later))
+        part = part.set_column(
+            part.schema.get_field_index(name), name, pc.add(part.column(name), later)
+        )
     summary = pa.array(["changed " + s for s in part.column("summary").to_pylist()])
     return part.set_column(part.schema.get_field_index("summary"), "summary", summary)
 
 
 def run(kind: str, source: Path, root: Path, work: Path) -> dict[str, Any]:
     out = work / "result.json"
-    subprocess.run([sys.executable, "-c", CHILD, kind, str(source), str(root), str(out)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-c", CHILD, kind, str(source), str(root), str(out)], check=True
+    )
     return json.loads(out.read_text())
 
 
@@ -143,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="best of N (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    held, base, append = (100_000, 900_000, 100_000) if args.quick else (
-        1_000_000, 9_000_000, 1_000_000)
+    held, base, append = (
+        (100_000, 900_000, 100_000) if args.quick else (1_000_000, 9_000_000, 1_000_000)
+    )
     if args.sizes:
         held, base, append = (int(x) for x in args.sizes.split(","))
     repeat = args.repeat or 2
@@ -156,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         pq.write_table(everything, work / "all.parquet")
         rng = np.random.default_rng(2)
         share = max(1, held // 100)
-        pq.write_table(changed(everything, np.sort(rng.choice(held, share, replace=False))),
-                       work / "random.parquet")
+        pq.write_table(
+            changed(everything, np.sort(rng.choice(held, share, replace=False))),
+            work / "random.parquet",
+        )
         pq.write_table(changed(everything, np.arange(held - share, held)), work / "recent.parquet")
         run("store", work / "all.parquet", work / "held", work)  # the root the 1% cases start from
-        cases = [("first write", "all", None, held, 1.5),
-                 ("random 1%", "random", work / "held", share, 2.0),
-                 ("recent 1%", "recent", work / "held", share, 2.0)]
+        cases = [
+            ("first write", "all", None, held, 1.5),
+            ("random 1%", "random", work / "held", share, 2.0),
+            ("recent 1%", "recent", work / "held", share, 2.0),
+        ]
         for label, name, start, rows, limit in cases:
             store = best("store", work / f"{name}.parquet", work, start, repeat)
             plain = best("plain", work / "all.parquet", work, None, repeat)
@@ -170,10 +203,19 @@ def main(argv: list[str] | None = None) -> int:
             if counted != rows:
                 raise AssertionError(f"{label}: {counted} rows written, {rows} given")
             results[label] = {"store": store, "plain": plain}
-            lines.append((label, f"{rows:,}", f"{store['seconds']:.2f}", f"{plain['seconds']:.2f}",
-                          f"{store['seconds'] / plain['seconds']:.2f}x (<= {limit}x)",
-                          f"{store['bytes'] / 1e6:.1f}", f"{plain['bytes'] / 1e6:.1f}",
-                          f"{store['rss_mb']:.0f}", f"{plain['rss_mb']:.0f}"))
+            lines.append(
+                (
+                    label,
+                    f"{rows:,}",
+                    f"{store['seconds']:.2f}",
+                    f"{plain['seconds']:.2f}",
+                    f"{store['seconds'] / plain['seconds']:.2f}x (<= {limit}x)",
+                    f"{store['bytes'] / 1e6:.1f}",
+                    f"{plain['bytes'] / 1e6:.1f}",
+                    f"{store['rss_mb']:.0f}",
+                    f"{plain['rss_mb']:.0f}",
+                )
+            )
         del everything
         pq.write_table(sessions(base, seed=3), work / "base.parquet")
         run("store", work / "base.parquet", work / "base", work)
@@ -183,14 +225,34 @@ def main(argv: list[str] | None = None) -> int:
         if store["rows_new"] != append:
             raise AssertionError(f"append: {store['rows_new']} new, {append} given")
         results["append"] = {"store": store, "plain": plain}
-        lines.append((f"append into {base:,}", f"{append:,}", f"{store['seconds']:.2f}",
-                      f"{plain['seconds']:.2f}",
-                      f"{store['seconds'] / plain['seconds']:.2f}x (<= 4.0x)",
-                      f"{store['bytes'] / 1e6:.1f}", f"{plain['bytes'] / 1e6:.1f}",
-                      f"{store['rss_mb']:.0f}", f"{plain['rss_mb']:.0f}"))
+        lines.append(
+            (
+                f"append into {base:,}",
+                f"{append:,}",
+                f"{store['seconds']:.2f}",
+                f"{plain['seconds']:.2f}",
+                f"{store['seconds'] / plain['seconds']:.2f}x (<= 4.0x)",
+                f"{store['bytes'] / 1e6:.1f}",
+                f"{plain['bytes'] / 1e6:.1f}",
+                f"{store['rss_mb']:.0f}",
+                f"{plain['rss_mb']:.0f}",
+            )
+        )
     print(f"{held:,} sessions held; plain = pq.write_to_dataset of the rows named")
-    print_rows(("step", "rows", "store s", "plain s", "ratio", "store MB", "plain MB",
-                "store RSS MB", "plain RSS MB"), lines)
+    print_rows(
+        (
+            "step",
+            "rows",
+            "store s",
+            "plain s",
+            "ratio",
+            "store MB",
+            "plain MB",
+            "store RSS MB",
+            "plain RSS MB",
+        ),
+        lines,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -50,9 +50,9 @@ from typing import Any
 
 import pandas as pd
 from _common import parse, print_machine, print_rows, write_json
+from deltalake import DeltaTable
 
 import mihu_frames as mf
-from deltalake import DeltaTable
 from mihu_frames.simulator import SpawnedSimulator, spawn
 from mihu_frames.sync import sync_snapshots
 

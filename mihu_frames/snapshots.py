@@ -306,7 +306,9 @@ def read_snapshots(
     else:
         where = None if ids is None else pc.field("conversation_uuid").isin(ids)
         if bound is not None:
-            recent = pc.field("updated_at") >= pa.scalar(bound, FILE_SCHEMA.field("updated_at").type)
+            recent = pc.field("updated_at") >= pa.scalar(
+                bound, FILE_SCHEMA.field("updated_at").type
+            )
             where = recent if where is None else where & recent
         table = store.read_history(read, where, as_of=when if not isinstance(when, int) else None)
     return frame_of(table, latest=latest, columns=wanted)

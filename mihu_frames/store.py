@@ -135,9 +135,7 @@ _SORT = [("conversation_uuid", "ascending"), ("created_at", "ascending"), ("uuid
 
 
 def _delta_schema(partition: str) -> pa.Schema:
-    fields = [
-        pa.field(f.name, pa.int64()) if f.name in DURATIONS else f for f in FILE_SCHEMA
-    ]
+    fields = [pa.field(f.name, pa.int64()) if f.name in DURATIONS else f for f in FILE_SCHEMA]
     return pa.schema([*fields, pa.field(partition, pa.string())])
 
 
@@ -390,8 +388,11 @@ def _store_error(uri: str, error: BaseException, options: Mapping[str, str]) -> 
     text = " ".join(text.split()) or type(error).__name__
     secret = ("SECRET", "TOKEN", "KEY", "PASSWORD", "SAS", "CREDENTIAL")
     values = [v for k, v in options.items() if any(s in k.upper() for s in secret)]
-    values += [v for k, v in os.environ.items() if k.startswith(("AWS_", "AZURE_", "GOOGLE_"))
-               and any(s in k.upper() for s in secret)]
+    values += [
+        v
+        for k, v in os.environ.items()
+        if k.startswith(("AWS_", "AZURE_", "GOOGLE_")) and any(s in k.upper() for s in secret)
+    ]
     for value in values:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
@@ -644,11 +645,15 @@ class SnapshotRoot:
             record = _record(versions, snapshot_id, metadata, counts)
             record["recorded"] = settings.to_json()
             history_version, history_files = self._append_history(versions, record)
-            planned = (latest.version(), held, upserts.set_column(
-                upserts.schema.get_field_index(SNAPSHOT_ID),
-                SNAPSHOT_ID,
-                pa.array([snapshot_id] * upserts.num_rows, pa.string()),
-            ))
+            planned = (
+                latest.version(),
+                held,
+                upserts.set_column(
+                    upserts.schema.get_field_index(SNAPSHOT_ID),
+                    SNAPSHOT_ID,
+                    pa.array([snapshot_id] * upserts.num_rows, pa.string()),
+                ),
+            )
             version, latest_files = self._apply({snapshot_id: versions}, record, planned)
             files = {**history_files, **latest_files}
             report = replace(
@@ -760,6 +765,7 @@ class SnapshotRoot:
             return
         except OSError as error:
             raise _store_error(self.uri, error, self.storage_options) from None
+
     def _settings(self, recorded: Recorded | None) -> Recorded:
         """What the root records after this write: ``recorded`` (settings it does not know
         kept), else what it records now."""
@@ -1060,7 +1066,9 @@ def _from_delta(
     all, a column a table of an older schema lacks being null); ``keep`` a partition column."""
     for name in columns if columns is not None else FILE_SCHEMA.names:
         if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, FILE_SCHEMA.field(name).type))
+            table = table.append_column(
+                name, pa.nulls(table.num_rows, FILE_SCHEMA.field(name).type)
+            )
     fields = [f for f in FILE_SCHEMA if f.name in table.column_names]
     if keep is not None:
         fields.append(pa.field(keep, pa.string()))
@@ -1154,7 +1162,7 @@ def instant(name: str, value: object) -> datetime:
     """``value`` as a UTC instant (a naive one, or a date, is taken as UTC), else ``ValueError``
     naming ``name``."""
     try:
-        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+        stamp = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(
             f"{name} must be a date or an instant (e.g. '2026-11-01' or "

@@ -5,7 +5,7 @@ the latest state.
 what changed, not to what exists:
 
 0. **Filters.** The root records the ``status``/``type`` filters its sessions were fetched
-   under (:mod:`mihu_frames.root`). A sync without filters uses them; one with the same filters
+   under (:mod:`mihu_frames.store`). A sync without filters uses them; one with the same filters
    proceeds; one with other filters is refused (``ValueError``, before any request) unless
    ``refetch=True``, which reads every conversation anew under them and records them.
 1. **Held state.** For each requested conversation, the newest update already held is read from
@@ -19,13 +19,14 @@ what changed, not to what exists:
    newest change first (``sort_by=updated_at&sort_dir=desc``), one task per conversation (and
    filter value) on a pool of the client's ``max_workers`` threads, page after page, stopping
    after the first page whose oldest ``updated_at`` is before ``held - overlap``.
-3. **Store** (:meth:`mihu_frames.root.SnapshotRoot.commit`), once every page is in, under the
-   root's lock: rows fetched are compared with the latest state: *new* (never held), *changed*
-   (other content; an untagged row keeps the tag held), or unchanged (not written). The changed
-   and new rows become one history file, and the latest-state partitions holding them are
-   rewritten: the cost follows what changed. An exception half way writes nothing and leaves
-   the root as it was; the next sync redoes the work. Then the latest state of the requested
-   conversations is returned, with what the write did in ``df.attrs["mihu_frames"]``.
+3. **Store** (:meth:`mihu_frames.store.SnapshotRoot.commit`), once every page is in: rows
+   fetched are compared with the latest state: *new* (never held), *changed* (other content; an
+   untagged row keeps the tag held), or unchanged (not written). The changed and new rows are
+   appended to the root's history, then merged into the latest state in one commit (only the
+   partitions holding them are rewritten): the cost follows what changed. An exception before
+   the commits writes nothing; a process killed between them is completed by the next write.
+   Then the latest state of the requested conversations is returned, with what the write did
+   (and the version it produced) in ``df.attrs["mihu_frames"]``.
 
 Why an incremental read loses nothing
 -------------------------------------
@@ -108,10 +109,10 @@ def sync_snapshots(
 
     Conversations already held are read newest change first and only down to the newest update
     held (minus ``overlap``); conversations never seen get a full load. The changed and new rows
-    are stored as one history file, and the latest-state partitions holding them are rewritten
+    are appended to the root's history and merged into the latest state, one commit each
     (nothing when nothing changed). The cost follows what changed: in requests, about one per
     conversation plus one per ``per_page`` changed sessions; in storage, the changed rows plus
-    a rewrite of the months they belong to.
+    a rewrite of the files of the months they belong to.
 
     Parameters
     ----------
@@ -143,7 +144,8 @@ def sync_snapshots(
         in ``requests``), ``filters`` (the ones used), ``errors``,
         ``fetch_seconds``; what it stored: ``rows_new``, ``rows_changed``, ``rows_unchanged``
         (rows compared with the held state and identical), ``rows_stale``, ``files_written``
-        (paths), ``bytes_written``, ``snapshot`` (the history file, or ``None``),
+        (paths), ``bytes_written``, ``version`` (of the latest state) and ``history_version``,
+        ``snapshot`` (the commit file of the write, or ``None``),
         ``store_seconds``; and ``seconds`` (the whole sync).
 
     Raises
@@ -359,7 +361,7 @@ def _fetch_record(
     return record
 
 
-#: What a sync records about its fetch in its history file's metadata (``"sync"``); the
+#: What a sync records about its fetch in its commit's metadata (``"sync"``); the
 #: storage counts are recorded beside it (``rows_new``, ``rows_changed``, ...).
 _SYNC_META = (
     "requests",

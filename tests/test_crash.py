@@ -14,7 +14,6 @@ from sqlite or pyarrow internals.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import select
@@ -35,7 +34,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_matches_truth, writes
+from conftest import assert_matches_truth
 from deltalake import DeltaTable
 
 import mihu_frames as mf
@@ -184,8 +183,10 @@ def test_kill_during_write_snapshot_leaves_the_state_before_or_after(tmp_path, d
         latest = _numbers(mf.read_snapshots(root, columns=["uuid"])["uuid"])
         assert set(latest.values()) <= {ROWS}
         assert set(whole.values()) - {first + 2} <= set(latest)
-        print(f"\nround {round_}: killed {delay}s into a write; in history: {bool(extra)}, "
-              f"in the latest state: {first + 2 in latest}")
+        print(
+            f"\nround {round_}: killed {delay}s into a write; in history: {bool(extra)}, "
+            f"in the latest state: {first + 2 in latest}"
+        )
 
     # the next run completes the killed write if it must, and writes its own
     edit = mf.read_snapshots(root).head(10).assign(summary="the next run")
@@ -223,7 +224,7 @@ print("compacted", flush=True)
 def test_kill_during_a_compaction_leaves_the_state_before_or_after(tmp_path, delay):
     root = tmp_path / "snaps"
     writer = spawn(_WRITER, str(root), "0", "6", "2000")
-    out, err = writer.communicate(timeout=240)
+    _, err = writer.communicate(timeout=240)
     assert writer.returncode == 0, err
     history = assert_a_committed_state(root).sort_values(["snapshot_id", "uuid"])
     latest = mf.read_snapshots(root)
@@ -335,8 +336,14 @@ def test_two_processes_syncing_one_root_both_succeed_and_equal_the_server(tmp_pa
             sim.add_sessions(c, 20)
             sim.touch_sessions(c, 20)
         children = [
-            spawn(_SYNC, str(root), sim.base_url, sim.token, str(tmp_path / f"c{i}.sqlite"),
-                  *conversations)
+            spawn(
+                _SYNC,
+                str(root),
+                sim.base_url,
+                sim.token,
+                str(tmp_path / f"c{i}.sqlite"),
+                *conversations,
+            )
             for i in range(2)
         ]
         outputs = [c.communicate(timeout=240) for c in children]

@@ -90,7 +90,9 @@ def test_spark_reads_the_latest_state(sim, make_client, tmp_path):
         SparkSession.builder.master("local[1]")
         .appName("mihu")
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
     )
     spark = delta.configure_spark_with_delta_pip(builder).getOrCreate()
     try:

@@ -4,7 +4,6 @@ recorded settings, writes a killed process left half done, and writers in confli
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -511,7 +510,7 @@ def test_conflicts_are_retried_and_one_that_never_ends_is_a_clear_error(
         assert len(tries) == conflicts
         pd.testing.assert_frame_equal(mf.read_snapshots(root), df.iloc[:20].reset_index(drop=True))
         return
-    with pytest.raises(mf.SnapshotStoreError, match="conflict.*3 attempts") as caught:
+    with pytest.raises(mf.SnapshotStoreError, match=r"conflict.*3 attempts") as caught:
         mf.write_snapshot(df.iloc[10:20], root)
     assert str(root) in str(caught.value)
     assert len(mf.read_snapshots(root)) == 10  # the state before

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from conftest import assert_matches_truth, recorded, writes
 from conftest import tagged as is_tagged
