@@ -61,6 +61,10 @@ __all__ = ["CompactionReport", "compact_snapshots"]
 
 logger = logging.getLogger("mihu_frames")
 
+#: Data files no commit references (a killed writer's) are removed once this many hours old:
+#: a live writer's files are younger.
+ORPHAN_HOURS = 24
+
 
 @dataclass(frozen=True)
 class CompactionReport:
@@ -89,7 +93,8 @@ class CompactionReport:
     prune_before : datetime or None
         The instant asked for (UTC): time travel reaches no earlier once pruned.
     files_vacuumed : tuple of str
-        Files deleted for good (only with ``prune_before``).
+        Files deleted for good: data files no version references, a day old (a killed
+        writer's), and with ``prune_before`` the files of the versions pruned.
     converted : bool
         The root was in the layout of an earlier release and was converted first.
     sessions : int
@@ -194,6 +199,15 @@ def compact_snapshots(
     for name in (HISTORY, LATEST):
         _optimize(store, name)
     vacuumed: list[str] = []
+    for name in (HISTORY, LATEST):  # files no version references (a killed writer's), a day old
+        table = store.table(name)
+        vacuumed += table.vacuum(
+            ORPHAN_HOURS,
+            dry_run=False,
+            enforce_retention_duration=False,
+            full=True,
+            keep_versions=list(range(table.version() + 1)),
+        )
     if cutoff is not None:
         hours = max(0, int((datetime.now(timezone.utc) - cutoff).total_seconds() // 3600))
         vacuumed += store.table(HISTORY).vacuum(0, dry_run=False, enforce_retention_duration=False)
