@@ -1,287 +1,261 @@
-"""Benchmark a sync's storage step against rewriting everything, at 1,000,000 sessions held.
+"""Benchmark the storage step of the Delta Lake root beside plain ``pyarrow.parquet`` writes.
 
-Run ``python benchmarks/bench_snapshots.py`` (a few minutes), ``--quick`` for 100,000 sessions,
-``--repeat N`` for best-of-N (default 3) and ``--json PATH`` to also write the results.
+Run ``python benchmarks/bench_snapshots.py`` (1,000,000 sessions held; appending 1,000,000
+into 9,000,000: about ten minutes and 6 GB of disk), ``--quick`` (100,000; 100,000 into
+900,000), or ``--sizes HELD,BASE,APPEND``; ``--repeat N`` best of N, ``--json PATH``.
 
-The held state is built from the simulator's ground truth (``Simulator(sizes="5000x200")``:
-200 conversations x 5,000 sessions over 300 days, ``ground_truth()`` + ``mf.sessions_frame``),
-not fetched: the storage step is what is measured. Then 1% of the sessions change:
+A synthetic sessions table (every column of the frame, 200 conversations, ``created_at`` spread
+over three years, 120-character summaries) is written once to a Parquet file; each measurement
+then runs in a fresh child process (``ru_maxrss`` is its own peak resident memory) and times
+only the step itself:
 
-- **recent**: the 1% most recently created sessions get a new ``updated_at`` and ``summary``
-  (what a day of real changes looks like: sessions end, get evaluated and summarized within
-  hours of starting), fetched a day later;
-- **random**: ``Simulator.touch_sessions`` on 1% of every conversation (its open sessions first,
-  then closed ones picked at random: changes spread over every month, the worst case for the
-  month partitions).
+- **first write**: ``commit`` of every session to a new root (both tables), beside
+  ``pq.write_to_dataset`` of the same rows partitioned by ``created_month``;
+- **random 1%**: 1% of the sessions, picked at random (every month), changed and committed to a
+  copy of the root holding them all, beside a plain rewrite of every row (``write_to_dataset``);
+- **recent 1%**: the 1% most recently created, changed (what a day of changes looks like);
+- **append**: APPEND new sessions (over three years) committed into a root holding BASE, beside
+  ``write_to_dataset`` of those APPEND rows.
 
-Each measurement runs in a fresh child process (so ``ru_maxrss`` is its own peak resident
-memory) on a fresh copy of the held root:
-
-1. **storage step** (``open_root(root).commit(changes)``: the merge with the latest state,
-   the comparison, the history file, the rewritten partitions; what ``sync_snapshots`` runs
-   after its fetch), for each change pattern;
-2. **full reload written**: the whole state after the changes committed to a new root (every
-   partition written; what a sync that rewrote everything would cost);
-3. **one file**: the same 1,000,000 rows written as a single Parquet file with
-   ``pq.write_table`` (zstd): the floor of any rewrite of everything.
-
-Reported: seconds (best of N), bytes written, peak RSS, and rewrite-everything / storage-step
-ratios. The storage step must report exactly the changed sessions as changed, and the latest
-state afterwards must hold the changed rows; otherwise the run fails.
+Limits (issue 19): random 1% <= 2x the plain rewrite, first write <= 1.5x, append <= 4x.
+Reported: seconds, bytes written, peak RSS, ratio. The run fails if a step reports other
+counts than the rows it was given.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import multiprocessing
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from _common import parse, print_machine, print_rows, write_json
+from _common import print_machine, print_rows
 
-import mihu_frames as mf
-from mihu_frames.root import open_root
-from mihu_frames.schema import from_pandas
-from mihu_frames.simulator import DATA_END, Simulator
-
-
-@dataclass(frozen=True)
-class Config:
-    """Sizes of one run."""
-
-    conversations: int
-    sessions_per_conversation: int
-    changed_share: float
-    repeat: int
-
-    @property
-    def sessions(self) -> int:
-        return self.conversations * self.sessions_per_conversation
-
-
-FULL = Config(200, 5000, 0.01, 3)
-QUICK = Config(40, 2500, 0.01, 2)
+from mihu_frames.schema import SESSIONS_SCHEMA
 
 CHILD = textwrap.dedent(
     """
-    import json, resource, sys, time
-    import pyarrow.parquet as pq
+    import json, os, resource, shutil, sys, time
+    import pyarrow.compute as pc, pyarrow.parquet as pq
+    from mihu_frames.store import open_root, _months
 
-    mode, root, source = sys.argv[1:4]
+    kind, source, root, out = sys.argv[1:5]
     table = pq.read_table(source)
-    start = time.perf_counter()
-    if mode == "one file":
-        pq.write_table(table, root, compression="zstd")
-        seconds = time.perf_counter() - start
-        result = {"bytes": __import__("os").path.getsize(root), "files": 1}
-    else:
-        from mihu_frames.root import open_root
+    started = time.perf_counter()
+    if kind == "store":
         report = open_root(root, create=True).commit(table)
-        seconds = time.perf_counter() - start
-        result = {
-            "bytes": report.bytes_written,
-            "files": len(report.files_written),
-            "rows_changed": report.rows_changed,
-            "rows_new": report.rows_new,
-            "partitions": len(report.partitions_rewritten),
-        }
-    result["seconds"] = seconds
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(result))
+        result = {"rows_new": report.rows_new, "rows_changed": report.rows_changed,
+                  "bytes": report.bytes_written}
+    else:
+        table = table.append_column("created_month", _months(table.column("created_at")))
+        pq.write_to_dataset(table, root, partition_cols=["created_month"])
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+        result = {"bytes": size}
+    result["seconds"] = time.perf_counter() - started
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    open(out, "w").write(json.dumps(result))
     """
 )
+THREE_YEARS_US = 3 * 365 * 86_400 * 1_000_000
+START_US = 1_700_000_000 * 1_000_000
 
 
-@dataclass
-class Row:
-    name: str
-    seconds: float
-    bytes: int
-    peak_rss: int
-    files: int
-    note: str = ""
-
-
-def child(mode: str, root: Path, source: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(root), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if result.returncode:
-        raise RuntimeError(f"{mode} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def best(cfg: Config, workdir: Path, mode: str, source: Path, held: Path | None) -> dict[str, Any]:
-    """Best of ``cfg.repeat`` runs, each on a fresh copy of ``held`` (or a new root/file)."""
-    runs = []
-    for i in range(cfg.repeat):
-        target = workdir / f"run-{mode.replace(' ', '-')}-{i}"
-        if held is not None:
-            shutil.copytree(held, target)
-        elif mode == "one file":
-            target = target.with_suffix(".parquet")
-        runs.append(child(mode, target, source))
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-    return min(runs, key=lambda r: r["seconds"])
-
-
-def build(cfg: Config, workdir: Path) -> dict[str, Any]:
-    """The held state, the two change sets and the full reload, as Parquet files."""
-    started = time.perf_counter()
-    sim = Simulator(seed=101, sizes=[cfg.sessions_per_conversation] * cfg.conversations)
-    fetched = DATA_END + timedelta(hours=1)
-    frame = mf.sessions_frame(sim.ground_truth(), fetched_at=fetched)
-    held = from_pandas(frame)
-    pq.write_table(held, workdir / "held.parquet")
-    n_changed = round(cfg.sessions * cfg.changed_share)
-    later = fetched + timedelta(days=1)
-
-    # recent: the most recently created sessions change
-    recent = frame.loc[frame["created_at"].nlargest(n_changed).index].copy()
-    del frame
-    recent["updated_at"] = pd.Timestamp(later)
-    recent["summary"] = "summarized a day later"
-    recent["fetched_at"] = pd.Timestamp(later)
-    pq.write_table(from_pandas(recent), workdir / "recent.parquet")
-
-    # random: the simulator's own touches, 1% of every conversation
-    per_conversation = round(cfg.sessions_per_conversation * cfg.changed_share)
-    touched: set[str] = set()
-    for conversation in sim.conversation_uuids:
-        touched.update(sim.touch_sessions(conversation, per_conversation))
-    truth = sim.ground_truth()
-    random = mf.sessions_frame([s for s in truth if s["uuid"] in touched], fetched_at=later)
-    pq.write_table(from_pandas(random), workdir / "random.parquet")
-    reload = from_pandas(mf.sessions_frame(truth, fetched_at=later))
-    pq.write_table(reload, workdir / "reload.parquet")
-
-    root = workdir / "held-root"
-    report = open_root(root, create=True).commit(held)
-    return {
-        "held_rows": held.num_rows,
-        "changed_rows": n_changed,
-        "random_rows": len(random),
-        "held_bytes": sum(p.stat().st_size for p in root.rglob("*.parquet")),
-        "held_partitions": len(report.partitions_rewritten),
-        "build_seconds": time.perf_counter() - started,
+def sessions(n: int, seed: int, start: int = 0) -> pa.Table:
+    """``n`` synthetic sessions in SESSIONS_SCHEMA (ids from ``start``)."""
+    rng = np.random.default_rng(seed)
+    created = START_US + np.sort(rng.integers(0, THREE_YEARS_US, n))
+    length = rng.integers(60_000_000, 3_600_000_000, n)
+    convs = np.array([f"c{c:07d}-0000-4000-8000-000000000000" for c in range(200)])
+    text = rng.integers(97, 123, (n, 120), dtype=np.uint8).view("S120").ravel().astype(str)
+    ts = pa.timestamp("us", "UTC")
+    columns: dict[str, Any] = {
+        "conversation_uuid": convs[rng.integers(0, 200, n)],
+        "uuid": [
+            f"{i:08x}-{r:04x}-4000-8000-{r:012x}"
+            for i, r in zip(range(start, start + n), rng.integers(0, 2**16, n), strict=True)
+        ],
+        "status": pa.nulls(n, pa.string()),
+        "type": pa.nulls(n, pa.string()),
     }
+    for name in (
+        "started_at",
+        "created_at",
+        "last_activity_at",
+        "ended_at",
+        "evaluated_at",
+        "summary_generated_at",
+        "updated_at",
+        "fetched_at",
+    ):
+        offset = {
+            "ended_at": length,
+            "evaluated_at": length + 60_000_000,
+            "summary_generated_at": length + 90_000_000,
+            "updated_at": length + 120_000_000,
+            "fetched_at": length + 200_000_000,
+            "last_activity_at": length - 5_000_000,
+        }.get(name, 0)
+        columns[name] = pa.array(created + offset, pa.int64()).cast(ts)
+    for name, value in (
+        ("duration", length),
+        ("time_to_evaluation", 60_000_000),
+        ("time_to_summary", 90_000_000),
+        ("idle_before_end", 5_000_000),
+    ):
+        columns[name] = pa.array(np.broadcast_to(value, n).astype(np.int64)).cast(pa.duration("us"))
+    columns["is_open"] = np.zeros(n, dtype=bool)
+    columns["summary"] = text
+    for name in (
+        "agent_uuid",
+        "call_uuid",
+        "campaign_uuid",
+        "listing_uuid",
+        "contact_uuid",
+        "contact_name",
+        "contact_surname",
+        "contact_phone_number",
+        "contact_email",
+    ):
+        columns[name] = pa.array(rng.integers(0, 1000, n).astype(str)).cast(pa.string())
+    columns["task_uuids"] = pa.array([[] for _ in range(n)], pa.list_(pa.string()))
+    columns["task_count"] = np.zeros(n, dtype=np.int64)
+    columns["extra"] = pa.nulls(n, pa.string())
+    return pa.table({f.name: columns[f.name] for f in SESSIONS_SCHEMA}).cast(SESSIONS_SCHEMA)
 
 
-def build_and_check(cfg: Config, workdir: Path) -> dict[str, Any]:
-    info = build(cfg, workdir)
-    check(workdir, "recent", info["changed_rows"])
-    check(workdir, "random", info["random_rows"])
-    return info
+def changed(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """Those rows as a later fetch brings them: a new summary, updated and fetched later."""
+    part = table.take(pa.array(rows))
+    later = pa.scalar(86_400_000_000, pa.duration("us"))
+    for name in ("updated_at", "fetched_at"):
+        part = part.set_column(
+            part.schema.get_field_index(name), name, pc.add(part.column(name), later)
+        )
+    summary = pa.array(["changed " + s for s in part.column("summary").to_pylist()])
+    return part.set_column(part.schema.get_field_index("summary"), "summary", summary)
 
 
-def check(workdir: Path, source: str, changed: int) -> None:
-    """Commit once more outside the timing and check the latest state holds the changes."""
-    root = workdir / "check-root"
-    shutil.copytree(workdir / "held-root", root)
-    table = pq.read_table(workdir / f"{source}.parquet")
-    report = open_root(root).commit(table)
-    if report.rows_changed != changed or report.rows_new:
-        raise AssertionError(f"{source}: {report.rows_changed} changed, {report.rows_new} new")
-    latest = mf.read_snapshots(root, columns=["uuid", "updated_at"])
-    if len(latest) != pq.read_metadata(workdir / "held.parquet").num_rows:
-        raise AssertionError(f"{source}: {len(latest)} sessions held")
-    got = latest.set_index("uuid")["updated_at"]
-    want = table.column("updated_at").to_pandas()
-    got = got.loc[table.column("uuid").to_pylist()].to_numpy()
-    if not np.array_equal(got, want.to_numpy()):
-        raise AssertionError(f"{source}: the latest state does not hold the changes")
-    shutil.rmtree(root)
+def run(kind: str, source: Path, root: Path, work: Path) -> dict[str, Any]:
+    out = work / "result.json"
+    subprocess.run(
+        [sys.executable, "-c", CHILD, kind, str(source), str(root), str(out)], check=True
+    )
+    return json.loads(out.read_text())
+
+
+def best(kind: str, source: Path, work: Path, base: Path | None, repeat: int) -> dict[str, Any]:
+    """Best of ``repeat`` runs, each on a fresh copy of ``base`` (or a new root)."""
+    results = []
+    for _ in range(repeat):
+        root = work / "target"
+        shutil.rmtree(root, ignore_errors=True)
+        if base is not None:
+            shutil.copytree(base, root)
+        results.append(run(kind, source, root, work))
+    return min(results, key=lambda r: r["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, args = parse(__doc__, FULL, QUICK, argv, "100,000 sessions")
-    started = time.perf_counter()
-    print_machine(cfg.repeat, args.quick)
-    with tempfile.TemporaryDirectory(prefix="mihu-bench-snapshots-") as tmp:
-        workdir = Path(tmp)
-        # The data is built and checked in a child process: this one stays small, so the
-        # measuring children's ru_maxrss (kept across fork + exec) is their own.
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            info = pool.submit(build_and_check, cfg, workdir).result()
-        print(
-            f"{info['held_rows']:,} sessions held ({cfg.conversations} conversations) in "
-            f"{info['held_partitions']} month partitions, {info['held_bytes'] / 1e6:.1f} MB; "
-            f"{info['changed_rows']:,} changed ({cfg.changed_share:.0%}); "
-            f"built in {info['build_seconds']:.1f} s",
-            flush=True,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 held; 100,000 into 900,000")
+    parser.add_argument("--sizes", default=None, help="HELD,BASE,APPEND")
+    parser.add_argument("--repeat", type=int, default=None, help="best of N (default 2)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    held, base, append = (
+        (100_000, 900_000, 100_000) if args.quick else (1_000_000, 9_000_000, 1_000_000)
+    )
+    if args.sizes:
+        held, base, append = (int(x) for x in args.sizes.split(","))
+    repeat = args.repeat or 2
+    print_machine(repeat, args.quick)
+    lines, results = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        everything = sessions(held, seed=1)
+        pq.write_table(everything, work / "all.parquet")
+        rng = np.random.default_rng(2)
+        share = max(1, held // 100)
+        pq.write_table(
+            changed(everything, np.sort(rng.choice(held, share, replace=False))),
+            work / "random.parquet",
         )
-        held = workdir / "held-root"
-        rows = []
-        for source, label in (("recent", "recent sessions"), ("random", "random sessions")):
-            r = best(cfg, workdir, "commit", workdir / f"{source}.parquet", held)
-            rows.append(
-                Row(
-                    f"storage step, 1% changed ({label})",
-                    r["seconds"],
-                    r["bytes"],
-                    r["peak_rss"],
-                    r["files"],
-                    f"{r['partitions']} partitions rewritten",
+        pq.write_table(changed(everything, np.arange(held - share, held)), work / "recent.parquet")
+        run("store", work / "all.parquet", work / "held", work)  # the root the 1% cases start from
+        cases = [
+            ("first write", "all", None, held, 1.5),
+            ("random 1%", "random", work / "held", share, 2.0),
+            ("recent 1%", "recent", work / "held", share, 2.0),
+        ]
+        for label, name, start, rows, limit in cases:
+            store = best("store", work / f"{name}.parquet", work, start, repeat)
+            plain = best("plain", work / "all.parquet", work, None, repeat)
+            counted = store["rows_new"] + store["rows_changed"]
+            if counted != rows:
+                raise AssertionError(f"{label}: {counted} rows written, {rows} given")
+            results[label] = {"store": store, "plain": plain}
+            lines.append(
+                (
+                    label,
+                    f"{rows:,}",
+                    f"{store['seconds']:.2f}",
+                    f"{plain['seconds']:.2f}",
+                    f"{store['seconds'] / plain['seconds']:.2f}x (<= {limit}x)",
+                    f"{store['bytes'] / 1e6:.1f}",
+                    f"{plain['bytes'] / 1e6:.1f}",
+                    f"{store['rss_mb']:.0f}",
+                    f"{plain['rss_mb']:.0f}",
                 )
             )
-        r = best(cfg, workdir, "commit", workdir / "reload.parquet", None)
-        rows.append(
-            Row(
-                "full reload written (new root)",
-                r["seconds"],
-                r["bytes"],
-                r["peak_rss"],
-                r["files"],
+        del everything
+        pq.write_table(sessions(base, seed=3), work / "base.parquet")
+        run("store", work / "base.parquet", work / "base", work)
+        pq.write_table(sessions(append, seed=4, start=base), work / "new.parquet")
+        store = best("store", work / "new.parquet", work, work / "base", repeat)
+        plain = best("plain", work / "new.parquet", work, None, repeat)
+        if store["rows_new"] != append:
+            raise AssertionError(f"append: {store['rows_new']} new, {append} given")
+        results["append"] = {"store": store, "plain": plain}
+        lines.append(
+            (
+                f"append into {base:,}",
+                f"{append:,}",
+                f"{store['seconds']:.2f}",
+                f"{plain['seconds']:.2f}",
+                f"{store['seconds'] / plain['seconds']:.2f}x (<= 4.0x)",
+                f"{store['bytes'] / 1e6:.1f}",
+                f"{plain['bytes'] / 1e6:.1f}",
+                f"{store['rss_mb']:.0f}",
+                f"{plain['rss_mb']:.0f}",
             )
         )
-        r = best(cfg, workdir, "one file", workdir / "reload.parquet", None)
-        rows.append(
-            Row("full reload as one Parquet file", r["seconds"], r["bytes"], r["peak_rss"], 1)
-        )
-    print()
-    baseline = rows[2]
-    header = ["measurement", "seconds", "MB written", "peak RSS MB", "files", "time saved", "note"]
-    lines = [
-        [
-            row.name,
-            f"{row.seconds:.3f}",
-            f"{row.bytes / 1e6:.1f}",
-            f"{row.peak_rss / 1e6:.0f}",
-            str(row.files),
-            f"{baseline.seconds / row.seconds:.1f}x",
-            row.note,
-        ]
-        for row in rows
-    ]
-    print_rows(header, lines)
-    print(f"\ntotal {time.perf_counter() - started:.1f} s")
-    if args.json is not None:
-        write_json(
-            args.json,
-            asdict(cfg),
-            args.quick,
-            info=info,
-            rows=[asdict(r) for r in rows],
-        )
+    print(f"{held:,} sessions held; plain = pq.write_to_dataset of the rows named")
+    print_rows(
+        (
+            "step",
+            "rows",
+            "store s",
+            "plain s",
+            "ratio",
+            "store MB",
+            "plain MB",
+            "store RSS MB",
+            "plain RSS MB",
+        ),
+        lines,
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

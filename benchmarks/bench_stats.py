@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -31,10 +32,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mihu_frames import schema
-from mihu_frames.root import FILE_SCHEMA, LATEST, MANIFEST, ORDER, PART_FILE, PARTITION
+from mihu_frames.store import LATEST, open_root
 
 SECOND = 1_000_000
 HOUR = 3600 * SECOND
@@ -127,12 +127,14 @@ def generate_sessions(n: int, *, agents: int = 50, days: int = 90, seed: int = 0
 
 
 def generate_root(path: Path, n: int, *, months: int = 36, seed: int = 0) -> Path:
-    """A snapshot root of ``n`` sessions written directly as its files: one partition per
-    month from 2023-01 on, 2,000 conversations, 200 agents. Kept when it already exists."""
-    done = path / ".complete"
+    """A snapshot root of ``n`` sessions, written month by month by the store (one commit
+    each), from 2023-01 on, 2,000 conversations, 200 agents. Kept when it already exists."""
+    done = path.with_name(f"{path.name}.complete")  # beside it: a root holds only its tables
     if done.exists():
         return path
-    path.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(path, ignore_errors=True)  # a run cut short: start again
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = open_root(path, create=True)
     first = pd.Timestamp("2023-01-01", tz="UTC")
     written = 0
     for m in range(months):
@@ -148,28 +150,10 @@ def generate_root(path: Path, n: int, *, months: int = 36, seed: int = 0) -> Pat
             seed=seed + m,
             first_id=written,
         )
-        table = table.take(
-            pc.sort_indices(
-                table, [("conversation_uuid", "ascending"), ("created_at", "ascending")]
-            )
-        )
-        table = table.append_column(
-            FILE_SCHEMA.field("snapshot_id"), pa.array(["bench"] * count, pa.string())
-        ).append_column(
-            FILE_SCHEMA.field(ORDER), pa.array(np.arange(written, written + count), pa.int64())
-        )
-        folder = path / LATEST / f"{PARTITION}={start:%Y-%m}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.cast(FILE_SCHEMA), folder / PART_FILE, row_group_size=32768)
+        # the library's own storage step: a Delta root, each month one commit (new sessions
+        # only: an append to both tables)
+        store.commit(table)
         written += count
-    manifest = {
-        "format": "mihu_frames snapshot root",
-        "layout_version": 2,
-        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        "library_version": "bench",
-        "recorded": {"status": None, "type": None, "conversations": None},
-    }
-    (path / MANIFEST).write_text(json.dumps(manifest))
     done.touch()
     return path
 
@@ -199,7 +183,7 @@ def child(statistic: str, engine: str, root: str) -> None:
     elif engine == "polars":
         import polars as pl
 
-        _call(statistic, pl.scan_parquet(f"{root}/{LATEST}/**/*.parquet", hive_partitioning=True))
+        _call(statistic, pl.scan_delta(f"{root}/{LATEST}"))
     seconds = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "rss_mb": rss}))

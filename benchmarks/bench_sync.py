@@ -50,6 +50,7 @@ from typing import Any
 
 import pandas as pd
 from _common import parse, print_machine, print_rows, write_json
+from deltalake import DeltaTable
 
 import mihu_frames as mf
 from mihu_frames.simulator import SpawnedSimulator, spawn
@@ -181,7 +182,7 @@ def run(cfg: Config, workdir: Path) -> tuple[list[Measure], dict[str, Any]]:
             full_s, full_n, full = timed(sim, lambda: sync(full=True), client)
             if full.attrs["mihu_frames"]["rows_changed"] or full.attrs["mihu_frames"]["rows_new"]:
                 raise AssertionError("a full sync right after a daily sync found changes")
-            info["files"] = len(list((root / "sessions").rglob("*.parquet")))
+            info["files"] = len(DeltaTable(root / "latest").file_uris())
     best_daily = min(daily)
     best_reload = min(reload)
     measures = [

@@ -22,6 +22,7 @@ from mihu_frames.errors import (
     ResponseFormatError,
     ResponseTimeoutError,
     ServerError,
+    SnapshotStoreError,
     ValidationError,
 )
 from mihu_frames.load import list_conversations, load_sessions
@@ -48,6 +49,7 @@ __all__ = [
     "ResponseTimeoutError",
     "ServerError",
     "SessionStats",
+    "SnapshotStoreError",
     "ValidationError",
     "__version__",
     "activity",

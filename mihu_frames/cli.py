@@ -485,8 +485,16 @@ def _fetch(args: argparse.Namespace) -> int:
         print("no sessions: nothing to write")
         return 0
     path = write_snapshot(df, args.root)
-    print(f"snapshot: {path}" if path else "snapshot: nothing changed since the last one")
+    print(f"snapshot: {_version(path)}" if path else "snapshot: nothing changed since the last one")
     return 0
+
+
+def _version(path: Any) -> str:
+    """The version a write produced, and its commit: ``latest/ version 3 (.../0003.json)``."""
+    from mihu_frames.snapshots import snapshot_metadata
+
+    record = snapshot_metadata(path)
+    return f"{record['table']}/ version {record['version']} ({path})"
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -585,7 +593,7 @@ def _demo(args: argparse.Namespace) -> int:
             client.flush_cache()  # before the temporary folder goes
         path = write_snapshot(tagged, args.root)
         back = read_snapshots(args.root, conversations=sim.conversation_uuids)
-        written = path or "nothing changed since the last run's"
+        written = _version(path) if path else "nothing changed since the last run's"
         print(f"snapshot: {written} ({len(back):,} sessions read back)")
     return 0
 

@@ -1,63 +1,55 @@
-"""Compaction: rewrite a root's history into fewer files, keeping every distinct version.
+"""Compaction: fewer, larger files in both tables of a root, every distinct version kept.
 
-Every write adds one file to ``root/history/fetched_date=YYYY-MM-DD/``; hourly syncs make many
-small files. :func:`compact_snapshots` rewrites each ``fetched_date=`` folder that holds more than
-one file (or rows to drop) as one file. What it keeps and drops:
+Every write adds a file or two to ``versions/`` and rewrites a few in ``latest/``; hourly syncs
+make many small files. :func:`compact_snapshots`:
 
-- **Every distinct version is kept.** A version is a session's content (every column but
-  ``fetched_at`` and ``snapshot_id``); versions are ordered as in :mod:`mihu_frames.versions`.
-- **Identical re-fetches are collapsed** into the first fetch: a version identical to the one
-  before it of the same session (written twice by roots of earlier releases, which wrote
-  whatever they were given) is dropped, the first kept. Candidates are found by a 64-bit hash
-  of each row's content and confirmed column by column before anything is dropped.
-- **Tags are carried** as they are in the latest state: a version without ``status``/``type``
-  (roots of earlier releases synced without filters) gets the tag of the version before it.
-- **Nothing else is dropped** unless asked: ``prune_before=`` drops the versions superseded
-  before that instant (the next version of the session was fetched before it). A session's
-  latest version is never dropped, so the latest state can always be rebuilt from history.
-- The latest state (``root/sessions/``) is not touched, except that a root of an earlier
-  release is converted first (see :mod:`mihu_frames.root`).
+- runs Delta's ``optimize.compact()`` on both tables: the small files of each partition are
+  rewritten as one, in a commit that changes no row (readers, and time travel to earlier
+  versions, are unaffected: the files replaced stay until ``prune_before`` vacuums them);
+- **collapses identical re-fetches** into the first fetch: a version identical to the one
+  before it of the same session (roots of earlier releases wrote them) is dropped;
+- **carries tags**: a version without ``status``/``type`` gets the tag of the version before it,
+  as the latest state holds it;
+- drops nothing else unless asked: ``prune_before=`` drops the versions superseded before that
+  instant (the next version of the session was fetched before it; a session's latest version
+  is always kept), then vacuums the files no version after the cutoff needs: ``read_snapshots
+  (as_of=…)`` before the cutoff is no longer possible, and the report says so.
 
-Concurrency: compaction holds the root's writers' lock, so no write interleaves. Each new file is
-written whole under a temporary name and renamed into place before the files it replaces are
-removed; it records their names (``compacted_from``) in its metadata, and
-:func:`mihu_frames.read_snapshots` skips them while both exist. Another engine reading
-``history/`` at that moment may see those versions twice; readers of ``sessions/`` are not
-affected. A crash leaves the old files and perhaps the new one: still no version lost, and the
-next compaction finishes the work.
+The versions dropped or re-tagged are rewritten month by month (``fetched_month``) with one
+Delta overwrite of those partitions each: a reader sees the history before or after. A write
+that commits meanwhile makes the step conflict; it is tried again on the new state.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import date, datetime
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import CommitProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
-from mihu_frames.atomic import fsync_dir, stage_parquet
-from mihu_frames.root import (
-    FILE_SCHEMA,
-    STAGING,
-    _read_file,
-    file_metadata,
-    history_record,
-    new_snapshot_id,
+from mihu_frames.errors import SnapshotStoreError
+from mihu_frames.options import instant
+from mihu_frames.store import (
+    ATTEMPTS,
+    HISTORY,
+    HISTORY_PARTITION,
+    LATEST,
+    SnapshotRoot,
+    _files,
+    _pause,
+    _to_delta,
     open_root,
-    with_record,
 )
 from mihu_frames.versions import (
     CONTENT,
-    SNAPSHOT_ID,
     TAGS,
     content_hashes,
     fill_tags,
@@ -69,32 +61,27 @@ __all__ = ["CompactionReport", "compact_snapshots"]
 
 logger = logging.getLogger("mihu_frames")
 
-_KEYS = ("uuid", "fetched_at", "updated_at", SNAPSHOT_ID, *TAGS)
-_SORT = [
-    (SNAPSHOT_ID, "ascending"),
-    ("conversation_uuid", "ascending"),
-    ("created_at", "ascending"),
-    ("uuid", "ascending"),
-]
+#: Data files no commit references (a killed writer's) are removed once this many hours old:
+#: a live writer's files are younger.
+ORPHAN_HOURS = 24
 
 
 @dataclass(frozen=True)
 class CompactionReport:
-    """What :func:`compact_snapshots` kept and dropped.
-
-    Iterating it yields ``files_written`` and ``len()`` counts them, like the list of files the
-    function returned in earlier releases.
+    """What :func:`compact_snapshots` kept, dropped and rewrote.
 
     Attributes
     ----------
-    root : Path
+    root : str
         The snapshot root.
     files_before, files_after : int
-        History files before and after.
+        Data files of ``versions/`` before and after.
     rows_before, rows_after : int
-        History rows (versions) before and after.
+        Versions before and after.
     bytes_before, bytes_after : int
-        Size of the history files before and after.
+        Size of ``versions/``'s data files before and after.
+    latest_files_before, latest_files_after : int
+        Data files of ``latest/`` before and after.
     versions_collapsed : int
         Identical re-fetches dropped (their first fetch is kept).
     versions_pruned : int
@@ -104,39 +91,36 @@ class CompactionReport:
     tags_filled : int
         Versions that got the ``status``/``type`` of the version before them.
     prune_before : datetime or None
-        The instant asked for (UTC).
-    files_written : tuple of Path
-        The new history files.
-    files_removed : tuple of Path
-        The history files they replace (removed).
+        The instant asked for (UTC): time travel reaches no earlier once pruned.
+    files_vacuumed : tuple of str
+        Files deleted for good: data files no version references, a day old (a killed
+        writer's), and with ``prune_before`` the files of the versions pruned.
     converted : bool
         The root was in the layout of an earlier release and was converted first.
     sessions : int
         Sessions in the latest state (unchanged by compaction).
+    version : int
+        The version of ``latest/`` after compaction.
     """
 
-    root: Path
+    root: str
     files_before: int = 0
     files_after: int = 0
     rows_before: int = 0
     rows_after: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    latest_files_before: int = 0
+    latest_files_after: int = 0
     versions_collapsed: int = 0
     versions_pruned: int = 0
     sessions_pruned: int = 0
     tags_filled: int = 0
     prune_before: datetime | None = None
-    files_written: tuple[Path, ...] = ()
-    files_removed: tuple[Path, ...] = ()
+    files_vacuumed: tuple[str, ...] = ()
     converted: bool = False
     sessions: int = 0
-
-    def __iter__(self) -> Iterator[Path]:
-        return iter(self.files_written)
-
-    def __len__(self) -> int:
-        return len(self.files_written)
+    version: int = 0
 
     def summary(self) -> str:
         """One line for people.
@@ -145,7 +129,8 @@ class CompactionReport:
         --------
         >>> mf.compact_snapshots("data/snapshots").summary()          # doctest: +SKIP
         'compacted 12 history files into 2 (31,002 -> 30,950 versions: 52 identical
-        re-fetches collapsed, 0 pruned; 4.1 MB -> 3.6 MB); 30,000 sessions held'
+        re-fetches collapsed, 0 pruned; 4.1 MB -> 3.6 MB); latest state: 9 files into 3,
+        version 14; 30,000 sessions held'
         """
         text = (
             f"compacted {self.files_before:,} history files into {self.files_after:,} "
@@ -153,32 +138,39 @@ class CompactionReport:
             f"{self.versions_collapsed:,} identical re-fetches collapsed, "
             f"{self.versions_pruned:,} pruned; "
             f"{self.bytes_before / 1e6:.1f} MB -> {self.bytes_after / 1e6:.1f} MB); "
-            f"{self.sessions:,} sessions held"
+            f"latest state: {self.latest_files_before:,} files into "
+            f"{self.latest_files_after:,}, version {self.version}; {self.sessions:,} sessions held"
         )
-        return text + (" (converted from the earlier layout)" if self.converted else "")
+        if self.prune_before is not None:
+            text += (
+                f"; {len(self.files_vacuumed):,} files vacuumed: as_of reaches back to "
+                f"{self.prune_before.isoformat()} no further"
+            )
+        return text + (" (converted from an earlier layout)" if self.converted else "")
 
 
 def compact_snapshots(
     root: str | os.PathLike[str],
     *,
-    prune_before: date | datetime | str | pd.Timestamp | None = None,
+    prune_before: date | datetime | str | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> CompactionReport:
-    """Rewrite a root's history into one file per ``fetched_date=`` folder, keeping every version.
+    """Compact both tables of a root into fewer files, keeping every distinct version.
 
     Identical re-fetches are collapsed into their first fetch; nothing else is dropped unless
-    ``prune_before`` is given. The latest state is not touched. A root of an earlier release is
-    converted first. Temporary files that killed writers left are removed first, and a write a
-    killed process left half done is completed, as by :func:`write_snapshot`. See the module
-    documentation for the rules and for concurrent readers.
+    ``prune_before`` is given. A root of an earlier release is converted first, and a write a
+    killed process left half done is completed. See the module documentation.
 
     Parameters
     ----------
     root : str or Path
-        The snapshot root.
+        The snapshot root (a folder or a URI).
     prune_before : date, datetime or str, optional
         Drop the versions superseded before this instant: those whose session has a later
-        version fetched before it (a naive value, or a date, is UTC). A session's latest
-        version is always kept. Default: drop nothing.
+        version fetched before it (a naive value, or a date, is UTC), and vacuum the files no
+        later state needs. A session's latest version is always kept. Default: drop nothing.
+    storage_options : mapping, optional
+        For a URI, as :func:`write_snapshot` takes them.
 
     Returns
     -------
@@ -196,233 +188,154 @@ def compact_snapshots(
     >>> report = mf.compact_snapshots("data/snapshots")               # doctest: +SKIP
     >>> report.files_before, report.files_after, report.versions_pruned  # doctest: +SKIP
     (48, 2, 0)
-    >>> mf.compact_snapshots("data/snapshots", prune_before="2026-01-01").versions_pruned
-    ...                                                              # doctest: +SKIP
-    1204
     """
-    cutoff = _instant(prune_before)
-    store = open_root(root)
-    if store.state == "new":  # pragma: no cover - open_root refuses an empty folder
-        raise AssertionError(store)
-    with store.locked():
-        converted = store.prepare()
-        files = store.history_files()
-        report = _compact(store.path, files, cutoff)
-        sessions = len(store.read_latest(["uuid"]))
-    report = replace(report, converted=converted, sessions=sessions)
-    logger.info("%s: %s", store.path, report.summary())
+    cutoff = None if prune_before is None else _cutoff(prune_before)
+    store = open_root(root, storage_options=storage_options)
+    converted = store.prepare()
+    store._apply({}, {})  # complete what a killed writer left
+    before = _files(store.table(HISTORY))
+    latest_before = len(_files(store.table(LATEST)))
+    counts = _rewrite_history(store, cutoff)
+    for name in (HISTORY, LATEST):
+        _optimize(store, name)
+    vacuumed: list[str] = []
+    for name in (HISTORY, LATEST):  # files no version references (a killed writer's), a day old
+        table = store.table(name)
+        vacuumed += table.vacuum(
+            ORPHAN_HOURS,
+            dry_run=False,
+            enforce_retention_duration=False,
+            full=True,
+            keep_versions=list(range(table.version() + 1)),
+        )
+    if cutoff is not None:
+        hours = max(0, int((datetime.now(timezone.utc) - cutoff).total_seconds() // 3600))
+        vacuumed += store.table(HISTORY).vacuum(0, dry_run=False, enforce_retention_duration=False)
+        vacuumed += store.table(LATEST).vacuum(
+            hours, dry_run=False, enforce_retention_duration=False
+        )
+    after = _files(store.table(HISTORY))
+    latest = store.table(LATEST)
+    store._private()
+    report = CompactionReport(
+        root=store.uri,
+        files_before=len(before),
+        files_after=len(after),
+        rows_before=counts["rows_before"],
+        rows_after=counts["rows_after"],
+        bytes_before=sum(before.values()),
+        bytes_after=sum(after.values()),
+        latest_files_before=latest_before,
+        latest_files_after=len(_files(latest)),
+        versions_collapsed=counts["collapsed"],
+        versions_pruned=counts["pruned"],
+        sessions_pruned=counts["sessions_pruned"],
+        tags_filled=counts["tags_filled"],
+        prune_before=cutoff,
+        files_vacuumed=tuple(vacuumed),
+        converted=converted,
+        sessions=latest.count(),
+        version=latest.version(),
+    )
+    logger.info("%s: %s", store.uri, report.summary())
     return report
 
 
-def _instant(value: date | datetime | str | pd.Timestamp | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"prune_before must be a date or datetime, got {value!r}") from error
-    if pd.isna(stamp):
-        raise ValueError(f"prune_before must be a date or datetime, got {value!r}")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
+def _cutoff(value: date | datetime | str) -> datetime:
+    cutoff = instant("prune_before", value)
+    if cutoff is None:
+        raise ValueError("prune_before must be a date or datetime, got None")
+    return cutoff
 
 
-def _compact(root: Path, files: list[Path], cutoff: datetime | None) -> CompactionReport:
-    """Decide which versions go (over the whole history), then rewrite the folders affected."""
-    bytes_before = sum(p.stat().st_size for p in files)
-    keys, rest_hashes = _keys(files)
-    n = keys.num_rows
-    order, starts = version_order(keys)
-    ordered = fill_tags(keys.take(pa.array(order)), starts)
+def _optimize(store: SnapshotRoot, name: str) -> None:
+    for attempt in range(ATTEMPTS):
+        try:
+            settings = store.recorded
+            record = {"compaction": True, "recorded": settings and settings.to_json()}
+            store.table(name).optimize.compact(
+                commit_properties=CommitProperties(custom_metadata={"mihu_frames": record})
+            )
+            return
+        except CommitFailedError:
+            _pause(attempt)
+    raise SnapshotStoreError(f"{store.uri}: compaction of {name}/ stayed in conflict")
+
+
+def _rewrite_history(store: SnapshotRoot, cutoff: datetime | None) -> dict[str, int]:
+    """Drop identical re-fetches (and, with ``cutoff``, superseded versions), fill tags: the
+    months affected rewritten in one overwrite. Retried when a write commits meanwhile."""
+    for attempt in range(ATTEMPTS):
+        table = store.table(HISTORY)
+        history = store._read(HISTORY)
+        drop, filled, ordered, order, counts = _decide(history, cutoff)
+        if not (drop.any() or filled.any()):
+            return counts
+        fixed = history.take(pa.array(order))
+        for name in TAGS:
+            index = fixed.schema.get_field_index(name)
+            fixed = fixed.set_column(index, name, ordered.column(name))
+        months = _to_delta(fixed, HISTORY_PARTITION).column(HISTORY_PARTITION)
+        touched = pc.unique(months.filter(pa.array(drop | filled))).to_pylist()
+        keep = pc.and_(pa.array(~drop), pc.is_in(months, value_set=pa.array(touched)))
+        data = _to_delta(fixed.filter(keep), HISTORY_PARTITION)
+        listed = ", ".join(f"'{m}'" for m in touched)
+        try:
+            write_deltalake(
+                table,
+                data,
+                mode="overwrite",
+                predicate=f"{HISTORY_PARTITION} IN ({listed})",
+                partition_by=[HISTORY_PARTITION],
+                commit_properties=CommitProperties(
+                    custom_metadata={"mihu_frames": {"compaction": counts}}
+                ),
+            )
+            return counts
+        except CommitFailedError:
+            _pause(attempt)
+    raise SnapshotStoreError(f"{store.uri}: the history rewrite stayed in conflict")
+
+
+def _decide(
+    history: pa.Table, cutoff: datetime | None
+) -> tuple[np.ndarray, np.ndarray, pa.Table, np.ndarray, dict[str, int]]:
+    """Over the whole history, in version order: which versions go (identical to the one
+    before, or superseded before ``cutoff``) and which get a tag carried."""
+    n = history.num_rows
+    order, starts = version_order(history)
+    ordered = fill_tags(history.take(pa.array(order)), starts)
     filled = np.zeros(n, dtype=bool)
     for name in TAGS:
-        was_null = pc.is_null(keys.column(name).take(pa.array(order)))
-        now_set = pc.is_valid(ordered.column(name))
-        filled |= np.asarray(pc.and_(was_null, now_set).to_numpy(zero_copy_only=False))
-    hashes = rest_hashes[order] ^ content_hashes(ordered, TAGS)
-    # Identical to the version before it (same session): candidates, confirmed below.
+        was_null = pc.is_null(history.column(name).take(pa.array(order)))
+        filled |= np.asarray(
+            pc.and_(was_null, pc.is_valid(ordered.column(name))).to_numpy(zero_copy_only=False)
+        )
+    hashes = content_hashes(ordered, CONTENT)
     candidate = np.r_[False, (hashes[1:] == hashes[:-1]) & ~starts[1:]] if n else np.zeros(0, bool)
-    collapsed = _confirm(files, keys, order, candidate, ordered)
-    drop = np.zeros(n, dtype=bool)
-    drop[collapsed] = True
+    collapsed = np.zeros(n, dtype=bool)
+    at = np.flatnonzero(candidate)
+    if len(at):
+        this, previous = ordered.take(pa.array(at)), ordered.take(pa.array(at - 1))
+        collapsed[at] = same_content(this, previous)
     pruned = np.zeros(n, dtype=bool)
     if cutoff is not None and n:
-        pruned = _superseded_before(ordered, starts, drop, cutoff)
-        drop |= pruned
-    # back to file order: (file, row) of every version, dropped or tag-filled
-    file_of = keys.column("_file").to_numpy()[order]
-    row_of = keys.column("_row").to_numpy()[order]
-    by_file: dict[int, dict[str, Any]] = defaultdict(lambda: {"drop": [], "tags": {}})
-    for i in np.flatnonzero(drop):
-        by_file[int(file_of[i])]["drop"].append(int(row_of[i]))
-    for i in np.flatnonzero(filled & ~drop):
-        tags = {name: ordered.column(name)[i].as_py() for name in TAGS}
-        by_file[int(file_of[i])]["tags"][int(row_of[i])] = tags
-    folders: dict[Path, list[int]] = defaultdict(list)
-    for index, path in enumerate(files):
-        folders[path.parent].append(index)
-    written: list[Path] = []
-    removed: list[Path] = []
-    for folder, indices in sorted(folders.items()):
-        if len(indices) == 1 and indices[0] not in by_file:
-            continue
-        rewritten = _rewrite(
-            root, folder, [files[i] for i in indices], [by_file.get(i) for i in indices]
-        )
-        if rewritten is not None:
-            written.append(rewritten)
-        removed += [files[i] for i in indices if files[i] != rewritten]
-    remaining = sorted({*files, *written} - set(removed))
-    pruned_rows = ordered.column("uuid").filter(pa.array(pruned))
-    return CompactionReport(
-        root=root,
-        files_before=len(files),
-        files_after=len(remaining),
-        rows_before=n,
-        rows_after=n - int(drop.sum()),
-        bytes_before=bytes_before,
-        bytes_after=sum(p.stat().st_size for p in remaining),
-        versions_collapsed=int(collapsed.sum()),
-        versions_pruned=int(pruned.sum()),
-        sessions_pruned=len(pc.unique(pruned_rows)),
-        tags_filled=int((filled & ~drop).sum()),
-        prune_before=cutoff,
-        files_written=tuple(written),
-        files_removed=tuple(removed),
-    )
-
-
-def _keys(files: list[Path]) -> tuple[pa.Table, np.ndarray]:
-    """One pass over the history: each version's keys and a hash of its content but the tags."""
-    tables = []
-    hashes = []
-    others = tuple(c for c in CONTENT if c not in TAGS)
-    for index, path in enumerate(files):
-        table = _read_file(path)
-        keys = table.select(list(_KEYS))
-        keys = keys.append_column("_file", pa.array(np.full(table.num_rows, index, np.int32)))
-        keys = keys.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        tables.append(keys)
-        hashes.append(content_hashes(table, others))
-    if not tables:
-        empty = FILE_SCHEMA.empty_table().select(list(_KEYS))
-        empty = empty.append_column("_file", pa.array([], pa.int32()))
-        empty = empty.append_column("_row", pa.array([], pa.int64()))
-        return empty, np.zeros(0, np.uint64)
-    return pa.concat_tables(tables).combine_chunks(), np.concatenate(hashes)
-
-
-def _confirm(
-    files: list[Path], keys: pa.Table, order: np.ndarray, candidate: np.ndarray, ordered: pa.Table
-) -> np.ndarray:
-    """Of the versions whose hash equals the one before, those really identical to it."""
-    confirmed = np.zeros(len(candidate), dtype=bool)
-    positions = np.flatnonzero(candidate)
-    if len(positions) == 0:
-        return confirmed
-    file_of = keys.column("_file").to_numpy()[order]
-    row_of = keys.column("_row").to_numpy()[order]
-    needed = np.unique(np.r_[positions, positions - 1])
-    tables: dict[int, pa.Table] = {}
-    pieces = []
-    for i in needed:
-        f = int(file_of[i])
-        if f not in tables:
-            tables[f] = _read_file(files[f])
-        pieces.append(tables[f].slice(int(row_of[i]), 1))
-    rows = pa.concat_tables(pieces)
-    for name in TAGS:  # compare with the tags carried, as the latest state holds them
-        index = rows.schema.get_field_index(name)
-        rows = rows.set_column(index, rows.schema.field(index), ordered.column(name).take(needed))
-    at = {int(i): k for k, i in enumerate(needed)}
-    this = rows.take(pa.array([at[int(i)] for i in positions]))
-    previous = rows.take(pa.array([at[int(i) - 1] for i in positions]))
-    confirmed[positions] = same_content(this, previous)
-    return confirmed
-
-
-def _superseded_before(
-    ordered: pa.Table, starts: np.ndarray, drop: np.ndarray, cutoff: datetime
-) -> np.ndarray:
-    """Kept versions whose next kept version of the same session was fetched before ``cutoff``."""
-    n = ordered.num_rows
-    fetched = ordered.column("fetched_at").cast(pa.int64())
-    fetched_us = pc.fill_null(fetched, np.iinfo(np.int64).max).to_numpy()
-    bound = int(pd.Timestamp(cutoff).value // 1000)
-    group = np.cumsum(starts)
-    kept = np.flatnonzero(~drop)
-    pruned = np.zeros(n, dtype=bool)
-    if len(kept) < 2:
-        return pruned
-    current, following = kept[:-1], kept[1:]
-    same_session = group[current] == group[following]
-    superseded = same_session & (fetched_us[following] < bound)
-    pruned[current[superseded]] = True
-    return pruned
-
-
-def _rewrite(
-    root: Path, folder: Path, files: list[Path], changes: list[dict[str, Any] | None]
-) -> Path | None:
-    """Write the kept versions of ``files`` (one ``fetched_date=`` folder) as one new file,
-    then remove them. Returns the new file (None when every version went)."""
-    tables = []
-    for path, change in zip(files, changes, strict=True):
-        table = _read_file(path)
-        if change is not None:
-            table = _apply_tags(table, change["tags"])
-            if change["drop"]:
-                keep = np.ones(table.num_rows, dtype=bool)
-                keep[change["drop"]] = False
-                table = table.filter(pa.array(keep))
-        tables.append(table)
-    table = pa.concat_tables(tables)
-    sources = [file_metadata(p) for p in files]
-    new_path = None
-    if table.num_rows:
-        table = table.take(pc.sort_indices(table, _SORT))
-        snapshot_id = new_snapshot_id()
-        record = history_record(table, snapshot_id)
-        record.update(
-            base_url=_common(s.get("base_url") for s in sources),
-            filters=_common(s.get("filters") for s in sources),
-            pii=_common((s.get("pii") or "kept" for s in sources), mixed="mixed"),
-            compacted_from=[p.stem for p in files],
-            rows_before=sum(s.get("rows") or 0 for s in sources),
-        )
-        table = with_record(table, record)
-        new_path = stage_parquet(table, root / STAGING, f"{snapshot_id}.parquet").publish(
-            folder / f"{snapshot_id}.parquet"
-        )
-    for path in files:
-        path.unlink(missing_ok=True)
-    fsync_dir(folder)
-    logger.info(
-        "compacted %d history files of %s into %s (%d versions)",
-        len(files),
-        folder.name,
-        new_path.name if new_path else "none",
-        table.num_rows,
-    )
-    return new_path
-
-
-def _apply_tags(table: pa.Table, tags: dict[int, dict[str, Any]]) -> pa.Table:
-    if not tags:
-        return table
-    rows = np.array(sorted(tags), dtype=np.int64)
-    for name in TAGS:
-        values = table.column(name).to_pylist()
-        for row in rows:
-            values[row] = tags[int(row)][name]
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, table.schema.field(index), pa.array(values, pa.string()))
-    return table
-
-
-def _common(values: Any, mixed: str | None = None) -> Any:
-    """The one value all sources agree on, else ``mixed``."""
-    distinct = {json.dumps(v, sort_keys=True, default=str) for v in values}
-    return json.loads(distinct.pop()) if len(distinct) == 1 else mixed
+        fetched = pc.fill_null(
+            ordered.column("fetched_at").cast(pa.int64()), np.iinfo(np.int64).max
+        ).to_numpy()
+        bound = int(cutoff.timestamp() * 1_000_000)
+        kept = np.flatnonzero(~collapsed)
+        group = np.cumsum(starts)
+        current, following = kept[:-1], kept[1:]
+        superseded = (group[current] == group[following]) & (fetched[following] < bound)
+        pruned[current[superseded]] = True
+    drop = collapsed | pruned
+    counts: dict[str, Any] = {
+        "rows_before": n,
+        "rows_after": n - int(drop.sum()),
+        "collapsed": int(collapsed.sum()),
+        "pruned": int(pruned.sum()),
+        "sessions_pruned": len(pc.unique(ordered.column("uuid").filter(pa.array(pruned)))),
+        "tags_filled": int((filled & ~drop).sum()),
+    }
+    return drop, filled & ~drop, ordered, order, counts

@@ -193,12 +193,12 @@ class NotASnapshotRootError(ValueError, FileNotFoundError):
         Why it is not a root; the message adds what a root looks like.
     """
 
-    #: What a root looks like (the layout itself is documented in ``mihu_frames.root``).
+    #: What a root looks like (the layout itself is documented in ``mihu_frames.store``).
     LOOKS_LIKE = (
-        "A snapshot root is a folder holding mihu_frames_root.json, sessions/ (the latest "
-        "state) and history/ (every version), as write_snapshot and sync_snapshots create it "
-        "in a missing or empty folder; roots of earlier releases hold "
-        "sessions/fetched_date=YYYY-MM-DD/ folders."
+        "A snapshot root is a folder or URI holding two Delta Lake tables, latest/ (the latest "
+        "state) and versions/ (every version), as write_snapshot and sync_snapshots create it "
+        "in a missing or empty folder; roots of earlier releases hold mihu_frames_root.json "
+        "or sessions/fetched_date=YYYY-MM-DD/ folders."
     )
 
     def __init__(self, root: Any, reason: str) -> None:
@@ -208,3 +208,9 @@ class NotASnapshotRootError(ValueError, FileNotFoundError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.root, self.reason))
+
+
+class SnapshotStoreError(OSError):
+    """A snapshot root's storage failed: unreachable, refused (credentials, a missing bucket),
+    full, or a commit still in conflict after its bounded retries. Names the root, never a
+    credential; nothing was committed by the failing step (the root is as before it)."""

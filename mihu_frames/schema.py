@@ -208,8 +208,12 @@ ID_COLUMNS: tuple[str, ...] = ("conversation_uuid", "uuid")
 
 
 def canonical_ids(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """Ids in their canonical spelling: lower case (a UUID's hex digits are ASCII)."""
-    return pc.ascii_lower(values)
+    """Ids in their canonical spelling: lower case (a UUID's hex digits are ASCII).
+
+    ``utf8_lower``, not ``ascii_lower``: pyarrow 26's ``ascii_lower`` writes an invalid array for
+    a string array whose offsets do not start at zero (a slice of a pandas frame's column).
+    """
+    return pc.utf8_lower(values)
 
 
 def from_pandas(df: pd.DataFrame) -> pa.Table:

@@ -1,39 +1,34 @@
-"""Parquet snapshots: a root that any Parquet reader takes unchanged, for months.
+"""Snapshots: a root that every Delta Lake reader takes unchanged, for years.
 
-A snapshot root (layout and rules in :mod:`mihu_frames.root`) holds:
+A snapshot root (layout and rules in :mod:`mihu_frames.store`) is a folder or a URI holding two
+Delta Lake tables, written with ``deltalake`` (delta-rs):
 
-- ``root/sessions/created_month=YYYY-MM/part-0.parquet``: the **latest state**, exactly one row
-  per session, plain hive-partitioned Parquet. DuckDB
-  (``read_parquet('root/sessions/**/*.parquet', hive_partitioning=true)``), Polars, pyarrow and
-  Spark read it with no de-duplication of their own, also while a write or compaction runs.
-- ``root/history/fetched_date=YYYY-MM-DD/<snapshot_id>.parquet``: **every version** ever written,
-  one file per write, with a ``snapshot_id`` column (``read_snapshots(root, latest=False)``).
-- ``root/mihu_frames_root.json``: the manifest: the layout version and the ``status``/``type``
-  filters the root's sessions were fetched under (later syncs reuse them).
+- ``root/latest/``: the **latest state**, one row per session, partitioned by ``created_month``.
+  ``read_snapshots(root)``, Polars (``pl.scan_delta("root/latest")``), DuckDB
+  (``delta_scan('root/latest')``), Spark, Trino and Athena read one committed version whole.
+- ``root/versions/``: **every version** ever written, append-only, with ``snapshot_id``
+  (``read_snapshots(root, latest=False)``).
 
 Rules a write follows (:func:`write_snapshot`, and the storage step of a sync):
 
 - **What changes.** Rows are compared with the latest state (:mod:`mihu_frames.versions`): a
   row identical to the version held (``fetched_at`` aside) is not written again, so writing the
   same data twice adds nothing; an untagged row keeps the ``status``/``type`` held.
-- **Cost.** One history file with the new and changed rows, and a rewrite of the latest-state
-  partitions that hold them (usually the current month's): proportional to what changed.
-- **Atomic, owner-only.** Every file is written under a hidden temporary name in
-  ``root/.staging/``, fsynced and renamed (``os.replace``) into place; writers of one root are
-  serialized by a lock file; files are ``0600`` and folders ``0700`` (contacts are personal
-  data). Temporary files that killed writers leave are removed by the next write or compaction,
-  never one a live writer still holds: the ``flock`` rule is in :mod:`mihu_frames.atomic`.
-- **Metadata.** Parquet key-value metadata (``mihu_frames.*``) records the library, schema and
-  layout versions, snapshot id, fetch and write times, base URL (never the token), filters and
-  counts.
-- **Roots of earlier releases** (``sessions/fetched_date=…/``, one file per snapshot) are read
-  as they are and converted on their first write or compaction, nothing dropped.
+- **Atomic.** The versions are appended to ``versions/`` in one commit, then the latest state
+  is merged in one commit; a reader sees the state before or after, never a mix, and a write a
+  killed process left between the two is completed by the next one.
+- **Metadata.** Each commit records (``mihu_frames`` in its commit info) the library and schema
+  versions, snapshot id, fetch and write times, base URL (never the token), filters and counts.
+- **Owner-only** on a local disk: files ``0600``, folders ``0700`` (contacts are personal data).
+- **Roots of earlier releases** (hive Parquet) are read as they are and converted on their
+  first write or compaction, every version kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -46,34 +41,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from typing_extensions import Unpack
 
-from mihu_frames.errors import NotASnapshotRootError
 from mihu_frames.option_types import OutputKwargs
 from mihu_frames.options import ALL, OutputOptions, conversation_ids, instant, split_options, takes
-from mihu_frames.root import (
+from mihu_frames.schema import COLUMNS, from_pandas, to_pandas, to_polars, types_mapper
+from mihu_frames.store import (
     FILE_SCHEMA,
-    ORDER,
     CommitReport,
-    file_metadata,
-    new_snapshot_id,
     open_root,
     recorded_from_rows,
 )
-from mihu_frames.schema import COLUMNS, from_pandas, to_pandas, to_polars, types_mapper
-from mihu_frames.versions import SNAPSHOT_ID
+from mihu_frames.versions import ORDER, SNAPSHOT_ID
 
 __all__ = [
     "PII_COLUMNS",
     "RESERVED_METADATA",
     "SNAPSHOT_ID",
     "hash_pii",
-    "new_snapshot_id",
     "read_snapshots",
-    "snapshot_files",
     "snapshot_metadata",
     "write_snapshot",
 ]
 
-#: Keys of the record every snapshot carries; ``metadata=`` cannot replace them.
+#: Keys of the record every write carries; ``metadata=`` cannot replace them.
 RESERVED_METADATA = frozenset(
     {
         "library_version",
@@ -93,7 +82,8 @@ RESERVED_METADATA = frozenset(
         "rows_changed",
         "rows_unchanged",
         "rows_stale",
-        "compacted_from",
+        "history_version",
+        "months",
     }
 )
 PII_COLUMNS = ("contact_name", "contact_surname", "contact_phone_number", "contact_email")
@@ -105,37 +95,47 @@ def write_snapshot(
     *,
     metadata: Mapping[str, Any] | None = None,
     pii: str | None = None,
-) -> Path | None:
-    """Write a sessions frame to a snapshot root: its changes to history, the latest state updated.
+    storage_options: Mapping[str, str] | None = None,
+) -> Path | str | None:
+    """Write a sessions frame to a snapshot root: its changes to history, the latest state merged.
 
     Parameters
     ----------
     df : pandas.DataFrame
         A sessions frame (from :func:`load_sessions`, :func:`sessions_frame` or a read).
     root : str or Path
-        The snapshot root; created in a missing or empty folder (owner-only). A root of an
-        earlier release is converted first (see :mod:`mihu_frames.root`).
+        The snapshot root: a folder (created owner-only when missing or empty) or a URI
+        (``s3://bucket/prefix``, ``gs://…``, ``az://…``: whatever ``deltalake`` takes). A root
+        of an earlier release is converted first (see :mod:`mihu_frames.store`).
     metadata : mapping, optional
-        Extra key-value metadata for the history file (JSON-serialisable values).
+        Extra key-value metadata for the write's commit (JSON-serialisable values).
     pii : {None, "hash"}
         ``"hash"`` replaces contact name, surname, phone number and e-mail with keyed hashes
         (HMAC-SHA256 with the key in ``MIHU_PII_KEY``), stable across snapshots so they still
         join, for datasets that leave the analyst's machine. ``summary`` is free text and may
         mention names: drop it yourself if that matters.
+    storage_options : mapping, optional
+        For a URI: credentials and settings as ``deltalake`` takes them (else the standard
+        environment variables, e.g. ``AWS_ACCESS_KEY_ID``). Never stored, never printed.
 
     Returns
     -------
-    pathlib.Path or None
-        The history file written (``root/history/fetched_date=YYYY-MM-DD/<snapshot_id>.parquet``,
-        the UTC date of the newest ``fetched_at``), holding the rows that were new or changed.
-        ``None`` when every row is already held as it is: nothing was written (writing the same
-        data twice adds no snapshot). Its metadata records ``rows_new``, ``rows_changed``,
-        ``rows_unchanged`` and ``rows_stale``; the files and bytes written are logged at INFO.
+    pathlib.Path, str or None
+        The commit of the latest state this write made
+        (``root/latest/_delta_log/<version>.json``, a URI for a remote root: its number is the
+        version ``read_snapshots(root, as_of=version)`` reads; :func:`snapshot_metadata` reads
+        its record). ``None`` when every row is already held as it is: nothing was written
+        (writing the same data twice adds no snapshot). The record holds ``rows_new``,
+        ``rows_changed``, ``rows_unchanged`` and ``rows_stale``; files and bytes written are
+        logged at INFO.
 
     Raises
     ------
     NotASnapshotRootError
         ``root`` is a file, or a non-empty folder that is not a snapshot root.
+    SnapshotStoreError
+        The storage failed or refused (credentials, a missing bucket, a full disk); the root is
+        as it was, or the next write completes this one.
     ValueError
         ``df`` is not a sessions frame (a column missing, or one it does not know: a snapshot
         would drop it), a timestamp column is time-zone-naive or finer than microseconds (the
@@ -149,26 +149,20 @@ def write_snapshot(
     after the one held, else the row is kept in history only (an older fetch written late);
     an identical row is not written again. A row without a ``status``/``type`` tag keeps the
     one held, and a session served under two conversations keeps the conversation it is held
-    under (:mod:`mihu_frames.versions`). Ids are stored lower case. A frame loaded with
-    ``"all"`` makes the root remember it (later syncs may leave the conversations out). The
-    latest state is rewritten only in the partitions (months of ``created_at``)
-    that hold a new or changed session. A new root records the ``status``/``type`` filters the
-    frame was fetched under (``df.attrs["mihu_frames"]["filters"]``, else its tags).
-
-    Files are written under hidden temporary names in ``root/.staging/`` and renamed, so readers
-    (this library, DuckDB, Polars, pyarrow, Spark) never see a partial file, also when the writer
-    is killed; see :mod:`mihu_frames.atomic` for the lock, the clean-up of temporary files that
-    killed writers leave, and :mod:`mihu_frames.root` for the crash recovery.
+    under. Ids are stored lower case. A frame loaded with ``"all"`` makes the root remember it
+    (later syncs may leave the conversations out). A new root records the ``status``/``type``
+    filters the frame was fetched under (``df.attrs["mihu_frames"]["filters"]``, else its tags).
 
     Examples
     --------
-    >>> path = mf.write_snapshot(df, root="data/snapshots")          # doctest: +SKIP
+    >>> commit = mf.write_snapshot(df, root="data/snapshots")        # doctest: +SKIP
     >>> mf.read_snapshots("data/snapshots").equals(df)               # a new root  # doctest: +SKIP
     True
     >>> mf.write_snapshot(df, root="data/snapshots") is None         # doctest: +SKIP
     True
     """
-    return _write(df, root, metadata=metadata, pii=pii).history_file
+    report = _write(df, root, metadata=metadata, pii=pii, storage_options=storage_options)
+    return report.commit_file if report.snapshot_id is not None else None
 
 
 def _write(
@@ -177,6 +171,7 @@ def _write(
     *,
     metadata: Mapping[str, Any] | None = None,
     pii: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> CommitReport:
     if pii not in (None, "hash"):
         raise ValueError(f"pii must be None or 'hash', got {pii!r}")
@@ -193,7 +188,7 @@ def _write(
         )
     if pii == "hash":
         table = hash_pii(table)
-    store = open_root(root, create=True)
+    store = open_root(root, create=True, storage_options=storage_options)
     attrs = df.attrs.get("mihu_frames", {}) if isinstance(df.attrs, dict) else {}
     record = {
         "base_url": attrs.get("base_url"),
@@ -235,17 +230,6 @@ def hash_pii(table: pa.Table, key: bytes | None = None) -> pa.Table:
     return table
 
 
-def snapshot_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Every history file under ``root``, oldest snapshot first (empty for a new root).
-
-    Examples
-    --------
-    >>> [p.name for p in mf.snapshots.snapshot_files("data/snapshots")]  # doctest: +SKIP
-    ['20261125T183000123456Z-1a2b3c4d.parquet']
-    """
-    return open_root(root).history_files()
-
-
 @takes((OutputOptions, None))
 def read_snapshots(
     root: str | os.PathLike[str] = "data/snapshots",
@@ -254,6 +238,8 @@ def read_snapshots(
     conversations: str | Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
     since: datetime | str | pd.Timestamp | None = None,
+    as_of: int | datetime | str | pd.Timestamp | None = None,
+    storage_options: Mapping[str, str] | None = None,
     **output: Unpack[OutputKwargs],
 ) -> pd.DataFrame:
     """Read a snapshot root back as a sessions frame.
@@ -261,19 +247,25 @@ def read_snapshots(
     Parameters
     ----------
     root : str or Path
-        The snapshot root given to :func:`write_snapshot` or :func:`sync_snapshots`.
+        The snapshot root given to :func:`write_snapshot` or :func:`sync_snapshots` (a folder
+        or a URI).
     latest : bool
-        ``True``: the latest state, one row per session (``root/sessions/``). ``False``: every
-        version in history, with its ``snapshot_id``.
+        ``True``: the latest state, one row per session (``root/latest/``). ``False``: every
+        version in history (``root/versions/``), with its ``snapshot_id``.
     conversations : str, uuid.UUID, an iterable of them, a Series or DataFrame, optional
-        Read only these conversations (pushed down to the Parquet scan). Each is a canonical
-        UUID, either case, or a :class:`uuid.UUID`, as :func:`load_sessions` takes them.
+        Read only these conversations (pushed down to the scan). Each is a canonical UUID,
+        either case, or a :class:`uuid.UUID`, as :func:`load_sessions` takes them.
     columns : iterable of str, optional
         Read only these columns.
     since : datetime or str, optional
         Only sessions updated at or after this instant (``updated_at >= since``; a naive
-        value is taken as UTC). Pushed down to the Parquet scan. With ``latest`` it applies to
-        each session's latest version.
+        value is taken as UTC). With ``latest`` it applies to each session's latest version.
+    as_of : int, datetime or str, optional
+        Time travel: the root as committed at that version of ``latest/`` (an int, as
+        ``df.attrs["mihu_frames"]["version"]`` and the command line name it) or at that instant
+        (a naive value is UTC). With ``latest=False``: the history as it was at that instant.
+    storage_options : mapping, optional
+        For a URI, as :func:`write_snapshot` takes them.
     <options>
 
     Returns
@@ -286,45 +278,58 @@ def read_snapshots(
     Raises
     ------
     NotASnapshotRootError
-        ``root`` is not a snapshot root (missing, empty, a file, a root's ``sessions/``
-        folder, any other folder): never an empty frame for a wrong path.
+        ``root`` is not a snapshot root (missing, empty, a file, a root's ``latest/`` table,
+        any other folder): never an empty frame for a wrong path.
     ValueError
-        An unknown column, a conversation that is not a UUID, a ``since`` that is not a date.
+        An unknown column, a conversation that is not a UUID, a ``since`` or ``as_of`` that
+        is not a date (or names no version).
 
     Examples
     --------
     >>> df = mf.read_snapshots("data/snapshots")                     # doctest: +SKIP
     >>> week = mf.read_snapshots("data/snapshots", since="2026-11-01",
     ...                          columns=["uuid", "duration"])       # doctest: +SKIP
+    >>> then = mf.read_snapshots("data/snapshots", as_of="2026-11-01")  # doctest: +SKIP
     """
-    (chosen,) = split_options(output, OutputOptions)
-    to = OutputOptions(**chosen).to
     wanted = list(columns) if columns is not None else None
     if wanted is not None:
         known = [*COLUMNS, SNAPSHOT_ID]
         unknown = [c for c in wanted if c not in known]
         if unknown:
             raise ValueError(f"unknown column(s) {unknown}; columns are {known}")
+    (chosen,) = split_options(output, OutputOptions)
+    to = OutputOptions(**chosen).to
     ids = None if conversations is None else list(conversation_ids(conversations))
     bound = instant("since", since)
+    when = _as_of(as_of, latest)
     order = [ORDER, "uuid"] if latest else [SNAPSHOT_ID, ORDER]
     read = None
     if wanted is not None:
         read = [c for c in FILE_SCHEMA.names if c in wanted or c in order]
-    for attempt in range(3):  # a root being converted changes under a reader once
-        store = open_root(root)
-        try:
-            if latest:
-                table = store.read_latest(read, conversations=ids, since=bound)
-            else:
-                table = store.read_history(read, _history_filter(ids, bound))
-            break
-        except NotASnapshotRootError:
-            raise
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
+    store = open_root(root, storage_options=storage_options)
+    if latest:
+        table = store.read_latest(read, conversations=ids, since=bound, as_of=when)
+    else:
+        where = None if ids is None else pc.field("conversation_uuid").isin(ids)
+        if bound is not None:
+            recent = pc.field("updated_at") >= pa.scalar(
+                bound, FILE_SCHEMA.field("updated_at").type
+            )
+            where = recent if where is None else where & recent
+        table = store.read_history(read, where, as_of=when if not isinstance(when, int) else None)
     return frame_of(table, latest=latest, columns=wanted, to=to)
+
+
+def _as_of(value: Any, latest: bool) -> int | datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        if not latest:
+            raise ValueError("as_of for history (latest=False) is an instant, not a version")
+        if value < 0:
+            raise ValueError(f"as_of must be a version (0 or more) or an instant, got {value}")
+        return value
+    return instant("as_of", value)
 
 
 def frame_of(
@@ -350,20 +355,42 @@ def frame_of(
     return df
 
 
-def _history_filter(ids: list[str] | None, bound: datetime | None) -> Any:
-    where = None if ids is None else pc.field("conversation_uuid").isin(ids)
-    if bound is not None:
-        recent = pc.field("updated_at") >= pa.scalar(bound, FILE_SCHEMA.field("updated_at").type)
-        where = recent if where is None else where & recent
-    return where
-
-
-def snapshot_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``mihu_frames.*`` key-value metadata of one file of a root, decoded.
+def snapshot_metadata(
+    path: str | os.PathLike[str], *, storage_options: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The record of one write: what :func:`write_snapshot` returned (a commit of the latest
+    state, or of history for a write that changed only history), or a root (the newest commit
+    of its latest state). Includes ``version``, ``operation`` and ``table`` (``latest`` or
+    ``versions``).
 
     Examples
     --------
-    >>> mf.snapshot_metadata(path)["rows_new"]                       # doctest: +SKIP
+    >>> mf.snapshot_metadata(mf.write_snapshot(df, "data/snapshots"))["rows_new"]  # doctest: +SKIP
     250
     """
-    return file_metadata(path)
+    text = os.fspath(path)
+    if text.endswith(".json") and "_delta_log" in text and "://" not in text:
+        for line in Path(text).read_text(encoding="utf-8").splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info is not None:
+                record = dict(info.get("mihu_frames") or {})
+                table = Path(text).parent.parent.name
+                record.update(version=int(Path(text).stem), operation=info.get("operation"))
+                record.update(table=table)
+                return record
+        raise ValueError(f"{path} holds no commit record")
+    if text.endswith(".parquet"):  # a file of a root of an earlier layout
+        from mihu_frames.legacy import file_metadata
+
+        return file_metadata(text)
+    name, version = "latest", None
+    if text.endswith(".json") and "_delta_log" in text:  # a commit of a remote root
+        folder, file = text.rsplit("/_delta_log/", 1)
+        text, name = folder.rsplit("/", 1)
+        version = int(file[: -len(".json")])
+    store = open_root(text, storage_options=storage_options)
+    version = store.table(name).version() if version is None else version
+    info = store.commit_info(name, version)
+    record = dict(info.get("mihu_frames") or {})
+    record.update(version=version, operation=info.get("operation"), table=name)
+    return record

@@ -5,7 +5,7 @@ the latest state.
 what changed, not to what exists:
 
 0. **Filters.** The root records the ``status``/``type`` filters its sessions were fetched
-   under (:mod:`mihu_frames.root`). A sync without filters uses them; one with the same filters
+   under (:mod:`mihu_frames.store`). A sync without filters uses them; one with the same filters
    proceeds; one with other filters is refused (``ValueError``, before any request) unless
    ``refetch=True``, which reads every conversation anew under them and records them.
 1. **Held state.** For each requested conversation, the newest update already held is read from
@@ -19,13 +19,14 @@ what changed, not to what exists:
    newest change first (``sort_by=updated_at&sort_dir=desc``), one task per conversation (and
    filter value) on a pool of the client's ``max_workers`` threads, page after page, stopping
    after the first page whose oldest ``updated_at`` is before ``held - overlap``.
-3. **Store** (:meth:`mihu_frames.root.SnapshotRoot.commit`), once every page is in, under the
-   root's lock: rows fetched are compared with the latest state: *new* (never held), *changed*
-   (other content; an untagged row keeps the tag held), or unchanged (not written). The changed
-   and new rows become one history file, and the latest-state partitions holding them are
-   rewritten: the cost follows what changed. An exception half way writes nothing and leaves
-   the root as it was; the next sync redoes the work. Then the latest state of the requested
-   conversations is returned, with what the write did in ``df.attrs["mihu_frames"]``.
+3. **Store** (:meth:`mihu_frames.store.SnapshotRoot.commit`), once every page is in: rows
+   fetched are compared with the latest state: *new* (never held), *changed* (other content; an
+   untagged row keeps the tag held), or unchanged (not written). The changed and new rows are
+   appended to the root's history, then merged into the latest state in one commit (only the
+   partitions holding them are rewritten): the cost follows what changed. An exception before
+   the commits writes nothing; a process killed between them is completed by the next write.
+   Then the latest state of the requested conversations is returned, with what the write did
+   (and the version it produced) in ``df.attrs["mihu_frames"]``.
 
 Why an incremental read loses nothing
 -------------------------------------
@@ -76,7 +77,6 @@ from mihu_frames.options import (
     takes,
     wants_all,
 )
-from mihu_frames.root import CommitReport, Recorded, SnapshotRoot, open_root
 from mihu_frames.runner import FullListing, Plan, Query
 from mihu_frames.schema import (
     STATUS_VALUES,
@@ -87,6 +87,7 @@ from mihu_frames.schema import (
 )
 from mihu_frames.snapshots import frame_of, hash_pii
 from mihu_frames.started import last_page_to_read
+from mihu_frames.store import CommitReport, Recorded, SnapshotRoot, open_root
 
 __all__ = ["DEFAULT_OVERLAP", "sync_snapshots", "sync_summary"]
 
@@ -104,16 +105,17 @@ def sync_snapshots(
     conversations: Any = None,
     *,
     client: MihuClient | None = None,
+    storage_options: dict[str, str] | None = None,
     **options: Unpack[SyncSnapshotsKwargs],
 ) -> pd.DataFrame:
     """Fetch what changed since the latest state under ``root``, store it, return the latest state.
 
     Conversations already held are read newest change first and only down to the newest update
     held (minus ``overlap``); conversations never seen get a full load. The changed and new rows
-    are stored as one history file, and the latest-state partitions holding them are rewritten
+    are appended to the root's history and merged into the latest state, one commit each
     (nothing when nothing changed). The cost follows what changed: in requests, about one per
     conversation plus one per ``per_page`` changed sessions; in storage, the changed rows plus
-    a rewrite of the months they belong to.
+    a rewrite of the files of the months they belong to.
 
     Parameters
     ----------
@@ -127,6 +129,9 @@ def sync_snapshots(
         incrementally.
     client : MihuClient, optional
         The client to use; by default one is built from the client options and closed after.
+    storage_options : mapping, optional
+        For a root on object storage (``s3://…``): credentials and settings as ``deltalake``
+        takes them; default: the standard environment variables. Never stored or shown.
     <options>
 
     Returns
@@ -142,7 +147,8 @@ def sync_snapshots(
         in ``requests``), ``filters`` (the ones used), ``errors``,
         ``fetch_seconds``; what it stored: ``rows_new``, ``rows_changed``, ``rows_unchanged``
         (rows compared with the held state and identical), ``rows_stale``, ``files_written``
-        (paths), ``bytes_written``, ``snapshot`` (the history file, or ``None``),
+        (paths), ``bytes_written``, ``version`` (of the latest state) and ``history_version``,
+        ``snapshot`` (the commit file of the write, or ``None``),
         ``store_seconds``; and ``seconds`` (the whole sync).
 
     Raises
@@ -166,7 +172,7 @@ def sync_snapshots(
     'synced 1 conversation (0 full, 1 incremental), 1 request, 3 rows changed, 1 new, ...'
     """
     started = time.perf_counter()
-    sync = _prepare(root, conversations, client, options)
+    sync = _prepare(root, conversations, client, options, storage_options)
     active = MihuClient(**sync.client_options) if client is None else client
     try:
         listed_ids, listed = _conversations_of(sync, active)
@@ -199,11 +205,10 @@ def sync_snapshots(
     report = _store(sync, fetched.candidates, record)
     record.update(report.as_attrs())
     record["rows_unchanged_seen"] = fetched.rows_seen - report.rows_changed - report.rows_new
-    record["snapshot"] = None if report.history_file is None else str(report.history_file)
+    record["snapshot"] = None if report.commit_file is None else str(report.commit_file)
     record["store_seconds"] = round(time.perf_counter() - store_started, 6)
 
-    # The partitions just written are at hand: only the others are read back.
-    latest = sync.store.read_latest(conversations=listed_ids, known=report.latest)
+    latest = sync.store.read_latest(conversations=listed_ids)
     df = frame_of(latest)
     record["seconds"] = round(time.perf_counter() - started, 6)
     record["synced_at"] = datetime.now(timezone.utc).isoformat()
@@ -229,7 +234,7 @@ def _store(sync: _Sync, candidates: pa.Table, record: dict[str, Any]) -> CommitR
         "pii": sync.settings.pii or "kept",
         "sync": meta,
     }
-    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded, keep=True)
+    return sync.store.commit(candidates, metadata=metadata, recorded=sync.recorded)
 
 
 # --------------------------------------------------------------------------- the steps
@@ -257,6 +262,7 @@ def _prepare(
     conversations: Any,
     client: MihuClient | None,
     options: Mapping[str, Any],
+    storage_options: dict[str, str] | None = None,
 ) -> _Sync:
     """Check every argument, open (or create) the root and settle its filters."""
     sync, load, client_options = split_options(options, SyncOptions, LoadOptions, ClientOptions)
@@ -271,7 +277,7 @@ def _prepare(
         hash_pii(empty_table())  # no key: ValueError now, not after the requests
     if client is not None and client_options:
         raise TypeError(f"pass client= or client options, not both (got {sorted(client_options)})")
-    store = open_root(root, create=True)
+    store = open_root(root, create=True, storage_options=storage_options)
     # Filters not given are the root's; others are refused unless refetch.
     status, type_, recorded = store.resolve_filters(
         load.get("status"), load.get("type"), refetch=settings.refetch
@@ -358,7 +364,7 @@ def _fetch_record(
     return record
 
 
-#: What a sync records about its fetch in its history file's metadata (``"sync"``); the
+#: What a sync records about its fetch in its commit's metadata (``"sync"``); the
 #: storage counts are recorded beside it (``rows_new``, ``rows_changed``, ...).
 _SYNC_META = (
     "requests",
@@ -400,7 +406,8 @@ def sync_summary(df: pd.DataFrame) -> str:
     if a.get("rows_deleted") is not None:
         parts.append(f"{a['rows_deleted']:,} deleted upstream (kept in history)")
     parts.append(f"{len(a.get('errors') or []):,} failed")
-    tail = [f"{len(df):,} sessions held", f"snapshot {a.get('snapshot') or 'none (no change)'}"]
+    written = f"version {a.get('version')} ({a['snapshot']})" if a.get("snapshot") else None
+    tail = [f"{len(df):,} sessions held", f"snapshot {written or 'none (no change)'}"]
     files = len(a.get("files_written") or [])
     if files:
         tail.append(

@@ -39,6 +39,7 @@ from mihu_frames.schema import COLUMNS
 __all__ = [
     "CONTENT",
     "HELD_CONVERSATION",
+    "ORDER",
     "SNAPSHOT_ID",
     "TAGS",
     "content_hashes",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 SNAPSHOT_ID = "snapshot_id"
+#: The order a session was first written in (per root, increasing; gaps allowed): reads return
+#: the latest state in this order, so a frame written to a new root reads back row for row.
+ORDER = "insert_order"
 #: A session's content: every column but when it was fetched.
 CONTENT: tuple[str, ...] = tuple(name for name in COLUMNS if name != "fetched_at")
 #: The column a session keeps from its first stored version (see "One conversation" above).

@@ -21,7 +21,7 @@ CELLS: list[tuple[str, str]] = [
 
 This notebook is the tour: load every session of several conversations into one typed
 DataFrame, look at how long sessions last (per conversation, agent and channel), when the
-contact centre is busy and how many sessions run at once, and keep the data as a Parquet
+contact centre is busy and how many sessions run at once, and keep the data as a Delta Lake
 snapshot that DuckDB queries directly.
 
 It talks to the real API when `MIHU_BASE_URL` (or `MIHU_SUBDOMAIN`), `MIHU_API_TOKEN` and
@@ -166,32 +166,38 @@ tasks.head()""",
         "md",
         """## Keep a snapshot, query it with DuckDB
 
-A snapshot root holds two plain Parquet datasets: `sessions/` is the latest state, exactly one
-row per session, partitioned by the month a session was created; `history/` keeps every
-version ever fetched. Files are owner-only because contacts are personal data. Any Parquet
-reader takes `sessions/` as it is: no de-duplication of your own.""",
+A snapshot root holds two Delta Lake tables: `latest/` is the latest state, exactly one row
+per session, partitioned by the month a session was created; `versions/` keeps every version
+ever fetched. Each write is one atomic commit, so every reader sees a whole state, and earlier
+states stay readable (`as_of=`). Files are owner-only because contacts are personal data. Any
+Delta reader takes `latest/` as it is: no de-duplication of your own.""",
     ),
     (
         "code",
         """root = tempfile.mkdtemp(prefix="mihu_snapshots_")
 path = mf.write_snapshot(df, root=root)
-print(path.relative_to(root))
+record = mf.snapshot_metadata(path)
+print(f"{path.relative_to(root)}: version {record['version']}, {record['rows_new']:,} new")
 back = mf.read_snapshots(root)
 print(f"snapshot round trip equal: {back.equals(df)}")
 print(f"writing the same data again writes: {mf.write_snapshot(df, root=root)}")
-sorted(str(p.relative_to(root)) for p in Path(root).rglob("*.parquet"))""",
+before = mf.read_snapshots(root, as_of=record["version"] - 1)  # time travel
+print(f"as it was one version before: {len(before)} rows")
+sorted({str(p.relative_to(root).parent) for p in Path(root).rglob("*.parquet")})[:4]""",
     ),
     (
         "code",
         """import duckdb
+from deltalake import DeltaTable
 
 con = duckdb.connect()
-con.execute(f\"\"\"
+latest = DeltaTable(f"{root}/latest").to_pyarrow_dataset()  # or delta_scan('{root}/latest')
+con.execute(\"\"\"
     select created_month,
            count(*) as sessions,
            count(distinct uuid) as distinct_sessions,
            round(median(duration) / 60e6, 1) as median_minutes
-    from read_parquet('{root}/sessions/**/*.parquet', hive_partitioning = true)
+    from latest
     group by created_month
     order by created_month desc
     limit 6

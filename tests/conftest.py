@@ -183,3 +183,18 @@ def reader_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     return work
+
+
+def recorded(root: Any) -> dict[str, Any]:
+    """The settings a snapshot root records (its ``mihu_frames.recorded`` table property)."""
+    from mihu_frames.store import open_root
+
+    settings = open_root(root).recorded
+    assert settings is not None
+    return settings.to_json()
+
+
+def writes(root: Any) -> list[str]:
+    """The snapshot ids of the writes a root's history holds, oldest first."""
+    history = mf.read_snapshots(root, latest=False, columns=["snapshot_id"])
+    return sorted(set(history["snapshot_id"]))

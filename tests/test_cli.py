@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
 import mihu_frames as mf
 from mihu_frames.cli import cli_words
@@ -191,12 +192,9 @@ def test_demo_runs_without_token_or_network(tmp_path):
         in result.stdout
     )
     assert len(mf.read_snapshots(tmp_path / "snaps")) == 571
-    # The history file's partition (its fetch day) and its name (its write time) agree.
-    (written,) = (tmp_path / "snaps" / "history").glob("fetched_date=*/*.parquet")
-    assert (
-        written.parent.name
-        == f"fetched_date={written.name[:4]}-{written.name[4:6]}-{written.name[6:8]}"
-    )
+    # The demo names the version its write produced, and the commit holding its record.
+    commit = max((tmp_path / "snaps" / "latest" / "_delta_log").glob("*.json"))
+    assert f"snapshot: latest/ version {int(commit.stem)} ({commit})" in result.stdout
 
 
 def test_stats_prints_a_short_summary_and_details_on_request(sim, make_client, tmp_path):
@@ -245,6 +243,8 @@ def test_sync_twice_then_compact(fresh_sim, tmp_path):
     second = _run("sync", *conversations, "--root", root, "--no-cache", env=env)
     assert second.returncode == 0, second.stderr
     assert "3 rows changed" in second.stdout, second.stdout
+    version = DeltaTable(Path(root) / "latest").version()
+    assert f"snapshot version {version} (" in second.stdout  # the version the sync produced
     latest = mf.read_snapshots(root)
     truth = {s["uuid"]: s["updated_at"] for c in conversations for s in fresh_sim.ground_truth(c)}
     assert dict(zip(latest["uuid"], latest["updated_at"], strict=True)) == {
@@ -254,6 +254,7 @@ def test_sync_twice_then_compact(fresh_sim, tmp_path):
     compact = _run("compact", root)
     assert compact.returncode == 0, compact.stderr
     assert "compacted 2 history files into 1" in compact.stdout
+    assert f"version {DeltaTable(Path(root) / 'latest').version()}" in compact.stdout
     assert f"kept {len(history):,} versions; dropped 0 identical re-fetches" in compact.stdout
     pd.testing.assert_frame_equal(
         mf.read_snapshots(root).sort_values("uuid", ignore_index=True),
@@ -272,7 +273,7 @@ def test_a_folder_that_is_not_a_root_is_one_line_and_exit_2(tmp_path, sim, make_
     mf.write_snapshot(make_client(sim).sessions(sim.conversation_uuids[1]), tmp_path / "root")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("not a root")
-    for folder in ("missing", "root/sessions", "other"):
+    for folder in ("missing", "root/latest", "other"):
         for command in (["stats"], ["compact"]):
             result = _run(*command, str(tmp_path / folder))
             assert result.returncode == 2, (folder, command, result.stdout)

@@ -1,24 +1,26 @@
-"""Compaction: history rewritten into one file per day, every distinct version kept, identical
-re-fetches collapsed, old versions dropped only when asked (and reported), the latest state
-untouched, readers never counting a version twice, and syncs that carry on as before."""
+"""Compaction: both tables in fewer files, every distinct version kept, identical re-fetches
+collapsed, old versions dropped only when asked (and reported, and vacuumed), the latest state
+and time travel untouched, readers seeing the state before or after, syncs carrying on."""
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_matches_truth
+from deltalake import DeltaTable, write_deltalake
 
 import mihu_frames as mf
-from mihu_frames.root import new_snapshot_id
 from mihu_frames.simulator import Simulator
-from mihu_frames.snapshots import snapshot_files
+from mihu_frames.store import new_snapshot_id
 from mihu_frames.sync import sync_snapshots
 
 SIZES = (3, 120, 300)
@@ -33,8 +35,8 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def history(sim, make_client, tmp_path) -> Path:
-    """A root with three syncs on one day, an older fetch written late (another day) and a
-    day with a single file."""
+    """A root with three syncs in one month, an older fetch written late (the month before) and
+    a month with a single file."""
     root = tmp_path / "snapshots"
     client = make_client(sim)
     convs = sim.conversation_uuids
@@ -51,15 +53,16 @@ def history(sim, make_client, tmp_path) -> Path:
     mf.write_snapshot(older, root)  # a version that lost to newer fetches: history only
     lone = older.tail(5).copy()
     lone["summary"] = "older still"
-    lone["fetched_at"] = lone["fetched_at"] - pd.Timedelta(days=3)
+    lone["fetched_at"] = lone["fetched_at"] - pd.Timedelta(days=40)  # a month of its own
     mf.write_snapshot(lone, root)
     return root
 
 
-def _folders(root: Path) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
-    for path in snapshot_files(root):
-        out.setdefault(path.parent.name, []).append(path)
+def _folders(root: Path) -> dict[str, list[str]]:
+    """The data files of ``versions/``, by partition (``fetched_month``)."""
+    out: dict[str, list[str]] = {}
+    for path in DeltaTable(root / "versions").file_uris():
+        out.setdefault(Path(path).parent.name, []).append(path)
     return out
 
 
@@ -69,44 +72,38 @@ def _versions(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys, ignore_index=True)
 
 
-def _latest_bytes(root: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted((root / "sessions").rglob("*.parquet"))}
-
-
-def test_one_file_per_day_and_every_version_kept(history):
+def test_fewer_files_every_version_kept_and_time_travel_untouched(history):
     before = _versions(mf.read_snapshots(history, latest=False))
-    latest_before = _latest_bytes(history)
+    latest = DeltaTable(history / "latest")
+    states = {v: mf.read_snapshots(history, as_of=v) for v in range(latest.version() + 1)}
     folders = _folders(history)
     assert sorted(len(files) for files in folders.values()) == [1, 1, 3]
-    lone = next(files[0] for files in folders.values() if len(files) == 1)
-    lone_bytes = lone.read_bytes()
-    bytes_before = sum(p.stat().st_size for p in snapshot_files(history))
+    (lone,) = next(files for files in folders.values() if len(files) == 1)
+    bytes_before = sum(Path(p).stat().st_size for files in folders.values() for p in files)
 
     report = mf.compact_snapshots(history)
 
     after = _folders(history)
     assert set(after) == set(folders) and all(len(files) == 1 for files in after.values())
-    assert lone.read_bytes() == lone_bytes  # a day of one file is left alone
+    assert lone in after[Path(lone).parent.name]  # a month of one file is left alone
     pd.testing.assert_frame_equal(_versions(mf.read_snapshots(history, latest=False)), before)
-    assert _latest_bytes(history) == latest_before  # the latest state is not touched
+    for version, state in states.items():  # every earlier state still reads as it was
+        pd.testing.assert_frame_equal(mf.read_snapshots(history, as_of=version), state)
+    pd.testing.assert_frame_equal(mf.read_snapshots(history), states[max(states)])
     assert (report.files_before, report.files_after) == (5, 3)
     assert report.rows_before == report.rows_after == len(before)
     assert (report.versions_collapsed, report.versions_pruned, report.tags_filled) == (0, 0, 0)
     assert report.bytes_before == bytes_before
-    assert report.bytes_after == sum(p.stat().st_size for p in snapshot_files(history))
+    assert report.bytes_after == sum(Path(p).stat().st_size for f in after.values() for p in f)
     assert report.sessions == len(mf.read_snapshots(history)) and not report.converted
-    assert list(report) == list(report.files_written) and len(report) == 1  # the old shape
-    (written,) = report.files_written
-    assert set(report.files_removed) == set(folders[written.parent.name])
-    meta = mf.snapshot_metadata(written)
-    assert meta["compacted_from"] == [p.stem for p in folders[written.parent.name]]
-    assert (
-        meta["snapshot_id"] == written.stem and meta["rows"] == pq.read_metadata(written).num_rows
-    )
-    assert meta["schema_version"] == 1 and meta["library_version"] == mf.__version__
+    assert report.latest_files_after <= report.latest_files_before
+    assert report.version == DeltaTable(history / "latest").version()
+    operations = [c["operation"] for c in DeltaTable(history / "versions").history(1)]
+    assert operations == ["OPTIMIZE"]
     assert "5 history files into 3" in report.summary()
     again = mf.compact_snapshots(history)  # nothing left to do
-    assert again.files_written == () and again.files_before == again.files_after == 3
+    assert again.files_before == again.files_after == 3
+    assert _folders(history) == after
 
 
 def test_identical_refetches_are_collapsed_into_the_first_fetch(sim, make_client, tmp_path):
@@ -118,14 +115,19 @@ def test_identical_refetches_are_collapsed_into_the_first_fetch(sim, make_client
     changed["summary"] = "changed"
     changed["fetched_at"] = changed["fetched_at"] + pd.Timedelta(minutes=1)
     mf.write_snapshot(changed, root)
-    # The same data again, 2 and 3 minutes later, as an earlier release would have written it.
-    for minutes, source in ((2, first), (3, first)):
-        table = pq.read_table(source)
+    # The same data again, 2 and 3 minutes later, as an earlier release would have written it
+    # (a root of layout 1 keeps them, and its conversion keeps every version).
+    first_id = mf.snapshot_metadata(first)["snapshot_id"]
+    versions = DeltaTable(root / "versions")
+    original = versions.to_pyarrow_dataset().to_table()
+    original = original.filter(pc.equal(original.column("snapshot_id"), first_id))
+    for minutes in (2, 3):
+        table = original
         ids = pa.array([new_snapshot_id()] * table.num_rows)
         table = table.set_column(table.schema.get_field_index("snapshot_id"), "snapshot_id", ids)
-        fetched = pa.array(df["fetched_at"] + pd.Timedelta(minutes=minutes))
+        fetched = pc.add(table.column("fetched_at"), pa.scalar(pd.Timedelta(minutes=minutes)))
         table = table.set_column(table.schema.get_field_index("fetched_at"), "fetched_at", fetched)
-        pq.write_table(table, first.parent / f"{ids[0]}.parquet")
+        write_deltalake(versions, table, mode="append")
     history = mf.read_snapshots(root, latest=False)
     assert len(history) == 3 * len(df) + 10
 
@@ -136,7 +138,7 @@ def test_identical_refetches_are_collapsed_into_the_first_fetch(sim, make_client
     assert report.rows_after == len(df) + 10 + 10
     kept = mf.read_snapshots(root, latest=False)
     assert (kept.groupby("uuid").size().value_counts().to_dict()) == {1: len(df) - 10, 3: 10}
-    assert set(kept.loc[~kept["uuid"].isin(changed["uuid"]), "snapshot_id"]) == {first.stem}
+    assert set(kept.loc[~kept["uuid"].isin(changed["uuid"]), "snapshot_id"]) == {first_id}
     reverted = kept[kept["uuid"].isin(changed["uuid"])].sort_values(["uuid", "fetched_at"])
     assert list(reverted.groupby("uuid")["summary"].nth(1).unique()) == ["changed"]
 
@@ -170,6 +172,11 @@ def test_prune_before_drops_only_versions_superseded_before_it(sim, make_client,
     everything = mf.compact_snapshots(root, prune_before="2030-01-01")
     assert everything.versions_pruned == 20 and everything.rows_after == len(df)
     assert set(mf.read_snapshots(root, latest=False)["uuid"]) == set(df["uuid"])
+    # the pruned versions are gone from the disk too, not only from the table
+    assert everything.files_vacuumed
+    on_disk = sum(pq.read_metadata(p).num_rows for p in (root / "versions").rglob("*.parquet"))
+    assert on_disk == len(df)
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), latest_before)
     with pytest.raises(ValueError, match="prune_before"):
         mf.compact_snapshots(root, prune_before="soon")
 
@@ -184,37 +191,49 @@ def test_a_root_with_nothing_written_yet_compacts_to_nothing(tmp_path):
         0,
         0,
     )
-    assert list(report) == []
+    assert report.files_vacuumed == ()
 
 
 def test_compacted_files_are_owner_only(history):
     old = os.umask(0o022)
     try:
-        report = mf.compact_snapshots(history)
+        mf.compact_snapshots(history)
     finally:
         os.umask(old)
-    for path in report.files_written:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert not list(history.rglob("*.tmp"))  # no temporary file left
+    for path in history.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 
 
-def test_our_history_reader_never_counts_a_version_twice_mid_compaction(history, monkeypatch):
-    before = _versions(mf.read_snapshots(history, latest=False))
+def test_readers_see_the_state_before_or_after_during_a_compaction(history):
+    history_before = _versions(mf.read_snapshots(history, latest=False))
+    latest_before = mf.read_snapshots(history)
     seen: list[int] = []
-    real_unlink = Path.unlink
+    stop = threading.Event()
 
-    def read_then_unlink(path: Path, missing_ok: bool = False) -> None:
-        if path.parent.parent.name == "history":  # the compacted file is in place
-            pd.testing.assert_frame_equal(
-                _versions(mf.read_snapshots(history, latest=False)), before
-            )
-            seen.append(len(snapshot_files(history)))
-        real_unlink(path, missing_ok=missing_ok)
+    def poll() -> None:
+        while not stop.is_set():
+            pd.testing.assert_frame_equal(mf.read_snapshots(history), latest_before)
+            versions = _versions(mf.read_snapshots(history, latest=False))
+            pd.testing.assert_frame_equal(versions, history_before)
+            seen.append(len(versions))
 
-    monkeypatch.setattr(Path, "unlink", read_then_unlink)
-    mf.compact_snapshots(history)
-    assert seen == [6, 5, 4]  # the new file beside the three it replaces, one by one
+    failures: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            poll()
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    reader = threading.Thread(target=guarded)
+    reader.start()
+    try:
+        mf.compact_snapshots(history)
+    finally:
+        stop.set()
+        reader.join(timeout=120)
+    assert not failures, failures[0]
+    assert seen
 
 
 def test_syncs_carry_on_after_compaction(sim, make_client, history):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import assert_matches_truth
+from conftest import assert_matches_truth, recorded
 
 import mihu_frames as mf
 from mihu_frames.simulator import Simulator
@@ -302,8 +302,7 @@ def test_a_root_synced_with_all_lists_again_and_loads_new_conversations(account,
         a = first.attrs["mihu_frames"]
         assert (a["conversations_listed"], a["conversations_new"]) == (6, 5)
         assert a["conversations_empty"] == 1  # listed without sessions: nothing to read
-        manifest = json.loads((root / "mihu_frames_root.json").read_text())
-        assert manifest["recorded"]["conversations"] == "all"
+        assert recorded(root)["conversations"] == "all"
         added = [account.add_conversation(25), account.add_conversation(0)]
         touched = account.touch_sessions(account.conversation_uuids[2], 4)
         account.reset_requests()

@@ -1,20 +1,19 @@
-"""Crash safety (issue 5, part 3): kill -9, concurrent writers, corrupted and locked caches.
+"""Crash safety (issue 5, part 3; issue 19): kill -9, concurrent writers, corrupted and locked
+caches.
 
 Child processes run ``sys.executable -c ...`` and are killed with ``SIGKILL`` in the middle of
-``write_snapshot``, of a sync and of a cached load. Afterwards earlier snapshots stay readable,
-no partial file is ever read (by mihu_frames, pyarrow.dataset or DuckDB), and the next run
-completes. Two processes writing into one root at once both land (one waits for the other's
-lock). The hidden temporary file a killed writer leaves in the root's staging folder (part of a
-snapshot: personal data) is removed by the next write or compaction; one a live writer still
-holds never is, nor any file not named exactly like ours where ours are written. A
-corrupted or locked cache file gives a clear error or is rebuilt: never a traceback from sqlite
-or pyarrow internals.
+``write_snapshot``, of a compaction, of a sync and of a cached load. Afterwards the root holds a
+committed state (every earlier write whole, the killed one whole or absent: never a mix, for
+mihu_frames, pyarrow, DuckDB and Polars), and the next run completes what the killed one left.
+Two processes writing or syncing into one root at once both land, with no session twice. The
+data files a killed writer left uncommitted (personal data) are removed by compaction once a
+day old. A corrupted or locked cache file gives a clear error or is rebuilt: never a traceback
+from sqlite or pyarrow internals.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import select
@@ -31,23 +30,20 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_matches_truth
+from deltalake import DeltaTable
 
 import mihu_frames as mf
-from mihu_frames import atomic, snapshots
-from mihu_frames.root import open_root
-from mihu_frames.schema import from_pandas
 from mihu_frames.simulator import Simulator
-from mihu_frames.snapshots import snapshot_files
 
 REPO = Path(__file__).resolve().parents[1]
 CONVERSATION = "c0000000-0000-4000-8000-000000000000"
 FETCHED = "2026-03-01T00:00:00Z"
-ROWS = 20_000  # a snapshot of ~5 MB: long enough to be killed while it is written
+ROWS = 10_000  # a snapshot of ~2 MB: long enough to be killed while it is written
 
 # --------------------------------------------------------------------------- child processes
 
@@ -86,34 +82,33 @@ def kill9(proc: subprocess.Popen[str]) -> None:
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
 
-def temp_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.tmp") if p.is_file())
+def committed(root: Path) -> set[str]:
+    """Every data file the tables' versions reference (what a reader may ever open)."""
+    files: set[str] = set()
+    for name in ("latest", "versions"):
+        table = DeltaTable(root / name)
+        for version in range(table.version() + 1):
+            files.update(DeltaTable(root / name, version=version).file_uris())
+    return files
 
 
-def assert_no_partial_file_is_read(root: Path) -> pd.DataFrame:
-    """Every ``*.parquet`` is whole; every reader sees the same rows, one per session in the
-    latest state; temporary files are hidden (``.name.tmp``), in the staging folder, and read
-    by none of them."""
-    files = sorted(root.rglob("*.parquet"))
-    for path in files:
-        pq.read_table(path)  # raises on a partial file
-        assert not path.name.startswith(".")
-    for path in temp_files(root):
-        assert path.name.startswith(".") and path.parent.name == ".staging", path
+def assert_a_committed_state(root: Path) -> pd.DataFrame:
+    """Every file the tables reference is whole; mihu_frames, pyarrow, DuckDB and Polars see the
+    same rows, one per session in the latest state. Returns the history."""
+    for path in committed(root):
+        if Path(path).exists():  # a version compaction replaced keeps its files
+            pq.read_table(path)  # raises on a partial file
     df = mf.read_snapshots(root, latest=False)
-    history = snapshot_files(root)
-    assert len(df) == sum(pq.read_metadata(p).num_rows for p in history)
     latest = mf.read_snapshots(root, columns=["uuid"])
     assert latest["uuid"].is_unique and set(latest["uuid"]) <= set(df["uuid"])
-    if files:
-        hive = ds.dataset(root / "sessions", format="parquet", partitioning="hive")
-        assert hive.count_rows() == len(latest)
-        glob = str(root / "sessions" / "**" / "*.parquet")
-        con = duckdb.connect()
-        counts = con.execute(f"select count(*), count(distinct uuid) from read_parquet('{glob}')")
-        assert counts.fetchone() == (len(latest), len(latest))
-        glob = str(root / "history" / "**" / "*.parquet")
-        assert con.execute(f"select count(*) from read_parquet('{glob}')").fetchone() == (len(df),)
+    dataset = DeltaTable(root / "latest").to_pyarrow_dataset()
+    assert dataset.count_rows() == len(latest)
+    con = duckdb.connect()
+    con.register("latest", dataset)
+    counts = con.execute("select count(*), count(distinct uuid) from latest")
+    assert counts.fetchone() == (len(latest), len(latest))
+    history = pl.scan_delta(str(root / "versions")).select(pl.len()).collect().item()
+    assert history == len(df)
     return df
 
 
@@ -141,7 +136,7 @@ for i in range(first, first + count):
     df = frame(i)
     print("start", i, flush=True)
     path = mf.write_snapshot(df, root)
-    print("done", i, path, flush=True)
+    print("done", i, mf.snapshot_metadata(path)["snapshot_id"], flush=True)
 """.replace("{conversation}", CONVERSATION).replace("{fetched}", FETCHED)
 
 
@@ -153,33 +148,29 @@ def _snapshot_numbers(df: pd.DataFrame) -> dict[str, set[int]]:
     }
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.01, 0.05])
-def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay):
+def _numbers(uuids: pd.Series) -> dict[int, int]:
+    """The writer's iteration number -> how many of its sessions."""
+    return pd.Series([int(u[:8], 16) for u in uuids]).value_counts().to_dict()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2])
+def test_kill_during_write_snapshot_leaves_the_state_before_or_after(tmp_path, delay):
     root = tmp_path / "snaps"
-    staging = root / ".staging"
     whole: dict[str, int] = {}  # snapshot id -> the writer's iteration number
-    killed_with_data: set[Path] = set()  # the killed writer's temporary files holding data
     for round_ in range(2):  # the second round writes on top of the first one's leftovers
         first = round_ * 100
         child = spawn(_WRITER, str(root), str(first), "50", str(ROWS))
         for i in range(first, first + 2):
             line = read_until(child, lambda s, i=i: s.startswith(f"done {i} "), 120)
-            whole[Path(line.split(" ", 2)[2]).stem] = i
-            # the new writer's first write removed what the killed one left
-            assert not [p for p in killed_with_data if p.exists()]
+            whole[line.split(" ", 2)[2]] = i
         starting = f"start {first + 2}"
         read_until(child, lambda s, starting=starting: s == starting, 60)
-        leftovers = set(temp_files(staging))
-        deadline = time.monotonic() + 30
-        while not set(temp_files(staging)) - leftovers and time.monotonic() < deadline:
-            time.sleep(0.0005)
-        assert set(temp_files(staging)) - leftovers, "the write never started"
         time.sleep(delay)
         kill9(child)
 
-        df = assert_no_partial_file_is_read(root)
+        df = assert_a_committed_state(root)
         numbers = _snapshot_numbers(df)
-        # every completed snapshot is there, whole; besides, at most the one being written
+        # every completed write is there, whole; besides, at most the one killed, whole
         assert set(whole) <= set(numbers)
         extra = set(numbers) - set(whole)
         assert len(extra) <= 1 and all(numbers[s] == {first + 2} for s in extra)
@@ -187,32 +178,78 @@ def test_kill_during_write_snapshot_leaves_only_whole_snapshots(tmp_path, delay)
         for sid, i in whole.items():
             assert numbers[sid] == {i}
             assert (df["snapshot_id"] == sid).sum() == ROWS
-        # the latest state holds every completed write; the killed one's history file may be
-        # in place before its latest state (then a pending record says so, for the next run)
-        latest = mf.read_snapshots(root)
-        pending = (root / ".pending_commit.json").exists()
-        assert latest["uuid"].is_unique
-        assert len(latest) == ROWS * (len(numbers) - (1 if pending and extra else 0))
-        left = [p.name for p in temp_files(staging)]
-        killed_with_data = {p for p in temp_files(staging) if p.stat().st_size}
-        print(f"\nround {round_}: killed {delay}s into a write; hidden temp files left: {left}")
+        # the latest state holds every completed write whole; the killed one whole or not at
+        # all (its versions may be in history before it: the next run completes it)
+        latest = _numbers(mf.read_snapshots(root, columns=["uuid"])["uuid"])
+        assert set(latest.values()) <= {ROWS}
+        assert set(whole.values()) - {first + 2} <= set(latest)
+        print(
+            f"\nround {round_}: killed {delay}s into a write; in history: {bool(extra)}, "
+            f"in the latest state: {first + 2 in latest}"
+        )
 
-    # the next run completes the killed write if it must, writes its own, and removes every
-    # leftover holding data (one killed before its first byte is empty: see STALE_TEMP_SECONDS)
+    # the next run completes the killed write if it must, and writes its own
     edit = mf.read_snapshots(root).head(10).assign(summary="the next run")
     path = mf.write_snapshot(edit, root)
     assert mf.snapshot_metadata(path)["rows"] == 10
-    assert not (root / ".pending_commit.json").exists()
     assert len(mf.read_snapshots(root)) == ROWS * len(whole)
-    assert path.stem in set(mf.read_snapshots(root, latest=False)["snapshot_id"])
-    assert [p for p in temp_files(root) if p.stat().st_size] == []
-    df = assert_no_partial_file_is_read(root)
+    df = assert_a_committed_state(root)
     for sid, i in whole.items():
         assert (df["snapshot_id"] == sid).sum() == ROWS and _snapshot_numbers(df)[sid] == {i}
 
+    # what killed writers left uncommitted is invisible, and compaction removes it once a day old
+    month = next((root / "latest").glob("created_month=*"))
+    left = month / "part-00000-killed-c000.snappy.parquet"
+    left.write_bytes(next(root.rglob("*.parquet")).read_bytes())  # as a killed writer leaves
+    young = root / "versions" / "part-00000-writing-c000.snappy.parquet"
+    young.write_bytes(b"PAR1 a live writer's file")
+    on_disk = {str(p) for p in root.rglob("*.parquet")} - {str(young)}
+    orphans = on_disk - committed(root)
+    assert str(left) in orphans
+    old = time.time() - 2 * 86_400
+    for path in orphans:
+        os.utime(path, (old, old))
+    report = mf.compact_snapshots(root)
+    assert not [p for p in orphans if Path(p).exists()]
+    assert young.exists()  # too young: perhaps a live writer's
+    assert len(report.files_vacuumed) >= len(orphans)
+    for version in range(DeltaTable(root / "latest").version() + 1):
+        mf.read_snapshots(root, as_of=version)  # every state still reads
+    assert_a_committed_state(root)
+
+
+_COMPACTOR = """
+import sys
+import mihu_frames as mf
+print("compacting", flush=True)
+mf.compact_snapshots(sys.argv[1])
+print("compacted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2])
+def test_kill_during_a_compaction_leaves_the_state_before_or_after(tmp_path, delay):
+    root = tmp_path / "snaps"
+    writer = spawn(_WRITER, str(root), "0", "6", "2000")
+    _, err = writer.communicate(timeout=240)
+    assert writer.returncode == 0, err
+    history = assert_a_committed_state(root).sort_values(["snapshot_id", "uuid"])
+    latest = mf.read_snapshots(root)
+    child = spawn(_COMPACTOR, str(root))
+    read_until(child, lambda s: s == "compacting", 60)
+    time.sleep(delay)
+    if child.poll() is None:
+        kill9(child)
+    after = assert_a_committed_state(root).sort_values(["snapshot_id", "uuid"])
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), history.reset_index(drop=True))
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), latest)
+    mf.compact_snapshots(root)  # the next one finishes the work
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), latest)
+    assert len(DeltaTable(root / "versions").file_uris()) == 1
+
 
 def test_two_processes_writing_into_one_root_both_land(tmp_path):
-    root = tmp_path / "shared-root"  # does not exist yet: both create the folders at once
+    root = tmp_path / "shared-root"  # does not exist yet: both create the tables at once
     go = tmp_path / "go"
     writers = [spawn(_WRITER, str(root), str(first), "8", "2000", str(go)) for first in (0, 50)]
     time.sleep(1.0)  # both import mihu_frames, then wait for the go file
@@ -221,268 +258,12 @@ def test_two_processes_writing_into_one_root_both_land(tmp_path):
     for writer, (out, err) in zip(writers, outputs, strict=True):
         assert writer.returncode == 0, err
         assert out.count("done ") == 8
-    df = assert_no_partial_file_is_read(root)
+    df = assert_a_committed_state(root)
     numbers = _snapshot_numbers(df)
     assert len(numbers) == 16
-    assert not (root / ".pending_commit.json").exists()
     assert sorted(n for s in numbers.values() for n in s) == [*range(8), *range(50, 58)]
-    assert len(mf.read_snapshots(root)) == 16 * 2000
-    assert temp_files(root) == []
-
-
-# --------------------------------------------------------------------------- abandoned temp files
-
-SECRET = "Jolanta Secretname +48 600 100 200"  # personal data that must not reach the log
-
-_HOLDER = """
-import os, sys, time
-import pyarrow.parquet as pq
-import mihu_frames as mf
-
-root, conversation, fetched, secret, stage = sys.argv[1:]
-real_write_table, real_replace = pq.write_table, os.replace
-
-def write_then_hang(table, where, **options):
-    real_write_table(table, where, **options)
-    where.flush()  # the whole snapshot is in the temporary file, not yet synced nor renamed
-    print("holding", flush=True)
-    time.sleep(600)
-
-def hang_then_replace(src, dst):
-    if str(src).endswith(".tmp"):  # written and synced, about to be renamed
-        print("holding", flush=True)
-        time.sleep(600)
-    real_replace(src, dst)
-
-if stage == "writing":
-    pq.write_table = write_then_hang
-else:
-    os.replace = hang_then_replace
-records = [
-    {"uuid": f"d0000000-0000-4000-8000-{j:012x}", "conversation_uuid": conversation,
-     "updated_at": "2026-02-01T00:00:00Z", "summary": secret,
-     "contact": {"name": "Jolanta", "phone_number": "+48600100200"}}
-    for j in range(500)
-]
-mf.write_snapshot(mf.sessions_frame(records, fetched_at=fetched), root)
-"""
-
-
-def _frame(prefix: str, rows: int, fetched: str = FETCHED) -> pd.DataFrame:
-    records = [
-        {
-            "uuid": f"{prefix}-0000-4000-8000-{j:012x}",
-            "conversation_uuid": CONVERSATION,
-            "updated_at": "2026-02-01T00:00:00Z",
-            "summary": f"row {j}",
-        }
-        for j in range(rows)
-    ]
-    return mf.sessions_frame(records, fetched_at=fetched)
-
-
-def _temp_name(hex_part: str = "0badc0de") -> str:
-    """A name exactly like the ones write_snapshot gives its temporary files."""
-    return f".{snapshots.new_snapshot_id()}.parquet.{hex_part}.tmp"
-
-
-def _make_old(path: Path) -> None:
-    old = time.time() - 2 * atomic.STALE_TEMP_SECONDS
-    os.utime(path, (old, old), follow_symlinks=False)
-
-
-def _hold_a_temp_file(root: Path, stage: str = "writing") -> tuple[subprocess.Popen[str], Path]:
-    """A child process stopped in write_snapshot (``"writing"`` its first file, or
-    ``"renaming"`` a file once written and synced), and its largest temporary file."""
-    child, held = _hold_temp_files(root, stage)
-    return child, max(held, key=lambda p: p.stat().st_size)
-
-
-def _hold_temp_files(root: Path, stage: str) -> tuple[subprocess.Popen[str], set[Path]]:
-    staging = root / ".staging"
-    before = set(temp_files(staging))
-    child = spawn(_HOLDER, str(root), CONVERSATION, FETCHED, SECRET, stage)
-    read_until(child, lambda s: s == "holding", 60)
-    held = set(temp_files(staging)) - before
-    assert held and all(atomic.TEMP_NAME.fullmatch(p.name) for p in held)
-    assert max(p.stat().st_size for p in held) > 10_000
-    return child, held
-
-
-@pytest.mark.parametrize("next_run", ["write_snapshot", "compact_snapshots"])
-def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, caplog, next_run):
-    root = tmp_path / "snaps"
-    first = mf.write_snapshot(_frame("a0000000", 50), root)
-    second = mf.write_snapshot(_frame("b0000000", 30), root)
-    child, tmp = _hold_a_temp_file(root)
-    kill9(child)
-    assert tmp.exists()  # fresh (seconds old), full of data, and no one holds its lock
-
-    caplog.set_level(logging.DEBUG, logger="mihu_frames")
-    if next_run == "write_snapshot":
-        third = mf.write_snapshot(_frame("c0000000", 20, "2026-03-02T00:00:00Z"), root)
-        expected = {first.stem: 50, second.stem: 30, third.stem: 20}
-    else:
-        (compacted,) = mf.compact_snapshots(root)  # a report iterates over the files written
-        expected = {first.stem: 50, second.stem: 30}  # rows keep their snapshot ids
-        assert {p.stem for p in snapshot_files(root)} == {compacted.stem}
-
-    assert not tmp.exists()
-    assert temp_files(root) == []
-    removals = [r for r in caplog.records if r.levelno == logging.INFO and str(tmp) in r.message]
-    assert len(removals) == 1
-    assert "Jolanta" not in caplog.text and SECRET not in caplog.text
-    df = assert_no_partial_file_is_read(root)
-    assert df["snapshot_id"].value_counts().to_dict() == expected
-    assert not df["uuid"].str.startswith("d0000000").any()  # nothing of the killed write
-
-
-@pytest.mark.parametrize("stage", ["writing", "renaming"])
-def test_temp_file_of_a_live_writer_is_never_removed(tmp_path, stage):
-    root = tmp_path / "snaps"
-    mf.write_snapshot(_frame("a0000000", 50), root)
-    child, held = _hold_temp_files(root, stage)
-    other = None
-    try:
-        for tmp in held:
-            _make_old(tmp)  # so that only the writer's lock protects them, not their age
-        # a writer that has just created its file and not locked it yet: empty and fresh
-        fresh = root / ".staging" / _temp_name()
-        fresh.touch(mode=0o600)
-        contents = {p: p.read_bytes() for p in held}
-
-        # the clean-up every write and compaction runs first, run here while the writer writes
-        assert atomic.remove_abandoned_temp_files([root / ".staging"]) == []
-        # other writers wait for its lock: in this process until the timeout, then in vain
-        with pytest.raises(TimeoutError, match="writing the snapshot root"):
-            open_root(root, lock_timeout=0.3).commit(from_pandas(_frame("b0000000", 30)))
-        other = spawn(_WRITER, str(root), "7", "1", "100")  # and in another process
-        read_until(other, lambda s: s == "start 7", 60)
-        time.sleep(1.0)
-        assert other.poll() is None, "the other writer waits"
-        assert child.poll() is None, "the writer is still writing"
-        assert {p: p.read_bytes() for p in held} == contents
-        assert fresh.exists()
-    finally:
-        if child.poll() is None:
-            kill9(child)
-    # once the writer is gone, the waiting one goes on and removes its files (the empty one
-    # is too young)
-    assert other is not None
-    out, err = other.communicate(timeout=120)
-    assert other.returncode == 0 and "done 7" in out, err
-    assert not [p for p in held if p.exists()] and fresh.exists()
-    _make_old(fresh)
-    mf.write_snapshot(_frame("f0000000", 10), root)
-    assert temp_files(root) == []
-    assert len(mf.read_snapshots(root)) == 50 + 100 + 10
-
-
-def test_only_temp_files_named_like_ours_where_ours_are_written_are_touched(tmp_path, caplog):
-    root = tmp_path / "snaps"
-    mf.write_snapshot(_frame("a0000000", 10), root)
-    staging = root / ".staging"
-    day = root / "history" / f"fetched_date={FETCHED[:10]}"  # an earlier layout's place
-    ours = _temp_name()
-    mine = tmp_path / "my-notes.txt"
-    mine.write_text("the user's own file")
-    keep = [
-        staging / ".DS_Store",
-        staging / ".notes.tmp",
-        staging / ours.replace(".0badc0de", ""),  # no random part
-        staging / _temp_name("0BADC0DE"),  # upper-case hex
-        staging / _temp_name("0badc0d"),  # too short
-        staging / _temp_name("0badc0de0"),  # too long
-        staging / (ours + ".bak"),
-        staging / ours.replace(".tmp", ".TMP"),
-        staging / ours[1:],  # not hidden
-        staging / ("." + ours),
-        staging / ours.replace(".parquet", ".csv"),
-        staging / ".part-1.parquet.0badc0de.tmp",  # not a name we give
-        staging / "sub" / ours,  # too deep
-        day / ".notes.tmp",
-        day / "sub" / ours,
-        root / ours,  # matching names outside the places we write them
-        root / "sessions" / ours,
-        root / "sessions" / "created_month=2026-02" / ours,
-        root / "history" / ours,
-        root / "elsewhere" / f"fetched_date={FETCHED[:10]}" / ours,
-        tmp_path / ours,
-    ]
-    for path in keep:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"user data in {path.name}")
-        _make_old(path)
-    folder = staging / _temp_name("00000001")  # our name, but a folder
-    folder.mkdir()
-    (folder / "inside").write_text("user data")
-    link = staging / _temp_name("00000002")  # our name, but a symlink to the user's file
-    link.symlink_to(mine)
-    fifo = staging / _temp_name("00000003")  # our name, but a pipe
-    os.mkfifo(fifo)
-    for path in (folder, link, fifo):
-        _make_old(path)
-    abandoned = [
-        staging / _temp_name("00000004"),  # the files that are really ours
-        staging / ".part-0.parquet.00000005.tmp",
-        staging / ".mihu_frames_root.json.00000006.tmp",
-        staging / ".pending_commit.json.00000008.tmp",
-        day / _temp_name("00000007"),  # left by an earlier release, moved by a conversion
-    ]
-    for path in abandoned:
-        path.write_bytes(b"PAR1 part of a snapshot")
-
-    caplog.set_level(logging.INFO, logger="mihu_frames")
-    mf.write_snapshot(_frame("b0000000", 10), root)
-    mf.compact_snapshots(root)
-
-    assert not [p for p in abandoned if p.exists()]  # the clean-up ran
-    for path in keep:
-        assert path.read_text() == f"user data in {path.name}", path
-    assert (folder / "inside").read_text() == "user data"
-    assert link.is_symlink() and mine.read_text() == "the user's own file"
-    assert fifo.exists()
-    assert [r.levelname for r in caplog.records if "temporary" in r.message] == ["INFO"] * 5
-
-
-def test_a_failing_clean_up_never_fails_the_write(tmp_path, caplog, monkeypatch):
-    root = tmp_path / "snaps"
-    mf.write_snapshot(_frame("a0000000", 10), root)
-    stuck = root / ".staging" / _temp_name()
-    stuck.write_bytes(b"PAR1 part of a snapshot")
-    real_unlink = Path.unlink
-
-    def unlink(path: Path, missing_ok: bool = False) -> None:
-        if path == stuck:
-            raise PermissionError(13, "Permission denied", str(path))
-        real_unlink(path, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", unlink)
-    caplog.set_level(logging.INFO, logger="mihu_frames")
-    path = mf.write_snapshot(_frame("b0000000", 10), root)
-    assert mf.snapshot_metadata(path)["rows"] == 10
-    assert stuck.exists()
-    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert str(stuck) in warning.message and "Permission denied" in warning.message
-    assert len(mf.read_snapshots(root)) == 20
-
-
-def test_a_writer_whose_new_temp_file_is_removed_before_it_locks_starts_over(tmp_path, monkeypatch):
-    real_flock = atomic.fcntl.flock
-    taken: list[str] = []
-
-    def flock(fd: int, operation: int) -> None:
-        if operation == atomic.fcntl.LOCK_EX and not taken:
-            # a cleaner takes the new, still unlocked file for abandoned (a stall or clock jump)
-            (tmp,) = temp_files(tmp_path)
-            taken.append(tmp.name)
-            tmp.unlink()
-        real_flock(fd, operation)
-
-    monkeypatch.setattr(atomic.fcntl, "flock", flock)
-    path = mf.write_snapshot(_frame("a0000000", 10), tmp_path)
-    assert taken and temp_files(tmp_path) == []
-    assert mf.snapshot_metadata(path)["rows"] == 10
+    latest = mf.read_snapshots(root)
+    assert len(latest) == 16 * 2000 and latest["uuid"].is_unique
 
 
 # --------------------------------------------------------------------------- sync and load
@@ -530,7 +311,7 @@ def test_kill_during_sync_then_the_next_sync_completes(tmp_path):
             while time.monotonic() < deadline and child.poll() is None:
                 if when == "mid-fetch" and sim.request_count >= 6:
                     break
-                if when == "at-write" and temp_files(root):
+                if when == "at-write" and set(root.rglob("*.parquet")) - set(before):
                     break
                 time.sleep(0.0005)
             finished = child.poll() is not None
@@ -540,7 +321,7 @@ def test_kill_during_sync_then_the_next_sync_completes(tmp_path):
 
             # earlier snapshots are untouched and readable; nothing partial is read
             assert all(path.exists() for path in before)
-            assert_no_partial_file_is_read(root)
+            assert_a_committed_state(root)
             held = mf.read_snapshots(root)
             assert held["uuid"].is_unique
             assert set(first["uuid"]) <= set(held["uuid"])
@@ -550,6 +331,36 @@ def test_kill_during_sync_then_the_next_sync_completes(tmp_path):
         assert_matches_truth(_by_uuid(last), _sorted_truth(sim, conversations))
         assert_matches_truth(_by_uuid(mf.read_snapshots(root)), _sorted_truth(sim, conversations))
     print("\nsync kills: " + "; ".join(outcomes))
+
+
+def test_two_processes_syncing_one_root_both_succeed_and_equal_the_server(tmp_path):
+    root = tmp_path / "snaps"
+    with Simulator(seed=43, sizes=[120] * 6, latency=0.01) as sim:
+        conversations = list(sim.conversation_uuids)
+        options = {"base_url": sim.base_url, "token": sim.token, "cache": None}
+        mf.sync_snapshots(root, conversations[:3], progress=False, **options)
+        for c in conversations[:3]:
+            sim.add_sessions(c, 20)
+            sim.touch_sessions(c, 20)
+        children = [
+            spawn(
+                _SYNC,
+                str(root),
+                sim.base_url,
+                sim.token,
+                str(tmp_path / f"c{i}.sqlite"),
+                *conversations,
+            )
+            for i in range(2)
+        ]
+        outputs = [c.communicate(timeout=240) for c in children]
+        for child, (out, err) in zip(children, outputs, strict=True):
+            assert child.returncode == 0, err
+            assert "synced" in out
+        latest = mf.read_snapshots(root)
+        assert latest["uuid"].is_unique
+        assert_matches_truth(_by_uuid(latest), _sorted_truth(sim, conversations))
+        assert_a_committed_state(root)
 
 
 _LOAD = """

@@ -1,9 +1,10 @@
-"""Other engines read a root's latest state as it is: DuckDB, Polars, pyarrow.dataset (and Spark
-when installed) give exactly the simulator's sessions, with no de-duplication of their own, also
-while syncs and a compaction write (each session once, in its state before or after)."""
+"""Other engines read a root's latest state as it is: DuckDB, Polars, pyarrow (and Spark when
+installed) give exactly the simulator's sessions from the Delta table, with no de-duplication of
+their own, also while syncs and a compaction write: every read is one committed state whole."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,8 +18,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 import polars as pl
-import pyarrow.dataset as ds
 import pytest
+from deltalake import DeltaTable
 
 import mihu_frames as mf
 from mihu_frames.simulator import Simulator
@@ -49,131 +50,111 @@ def test_every_engine_gives_the_servers_sessions(sim, make_client, tmp_path):
     sim.add_sessions(sim.conversation_uuids[2], 7)
     _sync(root, sim, client)
     truth = _truth(sim)
-    pattern = str(root / "sessions" / "**" / "*.parquet")
+    latest = str(root / "latest")
 
-    con = duckdb.connect()
-    rows = con.execute(
-        f"select uuid, updated_at, status from read_parquet('{pattern}', hive_partitioning=true)"
-    ).fetchall()
+    con = duckdb.connect()  # over the table's Arrow dataset (delta_scan needs an extension)
+    con.register("latest", DeltaTable(latest).to_pyarrow_dataset())
+    rows = con.execute("select uuid, updated_at, status from latest").fetchall()
     assert len(rows) == len(truth) and {u: t for u, t, _ in rows} == truth
     tags = sim.tags()
     assert all(status == tags[u][0] for u, _, status in rows)
 
-    lazy = pl.scan_parquet(pattern, hive_partitioning=True).select("uuid", "updated_at")
-    frame = lazy.collect()
+    frame = pl.scan_delta(latest).select("uuid", "updated_at").collect()
     assert frame.height == len(truth)
     assert dict(zip(frame["uuid"], frame["updated_at"].to_pandas(), strict=True)) == truth
-    directory = pl.scan_parquet(root / "sessions", hive_partitioning=True).select(pl.len())
-    assert directory.collect().item() == len(truth)  # no stray file in the folder
 
-    table = ds.dataset(root / "sessions", format="parquet", partitioning="hive").to_table(
-        columns=["uuid", "updated_at"]
-    )
+    table = DeltaTable(latest).to_pyarrow_dataset().to_table(columns=["uuid", "updated_at"])
     assert table.num_rows == len(truth)
     assert dict(zip(table["uuid"].to_pylist(), table["updated_at"].to_pandas(), strict=True)) == (
         truth
     )
-    # pruning by time: whole months by folder; by conversation: row groups by statistics
-    month = con.execute(
-        f"select count(*) from read_parquet('{pattern}', hive_partitioning=true) "
-        "where created_month = '2026-03'"
-    ).fetchone()[0]
-    assert month == sum(
+    # pruning by time: whole months by partition; by conversation: files by their statistics
+    month = con.execute("select count(*) from latest where created_month = '2026-03'").fetchone()
+    assert month[0] == sum(
         1 for s in sim.ground_truth() if pd.Timestamp(s["created_at"]).tz_convert("UTC").month == 3
     )
     one = sim.conversation_uuids[2]
-    assert con.execute(
-        f"select count(*) from read_parquet('{pattern}') where conversation_uuid = '{one}'"
-    ).fetchone()[0] == len(sim.ground_truth(one))
+    assert pl.scan_delta(latest).filter(pl.col("conversation_uuid") == one).select(
+        pl.len()
+    ).collect().item() == len(sim.ground_truth(one))
 
 
 def test_spark_reads_the_latest_state(sim, make_client, tmp_path):
     pytest.importorskip("pyspark")
+    delta = pytest.importorskip("delta")  # delta-spark: Delta Lake for Spark
     from pyspark.sql import SparkSession
 
     root = tmp_path / "root"
     _sync(root, sim, make_client(sim))
-    spark = SparkSession.builder.master("local[1]").appName("mihu").getOrCreate()
+    builder = (
+        SparkSession.builder.master("local[1]")
+        .appName("mihu")
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+    )
+    spark = delta.configure_spark_with_delta_pip(builder).getOrCreate()
     try:
-        frame = spark.read.parquet(str(root / "sessions"))
+        frame = spark.read.format("delta").load(str(root / "latest"))
         assert frame.count() == len(_truth(sim))
         assert frame.select("uuid").distinct().count() == len(_truth(sim))
     finally:
         spark.stop()
 
 
-#: How each engine says a file was replaced between its listing and its reading.
-_REPLACED_UNDER_THE_READER = {
-    # Thrift's errors ("TProtocolException", "invalid TType") are the footer of the new file
-    # read at the old file's size.
-    "duckdb": (
-        "outside file",
-        "Invalid data",
-        "Invalid Input Error",
-        "TProtocolException",
-        "invalid TType",
-    ),
-    "polars": ("out of specification", "PanicException", "ComputeError", "panicked"),
-}
-
 POLLER = textwrap.dedent(
     """
-    import json, sys, time
+    import hashlib, json, sys, time
     from pathlib import Path
 
     engine, root, stop, out = sys.argv[1:5]
-    pattern = f"{root}/sessions/**/*.parquet"
-    polls, failures, versions = [], [], set()
+    latest = f"{root}/latest"
+    polls, failures = [], []
+
+    def state(rows):
+        return hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()
+
     if engine == "duckdb":
         import duckdb
+        from deltalake import DeltaTable
         con = duckdb.connect()
 
         def poll():
-            # one query for the counts (what the issue asks), one for the versions seen
-            count, distinct = con.execute(
-                f"select count(*), count(distinct uuid) "
-                f"from read_parquet('{pattern}', hive_partitioning=true)"
-            ).fetchone()
-            polls.append((count, distinct, count))
-            rows = con.execute(
-                f"select uuid, epoch_us(updated_at) "
-                f"from read_parquet('{pattern}', hive_partitioning=true)"
-            ).fetchall()
-            return rows, len(rows), len({u for u, _ in rows})
+            con.register("latest", DeltaTable(latest).to_pyarrow_dataset())
+            rows = con.execute("select uuid, epoch_us(updated_at) from latest").fetchall()
+            return rows, len({u for u, _ in rows})
     elif engine == "pyarrow":
-        import pyarrow.compute as pc, pyarrow.dataset as ds
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
 
         def poll():
-            dataset = ds.dataset(f"{root}/sessions", format="parquet", partitioning="hive")
-            table = dataset.to_table(columns=["uuid", "updated_at"])
+            table = DeltaTable(latest).to_pyarrow_dataset().to_table(
+                columns=["uuid", "updated_at"]
+            )
             us = pc.cast(table["updated_at"], "int64").to_pylist()
             rows = list(zip(table["uuid"].to_pylist(), us))
-            return rows, len(rows), len(set(table["uuid"].to_pylist()))
+            return rows, len(set(table["uuid"].to_pylist()))
     else:
         import polars as pl
 
         def poll():
-            frame = pl.scan_parquet(pattern, hive_partitioning=True).select(
+            frame = pl.scan_delta(latest).select(
                 "uuid", pl.col("updated_at").dt.epoch("us")
             ).collect()
-            rows = list(frame.iter_rows())
-            return rows, len(rows), frame["uuid"].n_unique()
+            rows = [list(r) for r in frame.iter_rows()]
+            return rows, frame["uuid"].n_unique()
 
     print("ready", flush=True)
     while not Path(stop).exists():
         try:
-            rows, count, distinct = poll()
-        except FileNotFoundError:
-            failures.append("missing")  # sessions/ itself gone: never, outside a conversion
-            continue
-        except BaseException as error:  # polars: a file replaced between listing and reading
+            rows, distinct = poll()
+        except BaseException as error:  # never expected: reported by the test
             failures.append(type(error).__name__ + ": " + str(error)[:200])
             continue
-        polls.append((count, distinct, len(rows)))
-        versions.update(map(tuple, rows))
-    Path(out).write_text(json.dumps(
-        {"polls": polls, "failures": failures, "versions": sorted(versions)}
-    ))
+        rows = [list(r) for r in rows]
+        polls.append((len(rows), distinct, state(rows)))
+    Path(out).write_text(json.dumps({"polls": polls, "failures": failures}))
     """
 )
 
@@ -224,23 +205,23 @@ def test_readers_see_each_session_once_while_syncs_and_a_compaction_write(
         outputs = {engine: proc.communicate(timeout=60) for engine, proc in pollers.items()}
     latest = mf.read_snapshots(root)
     assert len(latest) == max(counts) and latest["uuid"].is_unique
+    # every state the latest table ever committed, as the pollers fingerprint a read
+    states = set()
+    for version in range(DeltaTable(root / "latest").version() + 1):
+        state = mf.read_snapshots(root, as_of=version, columns=["uuid", "updated_at"])
+        us = [None if pd.isna(t) else t.value // 1000 for t in state["updated_at"]]
+        rows = [[u, t] for u, t in zip(state["uuid"], us, strict=True)]
+        states.add(hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest())
     summary = []
     for engine in pollers:
         assert pollers[engine].returncode == 0, outputs[engine][1][-2000:]
         result = json.loads((tmp_path / f"{engine}.json").read_text())
         polls = result["polls"]
-        assert len(polls) >= 10, (engine, result["failures"][:3])
-        for count, distinct, rows in polls:
-            assert count == distinct == rows, (engine, count, distinct, rows)
-            assert count in counts, (engine, count, sorted(counts))
-        seen = {tuple(v) for v in result["versions"]}
-        assert seen <= valid, (engine, sorted(seen - valid)[:5])  # no state that never was
-        failures = result["failures"]
-        # DuckDB and Polars take a file's size when they list the files and trust it when
-        # they read: a file replaced in between fails that query (never a wrong answer); a
-        # re-run reads it. pyarrow reads each file through one handle: it never fails.
-        allowed = _REPLACED_UNDER_THE_READER.get(engine, ())
-        unexpected = [f for f in failures if not any(sign in f for sign in allowed)]
-        assert unexpected == [], (engine, unexpected[:3])
-        summary.append(f"{engine}: {len(polls)} reads, {len(failures)} failed")
+        assert result["failures"] == [], (engine, result["failures"][:3])
+        assert len(polls) >= 10, engine
+        for count, distinct, state in polls:
+            assert count == distinct, (engine, count, distinct)  # each session once
+            assert count in counts or count == 0, (engine, count, sorted(counts))
+            assert state in states, (engine, count)  # a state that was committed, whole
+        summary.append(f"{engine}: {len(polls)} reads, {len({p[2] for p in polls})} states")
     print("\nconcurrent readers: " + "; ".join(summary))

@@ -881,7 +881,7 @@ def test_every_snapshot_folder_is_owner_only(listing, tmp_path, umask_022):
     for top in ("s", "u"):
         modes = _modes(tmp_path / top)
         folders = {p: m for p, m in modes.items() if (tmp_path / p).is_dir()}
-        assert any(p.endswith("root/sessions") for p in folders)
+        assert any(p.endswith("root/latest") for p in folders)
         assert {p: oct(m) for p, m in folders.items() if m != 0o700} == {}
 
 

@@ -1,10 +1,9 @@
-"""The root itself: roots of the earlier layout read and converted with nothing lost, the
-manifest, writes a killed process left half done, and the writers' lock (real processes)."""
+"""The root itself: roots of the two earlier layouts read and converted with nothing lost, the
+recorded settings, writes a killed process left half done, and writers in conflict."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,22 +20,32 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_matches_truth, tagged
+from conftest import assert_matches_truth, recorded, tagged
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 import mihu_frames as mf
-from mihu_frames import root as root_module
-from mihu_frames.root import Recorded, open_root
+from mihu_frames import store as store_module
 from mihu_frames.schema import COLUMNS, from_pandas
+from mihu_frames.store import Recorded, open_root
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = REPO / "tests" / "data" / "old_root"
+LAYOUT2 = REPO / "tests" / "data" / "layout2_root"
 
 
 @pytest.fixture
 def old_root(tmp_path: Path) -> Path:
-    """A copy of the root the previous release wrote (see tests/data/old_root/)."""
+    """A copy of the root of layout 1 an earlier release wrote (see tests/data/old_root/)."""
     root = tmp_path / "old"
     shutil.copytree(OLD / "snapshots", root)
+    return root
+
+
+@pytest.fixture
+def layout2_root(tmp_path: Path) -> Path:
+    """A copy of a root of layout 2, as b1dae31 wrote it (see tests/data/layout2_root/)."""
+    root = tmp_path / "layout2"
+    shutil.copytree(LAYOUT2 / "snapshots", root)
     return root
 
 
@@ -132,17 +141,13 @@ def test_an_old_root_is_converted_on_its_first_write_with_nothing_lost(old_root,
         assert report.converted
         path = mf.write_snapshot(change, old_root)
 
-    assert open_root(old_root).state == "root"
-    manifest = json.loads((old_root / "mihu_frames_root.json").read_text())
-    assert manifest["layout_version"] == 2
-    assert manifest["recorded"]["status"] == ["active", "completed", "timed_out"]
-    assert not leftover.exists() and not list(old_root.rglob("*.tmp"))
-    assert not list((old_root / "sessions").glob("fetched_date=*"))
-    if report is None:  # every file of the earlier layout is history now, byte for byte
-        moved = {p.name: p.read_bytes() for p in (old_root / "history").rglob("*.parquet")}
-        assert {k: v for k, v in moved.items() if k in old_files} == old_files
+    assert open_root(old_root).state == "delta"
+    assert recorded(old_root)["status"] == ["active", "completed", "timed_out"]
+    assert old_files and not leftover.exists() and not list(old_root.rglob("*.tmp"))
+    assert sorted(p.name for p in old_root.iterdir()) == ["latest", "versions"]
+    written = mf.snapshot_metadata(path)["snapshot_id"]
     history = mf.read_snapshots(old_root, latest=False)
-    versions = history[history["snapshot_id"] != path.stem]
+    versions = history[history["snapshot_id"] != written]
     if report is None:
         keys = ["snapshot_id", "uuid"]
         assert _plain(versions.sort_values(keys, ignore_index=True)) == _plain(
@@ -160,7 +165,7 @@ def test_an_old_root_is_converted_on_its_first_write_with_nothing_lost(old_root,
             _with_carried_tags(history_expected).drop(columns=["snapshot_id", "fetched_at"])
         )
         assert sorted(map(json.dumps, distinct)) == sorted(set(map(json.dumps, expected)))
-    assert set(history.loc[history["snapshot_id"] == path.stem, "uuid"]) == set(change["uuid"])
+    assert set(history.loc[history["snapshot_id"] == written, "uuid"]) == set(change["uuid"])
 
     latest = mf.read_snapshots(old_root).set_index("uuid")
     assert len(latest) == len(truth["sessions"])
@@ -171,10 +176,9 @@ def test_an_old_root_is_converted_on_its_first_write_with_nothing_lost(old_root,
         rest.sort_values("uuid", ignore_index=True), sorted(truth_rest, key=lambda s: s["uuid"])
     )
     assert tagged(latest["status"]).all()
-    pattern = str(old_root / "sessions" / "**" / "*.parquet")
-    counts = duckdb.connect().execute(
-        f"select count(*), count(distinct uuid) from read_parquet('{pattern}')"
-    )
+    con = duckdb.connect()
+    con.register("latest", DeltaTable(old_root / "latest").to_pyarrow_dataset())
+    counts = con.execute("select count(*), count(distinct uuid) from latest")
     assert counts.fetchone() == (len(truth["sessions"]),) * 2
 
 
@@ -194,37 +198,93 @@ def _identical_refetches(history: pd.DataFrame) -> int:
     )
 
 
-def test_readers_never_count_twice_while_an_old_root_is_converted(old_root, monkeypatch):
-    pattern = str(old_root / "sessions" / "**" / "*.parquet")
-    sessions = len(json.loads((OLD / "truth.json").read_text())["sessions"])
-    seen: list[str] = []
-    real_rename = os.rename
+def _layout2_expected() -> tuple[pd.DataFrame, pd.DataFrame]:
+    def read(name: str) -> pd.DataFrame:
+        table = pq.read_table(LAYOUT2 / f"{name}.parquet")
+        return table.to_pandas(ignore_metadata=True)
 
-    def look() -> None:
-        con = duckdb.connect()
-        try:
-            count, distinct = con.execute(
-                f"select count(*), count(distinct uuid) from read_parquet('{pattern}')"
-            ).fetchone()
-        except duckdb.IOException:
-            seen.append("no files")
-            return
-        if (old_root / "mihu_frames_root.json").exists() or (old_root / "history").exists():
-            assert count == distinct == sessions, (count, distinct)  # converted or converting
-            seen.append("latest state")
-        else:
-            seen.append("earlier layout")  # before the conversion: one row per snapshot
+    return read("expected_latest"), read("expected_history")
 
-    def rename_and_look(src: Any, dst: Any) -> None:
-        look()
-        real_rename(src, dst)
-        look()
 
-    monkeypatch.setattr(root_module.os, "rename", rename_and_look)
-    mf.write_snapshot(mf.read_snapshots(old_root).head(1), old_root)
-    look()
-    assert seen[0] == "earlier layout" and seen[-1] == "latest state"
-    assert "no files" in seen  # briefly (documented), between the two renames
+def _same_frames(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Equal row for row, in order, value for value (tags as plain values)."""
+    assert list(actual.columns) == list(expected.columns)
+    assert _plain(actual) == _plain(expected)
+
+
+def test_a_layout2_root_is_read_as_it_is_without_being_changed(layout2_root):
+    before = {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in layout2_root.rglob("*") if p.is_file()
+    }
+    latest_expected, history_expected = _layout2_expected()
+    store = open_root(layout2_root)
+    assert store.state == "legacy"
+    assert store.recorded == Recorded(status=("active", "completed", "timed_out"))
+    latest = mf.read_snapshots(layout2_root)
+    _same_frames(latest, latest_expected)
+    assert list(latest.dtypes) == list(mf.empty_frame().dtypes)
+    _same_frames(mf.read_snapshots(layout2_root, latest=False), history_expected)
+    after = {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in layout2_root.rglob("*") if p.is_file()
+    }
+    assert after == before  # reading converts nothing
+
+
+@pytest.mark.parametrize("first_write", ["write_snapshot", "compact_snapshots"])
+def test_a_layout2_root_is_converted_on_its_first_write_with_nothing_lost(
+    layout2_root, first_write
+):
+    latest_expected, history_expected = _layout2_expected()
+    if first_write == "write_snapshot":
+        assert mf.write_snapshot(mf.read_snapshots(layout2_root), layout2_root) is None
+    else:
+        report = mf.compact_snapshots(layout2_root)
+        assert report.converted and report.rows_before == len(history_expected)
+        assert report.versions_collapsed == report.versions_pruned == 0
+    assert open_root(layout2_root).state == "delta"
+    assert sorted(p.name for p in layout2_root.iterdir()) == ["latest", "versions"]
+    assert recorded(layout2_root)["status"] == ["active", "completed", "timed_out"]
+    # every version and the latest state, in their order, dtype for dtype: nothing lost
+    latest = mf.read_snapshots(layout2_root)
+    _same_frames(latest, latest_expected)
+    pd.testing.assert_frame_equal(latest, mf.read_snapshots(layout2_root, as_of=0))
+    history = mf.read_snapshots(layout2_root, latest=False)
+    _same_frames(history, history_expected)
+    # the next write lands on the converted root
+    change = latest.head(3).copy()
+    change["summary"] = "after the conversion"
+    change["fetched_at"] = change["fetched_at"] + pd.Timedelta(seconds=5)
+    mf.write_snapshot(change, layout2_root)
+    after = mf.read_snapshots(layout2_root)
+    assert list(after["uuid"]) == list(latest["uuid"])
+    assert (after["summary"].iloc[:3] == "after the conversion").all()
+    assert len(mf.read_snapshots(layout2_root, latest=False)) == len(history_expected) + 3
+
+
+def test_readers_see_the_old_or_the_new_layout_whole_while_a_root_is_converted(layout2_root):
+    latest_expected, _ = _layout2_expected()
+    expected = sorted(latest_expected["uuid"])
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                df = mf.read_snapshots(layout2_root, columns=["uuid"])
+            except (FileNotFoundError, OSError):
+                continue  # a file of the old layout removed between listing and reading
+            assert sorted(df["uuid"]) == expected
+            seen.append(len(df))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        mf.write_snapshot(latest_expected.head(0), layout2_root)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join(timeout=60)
+    assert seen and open_root(layout2_root).state == "delta"
 
 
 def test_a_sync_of_an_old_root_uses_and_enforces_the_filters_it_was_fetched_under(old_root):
@@ -239,10 +299,12 @@ def test_a_sync_of_an_old_root_uses_and_enforces_the_filters_it_was_fetched_unde
     assert open_root(old_root).state == "legacy"  # and nothing converted
 
 
-# --------------------------------------------------------------------------- the manifest
+# --------------------------------------------------------------------------- recorded settings
 
 
-def test_the_manifest_keeps_settings_it_does_not_know_and_refuses_newer_layouts(tmp_path):
+def test_the_recorded_settings_keep_what_they_do_not_know_and_newer_layouts_are_refused(
+    tmp_path,
+):
     root = tmp_path / "root"
     frame = mf.sessions_frame(
         [{"uuid": "u1", "conversation_uuid": "c1", "updated_at": "2026-01-01T00:00:00Z"}],
@@ -250,28 +312,49 @@ def test_the_manifest_keeps_settings_it_does_not_know_and_refuses_newer_layouts(
         fetched_at="2026-01-02T00:00:00Z",
     )
     mf.write_snapshot(frame, root)
-    manifest_path = root / "mihu_frames_root.json"
-    manifest = json.loads(manifest_path.read_text())
-    assert manifest["recorded"] == {"status": ["active"], "type": None, "conversations": None}
-    manifest["recorded"]["from_a_newer_release"] = {"kept": True}
-    manifest["note"] = "kept too"
-    manifest_path.write_text(json.dumps(manifest))
+    assert recorded(root) == {"status": ["active"], "type": None, "conversations": None}
+    settings = {**recorded(root), "from_a_newer_release": {"kept": True}}
+    _commit_nothing(root, {"layout_version": 3, "recorded": settings})
     store = open_root(root)
+    assert store.recorded is not None
     assert store.recorded.extra == {"from_a_newer_release": {"kept": True}}
-    new = Recorded.of("all", None)
-    store.commit(from_pandas(frame.assign(summary="x")), recorded=new)
-    rewritten = json.loads(manifest_path.read_text())
-    assert rewritten["recorded"]["from_a_newer_release"] == {"kept": True}
-    assert rewritten["recorded"]["status"] == ["active", "completed", "timed_out"]
-    assert rewritten["note"] == "kept too"
+    store.commit(from_pandas(frame.assign(summary="x")), recorded=Recorded.of("all", None))
+    rewritten = recorded(root)
+    assert rewritten["from_a_newer_release"] == {"kept": True}
+    assert rewritten["status"] == ["active", "completed", "timed_out"]
 
-    rewritten["layout_version"] = 3
-    manifest_path.write_text(json.dumps(rewritten))
+    _commit_nothing(root, {"layout_version": 4, "recorded": rewritten})  # a newer release
     with pytest.raises(ValueError, match="upgrade mihu_frames"):
         mf.read_snapshots(root)
-    manifest_path.write_text("{ not json")
-    with pytest.raises(mf.NotASnapshotRootError, match="cannot be read"):
-        mf.read_snapshots(root)
+
+
+def _commit_nothing(root: Path, record: dict[str, Any]) -> None:
+    """A commit of the latest state that changes no row, with ``record`` as its metadata."""
+    table = DeltaTable(root / "latest")
+    empty = table.to_pyarrow_dataset().schema.empty_table()
+    write_deltalake(
+        table,
+        empty,
+        mode="append",
+        commit_properties=CommitProperties(custom_metadata={"mihu_frames": record}),
+    )
+
+
+def test_a_delta_table_that_is_not_ours_is_refused_naming_it(tmp_path):
+    root = tmp_path / "other"
+    write_deltalake(root / "latest", pa.table({"id": [1, 2], "name": ["a", "b"]}))
+    for call in (mf.read_snapshots, mf.compact_snapshots):
+        with pytest.raises(mf.NotASnapshotRootError, match="not a mihu_frames") as caught:
+            call(root)
+        assert str(root) in str(caught.value) and "'id'" in str(caught.value)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(mf.NotASnapshotRootError):
+        mf.write_snapshot(mf.empty_frame(), root)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    table = tmp_path / "table"  # a Delta table itself, where a root is expected
+    write_deltalake(table, pa.table({"id": [1]}))
+    with pytest.raises(mf.NotASnapshotRootError, match="Delta table of its own"):
+        mf.read_snapshots(table)
 
 
 def test_recorded_filters_compare_in_any_spelling(tmp_path):
@@ -286,7 +369,7 @@ def test_recorded_filters_compare_in_any_spelling(tmp_path):
         Recorded.of("done")
 
 
-# --------------------------------------------------------------------------- crashes and the lock
+# --------------------------------------------------------------------------- crashes, conflicts
 
 
 _KILLED_WRITER = textwrap.dedent(
@@ -294,20 +377,17 @@ _KILLED_WRITER = textwrap.dedent(
     import os, signal, sys
     import pandas as pd
     import mihu_frames as mf
-    from mihu_frames import atomic
+    from mihu_frames import store
 
-    root, stage = sys.argv[1], sys.argv[2]
-    real_publish = atomic.StagedFile.publish
+    root = sys.argv[1]
+    real_apply = store.SnapshotRoot._apply
 
-    def publish_then_die(self, final):
-        if stage == "after history" and final.parent.parent.name == "sessions":
-            os.kill(os.getpid(), signal.SIGKILL)  # the history file is in place, not the rest
-        path = real_publish(self, final)
-        if stage == "after one partition" and final.parent.parent.name == "sessions":
+    def die_before_the_latest_state(self, mine, *args):
+        if mine:  # the versions are in history, the latest state not merged yet
             os.kill(os.getpid(), signal.SIGKILL)
-        return path
+        return real_apply(self, mine, *args)
 
-    atomic.StagedFile.publish = publish_then_die
+    store.SnapshotRoot._apply = die_before_the_latest_state
     df = mf.read_snapshots(root)
     df["summary"] = "written by a process killed half way"
     df["updated_at"] = df["updated_at"] + pd.Timedelta(seconds=1)
@@ -317,150 +397,123 @@ _KILLED_WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("stage", ["after history", "after one partition"])
-@pytest.mark.parametrize("next_run", ["write_snapshot", "compact_snapshots"])
-def test_a_write_killed_half_way_is_completed_by_the_next_run(
-    sim, make_client, tmp_path, stage, next_run
+@pytest.mark.parametrize("next_run", ["write_snapshot", "compact_snapshots", "sync"])
+def test_a_write_killed_between_history_and_latest_state_is_completed_by_the_next_run(
+    sim, make_client, tmp_path, next_run
 ):
     root = tmp_path / "root"
     df = make_client(sim).sessions(sim.conversation_uuids[5:7])
     mf.write_snapshot(df, root)
-    partitions = len(list((root / "sessions").glob("*/*.parquet")))
-    assert partitions > 2
+    version = DeltaTable(root / "latest").version()
     child = subprocess.run(
-        [sys.executable, "-c", _KILLED_WRITER, str(root), stage],
+        [sys.executable, "-c", _KILLED_WRITER, str(root)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    assert (root / ".pending_commit.json").exists()
+    killed = DeltaTable(root / "versions").version()  # the killed write's versions
     history = mf.read_snapshots(root, latest=False)
     assert (history["summary"] == "written by a process killed half way").sum() == len(df)
-    latest = mf.read_snapshots(root)
-    halfway = (latest["summary"] == "written by a process killed half way").sum()
-    assert halfway < len(df) and latest["uuid"].is_unique and len(latest) == len(df)
-    if stage == "after history":
-        pd.testing.assert_frame_equal(latest, df)  # the latest state is the one before
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), df)  # the state before, whole
+    assert DeltaTable(root / "latest").version() == version
 
     if next_run == "write_snapshot":
         assert mf.write_snapshot(df.head(0), root) is None
-    else:
+    elif next_run == "compact_snapshots":
         mf.compact_snapshots(root)
-    assert not (root / ".pending_commit.json").exists()
+    else:
+        client = make_client(sim)
+        mf.sync_snapshots(root, sim.conversation_uuids[5:7], client=client)
     latest = mf.read_snapshots(root)
     assert (latest["summary"] == "written by a process killed half way").all()
-    assert list(latest["uuid"]) == list(df["uuid"]) and not list(root.rglob("*.tmp"))
+    assert list(latest["uuid"]) == list(df["uuid"])
+    assert DeltaTable(root / "latest").transaction_version("mihu_frames") >= killed
+    assert mf.write_snapshot(df.head(0), root) is None  # nothing left to complete
 
 
-def test_a_month_that_fails_to_merge_leaves_the_root_as_it_was(sim, make_client, tmp_path):
-    # Months are merged in parallel: one failing must publish none of the others' files.
+def test_a_write_that_cannot_read_the_latest_state_writes_nothing(sim, make_client, tmp_path):
     root = tmp_path / "root"
     df = make_client(sim).sessions(sim.conversation_uuids[5:7])
     mf.write_snapshot(df, root)
 
     def files() -> dict[str, bytes]:
-        return {
-            str(p.relative_to(root)): p.read_bytes()
-            for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        }
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
-    months = sorted((root / "sessions").iterdir())
-    assert len(months) > 2
-    (months[len(months) // 2] / "part-0.parquet").write_bytes(b"not parquet")
+    damaged = sorted(DeltaTable(root / "latest").file_uris())[0]
+    Path(damaged).write_bytes(b"not parquet")
     before = files()
     changed = df.copy()
     changed["summary"] = "changed in every month"
-    with pytest.raises(pa.ArrowInvalid):
+    with pytest.raises(OSError):
         mf.write_snapshot(changed, root)
     assert files() == before
-    assert not list(root.rglob("*.tmp")) and not (root / ".pending_commit.json").exists()
 
 
-_HOLDER = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from mihu_frames.root import open_root
-
-    root, release = sys.argv[1], Path(sys.argv[2])
-    with open_root(root).locked():
-        print("locked", flush=True)
-        while not release.exists():
-            time.sleep(0.01)
-    """
-)
-
-
-def test_writers_of_one_root_wait_for_each_other(sim, make_client, tmp_path):
-    root = tmp_path / "root"
-    df = make_client(sim).sessions(sim.conversation_uuids[4])
-    mf.write_snapshot(df, root)
-    release = tmp_path / "release"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(root), str(release)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        change = df.head(5).assign(summary="after the wait")
-        change["fetched_at"] = change["fetched_at"] + pd.Timedelta(seconds=1)
-        with pytest.raises(TimeoutError, match=rf"pid {holder.pid}\).*{root}"):
-            open_root(root, lock_timeout=0.3).commit(from_pandas(change))
-        finished: list[float] = []
-        writer = threading.Thread(
-            target=lambda: (mf.write_snapshot(change, root), finished.append(time.monotonic()))
-        )
-        writer.start()
-        time.sleep(0.5)
-        assert not finished  # still waiting for the lock
-        released = time.monotonic()
-        release.touch()
-        writer.join(timeout=60)
-        assert finished and finished[0] >= released
-    finally:
-        release.touch()
-        holder.wait(timeout=30)
-    latest = mf.read_snapshots(root).set_index("uuid")
-    assert (latest.loc[change["uuid"], "summary"] == "after the wait").all()
-    assert pq.read_metadata(next((root / "history").rglob("*.parquet"))).num_rows in (len(df), 5)
-
-
-def test_a_snapshot_an_earlier_release_wrote_into_a_converted_root_is_adopted(
-    sim, make_client, tmp_path
+def test_a_commit_in_conflict_is_tried_again_on_the_new_state(
+    sim, make_client, tmp_path, monkeypatch
 ):
     root = tmp_path / "root"
-    df = make_client(sim).sessions(sim.conversation_uuids[3])
-    mf.write_snapshot(df, root)
-    # An earlier release (another notebook) writes one file per snapshot into sessions/:
-    stray_rows = df.head(6).assign(summary="from an older release")
-    stray_rows["fetched_at"] = stray_rows["fetched_at"] + pd.Timedelta(seconds=3)
-    new = mf.sessions_frame(
-        [{"uuid": "e0000000-0000-4000-8000-000000000001", "conversation_uuid": df.iloc[0, 0]}],
-        fetched_at="2026-11-02T00:00:00Z",
-    )
-    table = from_pandas(pd.concat([stray_rows, new], ignore_index=True))
-    sid = mf.snapshots.new_snapshot_id()
-    table = table.append_column("snapshot_id", pa.array([sid] * table.num_rows))
-    stray = root / "sessions" / "fetched_date=2026-11-01" / f"{sid}.parquet"
-    stray.parent.mkdir()
-    pq.write_table(table, stray)
-    pd.testing.assert_frame_equal(mf.read_snapshots(root), df)  # ours ignores the stray file
+    df = make_client(sim).sessions(sim.conversation_uuids[4])
+    mf.write_snapshot(df.iloc[:50], root)
+    real_to_delta = store_module._to_delta
+    calls: list[int] = []
 
-    assert mf.write_snapshot(df.head(0), root) is None  # the next write adopts it
-    assert not stray.exists() and (root / "history" / stray.parent.name / stray.name).exists()
-    assert not (root / "sessions" / "fetched_date=2026-11-01").exists()
-    latest = mf.read_snapshots(root)
-    assert len(latest) == len(df) + 1 and latest["uuid"].iloc[-1] == new["uuid"].iloc[0]
-    assert (
-        latest.set_index("uuid").loc[stray_rows["uuid"], "summary"] == "from an older release"
-    ).all()
-    pattern = str(root / "sessions" / "**" / "*.parquet")
-    counts = duckdb.connect().execute(
-        f"select count(*), count(distinct uuid) from read_parquet('{pattern}')"
-    )
-    assert counts.fetchone() == (len(df) + 1,) * 2
+    def another_writer_commits_first(table, partition):  # type: ignore[no-untyped-def]
+        if partition == store_module.PARTITION and not calls:  # our versions are in history
+            calls.append(1)
+            other = df.iloc[40:60].assign(summary="the other writer")
+            other["fetched_at"] = other["fetched_at"] + pd.Timedelta(seconds=1)
+            with monkeypatch.context() as inner:
+                inner.setattr(store_module, "_to_delta", real_to_delta)
+                mf.write_snapshot(other, root)
+        return real_to_delta(table, partition)
+
+    monkeypatch.setattr(store_module, "_to_delta", another_writer_commits_first)
+    mine = df.iloc[55:80].assign(summary="mine")
+    mine["fetched_at"] = mine["fetched_at"] + pd.Timedelta(seconds=2)
+    report = open_root(root).commit(from_pandas(mine))
+    # the other writer found our versions in history and merged them with its own; our
+    # commit conflicted, and the retry found nothing left to do
+    assert calls == [1]
+    latest = mf.read_snapshots(root).set_index("uuid")
+    assert latest.index.is_unique and len(latest) == 80
+    assert (latest.loc[df["uuid"].iloc[40:55], "summary"] == "the other writer").all()
+    assert (latest.loc[df["uuid"].iloc[55:80], "summary"] == "mine").all()  # fetched later
+    assert report.rows_new == 25 and report.rows_changed == 0
+    assert report.version == DeltaTable(root / "latest").version()
+
+
+@pytest.mark.parametrize("conflicts", [2, 3])
+def test_conflicts_are_retried_and_one_that_never_ends_is_a_clear_error(
+    sim, make_client, tmp_path, monkeypatch, conflicts
+):
+    root = tmp_path / "root"
+    df = make_client(sim).sessions(sim.conversation_uuids[4])
+    mf.write_snapshot(df.iloc[:10], root)
+    monkeypatch.setattr(store_module, "ATTEMPTS", 3)
+    monkeypatch.setattr(store_module, "_pause", lambda attempt: None)
+    real_to_delta = store_module._to_delta
+
+    tries: list[int] = []
+
+    def someone_commits_first(table, partition):  # type: ignore[no-untyped-def]
+        if partition == store_module.PARTITION and len(tries) < conflicts:
+            tries.append(1)
+            _commit_nothing(root, {"another writer": len(tries)})
+        return real_to_delta(table, partition)
+
+    monkeypatch.setattr(store_module, "_to_delta", someone_commits_first)
+    if conflicts < 3:  # the third attempt finds no one in its way
+        mf.write_snapshot(df.iloc[10:20], root)
+        assert len(tries) == conflicts
+        pd.testing.assert_frame_equal(mf.read_snapshots(root), df.iloc[:20].reset_index(drop=True))
+        return
+    with pytest.raises(mf.SnapshotStoreError, match=r"conflict.*3 attempts") as caught:
+        mf.write_snapshot(df.iloc[10:20], root)
+    assert str(root) in str(caught.value)
+    assert len(mf.read_snapshots(root)) == 10  # the state before
+    monkeypatch.setattr(store_module, "_to_delta", real_to_delta)
+    assert mf.write_snapshot(df.head(0), root) is None  # completes the versions in history
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), df.iloc[:20].reset_index(drop=True))

@@ -1,9 +1,8 @@
 """Snapshot roots: exact round trip, the latest state and history, tags, metadata, owner-only
-files, not-a-root errors, and DuckDB, Polars and pyarrow reading the latest state as it is."""
+files, not-a-root errors, and DuckDB, Polars and pyarrow reading the Delta tables as they are."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -13,10 +12,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import polars as pl
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
+from conftest import recorded, writes
 from conftest import tagged as is_tagged
+from deltalake import DeltaTable, write_deltalake
 
 import mihu_frames as mf
 from mihu_frames.schema import COLUMNS
@@ -32,8 +31,10 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "snaps"  # tmp_path itself holds the client's cache: not a root
 
 
-def _latest_files(root: Path) -> list[Path]:
-    return sorted((root / "sessions").glob("*/*.parquet"))
+def _version_rows(root: Path, commit: Path) -> pd.DataFrame:
+    """The versions one write added to history (the write ``commit`` names)."""
+    history = mf.read_snapshots(root, latest=False)
+    return history[history["snapshot_id"] == mf.snapshot_metadata(commit)["snapshot_id"]]
 
 
 def _edit(df: pd.DataFrame, rows: slice, seconds: int = 60) -> pd.DataFrame:
@@ -49,11 +50,15 @@ def test_round_trip_is_exact_dtype_for_dtype(loaded, root):
     path = mf.write_snapshot(loaded, root)
     back = mf.read_snapshots(root)
     pd.testing.assert_frame_equal(back, loaded, check_exact=True)
-    assert path.parent.name == f"fetched_date={loaded['fetched_at'].max():%Y-%m-%d}"
-    assert path.parent.parent == root / "history" and path.suffix == ".parquet"
+    assert path.parent == root / "latest" / "_delta_log" and path.suffix == ".json"
     history = mf.read_snapshots(root, latest=False)
     pd.testing.assert_frame_equal(history.drop(columns="snapshot_id"), loaded, check_exact=True)
-    assert set(history["snapshot_id"]) == {path.stem}
+    assert set(history["snapshot_id"]) == {mf.snapshot_metadata(path)["snapshot_id"]}
+    # time travel: the version this write made, and the empty root before it
+    assert mf.snapshot_metadata(path)["version"] == int(path.stem)
+    pd.testing.assert_frame_equal(mf.read_snapshots(root, as_of=int(path.stem)), loaded)
+    before = mf.read_snapshots(root, as_of=int(path.stem) - 1)
+    assert before.empty and list(before.dtypes) == list(mf.empty_frame().dtypes)
 
 
 def test_empty_frame_round_trip_creates_a_root(tmp_path):
@@ -61,7 +66,8 @@ def test_empty_frame_round_trip_creates_a_root(tmp_path):
     pd.testing.assert_frame_equal(mf.read_snapshots(tmp_path / "empty"), mf.empty_frame())
     history = mf.read_snapshots(tmp_path / "empty", latest=False)
     assert list(history.columns) == [*COLUMNS, "snapshot_id"] and history.empty
-    assert (tmp_path / "empty" / "mihu_frames_root.json").exists()
+    assert DeltaTable(tmp_path / "empty" / "latest").version() >= 0
+    assert DeltaTable(tmp_path / "empty" / "versions").version() >= 0
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "file", "sessions folder", "unrelated"])
@@ -72,7 +78,7 @@ def test_a_folder_that_is_not_a_root_is_an_error_never_an_empty_frame(loaded, tm
         "missing": tmp_path / "typo",
         "empty": tmp_path / "empty",
         "file": tmp_path / "notes.txt",
-        "sessions folder": real / "sessions",
+        "sessions folder": real / "latest",
         "unrelated": tmp_path / "cache",  # the client's cache folder
     }[kind]
     if kind == "empty":
@@ -83,7 +89,7 @@ def test_a_folder_that_is_not_a_root_is_an_error_never_an_empty_frame(loaded, tm
         with pytest.raises(mf.NotASnapshotRootError) as caught:
             read(target)
         message = str(caught.value)
-        assert str(target) in message and "mihu_frames_root.json" in message
+        assert str(target) in message and "latest/" in message
         assert isinstance(caught.value, FileNotFoundError)
         assert isinstance(caught.value, ValueError)
     if kind == "sessions folder":
@@ -107,40 +113,38 @@ def test_files_are_owner_only_and_nothing_partial_is_left(loaded, root):
         os.umask(old)
     files = [p for p in root.rglob("*") if p.is_file()]
     folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
-    assert {p.name for p in files} >= {path.name, "part-0.parquet", "mihu_frames_root.json"}
+    assert path in files and len([p for p in files if p.suffix == ".parquet"]) > 2
     for file in files:
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     for folder in folders:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
-    assert not [p for p in files if p.name.endswith(".tmp")]
-    assert not (root / ".pending_commit.json").exists()
 
 
 def test_metadata_records_the_write_and_never_the_token(sim, loaded, root):
     path = mf.write_snapshot(loaded, root, metadata={"note": "daily"})
     meta = mf.snapshot_metadata(path)
-    assert meta["snapshot_id"] == path.stem and meta["dataset"] == "history"
     assert meta["schema_version"] == 1 and meta["library_version"] == mf.__version__
-    assert meta["layout_version"] == 2
-    assert meta["base_url"] == sim.base_url
+    assert meta["layout_version"] == 3 and meta["version"] == int(path.stem)
+    assert meta["base_url"] == sim.base_url and meta["pii"] == "kept"
     assert meta["filters"]["status"] == ["active", "completed", "timed_out"]
     assert meta["rows"] == len(loaded) and meta["conversations"] == 5
     assert meta["rows_new"] == len(loaded) and meta["rows_changed"] == 0
+    assert meta["fetched_at"] == loaded["fetched_at"].max().isoformat()
     assert meta["note"] == "daily"
-    for latest in _latest_files(root):
-        record = mf.snapshot_metadata(latest)
-        assert record["dataset"] == "latest" and record["snapshot_id"] == path.stem
-        assert record["rows"] == pq.read_metadata(latest).num_rows
-        assert record["created_month"] == latest.parent.name.split("=")[1]
-        assert record["base_url"] == sim.base_url and record["pii"] == "kept"
-        assert record["filters"]["status"] == ["active", "completed", "timed_out"]
-        assert record["fetched_at"] == loaded["fetched_at"].max().isoformat()
+    assert mf.snapshot_metadata(root) == meta  # a root: its newest commit
+    # the history table's commit carries the same record
+    (appended,) = [
+        c for c in DeltaTable(root / "versions").history() if c.get("mihu_frames", {}).get("rows")
+    ]
+    assert appended["mihu_frames"]["snapshot_id"] == meta["snapshot_id"]
+    assert meta["history_version"] == appended["version"]
     for file in root.rglob("*"):
         if file.is_file():
             assert sim.token.encode() not in file.read_bytes()
-    manifest = json.loads((root / "mihu_frames_root.json").read_text())
-    assert manifest["layout_version"] == 2 and manifest["format"] == "mihu_frames snapshot root"
-    assert manifest["recorded"] == {
+    created = mf.snapshot_metadata(root / "latest" / "_delta_log" / f"{0:020d}.json")
+    assert created["layout_version"] == 3 and created["table"] == "latest"
+    assert created["durations"].startswith("int64 microseconds: duration, time_to_evaluation")
+    assert recorded(root) == {
         "status": ["active", "completed", "timed_out"],
         "type": None,
         "conversations": None,
@@ -154,21 +158,21 @@ def test_every_engine_reads_the_latest_state_one_row_per_session(sim, loaded, ro
         mf.write_snapshot(edited, root)
         truth.loc[edited["uuid"], "summary"] = "edited later"
         truth.loc[edited["uuid"], "updated_at"] = edited.set_index("uuid")["updated_at"]
-    latest_glob = str(root / "sessions" / "**" / "*.parquet")
+    # DuckDB over the table's Arrow dataset (delta_scan needs its extension downloaded)
     con = duckdb.connect()
+    con.register("latest", DeltaTable(root / "latest").to_pyarrow_dataset())
     rows, distinct, edits = con.execute(
-        f"select count(*), count(distinct uuid), count(*) filter (summary = 'edited later') "
-        f"from read_parquet('{latest_glob}', hive_partitioning = true)"
+        "select count(*), count(distinct uuid), count(*) filter (summary = 'edited later') "
+        "from latest"
     ).fetchone()
     assert (rows, distinct, edits) == (len(loaded), len(loaded), 40)
     months = con.execute(
-        f"select distinct created_month = strftime(created_at, '%Y-%m') "
-        f"from read_parquet('{latest_glob}', hive_partitioning = true)"
+        "select distinct created_month = strftime(created_at, '%Y-%m') from latest"
     ).fetchall()
     assert months == [(True,)]  # the partition is the month of created_at
-    # Parquet has no duration type: DuckDB sees the microseconds as BIGINT (documented).
+    # Delta has no duration type: the microseconds are BIGINT (documented).
     durations = con.execute(
-        f"select uuid, duration from read_parquet('{latest_glob}') where duration is not null"
+        "select uuid, duration from latest where duration is not null"
     ).fetchall()
     expected = loaded.dropna(subset=["duration"])
     assert sorted(durations) == sorted(
@@ -178,20 +182,18 @@ def test_every_engine_reads_the_latest_state_one_row_per_session(sim, loaded, ro
             strict=True,
         )
     )
-    polars = pl.read_parquet(latest_glob, hive_partitioning=True)
+    polars = pl.read_delta(str(root / "latest"))
     assert polars.height == len(loaded) and polars["uuid"].n_unique() == len(loaded)
     assert polars.schema["started_at"] == pl.Datetime("us", "UTC")
     assert polars.schema["task_uuids"] == pl.List(pl.String)
     assert polars.schema["created_month"] == pl.String
+    assert polars.schema["duration"] == pl.Int64
     by_uuid = polars.to_pandas().set_index("uuid")
     assert (by_uuid.loc[truth.index, "updated_at"] == truth["updated_at"]).all()
-    dataset = ds.dataset(root / "sessions", format="parquet", partitioning="hive")
-    table = dataset.to_table(columns=["uuid", "summary"])
+    table = DeltaTable(root / "latest").to_pyarrow_dataset().to_table(columns=["uuid", "summary"])
     assert table.num_rows == len(loaded) and len(table.column("uuid").unique()) == len(loaded)
-    history_glob = str(root / "history" / "**" / "*.parquet")
-    assert con.execute(f"select count(*) from read_parquet('{history_glob}')").fetchone() == (
-        len(loaded) + 40 + 10,
-    )
+    history = pl.scan_delta(str(root / "versions")).select(pl.len()).collect().item()
+    assert history == len(loaded) + 40 + 10
 
 
 def test_latest_state_and_history_across_writes(sim, make_client, root):
@@ -215,11 +217,11 @@ def test_latest_state_and_history_across_writes(sim, make_client, root):
 def test_writing_the_same_data_again_adds_nothing(sim, make_client, root):
     df = make_client(sim).sessions(sim.conversation_uuids[1:4], status="all")
     assert mf.write_snapshot(df, root) is not None
-    files = {p: p.read_bytes() for p in root.rglob("*.parquet")}
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     refetched = df.copy()
     refetched["fetched_at"] = refetched["fetched_at"] + pd.Timedelta(hours=3)  # a later demo
     assert mf.write_snapshot(refetched, root) is None
-    assert {p: p.read_bytes() for p in root.rglob("*.parquet")} == files
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
     pd.testing.assert_frame_equal(mf.read_snapshots(root), df)  # the first fetch is kept
 
 
@@ -239,8 +241,8 @@ def test_an_untagged_write_keeps_the_tags_held(sim, make_client, root):
     assert (latest.loc[changed["uuid"], "summary"] == "edited later").all()
     meta = mf.snapshot_metadata(path)
     assert (meta["rows_changed"], meta["rows_unchanged"]) == (30, len(plain) - 30)
-    history = pq.read_table(path).to_pandas()
-    assert is_tagged(history["status"]).all()  # history holds the versions as the latest state
+    history = _version_rows(root, path)
+    assert len(history) == 30 and is_tagged(history["status"]).all()  # as the latest state
 
 
 def test_an_older_fetch_written_late_goes_to_history_only(sim, make_client, root):
@@ -252,7 +254,8 @@ def test_an_older_fetch_written_late_goes_to_history_only(sim, make_client, root
     path = mf.write_snapshot(older, root)
     meta = mf.snapshot_metadata(path)
     assert (meta["rows_stale"], meta["rows_changed"], meta["rows_new"]) == (8, 0, 0)
-    assert path.parent.name == f"fetched_date={older['fetched_at'].max():%Y-%m-%d}"
+    assert meta["fetched_at"] == older["fetched_at"].max().isoformat()
+    assert path.parent.parent.name == meta["table"] == "versions"  # the latest state unchanged
     pd.testing.assert_frame_equal(mf.read_snapshots(root), df)
     history = mf.read_snapshots(root, latest=False)
     assert (history["summary"] == "fetched before, written after").sum() == 8
@@ -264,7 +267,7 @@ def test_a_session_stays_in_its_partition_when_created_at_changes(sim, make_clie
     moved = _edit(df, slice(0, 3))
     moved["created_at"] = pd.Timestamp("2031-05-05", tz="UTC")
     mf.write_snapshot(moved, root)
-    assert not (root / "sessions" / "created_month=2031-05").exists()
+    assert not (root / "latest" / "created_month=2031-05").exists()
     latest = mf.read_snapshots(root)
     assert latest["uuid"].is_unique and len(latest) == len(df)
     assert (latest.set_index("uuid").loc[moved["uuid"], "created_at"].dt.year == 2031).all()
@@ -282,6 +285,13 @@ def test_read_pushes_down_conversations_and_columns(sim, make_client, root):
     assert list(history.columns) == ["uuid", "snapshot_id"] and len(history) == len(df)
     with pytest.raises(ValueError, match="unknown column"):
         mf.read_snapshots(root, columns=["nope"])
+
+
+def test_a_slice_of_a_frame_writes_and_reads_back(loaded, root):
+    # pyarrow's ascii_lower broke string arrays whose offsets do not start at zero
+    part = loaded.iloc[40:60]
+    mf.write_snapshot(part, root)
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), part.reset_index(drop=True))
 
 
 def test_write_rejects_a_frame_that_is_not_sessions(root):
@@ -302,11 +312,11 @@ def test_read_since_keeps_sessions_updated_at_or_after(sim, make_client, root):
     assert sorted(history["uuid"]) == sorted(recent["uuid"])
 
 
-def test_a_file_of_an_older_schema_still_reads(loaded, root):
+def test_a_table_of_an_older_schema_still_reads(loaded, root):
     mf.write_snapshot(loaded, root)
-    for path in _latest_files(root):  # as a version-0 writer would have left them
-        old = pq.read_table(path).drop_columns(["idle_before_end", "extra"])
-        pq.write_table(old, path)
+    table = DeltaTable(root / "latest")  # as a version-0 writer would have left it
+    old = table.to_pyarrow_dataset().to_table().drop_columns(["idle_before_end", "extra"])
+    write_deltalake(table, old, mode="overwrite", schema_mode="overwrite")
     back = mf.read_snapshots(root)
     assert list(back.columns) == list(COLUMNS) and len(back) == len(loaded)
     assert back["extra"].isna().all() and back["idle_before_end"].isna().all()
@@ -373,16 +383,16 @@ def test_make_demo_twice_adds_no_identical_snapshot(tmp_path):
         result = _cli("demo", "--root", str(root), "--sizes", "0,1,150")
         assert result.returncode == 0, result.stderr
         assert "151 sessions read back" in result.stdout
-    assert len(list((root / "history").rglob("*.parquet"))) == 1
-    pattern = str(root / "sessions" / "**" / "*.parquet")
+    assert len(writes(root)) == 1
     con = duckdb.connect()
-    counts = con.execute(f"select count(*), count(distinct uuid) from read_parquet('{pattern}')")
+    con.register("latest", DeltaTable(root / "latest").to_pyarrow_dataset())
+    counts = con.execute("select count(*), count(distinct uuid) from latest")
     assert counts.fetchone() == (151, 151)
 
 
 def test_the_command_line_names_a_folder_that_is_not_a_root(loaded, tmp_path):
     mf.write_snapshot(loaded, tmp_path / "root")
-    for folder in (tmp_path / "missing", tmp_path / "root" / "sessions", tmp_path / "cache"):
+    for folder in (tmp_path / "missing", tmp_path / "root" / "latest", tmp_path / "cache"):
         for command in ("stats", "compact"):
             result = _cli(command, str(folder))
             assert result.returncode == 2, (command, folder, result.stdout)

@@ -3,7 +3,6 @@ ground truth row for row, drift and failures lose nothing, caching never hides a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -14,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from conftest import assert_matches_truth
+from conftest import assert_matches_truth, recorded, writes
 from conftest import tagged as is_tagged
 
 import mihu_frames as mf
 from mihu_frames.simulator import Simulator
-from mihu_frames.snapshots import snapshot_files
 from mihu_frames.sync import sync_snapshots, sync_summary
 
 SIZES = (0, 1, 250, 1200)
@@ -98,19 +95,22 @@ def test_second_sync_costs_what_changed_and_matches_truth(sim, make_client, root
         if request.conversation in known:
             assert request.params["sort_by"] == "updated_at"
             assert request.params["sort_dir"] == "desc"
-    # The new history file holds exactly the changed and new rows, owner-only, with a record;
-    # only the latest-state partitions (months) of those sessions were rewritten.
+    # The write's versions are exactly the changed and new rows, with a record in the commit
+    # of the latest state (owner-only); only the partitions (months) of those sessions got files.
     path = Path(attrs["snapshot"])
-    assert set(pq.read_table(path, columns=["uuid"]).column("uuid").to_pylist()) == touched | added
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     meta = mf.snapshot_metadata(path)
+    history = mf.read_snapshots(root, latest=False)
+    mine = history[history["snapshot_id"] == meta["snapshot_id"]]
+    assert set(mine["uuid"]) == touched | added
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert meta["version"] == attrs["version"] == int(path.stem)
     assert meta["rows_changed"] == len(touched) and meta["rows_new"] == len(added)
     assert meta["sync"]["requests"] == sim.request_count and meta["sync"]["full"] is False
-    assert len(snapshot_files(root)) == 2
+    assert len(writes(root)) == 2
     changed = [s for s in _truth(sim) if s["uuid"] in touched | added]
-    rewritten = {Path(p).parent.name.split("=")[1] for p in attrs["files_written"][1:]}
+    latest_files = [p for p in attrs["files_written"] if "/latest/" in p]
+    rewritten = {Path(p).parent.name.split("=")[1] for p in latest_files}
     assert rewritten == _months(changed)
-    assert attrs["files_written"][0] == attrs["snapshot"]
     assert attrs["bytes_written"] == sum(Path(p).stat().st_size for p in attrs["files_written"])
     assert attrs["rows_unchanged"] <= attrs["rows_unchanged_seen"]
     # The frame a sync returns (the partitions it rewrote taken from memory) is what a reader
@@ -479,8 +479,7 @@ def test_other_filters_are_refused_before_any_request_unless_refetch(sim, make_c
     }
     assert attrs["rows_changed"] == sum(SIZES)  # each session gained its type tag
     _tags_match(df, sim, kind=True)
-    recorded = json.loads((root / "mihu_frames_root.json").read_text())["recorded"]
-    assert recorded["type"] == ["text", "voice"]
+    assert recorded(root)["type"] == ["text", "voice"]
     assert_matches_truth(_by_uuid(df), _truth(sim))
     sim.reset_requests()
     again = _sync(root, sim, client)  # now with the new filters

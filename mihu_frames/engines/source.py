@@ -3,8 +3,9 @@
 Every statistic computed over a root reads it through :func:`latest_dataset` and nothing else:
 the latest state (one row per session) as a lazy ``pyarrow.dataset.Dataset``, which DuckDB,
 Polars and pyarrow scan with projection and filter pushdown, so no statistic loads a root's
-sessions into memory. When the store changes (Delta Lake tables), only this function changes:
-``deltalake.DeltaTable(uri, storage_options=...).to_pyarrow_dataset()``.
+sessions into memory. A root's latest state is the Delta table ``latest/`` (see
+:mod:`mihu_frames.store`): its Arrow dataset, at the version committed last, so a statistic sees
+one committed state whole; a root of an earlier layout is read and de-duplicated first.
 
 Durations are never read from here: the statistics compute them from ``started_at`` and
 ``ended_at`` (as the frame does), so the storage unit of a duration column does not matter.
@@ -15,13 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.dataset as ds
 
-from mihu_frames.root import FILE_SCHEMA, LATEST, PART_FILE, PARTITION, open_root
+from mihu_frames.store import LATEST, open_root
 
 __all__ = ["is_root", "latest_dataset"]
 
@@ -41,9 +40,10 @@ def latest_dataset(
     Parameters
     ----------
     root : str or path-like
-        A local folder or a ``file://`` URI.
+        A local folder, a ``file://`` URI, or a URI ``deltalake`` takes (``s3://...``).
     storage_options : mapping, optional
-        Kept for stores that need credentials (object stores); unused by the local layout.
+        Credentials and settings of an object store, as :func:`mihu_frames.read_snapshots`
+        takes them.
 
     Returns
     -------
@@ -61,22 +61,8 @@ def latest_dataset(
     >>> latest_dataset("data/snapshots").count_rows()      # doctest: +SKIP
     3051
     """
-    del storage_options  # the local layout needs none
-    text = os.fspath(root)
-    if text.startswith("file://"):
-        text = text.removeprefix("file://")
-    store = open_root(Path(text))
-    if store.state != "root":  # an earlier layout (versions to de-duplicate) or nothing yet
+    store = open_root(root, storage_options=storage_options)
+    if store.state != "delta":  # an earlier layout (versions to de-duplicate) or nothing yet
         return ds.dataset(store.read_latest())
-    latest = Path(text) / LATEST
-    files = sorted(str(p) for p in latest.glob(f"{PARTITION}=*/{PART_FILE}"))
-    logger.debug("latest_dataset: %s, %d partition files", text, len(files))
-    schema = FILE_SCHEMA.append(pa.field(PARTITION, pa.string()))
-    partitioning = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
-    return ds.dataset(
-        files,
-        schema=schema,
-        format="parquet",
-        partitioning=partitioning,
-        partition_base_dir=str(latest),
-    )
+    logger.debug("latest_dataset: %s, the Delta table %s", store.uri, LATEST)
+    return store.table(LATEST).to_pyarrow_dataset()
