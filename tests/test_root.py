@@ -24,9 +24,8 @@ from conftest import assert_matches_truth, recorded, tagged
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 import mihu_frames as mf
-from mihu_frames import store as store_module
 from mihu_frames.schema import COLUMNS, from_pandas
-from mihu_frames.store import Recorded, open_root
+from mihu_frames.store import Recorded, open_root, writing
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = REPO / "tests" / "data" / "old_root"
@@ -377,17 +376,17 @@ _KILLED_WRITER = textwrap.dedent(
     import os, signal, sys
     import pandas as pd
     import mihu_frames as mf
-    from mihu_frames import store
+    from mihu_frames.store import writing
 
     root = sys.argv[1]
-    real_apply = store.SnapshotRoot._apply
+    real_apply = writing.Writer.apply
 
     def die_before_the_latest_state(self, mine, *args):
         if mine:  # the versions are in history, the latest state not merged yet
             os.kill(os.getpid(), signal.SIGKILL)
         return real_apply(self, mine, *args)
 
-    store.SnapshotRoot._apply = die_before_the_latest_state
+    writing.Writer.apply = die_before_the_latest_state
     df = mf.read_snapshots(root)
     df["summary"] = "written by a process killed half way"
     df["updated_at"] = df["updated_at"] + pd.Timedelta(seconds=1)
@@ -457,20 +456,20 @@ def test_a_commit_in_conflict_is_tried_again_on_the_new_state(
     root = tmp_path / "root"
     df = make_client(sim).sessions(sim.conversation_uuids[4])
     mf.write_snapshot(df.iloc[:50], root)
-    real_to_delta = store_module._to_delta
+    real_to_delta = writing._to_delta
     calls: list[int] = []
 
     def another_writer_commits_first(table, partition):  # type: ignore[no-untyped-def]
-        if partition == store_module.PARTITION and not calls:  # our versions are in history
+        if partition == writing.PARTITION and not calls:  # our versions are in history
             calls.append(1)
             other = df.iloc[40:60].assign(summary="the other writer")
             other["fetched_at"] = other["fetched_at"] + pd.Timedelta(seconds=1)
             with monkeypatch.context() as inner:
-                inner.setattr(store_module, "_to_delta", real_to_delta)
+                inner.setattr(writing, "_to_delta", real_to_delta)
                 mf.write_snapshot(other, root)
         return real_to_delta(table, partition)
 
-    monkeypatch.setattr(store_module, "_to_delta", another_writer_commits_first)
+    monkeypatch.setattr(writing, "_to_delta", another_writer_commits_first)
     mine = df.iloc[55:80].assign(summary="mine")
     mine["fetched_at"] = mine["fetched_at"] + pd.Timedelta(seconds=2)
     report = open_root(root).commit(from_pandas(mine))
@@ -492,19 +491,19 @@ def test_conflicts_are_retried_and_one_that_never_ends_is_a_clear_error(
     root = tmp_path / "root"
     df = make_client(sim).sessions(sim.conversation_uuids[4])
     mf.write_snapshot(df.iloc[:10], root)
-    monkeypatch.setattr(store_module, "ATTEMPTS", 3)
-    monkeypatch.setattr(store_module, "_pause", lambda attempt: None)
-    real_to_delta = store_module._to_delta
+    monkeypatch.setattr(writing, "ATTEMPTS", 3)
+    monkeypatch.setattr(writing, "_pause", lambda attempt: None)
+    real_to_delta = writing._to_delta
 
     tries: list[int] = []
 
     def someone_commits_first(table, partition):  # type: ignore[no-untyped-def]
-        if partition == store_module.PARTITION and len(tries) < conflicts:
+        if partition == writing.PARTITION and len(tries) < conflicts:
             tries.append(1)
             _commit_nothing(root, {"another writer": len(tries)})
         return real_to_delta(table, partition)
 
-    monkeypatch.setattr(store_module, "_to_delta", someone_commits_first)
+    monkeypatch.setattr(writing, "_to_delta", someone_commits_first)
     if conflicts < 3:  # the third attempt finds no one in its way
         mf.write_snapshot(df.iloc[10:20], root)
         assert len(tries) == conflicts
@@ -514,6 +513,6 @@ def test_conflicts_are_retried_and_one_that_never_ends_is_a_clear_error(
         mf.write_snapshot(df.iloc[10:20], root)
     assert str(root) in str(caught.value)
     assert len(mf.read_snapshots(root)) == 10  # the state before
-    monkeypatch.setattr(store_module, "_to_delta", real_to_delta)
+    monkeypatch.setattr(writing, "_to_delta", real_to_delta)
     assert mf.write_snapshot(df.head(0), root) is None  # completes the versions in history
     pd.testing.assert_frame_equal(mf.read_snapshots(root), df.iloc[:20].reset_index(drop=True))

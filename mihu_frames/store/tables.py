@@ -1,0 +1,197 @@
+"""The two Delta tables of a snapshot root and their metadata.
+
+:class:`Tables` opens ``latest/`` and ``versions/`` (at a version, checking that they are a
+mihu_frames root of a layout this release knows), reads their commit information and the
+``mihu_frames`` record of their commits, creates them, lists the files a commit added and keeps
+a local root private. It knows nothing of what a write does (:mod:`mihu_frames.store.writing`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
+
+from mihu_frames._version import __version__
+from mihu_frames.errors import NotASnapshotRootError, SnapshotStoreError
+from mihu_frames.store.layout import (
+    _CONFIG,
+    _DURATIONS_NOTE,
+    _KEY,
+    APP_ID,
+    FILE_SCHEMA,
+    HISTORY_PARTITION,
+    LATEST,
+    LAYOUT_VERSION,
+    PARTITION,
+    _chmod,
+    _files,
+    _from_delta,
+    _scan,
+    _store_error,
+    _to_delta,
+    _versions,
+)
+from mihu_frames.store.recorded import Recorded
+from mihu_frames.versions import ORDER, SNAPSHOT_ID
+
+__all__ = ["Tables"]
+
+
+class Tables:
+    """The tables ``latest/`` and ``versions/`` of the root at ``uri``.
+
+    Parameters
+    ----------
+    uri : str
+        The root: a folder's path, or a URI.
+    local : Path or None
+        The folder, for a root on a local disk.
+    storage_options : dict
+        Passed to ``deltalake`` (credentials, endpoints).
+    """
+
+    def __init__(self, uri: str, local: Path | None, storage_options: dict[str, str]) -> None:
+        self.uri = uri
+        self.local = local
+        self.storage_options = storage_options
+
+    @property
+    def path(self) -> Path | str:
+        """The folder (a :class:`Path`) or the URI."""
+        return self.local if self.local is not None else self.uri
+
+    def uri_of(self, name: str) -> str:
+        """The URI of table ``name``."""
+        return f"{self.uri}/{name}"
+
+    def error(self, error: BaseException) -> SnapshotStoreError:
+        """``error`` of the storage as a :class:`SnapshotStoreError` naming the root."""
+        return _store_error(self.uri, error, self.storage_options)
+
+    def table(self, name: str, version: int | None = None) -> DeltaTable:
+        """The Delta table ``name`` (:data:`LATEST` or :data:`HISTORY`) at ``version``."""
+        try:
+            table = DeltaTable(
+                self.uri_of(name), version=version, storage_options=self.storage_options or None
+            )
+        except TableNotFoundError as error:
+            if version is not None and "version" in str(error).lower():
+                raise ValueError(f"{self.uri} has no version {version}: {error}") from None
+            raise NotASnapshotRootError(self.path, f"its {name}/ table is missing") from None
+        except (DeltaError, OSError) as error:
+            raise self.error(error) from None
+        names = set(table.schema().to_arrow().names)  # ours, and a layout this release knows
+        if not {"uuid", "conversation_uuid", ORDER, SNAPSHOT_ID} <= names:
+            shown = sorted(names)[:8]
+            raise NotASnapshotRootError(
+                self.path,
+                f"its {name}/ is a Delta table that is not a mihu_frames root (columns {shown})",
+            )
+        layout = self.record(name, table.version()).get("layout_version", LAYOUT_VERSION)
+        if not isinstance(layout, int) or layout > LAYOUT_VERSION:
+            raise ValueError(
+                f"the snapshot root {self.uri} has layout version {layout!r}, newer than this "
+                f"mihu_frames ({__version__}) knows ({LAYOUT_VERSION}): upgrade mihu_frames"
+            )
+        return table
+
+    def commit_info(self, name: str, version: int) -> dict[str, Any]:
+        """The commit information of ``version`` of table ``name`` (read from its log file,
+        locally or on object storage)."""
+        if version < 0:
+            return {}
+        handler = DeltaStorageHandler(self.uri_of(name), self.storage_options or None)
+        try:
+            with handler.open_input_file(f"_delta_log/{version:020d}.json") as file:
+                text = file.read().decode("utf-8")
+        except (OSError, DeltaError):
+            return {}
+        for line in text.splitlines():
+            info = json.loads(line).get("commitInfo") if line.strip() else None
+            if info is not None:
+                return dict(info)
+        return {}
+
+    def record(self, name: str, version: int) -> dict[str, Any]:
+        """The ``mihu_frames`` record of the newest commit of ``name`` at or before ``version``
+        that has one (a commit another tool made has none)."""
+        for at in range(version, max(-1, version - 100), -1):
+            info = self.commit_info(name, at).get(_KEY)
+            if isinstance(info, dict) and "recorded" in info:
+                return info
+        return {}
+
+    def read(self, name: str, where: Any = None) -> pa.Table:
+        """Every row of table ``name`` (in :data:`FILE_SCHEMA`) that ``where`` keeps."""
+        return _from_delta(_scan(self.table(name).to_pyarrow_dataset(), None, where))
+
+    def create(
+        self, name: str, rows: pa.Table | None, recorded: Recorded, record: dict[str, Any]
+    ) -> None:
+        """Create table ``name`` holding ``rows``, unless it exists (another writer, or a killed
+        one, made it first: theirs is kept)."""
+        partition = PARTITION if name == LATEST else HISTORY_PARTITION
+        data = _to_delta(rows if rows is not None else FILE_SCHEMA.empty_table(), partition)
+        txn = []
+        if name == LATEST:
+            txn = [Transaction(APP_ID, int(record["history_version"]))]
+        try:
+            write_deltalake(
+                self.uri_of(name),
+                data,
+                partition_by=[partition],
+                mode="error",
+                name=f"mihu_frames {name}",
+                configuration=_CONFIG,
+                storage_options=self.storage_options or None,
+                commit_properties=CommitProperties(
+                    custom_metadata={
+                        _KEY: {
+                            **_versions(),
+                            "dataset": name,
+                            "recorded": recorded.to_json(),
+                            "durations": _DURATIONS_NOTE,
+                            **record,
+                        }
+                    },
+                    app_transactions=txn,
+                ),
+            )
+        except DeltaError as error:
+            if "exists" not in str(error).lower():
+                raise self.error(error) from None
+            return
+        except OSError as error:
+            raise self.error(error) from None
+
+    def added(self, name: str, version: int) -> dict[str, int]:
+        """The data files commit ``version`` of table ``name`` added, with their sizes."""
+        after = _files(self.table(name, version))
+        before = _files(self.table(name, version - 1)) if version > 0 else {}
+        base = self.uri_of(name)
+        return {f"{base}/{p}": s for p, s in after.items() if p not in before}
+
+    def commit_file(self, table: str, version: int) -> Path | str:
+        """The log file of commit ``version`` of ``table`` (a URI remotely)."""
+        name = f"{version:020d}.json"
+        if self.local is not None:
+            return self.local / table / "_delta_log" / name
+        return f"{self.uri_of(table)}/_delta_log/{name}"
+
+    def private(self) -> None:
+        """On a local disk: every folder of the root 0700, every file 0600 (personal data)."""
+        if self.local is None or not self.local.is_dir():
+            return
+        os.chmod(self.local, 0o700)
+        for folder, dirs, files in os.walk(self.local):
+            for name in dirs:
+                _chmod(os.path.join(folder, name), 0o700)
+            for name in files:
+                _chmod(os.path.join(folder, name), 0o600)
