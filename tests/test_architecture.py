@@ -192,3 +192,31 @@ def test_the_simulator_imports_nothing_of_the_library():
 def test_the_checker_sees_imports_inside_functions():
     # cli imports most modules inside its command functions: they must be in the graph
     assert {"load", "sync", "snapshots", "report", "simulator.__init__"} <= _graph()["cli"]
+
+
+#: One concern per class, one job per function (issue 22): the sizes where that usually breaks.
+MAX_CLASS_LINES = 350
+MAX_FUNCTION_LINES = 80
+
+
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's lines of code, its docstring aside."""
+    body = node.body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    start = body[1].lineno if has_doc and len(body) > 1 else body[0].lineno
+    return (node.end_lineno or start) - start + 1
+
+
+def test_no_class_over_350_lines_and_no_function_over_80_lines_of_code():
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(PACKAGE)}:{node.__class__.__name__}"
+            if isinstance(node, ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    too_big.append((where, node.name, lines))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if _code_lines(node) > MAX_FUNCTION_LINES:
+                    too_big.append((where, node.name, _code_lines(node)))
+    assert too_big == []
