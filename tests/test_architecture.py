@@ -216,7 +216,9 @@ def test_no_class_over_350_lines_and_no_function_over_80_lines_of_code():
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_CLASS_LINES:
                     too_big.append((where, node.name, lines))
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if _code_lines(node) > MAX_FUNCTION_LINES:
-                    too_big.append((where, node.name, _code_lines(node)))
+            elif (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and _code_lines(node) > MAX_FUNCTION_LINES
+            ):
+                too_big.append((where, node.name, _code_lines(node)))
     assert too_big == []
