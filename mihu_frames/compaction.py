@@ -316,13 +316,13 @@ def _decide(
     collapsed = np.zeros(n, dtype=bool)
     at = np.flatnonzero(candidate)
     if len(at):
-        this, previous = ordered.take(pa.array(at)), ordered.take(pa.array(at - 1))
+        this = ordered.take(pa.array(at, pa.int64()))
+        previous = ordered.take(pa.array(at - 1, pa.int64()))
         collapsed[at] = same_content(this, previous)
     pruned = np.zeros(n, dtype=bool)
     if cutoff is not None and n:
-        fetched = pc.fill_null(
-            ordered.column("fetched_at").cast(pa.int64()), np.iinfo(np.int64).max
-        ).to_numpy()
+        null_last = pa.scalar(np.iinfo(np.int64).max, pa.int64())
+        fetched = np.asarray(pc.fill_null(ordered.column("fetched_at").cast(pa.int64()), null_last))
         bound = int(cutoff.timestamp() * 1_000_000)
         kept = np.flatnonzero(~collapsed)
         group = np.cumsum(starts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
@@ -488,7 +489,7 @@ def _regroup_table(
 ) -> pd.DataFrame | None:
     """An activity table in the first coarser bucket length whose buckets are whole unions of
     the table's (so sums and maxima stay exact) and that fits ``max_bars``; None if none."""
-    tz = table.index.tz
+    tz = _index_tz(table)
     lo, hi = int(buckets.start[0]), int(buckets.end[-1]) - 1
     for offset in _coarser(buckets.offset):
         closed, label = _sides(offset, None, None)
@@ -525,7 +526,7 @@ def _readable(
     if df is not None:
         coarse = table
         for offset in _coarser(buckets.offset):
-            coarse = activity(df, offset, tz=table.index.tz)
+            coarse = activity(df, offset, tz=_index_tz(table))
             if len(coarse) <= max_bars:
                 break
         return coarse, _table_buckets(coarse)
@@ -629,7 +630,15 @@ def _activity_table(
         )
     if table.index.tz is None:
         table = table.tz_localize(tz)
-    return table, None, str(table.index.tz)
+    return table, None, str(_index_tz(table))
+
+
+def _index_tz(table: pd.DataFrame) -> tzinfo | None:
+    """The time zone of an activity table's ``DatetimeIndex``."""
+    index = table.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise TypeError(f"an activity table has a DatetimeIndex, not {type(index).__name__}")
+    return index.tz
 
 
 def _draw_activity(

@@ -319,8 +319,10 @@ def _without_sessions(listed: Any) -> set[str]:
         )
     if not isinstance(listed, pa.Table) or "sessions_count" not in listed.column_names:
         return set()
-    none = pc.fill_null(pc.equal(listed.column("sessions_count"), 0), False)
-    return set(canonical_ids(listed.filter(none).column("uuid")).to_pylist())
+    none = pc.equal(listed.column("sessions_count"), pa.scalar(0))  # a null count is dropped
+    return {
+        u for u in canonical_ids(listed.filter(none).column("uuid")).to_pylist() if u is not None
+    }
 
 
 def _conversations_of(sync: _Sync, client: MihuClient) -> tuple[tuple[str, ...], Any]:
@@ -328,7 +330,8 @@ def _conversations_of(sync: _Sync, client: MihuClient) -> tuple[tuple[str, ...],
     if sync.named is not None:
         return sync.named, None
     listing, stats = client.list_all(sync.load)
-    return tuple(listing.column("uuid").to_pylist()), (listing, stats)
+    # to_pylist is typed as holding None; CONVERSATIONS_SCHEMA's uuid is not nullable
+    return tuple(cast(list[str], listing.column("uuid").to_pylist())), (listing, stats)
 
 
 def _fetch_record(
@@ -461,7 +464,9 @@ class _Held:
         bound = pc.fill_null(keys.column("fetched_at"), now)
         updated = keys.column("updated_at")
         seen = pc.if_else(pc.less_equal(updated, bound), updated, bound)  # null stays null
-        table = pa.table({"conversation_uuid": keys.column("conversation_uuid"), "seen": seen})
+        table = pa.table(
+            [keys.column("conversation_uuid"), seen], names=["conversation_uuid", "seen"]
+        )
         newest = table.group_by("conversation_uuid").aggregate([("seen", "max")])
         return cls(
             keys,
@@ -527,7 +532,7 @@ def _fetch(
         errors.extend(stats.errors)
         failed.update(e["conversation"] for e in stats.errors)
     reread: list[str] = []
-    returned = pa.array([], pa.string())
+    returned: pa.Array = pa.array([], pa.string())
     if full_load:
         options = replace(plan.options, sort_by="created_at", sort_dir="asc")
         table, stats = client.run(
@@ -562,7 +567,8 @@ def _in_window(table: pa.Table, held: _Held, thresholds: dict[str, datetime]) ->
     bounds = pa.array([thresholds[c] for c in names], type=TIMESTAMP_TYPE)
     names_array = pa.array(names, pa.string())
     where = _array(pc.index_in(table.column("conversation_uuid"), value_set=names_array))
-    recent = pc.fill_null(pc.greater_equal(table.column("updated_at"), bounds.take(where)), True)
+    at_or_after = pc.greater_equal(table.column("updated_at"), bounds.take(where))
+    recent = pc.or_kleene(at_or_after, pc.is_null(at_or_after))  # unknown counts as recent
     unheld = pc.invert(pc.is_in(table.column("uuid"), value_set=_uuids(held.keys)))
     return table.filter(pc.or_(recent, unheld))
 
@@ -630,4 +636,4 @@ def _deleted(held: _Held, fetched: _Fetched, plan: Plan) -> list[str] | None:
         pc.is_in(held.keys.column("conversation_uuid"), value_set=conversations)
     )
     gone = mine.filter(pc.invert(pc.is_in(mine.column("uuid"), value_set=fetched.returned)))
-    return sorted(gone.column("uuid").to_pylist())
+    return sorted(u for u in gone.column("uuid").to_pylist() if u is not None)

@@ -28,6 +28,7 @@ then confirms equal hashes with :func:`same_content`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,12 @@ def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _joined(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Each list's items joined by a unit separator: lists compared and hashed as strings."""
+    # the stubs type the result as scalar or array whatever the input: an array gives an array
+    return cast("pa.Array | pa.ChunkedArray", pc.binary_join(values, "\x1f"))
+
+
 def equal(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Element-wise equality where null equals null (lists compared by their items).
 
@@ -80,9 +87,10 @@ def equal(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray) -> np.nd
     [True, True, False]
     """
     if pa.types.is_list(a.type):
-        a, b = pc.binary_join(a, "\x1f"), pc.binary_join(b, "\x1f")
-    same = pc.fill_null(pc.equal(a, b), False)
-    return _mask(pc.or_(same, pc.and_(pc.is_null(a), pc.is_null(b))))
+        a, b = _joined(a), _joined(b)
+    # pc.equal is null where either side is: there the answer is whether both are
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    return _mask(pc.fill_null(pc.equal(a, b), both_null))
 
 
 def same_content(a: pa.Table, b: pa.Table) -> np.ndarray:
@@ -101,7 +109,9 @@ def same_content(a: pa.Table, b: pa.Table) -> np.ndarray:
 
 def _ints(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Timestamps as int64 microseconds with nulls first in an ascending sort."""
-    return pc.fill_null(_array(values).cast(pa.int64()), _NULL_FIRST).to_numpy()
+    return np.asarray(
+        pc.fill_null(_array(values).cast(pa.int64()), pa.scalar(_NULL_FIRST, pa.int64()))
+    )
 
 
 def _ranks(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -111,7 +121,8 @@ def _ranks(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     rank_of = np.empty(len(dictionary) + 1, dtype=np.int64)
     rank_of[np.argsort(dictionary, kind="stable")] = np.arange(1, len(dictionary) + 1)
     rank_of[-1] = 0
-    codes = pc.fill_null(encoded.indices, len(dictionary)).to_numpy()
+    indices = encoded.indices
+    codes = np.asarray(pc.fill_null(indices, pa.scalar(len(dictionary), indices.type)))
     return rank_of[codes]
 
 
@@ -149,7 +160,7 @@ def fill_tags(ordered: pa.Table, starts: np.ndarray) -> pa.Table:
         last = np.maximum.accumulate(np.where(valid, positions, -1))
         found = last >= group_start
         source = np.where(found, last, positions)
-        filled = values.take(pa.array(source))
+        filled = values.take(pa.array(source, pa.int64()))
         index = ordered.schema.get_field_index(name)
         ordered = ordered.set_column(index, ordered.schema.field(index), filled)
     return ordered
@@ -185,7 +196,7 @@ def content_hashes(table: pa.Table, columns: Sequence[str] = CONTENT) -> np.ndar
     for name in columns:
         column = _array(table.column(name))
         if pa.types.is_list(column.type):
-            column = pc.binary_join(column, "\x1f")
+            column = _array(_joined(column))
         if pa.types.is_timestamp(column.type) or pa.types.is_duration(column.type):
             column = column.cast(pa.int64())
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):

@@ -108,12 +108,15 @@ def _key_column(name: str, values: pa.ChunkedArray | pa.Array) -> pd.Series:
     if name in CATEGORIES and (pa.types.is_string(values.type) or values.null_count == len(values)):
         categories = CATEGORIES[name]
         codes = pc.index_in(values.cast(pa.string()), value_set=pa.array(categories))
-        untagged = pc.equal(values.cast(pa.string()), UNTAGGED)
+        untagged = pc.equal(values.cast(pa.string()), pa.scalar(UNTAGGED))
         unknown = pc.and_(pc.is_null(codes), pc.is_valid(values))
         if not pc.any(pc.and_(unknown, pc.invert(untagged))).as_py():
-            filled = pc.fill_null(codes, categories.index(UNTAGGED))
+            filled = pc.fill_null(codes, pa.scalar(categories.index(UNTAGGED), codes.type))
             return pd.Series(
-                pd.Categorical.from_codes(np.asarray(filled), categories=list(categories))
+                pd.Categorical.from_codes(
+                    np.asarray(filled, dtype=np.int32),  # index_in's codes are int32
+                    categories=pd.Index(list(categories)),
+                )
             )
     if name in SESSIONS_SCHEMA.names:
         with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -137,7 +140,7 @@ def _groups(
 
 def _ints(table: pa.Table, name: str, fill: int = 0) -> np.ndarray:
     column = table.column(name).cast(pa.int64())
-    return np.asarray(pc.fill_null(column, fill), dtype=np.int64)
+    return np.asarray(pc.fill_null(column, pa.scalar(fill, pa.int64())), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- session_stats
@@ -219,9 +222,10 @@ def session_stats(backend: Backend, by: By = None) -> SessionStats:
     median = np.full(n, _NAT, dtype=np.int64)
     p90 = median.copy()
     if n:
-        lengths = np.asarray(pc.fill_null(pc.list_value_length(quantiles), 0), dtype=np.int64)
+        counts = pc.list_value_length(quantiles)
+        lengths = np.asarray(pc.fill_null(counts, pa.scalar(0, counts.type)), dtype=np.int64)
         flat = pc.list_flatten(quantiles).cast(pa.float64())
-        values = np.asarray(pc.fill_null(flat, np.nan), dtype=np.float64)
+        values = np.asarray(pc.fill_null(flat, pa.scalar(np.nan, pa.float64())), dtype=np.float64)
         starts = (np.cumsum(lengths) - lengths)[order]
         median[some] = _rint(values[starts[some]])
         p90[some] = _rint(values[starts[some] + 1])
@@ -671,7 +675,8 @@ def duration_summary(backend: Backend, by: By = None) -> DurationSummary:
     order[codes] = np.arange(table.num_rows)
 
     def floats(name: str) -> np.ndarray:
-        return np.asarray(pc.fill_null(table.column(name).cast(pa.float64()), np.nan))
+        values = table.column(name).cast(pa.float64())
+        return np.asarray(pc.fill_null(values, pa.scalar(np.nan, pa.float64())))
 
     lo, hi, lop = floats("lo"), floats("hi"), floats("lop")
     labels = list(index) if keys else [None] * table.num_rows
