@@ -162,7 +162,7 @@ def test_missing_columns_are_named(frame):
 
 def test_a_folder_that_is_not_a_root_is_named(tmp_path):
     (tmp_path / "other.txt").write_text("x")
-    with pytest.raises(mf.NotASnapshotRootError, match=r"has no mihu_frames_root\.json"):
+    with pytest.raises(mf.NotASnapshotRootError, match=r"holds no latest/ table.*other\.txt"):
         mf.hourly_profile(tmp_path)
 
 
