@@ -291,6 +291,15 @@ class LibraryModel(RuleBasedStateMachine):
         assert not expired, f"answered from an expired cached listing (fetched v{fetch.version})"
         return fetch.version
 
+    def uncached(self) -> dict[str, Any]:
+        """The options of a one-call load or sync without a cache, on the simulator."""
+        return {
+            "base_url": self.sim.base_url,
+            "token": self.sim.token,
+            "cache": None,
+            "backoff_factor": 0.01,
+        }
+
     def spell(self, ids: list[str], how: str) -> list[Any]:
         if how == "upper":
             return [c.upper() for c in ids]
@@ -457,14 +466,7 @@ class LibraryModel(RuleBasedStateMachine):
         self.sim.reset_requests()
         try:
             if client is None:
-                df = mf.load_sessions(
-                    target,
-                    base_url=self.sim.base_url,
-                    token=self.sim.token,
-                    cache=None,
-                    backoff_factor=0.01,
-                    **options,
-                )
+                df = mf.load_sessions(target, **self.uncached(), **options)
             else:
                 df = client.client.sessions(target, **options)
         except mf.CacheMissError:
@@ -582,9 +584,7 @@ class LibraryModel(RuleBasedStateMachine):
         self.sim.reset_requests()
         try:
             if client is None:
-                convs = mf.list_conversations(
-                    base_url=self.sim.base_url, token=self.sim.token, cache=None, **options
-                )
+                convs = mf.list_conversations(**self.uncached(), **options)
             else:
                 convs = client.client.conversations(**options)
         except mf.CacheMissError:
@@ -693,15 +693,7 @@ class LibraryModel(RuleBasedStateMachine):
         options: dict[str, Any] = {"per_page": PER_PAGE, "full": full}
         self.sim.reset_requests()
         if client is None:
-            df = mf.sync_snapshots(
-                self.sync_root,
-                target,
-                base_url=self.sim.base_url,
-                token=self.sim.token,
-                cache=None,
-                backoff_factor=0.01,
-                **options,
-            )
+            df = mf.sync_snapshots(self.sync_root, target, **self.uncached(), **options)
         else:
             df = mf.sync_snapshots(self.sync_root, target, client=client.client, **options)
         self.record_fetches(client)
