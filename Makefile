@@ -39,7 +39,7 @@ test: $(DEV)  ## lint, type check, the whole suite and the strict docs build, as
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict --quiet --site-dir build/site-check
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test-fast: $(DEV)  ## the suite without the slow soak tests
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"

@@ -18,6 +18,9 @@ from mihu_frames import stats as pandas_stats
 pyspark = pytest.importorskip("pyspark", reason='pip install "mihu_frames[spark]"')
 from pyspark.sql import SparkSession  # noqa: E402
 
+# One worker runs them all (make test's --dist loadgroup): Spark starts once, not once a worker.
+pytestmark = pytest.mark.xdist_group("spark")
+
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
