@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 
 from mihu_frames.errors import SnapshotStoreError
 from mihu_frames.options import instant
@@ -192,28 +192,16 @@ def compact_snapshots(
     cutoff = None if prune_before is None else _cutoff(prune_before)
     store = open_root(root, storage_options=storage_options)
     converted = store.prepare()
-    store._apply({}, {})  # complete what a killed writer left
-    before = _files(store.table(HISTORY))
-    latest_before = len(_files(store.table(LATEST)))
-    counts = _rewrite_history(store, cutoff)
-    for name in (HISTORY, LATEST):
-        _optimize(store, name)
-    vacuumed: list[str] = []
-    for name in (HISTORY, LATEST):  # files no version references (a killed writer's), a day old
-        table = store.table(name)
-        vacuumed += table.vacuum(
-            ORPHAN_HOURS,
-            dry_run=False,
-            enforce_retention_duration=False,
-            full=True,
-            keep_versions=list(range(table.version() + 1)),
-        )
-    if cutoff is not None:
-        hours = max(0, int((datetime.now(timezone.utc) - cutoff).total_seconds() // 3600))
-        vacuumed += store.table(HISTORY).vacuum(0, dry_run=False, enforce_retention_duration=False)
-        vacuumed += store.table(LATEST).vacuum(
-            hours, dry_run=False, enforce_retention_duration=False
-        )
+    try:
+        store._apply({}, {})  # complete what a killed writer left
+        before = _files(store.table(HISTORY))
+        latest_before = len(_files(store.table(LATEST)))
+        counts = _rewrite_history(store, cutoff)
+        for name in (HISTORY, LATEST):
+            _optimize(store, name)
+        vacuumed = _vacuum(store, cutoff)
+    except (DeltaError, OSError) as error:  # a full disk, the storage refusing
+        raise store.tables.error(error) from None
     after = _files(store.table(HISTORY))
     latest = store.table(LATEST)
     store._private()
@@ -239,6 +227,28 @@ def compact_snapshots(
     )
     logger.info("%s: %s", store.uri, report.summary())
     return report
+
+
+def _vacuum(store: SnapshotRoot, cutoff: datetime | None) -> list[str]:
+    """Delete the files no version references (a killed writer's) once a day old, and with
+    ``cutoff`` those only time travel before it needed. Returns them."""
+    vacuumed: list[str] = []
+    for name in (HISTORY, LATEST):
+        table = store.table(name)
+        vacuumed += table.vacuum(
+            ORPHAN_HOURS,
+            dry_run=False,
+            enforce_retention_duration=False,
+            full=True,
+            keep_versions=list(range(table.version() + 1)),
+        )
+    if cutoff is not None:
+        hours = max(0, int((datetime.now(timezone.utc) - cutoff).total_seconds() // 3600))
+        vacuumed += store.table(HISTORY).vacuum(0, dry_run=False, enforce_retention_duration=False)
+        vacuumed += store.table(LATEST).vacuum(
+            hours, dry_run=False, enforce_retention_duration=False
+        )
+    return vacuumed
 
 
 def _cutoff(value: date | datetime | str) -> datetime:

@@ -65,4 +65,4 @@ def latest_dataset(
     if store.state != "delta":  # an earlier layout (versions to de-duplicate) or nothing yet
         return ds.dataset(store.read_latest())
     logger.debug("latest_dataset: %s, the Delta table %s", store.uri, LATEST)
-    return store.table(LATEST).to_pyarrow_dataset()
+    return store.tables.dataset(LATEST)

@@ -9,6 +9,7 @@ attempts. The layout itself is documented in :mod:`mihu_frames.store`.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -198,4 +199,9 @@ def _store_error(uri: str, error: BaseException, options: Mapping[str, str]) -> 
     if "No space left" in text or "ENOSPC" in text:
         hints.append("the disk is full")
     hint = f" ({'; '.join(hints)})" if hints else ""
-    return SnapshotStoreError(f"the snapshot root {uri} could not be used{hint}: {text[:500]}")
+    wrapped = SnapshotStoreError(f"the snapshot root {uri} could not be used{hint}: {text[:500]}")
+    if isinstance(error, OSError) and error.errno is not None:
+        wrapped.errno = error.errno
+    elif "No space left" in text:
+        wrapped.errno = errno.ENOSPC
+    return wrapped

@@ -35,10 +35,12 @@ def local_state(base: Path, create: bool) -> str:
     if state is not None:
         return state
     visible = sorted(p.name for p in base.iterdir() if not p.name.startswith("."))
-    if not visible:
+    being_made = set(visible) <= {LATEST, HISTORY} and all((base / n).is_dir() for n in visible)
+    if not visible or being_made:  # being_made: another writer is creating its tables now
         if create:
             return "new"
-        raise NotASnapshotRootError(base, "it is empty (no snapshot was written to it)")
+        why = "its tables are being created" if visible else "it is empty"
+        raise NotASnapshotRootError(base, f"{why} (no snapshot was written to it)")
     raise NotASnapshotRootError(base, _why_not_a_root(base, visible))
 
 

@@ -70,7 +70,7 @@ class Reader:
                 table = latest_versions(self.history(state))
             table = ds.dataset(table).to_table(filter=where) if where is not None else table
             return table if columns is None else table.select(list(columns))
-        dataset = self.snapshot(LATEST, as_of).to_pyarrow_dataset()
+        dataset = self.tables.dataset(LATEST, self.snapshot(LATEST, as_of))
         return _from_delta(_scan(dataset, columns, where), columns=columns)
 
     def history(
@@ -86,7 +86,7 @@ class Reader:
             return legacy.history(local, None if columns is None else list(columns), where)
         if state == "new":
             raise NotASnapshotRootError(self.tables.path, "nothing was written to it yet")
-        dataset = self.snapshot(HISTORY, as_of).to_pyarrow_dataset()
+        dataset = self.tables.dataset(HISTORY, self.snapshot(HISTORY, as_of))
         return _from_delta(_scan(dataset, columns, where), columns=columns)
 
     def held_keys(self, state: str, conversations: Sequence[str]) -> pa.Table:

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 
 from mihu_frames._version import __version__
 from mihu_frames.errors import NotASnapshotRootError, SnapshotStoreError
+from mihu_frames.store.files import Files
 from mihu_frames.store.layout import (
     _CONFIG,
     _DURATIONS_NOTE,
@@ -61,6 +63,7 @@ class Tables:
         self.uri = uri
         self.local = local
         self.storage_options = storage_options
+        self._files: dict[str, Files] = {}
 
     @property
     def path(self) -> Path | str:
@@ -71,8 +74,22 @@ class Tables:
         """The URI of table ``name``."""
         return f"{self.uri}/{name}"
 
-    def error(self, error: BaseException) -> SnapshotStoreError:
-        """``error`` of the storage as a :class:`SnapshotStoreError` naming the root."""
+    def files(self, name: str) -> Files:
+        """The data files of table ``name``: where they are read and written."""
+        if name not in self._files:
+            local = self.local / name if self.local is not None else None
+            self._files[name] = Files(self.uri_of(name), local, self.storage_options)
+        return self._files[name]
+
+    def dataset(self, name: str, table: DeltaTable | None = None) -> ds.Dataset:
+        """Table ``name`` (``table``: at a version already opened) as an Arrow dataset."""
+        return self.files(name).dataset(table if table is not None else self.table(name))
+
+    def error(self, error: BaseException) -> OSError:
+        """``error`` of the storage as a :class:`SnapshotStoreError` naming the root (one of
+        this library's own errors as it is)."""
+        if isinstance(error, (SnapshotStoreError, NotASnapshotRootError)):
+            return error
         return _store_error(self.uri, error, self.storage_options)
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
@@ -130,7 +147,7 @@ class Tables:
 
     def read(self, name: str, where: Any = None) -> pa.Table:
         """Every row of table ``name`` (in :data:`FILE_SCHEMA`) that ``where`` keeps."""
-        return _from_delta(_scan(self.table(name).to_pyarrow_dataset(), None, where))
+        return _from_delta(_scan(self.dataset(name), None, where))
 
     def create(
         self, name: str, rows: pa.Table | None, recorded: Recorded, record: dict[str, Any]

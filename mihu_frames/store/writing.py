@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import AddAction, RemoveAction
 
 from mihu_frames.errors import SnapshotStoreError
+from mihu_frames.store.files import FILE, Written, removal
 from mihu_frames.store.layout import (
     _KEY,
     APP_ID,
@@ -31,9 +34,9 @@ from mihu_frames.store.layout import (
     HISTORY_PARTITION,
     LATEST,
     PARTITION,
+    _files,
     _from_delta,
     _pause,
-    _scan,
     _sorted,
     _to_delta,
     _versions,
@@ -48,8 +51,31 @@ __all__ = ["CommitReport", "Writer"]
 
 logger = logging.getLogger("mihu_frames")
 
-#: The latest state's version a write compared with, the rows it held and the rows to write.
-Planned = tuple[int, pa.Table, pa.Table]
+
+@dataclass
+class Planned:
+    """What a commit of the latest state will do, as planned against one of its versions.
+
+    Attributes
+    ----------
+    version : int
+        The version of ``latest/`` compared with.
+    held : pa.Table
+        Its rows of the sessions written (with their partition and :data:`FILE`).
+    upserts : pa.Table
+        The rows to write (new and changed sessions, with their partition).
+    content : pa.Table
+        Every row of the files holding ``held`` (Delta columns and :data:`FILE`): the files
+        a changed session is copied out of.
+    written : Written or None
+        The files already written for it (None: not yet).
+    """
+
+    version: int
+    held: pa.Table
+    upserts: pa.Table
+    content: pa.Table
+    written: Written | None = None
 
 
 @dataclass(frozen=True)
@@ -118,15 +144,16 @@ class Writer:
         converted: bool = False,
     ) -> CommitReport:
         """Write ``rows`` (one row per session, :data:`SESSIONS_SCHEMA`): compare, append the
-        versions to history, then merge the latest state. ``settings`` are recorded with the
-        write; ``converted`` goes to the report."""
+        versions to history, then commit the latest state. ``settings`` are recorded with the
+        write; ``converted`` goes to the report. The files of both tables are written at once,
+        before either commit."""
         latest = self.tables.table(LATEST)
         rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
         start = _next_order(latest)  # new sessions come last, in the frame's order
         order = np.arange(start, start + rows.num_rows, dtype=np.int64)
         rows = _sorted(rows.append_column(ORDER, pa.array(order)))  # sorted once: statistics
         try:
-            held = self.held(latest, rows)
+            held, content = self.held(latest, rows)
         except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
             raise self.tables.error(error) from None
         upserts, versions, counts = _merge(held, rows, _next_order(latest))
@@ -140,10 +167,29 @@ class Writer:
         versions = _stamped(versions, snapshot_id)
         record = _record(versions, snapshot_id, metadata, counts)
         record["recorded"] = settings.to_json()
-        history_version, history_files = self.append_history(versions, record)
-        planned = (latest.version(), held, _stamped(upserts, snapshot_id))
-        version, latest_files = self.apply({snapshot_id: versions}, record, planned)
-        files = {**history_files, **latest_files}
+        planned = Planned(latest.version(), held, _stamped(upserts, snapshot_id), content)
+        history = self.tables.files(HISTORY)
+        with ThreadPoolExecutor(2) as pool:
+            history_files = pool.submit(
+                history.write, _to_delta(versions, HISTORY_PARTITION), HISTORY_PARTITION
+            )
+            latest_files = pool.submit(self.prepare, planned)
+            try:
+                added = history_files.result()
+                planned.written = latest_files.result()
+            except (DeltaError, OSError, pa.ArrowException) as error:
+                if not history_files.exception():
+                    history.delete(a.path for a in history_files.result())
+                if not latest_files.exception():
+                    self.tables.files(LATEST).delete(latest_files.result().sizes)
+                raise self.tables.error(error) from None
+        try:
+            history_version, history_sizes = self.append_history(added, record)
+        except SnapshotStoreError:
+            self.tables.files(LATEST).delete(planned.written.sizes)
+            raise
+        version, latest_files_added = self.apply({snapshot_id: versions}, record, planned)
+        files = {**history_sizes, **latest_files_added}
         return replace(
             report,
             snapshot_id=snapshot_id,
@@ -153,7 +199,7 @@ class Writer:
             # these versions into it (stale ones only), the history's, holding the record
             commit_file=(
                 self.tables.commit_file(LATEST, version)
-                if latest_files and version is not None
+                if latest_files_added and version is not None
                 else self.tables.commit_file(HISTORY, history_version)
             ),
             rows_new=counts["new"],
@@ -180,39 +226,77 @@ class Writer:
                 raise self.tables.error(error) from None
         logger.debug("recorded with %s: %s", self.tables.uri, recorded.describe())
 
-    def held(self, latest: DeltaTable, rows: pa.Table) -> pa.Table:
-        """The latest state's rows (with their partition) of the sessions in ``rows``: the
-        ``uuid`` column of the whole table first, then whole rows from their partitions only."""
-        dataset = latest.to_pyarrow_dataset()
-        keys = dataset.to_table(columns=["uuid", PARTITION])
+    def held(self, latest: DeltaTable, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """The latest state's rows of the sessions in ``rows`` (with their partition and
+        :data:`FILE`), and every row of the files holding them (the Delta table's columns and
+        :data:`FILE`): the ``uuid`` column of the whole table first, then those files only."""
+        files = self.tables.files(LATEST)
+        dataset = files.dataset(latest)
+        keys = dataset.to_table(columns=["uuid", FILE])
         keys = keys.filter(pc.is_in(keys.column("uuid"), value_set=rows.column("uuid")))
-        parts = pc.unique(keys.column(PARTITION)).to_pylist()
-        found = _scan(dataset, None, pc.field(PARTITION).isin(parts)) if parts else keys
-        found = found.filter(pc.is_in(found.column("uuid"), value_set=keys.column("uuid")))
-        return _from_delta(found if parts else dataset.schema.empty_table(), PARTITION)
+        content = files.read(dataset, [str(p) for p in pc.unique(keys.column(FILE)).to_pylist()])
+        found = content.filter(pc.is_in(content.column("uuid"), value_set=keys.column("uuid")))
+        held = _from_delta(found.drop_columns([FILE]), PARTITION)
+        return held.append_column(FILE, found.column(FILE)), content
+
+    def prepare(self, planned: Planned) -> Written:
+        """Write the files of ``planned``'s commit: the files holding a changed session copied
+        with its new version, and the new sessions, one file per month. Nothing is committed."""
+        held, upserts, content = planned.held, planned.upserts, planned.content
+        index = pc.index_in(upserts.column("uuid"), value_set=held.column("uuid"))
+        is_changed = pc.is_valid(index)
+        changed = upserts.filter(is_changed)
+        homes = held.column(FILE).take(index.filter(is_changed))  # each changed row's file
+        parts: list[tuple[pa.Table, str]] = []
+        replaced = [str(p) for p in pc.unique(homes).to_pylist()]
+        if replaced:
+            kept = content.filter(
+                pc.invert(pc.is_in(content.column("uuid"), value_set=changed.column("uuid")))
+            )
+            fresh = _to_delta(changed, PARTITION).append_column(FILE, homes)
+            both = pa.concat_tables([kept.select(fresh.column_names), fresh])
+            for path in replaced:
+                rows = both.filter(pc.equal(both.column(FILE), pa.scalar(path)))
+                rows = rows.drop_columns([FILE])
+                parts.append((rows, str(rows.column(PARTITION)[0].as_py())))
+        new = _to_delta(upserts.filter(pc.invert(is_changed)), PARTITION)
+        files = self.tables.files(LATEST)
+        adds = files.write_parts(parts, PARTITION) + files.write(new, PARTITION)
+        sizes = self.sizes(planned.version)
+        removes = [
+            removal(path, sizes[path], {PARTITION: value})
+            for path, (_, value) in zip(replaced, parts, strict=True)
+        ]
+        return Written(adds, removes)
+
+    def sizes(self, version: int) -> dict[str, int]:
+        """The data files of ``latest/`` at ``version``, with their sizes."""
+        return _files(self.tables.table(LATEST, version))
 
     def append_history(
-        self, versions: pa.Table, record: dict[str, Any]
+        self, added: list[AddAction], record: dict[str, Any]
     ) -> tuple[int, dict[str, int]]:
-        """Append ``versions`` to ``versions/`` (a blind append: it never conflicts)."""
-        data = _to_delta(versions, HISTORY_PARTITION)
-        record = {**record, "months": pc.unique(data.column(HISTORY_PARTITION)).to_pylist()}
+        """Commit the files ``added`` to ``versions/`` (a blind append: it never conflicts)."""
+        months = sorted({str(a.partition_values[HISTORY_PARTITION]) for a in added})
+        record = {**record, "months": months}
+        table = self.tables.table(HISTORY)
         try:
-            table = self.tables.table(HISTORY)
-            write_deltalake(
-                table,
-                data,
+            table.create_write_transaction(
+                list[AddAction | RemoveAction](added),
                 mode="append",
+                schema=table.schema(),
                 partition_by=[HISTORY_PARTITION],
                 commit_properties=CommitProperties(
                     custom_metadata={_KEY: record}, max_commit_retries=1000
                 ),
             )
         except (DeltaError, OSError) as error:
+            self.tables.files(HISTORY).delete(a.path for a in added)
             raise self.tables.error(error) from None
         table.update_incremental()
         version = table.version()
-        return version, self.tables.added(HISTORY, version)
+        base = self.tables.uri_of(HISTORY)
+        return version, {f"{base}/{a.path}": a.size for a in added}
 
     def pending(self, applied: int) -> tuple[int, dict[str, list[str]]]:
         """The current ``versions/`` version, and the writes after ``applied`` (snapshot id:
@@ -234,82 +318,74 @@ class Writer:
     ) -> tuple[int | None, dict[str, int]]:
         """Merge every write appended to ``versions/`` that the latest state lacks (``mine``
         is at hand, the others are read back) into ``latest/``, in one commit carrying the
-        ``versions/`` version it reflects. Retried on conflict. ``planned``: the latest state's
-        version the caller compared with, the rows it held and the rows to write: used as they
-        are when the latest state is still that version and ``mine`` is all there is to merge.
+        ``versions/`` version it reflects. Retried on conflict. ``planned``: the commit the
+        caller planned (and whose files it wrote): used as it is when the latest state is
+        still the version it compared with and ``mine`` is all there is to merge.
         Returns the version committed (None when there was nothing to change) and the files it
         added."""
         for attempt in range(ATTEMPTS):
-            latest = self.tables.table(LATEST)
-            applied = latest.transaction_version(APP_ID)
-            applied = -1 if applied is None else int(applied)
-            current, pending = self.pending(applied)
-            done = latest.version() if mine else None  # ours applied by another writer
-            if not pending:
-                return done, {}
-            tables = [t for s, t in mine.items() if s in pending]
-            others = [s for s in pending if s not in mine]
-            if planned is not None and planned[0] == latest.version() and not others:
-                held, upserts = planned[1], planned[2]
-            else:
-                held, upserts = self.plan(latest, tables, others, pending)
+            outcome = self._attempt(mine, record, planned)
+            if outcome is not None:
+                return outcome
             planned = None
-            if upserts.num_rows == 0:  # stale versions only: history holds them
-                return done, {}
-            properties = CommitProperties(
-                custom_metadata={_KEY: {**record, "history_version": current}},
-                app_transactions=[Transaction(APP_ID, current)],
-                max_commit_retries=0,
-            )
-            try:
-                self._commit_latest(latest, held, upserts, properties)
-            except CommitFailedError as error:
-                logger.debug(
-                    "%s: commit in conflict (%s), attempt %d", self.tables.uri, error, attempt
-                )
-                _pause(attempt)
-                continue
-            except (DeltaError, OSError) as error:
-                raise self.tables.error(error) from None
-            latest.update_incremental()
-            version = latest.version()
-            return version, self.tables.added(LATEST, version)
+            _pause(attempt)
         raise SnapshotStoreError(
             f"the snapshot root {self.tables.uri}: the latest state stayed in conflict with "
             f"other writers for {ATTEMPTS} attempts; its versions are in {HISTORY}/ and the "
             "next write completes them"
         )
 
-    def _commit_latest(
-        self,
-        latest: DeltaTable,
-        held: pa.Table,
-        upserts: pa.Table,
-        properties: CommitProperties,
-    ) -> None:
-        """One commit of ``upserts`` to the latest state: a MERGE limited to the partitions
-        holding the sessions ``held``, or an append when none is held."""
-        data = _to_delta(upserts, PARTITION)
-        parts: list[str] = (
-            [str(p) for p in pc.unique(held.column(PARTITION)).to_pylist()] if held.num_rows else []
-        )
-        if not parts:  # only new sessions: an append, no partition read
-            write_deltalake(
-                latest,
-                data,
-                mode="append",
-                partition_by=[PARTITION],
-                commit_properties=properties,
+    def _attempt(
+        self, mine: Mapping[str, pa.Table], record: Mapping[str, Any], planned: Planned | None
+    ) -> tuple[int | None, dict[str, int]] | None:
+        """One attempt of :meth:`apply`: None when another writer committed first (the files
+        written for it are removed)."""
+        files = self.tables.files(LATEST)
+        keep = False  # the files of a commit that landed, or that may have (an error in it)
+        try:
+            latest = self.tables.table(LATEST)
+            applied = latest.transaction_version(APP_ID)
+            current, pending = self.pending(-1 if applied is None else int(applied))
+            done = latest.version() if mine else None  # ours applied by another writer
+            if not pending:
+                return done, {}
+            others = [s for s in pending if s not in mine]
+            if planned is not None and planned.version != latest.version():
+                return None  # another writer committed since it was planned: a conflict
+            if planned is None or others:
+                if planned is not None and planned.written is not None:
+                    files.delete(planned.written.sizes)
+                tables = [t for s, t in mine.items() if s in pending]
+                planned = self.plan(latest, tables, others, pending)
+            if planned.upserts.num_rows == 0:  # stale versions only: history holds them
+                return done, {}
+            written = planned.written = planned.written or self.prepare(planned)
+            properties = CommitProperties(
+                custom_metadata={_KEY: {**record, "history_version": current}},
+                app_transactions=[Transaction(APP_ID, current)],
+                max_commit_retries=0,
             )
-            return
-        listed = ", ".join("'" + p.replace("'", "''") + "'" for p in parts)
-        latest.merge(
-            data,
-            predicate=f"t.uuid = s.uuid AND t.{PARTITION} IN ({listed})",
-            source_alias="s",
-            target_alias="t",
-            commit_properties=properties,
-        ).when_matched_update_all().when_not_matched_insert_all().execute()
+            try:
+                keep = True
+                latest.create_write_transaction(
+                    written.actions,
+                    mode="append",
+                    schema=latest.schema(),
+                    partition_by=[PARTITION],
+                    commit_properties=properties,
+                )
+            except CommitFailedError as error:
+                logger.debug("%s: commit in conflict (%s)", self.tables.uri, error)
+                keep = False
+                return None
+        except (DeltaError, OSError, pa.ArrowException) as error:
+            raise self.tables.error(error) from None
+        finally:  # files written for a commit that did not happen
+            if not keep and planned is not None and planned.written is not None:
+                files.delete(planned.written.sizes)
+        latest.update_incremental()
+        base = self.tables.uri_of(LATEST)
+        return latest.version(), {f"{base}/{p}": n for p, n in written.sizes.items()}
 
     def plan(
         self,
@@ -317,9 +393,9 @@ class Writer:
         tables: list[pa.Table],
         others: list[str],
         pending: Mapping[str, list[str]],
-    ) -> tuple[pa.Table, pa.Table]:
-        """The held rows and the rows to write for the versions at hand (``tables``) and those
-        of the writes ``others``, read back from ``versions/``."""
+    ) -> Planned:
+        """The commit for the versions at hand (``tables``) and those of the writes
+        ``others``, read back from ``versions/``."""
         if others:
             months = sorted({m for s in others for m in pending[s]})
             where = pc.field(SNAPSHOT_ID).isin(others)
@@ -330,9 +406,9 @@ class Writer:
                 "%s: completing %d earlier write(s): %s", self.tables.uri, len(others), others
             )
         incoming = latest_versions(pa.concat_tables([t.cast(FILE_SCHEMA) for t in tables]))
-        held = self.held(latest, incoming)
+        held, content = self.held(latest, incoming)
         upserts, _, _ = _merge(held, incoming, _next_order(latest))
-        return held, upserts
+        return Planned(latest.version(), held, upserts, content)
 
 
 def _stamped(table: pa.Table, snapshot_id: str) -> pa.Table:
@@ -340,5 +416,5 @@ def _stamped(table: pa.Table, snapshot_id: str) -> pa.Table:
     return table.set_column(
         table.schema.get_field_index(SNAPSHOT_ID),
         SNAPSHOT_ID,
-        pa.array([snapshot_id] * table.num_rows, pa.string()),
+        pa.repeat(pa.scalar(snapshot_id, pa.string()), table.num_rows),
     )
