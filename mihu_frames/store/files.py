@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -36,9 +37,9 @@ from deltalake import DeltaTable
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, RemoveAction
 
-from mihu_frames.store.layout import _CONFIG, _SORT
+from mihu_frames.store.layout import _CONFIG
 
-__all__ = ["FILE", "STATS_COLUMNS", "Files", "Written"]
+__all__ = ["FILE", "STATS_COLUMNS", "WORKERS", "Files", "Written", "groups", "removal"]
 
 #: The column a held row's data file is read into (its path in the table).
 FILE = "__filename"
@@ -46,6 +47,7 @@ FILE = "__filename"
 STATS_COLUMNS = tuple(_CONFIG["delta.dataSkippingStatsColumns"].split(","))
 #: Files encoded at once.
 WORKERS = 4
+_RUNS_PER_VALUE = 64  # more runs than this per value: regroup the rows (see groups)
 _MS = 1000  # microseconds in a millisecond: Delta's statistics hold timestamps in ms
 
 
@@ -88,31 +90,23 @@ class Files:
             return table.to_pyarrow_dataset()
         return table.to_pyarrow_dataset(filesystem=self.filesystem)
 
-    def read(self, dataset: ds.Dataset, paths: Iterable[str]) -> pa.Table:
-        """Every row of the files ``paths`` of ``dataset`` (partition column included), with
-        the file of each in :data:`FILE`."""
+    def read(self, dataset: ds.Dataset, paths: Iterable[str]) -> dict[str, pa.Table]:
+        """Every row of each of the files ``paths`` of ``dataset`` (partition column
+        included), several read at once."""
         wanted = set(paths)
         fragments = [f for f in dataset.get_fragments() if f.path in wanted]
         if not fragments:
-            return dataset.schema.empty_table().append_column(FILE, pa.array([], pa.string()))
-        files = cast(ds.FileSystemDataset, dataset)
-        subset = ds.FileSystemDataset(fragments, files.schema, files.format, files.filesystem)
-        return subset.to_table(columns=[*dataset.schema.names, FILE])
+            return {}
+        with ThreadPoolExecutor(min(WORKERS, len(fragments))) as pool:
+            tables = pool.map(lambda f: f.to_table(schema=dataset.schema), fragments)
+            return {f.path: t for f, t in zip(fragments, tables, strict=True)}
 
     def write(self, rows: pa.Table, partition: str) -> list[AddAction]:
         """Write ``rows`` (a Delta table's columns, ``partition`` among them): one file per
         partition value, several at once. Returns their ``add`` actions."""
         if rows.num_rows == 0:
             return []
-        rows = rows.take(pc.sort_indices(rows, [(partition, "ascending")]))  # stable
-        counts = pc.value_counts(rows.column(partition))  # in order of appearance: sorted
-        parts, start = [], 0
-        for name, count in zip(
-            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
-        ):
-            parts.append((rows.slice(start, int(count or 0)), str(name)))
-            start += int(count or 0)
-        return self.write_parts(parts, partition)
+        return self.write_parts(groups(rows, partition), partition)
 
     def write_parts(self, parts: list[tuple[pa.Table, str]], partition: str) -> list[AddAction]:
         """One file for each of ``parts`` (rows with ``partition``, and its value), several at
@@ -132,9 +126,8 @@ class Files:
 
     def write_one(self, rows: pa.Table, partition: str, value: str) -> AddAction:
         """One data file of partition ``partition=value`` holding ``rows`` (without the
-        partition column), sorted for its statistics."""
-        if rows.num_rows > 1:
-            rows = rows.take(pc.sort_indices(rows, [s for s in _SORT if s[0] in rows.schema.names]))
+        partition column). Rows are not sorted: a month's file is one row group, so sorting
+        would buy no skipping, and it cost more than writing."""
         path = f"{partition}={value}/part-{uuid.uuid4()}.snappy.parquet"
         if self.local is not None:
             (self.local / f"{partition}={value}").mkdir(mode=0o700, exist_ok=True)
@@ -159,6 +152,29 @@ class Files:
         for path in paths:
             with contextlib.suppress(OSError):
                 self.filesystem.delete_file(path)
+
+
+def groups(rows: pa.Table, column: str) -> list[tuple[pa.Table, str]]:
+    """``rows`` split by the value of ``column`` (each part keeps the rows' order), with it.
+
+    Rows usually come in runs of one value (a frame in time order, a sync's fetch month):
+    then each part is the runs of its value, zero-copy; otherwise the rows are regrouped by
+    one ``take`` (a copy of every row, costly on fresh memory).
+    """
+    if rows.num_rows == 0:
+        return []
+    values = rows.column(column).combine_chunks()
+    differs = pc.not_equal(values.slice(1), values.slice(0, len(values) - 1))
+    starts = np.r_[0, np.flatnonzero(differs.to_numpy(zero_copy_only=False)) + 1]
+    ends = np.r_[starts[1:], len(values)]
+    names = [str(v) for v in values.take(starts).to_pylist()]
+    runs: dict[str, list[pa.Table]] = {}
+    if len(starts) > _RUNS_PER_VALUE * (len(set(names)) + 1):  # interleaved: regroup
+        encoded = cast(pa.DictionaryArray, pc.dictionary_encode(values))
+        return groups(rows.take(np.argsort(encoded.indices.to_numpy(), kind="stable")), column)
+    for name, start, end in zip(names, starts.tolist(), ends.tolist(), strict=True):
+        runs.setdefault(name, []).append(rows.slice(start, end - start))
+    return [(pa.concat_tables(parts), name) for name, parts in runs.items()]
 
 
 def removal(path: str, size: int, partition_values: dict[str, str | None]) -> RemoveAction:

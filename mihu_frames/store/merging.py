@@ -70,6 +70,8 @@ def _merge(
     :mod:`mihu_frames.versions` for the rules.
     """
     incoming = incoming.cast(FILE_SCHEMA)
+    if held.num_rows == 0:  # a first write, or only new sessions: every row is new
+        return _all_new(incoming, next_order)
     found = pc.index_in(incoming.column("uuid"), value_set=held.column("uuid").combine_chunks())
     found = found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
     is_new = np.asarray(pc.is_null(found).to_numpy(zero_copy_only=False), dtype=bool)
@@ -107,6 +109,15 @@ def _merge(
         "stale": stale.num_rows,
     }
     return upserts, versions, counts
+
+
+def _all_new(incoming: pa.Table, next_order: int) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+    """:func:`_merge` of rows none of which is held."""
+    order = pa.array(np.arange(next_order, next_order + incoming.num_rows, dtype=np.int64))
+    filled = pc.coalesce(incoming.column(ORDER).combine_chunks(), order)
+    new = incoming.set_column(incoming.schema.get_field_index(ORDER), ORDER, filled)
+    counts = {"new": new.num_rows, "changed": 0, "unchanged": 0, "stale": 0}
+    return new.append_column(PARTITION, _months(new.column("created_at"))), new, counts
 
 
 def _not_older(a: pa.Table, b: pa.Table) -> np.ndarray:

@@ -24,7 +24,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
 from mihu_frames.errors import SnapshotStoreError
-from mihu_frames.store.files import FILE, Written, removal
+from mihu_frames.store.files import FILE, WORKERS, Written, groups, removal
 from mihu_frames.store.layout import (
     _KEY,
     APP_ID,
@@ -37,7 +37,6 @@ from mihu_frames.store.layout import (
     _files,
     _from_delta,
     _pause,
-    _sorted,
     _to_delta,
     _versions,
     new_snapshot_id,
@@ -64,9 +63,9 @@ class Planned:
         Its rows of the sessions written (with their partition and :data:`FILE`).
     upserts : pa.Table
         The rows to write (new and changed sessions, with their partition).
-    content : pa.Table
-        Every row of the files holding ``held`` (Delta columns and :data:`FILE`): the files
-        a changed session is copied out of.
+    content : dict of str to pa.Table
+        Every row of each file holding ``held`` (the Delta table's columns), by its path: the
+        files a changed session is copied out of.
     written : Written or None
         The files already written for it (None: not yet).
     """
@@ -74,7 +73,7 @@ class Planned:
     version: int
     held: pa.Table
     upserts: pa.Table
-    content: pa.Table
+    content: dict[str, pa.Table]
     written: Written | None = None
 
 
@@ -151,7 +150,7 @@ class Writer:
         rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
         start = _next_order(latest)  # new sessions come last, in the frame's order
         order = np.arange(start, start + rows.num_rows, dtype=np.int64)
-        rows = _sorted(rows.append_column(ORDER, pa.array(order)))  # sorted once: statistics
+        rows = rows.append_column(ORDER, pa.array(order))  # each file is sorted as written
         try:
             held, content = self.held(latest, rows)
         except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
@@ -226,46 +225,54 @@ class Writer:
                 raise self.tables.error(error) from None
         logger.debug("recorded with %s: %s", self.tables.uri, recorded.describe())
 
-    def held(self, latest: DeltaTable, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def held(self, latest: DeltaTable, rows: pa.Table) -> tuple[pa.Table, dict[str, pa.Table]]:
         """The latest state's rows of the sessions in ``rows`` (with their partition and
-        :data:`FILE`), and every row of the files holding them (the Delta table's columns and
-        :data:`FILE`): the ``uuid`` column of the whole table first, then those files only."""
+        :data:`FILE`), and every row of each file holding them (by path): the ``uuid`` column
+        of the whole table first, then those files only."""
         files = self.tables.files(LATEST)
         dataset = files.dataset(latest)
         keys = dataset.to_table(columns=["uuid", FILE])
         keys = keys.filter(pc.is_in(keys.column("uuid"), value_set=rows.column("uuid")))
         content = files.read(dataset, [str(p) for p in pc.unique(keys.column(FILE)).to_pylist()])
-        found = content.filter(pc.is_in(content.column("uuid"), value_set=keys.column("uuid")))
-        held = _from_delta(found.drop_columns([FILE]), PARTITION)
-        return held.append_column(FILE, found.column(FILE)), content
+        found = []
+        for path, table in content.items():
+            rows_held = table.filter(pc.is_in(table.column("uuid"), value_set=keys.column("uuid")))
+            found.append(
+                rows_held.append_column(FILE, pa.repeat(pa.scalar(path), rows_held.num_rows))
+            )
+        if not found:
+            empty = _from_delta(dataset.schema.empty_table(), PARTITION)
+            return empty.append_column(FILE, pa.array([], pa.string())), content
+        together = pa.concat_tables(found)
+        held = _from_delta(together.drop_columns([FILE]), PARTITION)
+        return held.append_column(FILE, together.column(FILE)), content
 
     def prepare(self, planned: Planned) -> Written:
-        """Write the files of ``planned``'s commit: the files holding a changed session copied
+        """Write the files of ``planned``'s commit: each file holding a changed session copied
         with its new version, and the new sessions, one file per month. Nothing is committed."""
-        held, upserts, content = planned.held, planned.upserts, planned.content
+        held, upserts = planned.held, planned.upserts
         index = pc.index_in(upserts.column("uuid"), value_set=held.column("uuid"))
         is_changed = pc.is_valid(index)
-        changed = upserts.filter(is_changed)
+        changed = _to_delta(upserts.filter(is_changed), PARTITION)
         homes = held.column(FILE).take(index.filter(is_changed))  # each changed row's file
-        parts: list[tuple[pa.Table, str]] = []
-        replaced = [str(p) for p in pc.unique(homes).to_pylist()]
-        if replaced:
-            kept = content.filter(
-                pc.invert(pc.is_in(content.column("uuid"), value_set=changed.column("uuid")))
-            )
-            fresh = _to_delta(changed, PARTITION).append_column(FILE, homes)
-            both = pa.concat_tables([kept.select(fresh.column_names), fresh])
-            for path in replaced:
-                rows = both.filter(pc.equal(both.column(FILE), pa.scalar(path)))
-                rows = rows.drop_columns([FILE])
-                parts.append((rows, str(rows.column(PARTITION)[0].as_py())))
+
+        def copied(group: tuple[pa.Table, str]) -> tuple[pa.Table, str]:
+            rows, path = group
+            copy = planned.content[path]
+            copy = copy.filter(pc.invert(pc.is_in(copy.column("uuid"), rows.column("uuid"))))
+            copy = copy.select(changed.column_names).cast(changed.schema)
+            return pa.concat_tables([copy, rows.drop_columns([FILE])]), path
+
+        with ThreadPoolExecutor(WORKERS) as pool:  # copies made at once, as files are written
+            parts = list(pool.map(copied, groups(changed.append_column(FILE, homes), FILE)))
         new = _to_delta(upserts.filter(pc.invert(is_changed)), PARTITION)
         files = self.tables.files(LATEST)
-        adds = files.write_parts(parts, PARTITION) + files.write(new, PARTITION)
+        homed = [(t, str(t.column(PARTITION)[0].as_py())) for t, _ in parts]
+        adds = files.write_parts(homed, PARTITION) + files.write(new, PARTITION)
         sizes = self.sizes(planned.version)
         removes = [
             removal(path, sizes[path], {PARTITION: value})
-            for path, (_, value) in zip(replaced, parts, strict=True)
+            for (_, path), (_, value) in zip(parts, homed, strict=True)
         ]
         return Written(adds, removes)
 
