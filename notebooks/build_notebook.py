@@ -181,8 +181,10 @@ print(f"{path.relative_to(root)}: version {record['version']}, {record['rows_new
 back = mf.read_snapshots(root)
 print(f"snapshot round trip equal: {back.equals(df)}")
 print(f"writing the same data again writes: {mf.write_snapshot(df, root=root)}")
-before = mf.read_snapshots(root, as_of=record["version"] - 1)  # time travel
-print(f"as it was one version before: {len(before)} rows")
+mf.write_snapshot(df.head(3).assign(summary="edited"), root=root)  # a later write
+before = mf.read_snapshots(root, as_of=record["version"])  # time travel
+print(f"edited now: {(mf.read_snapshots(root)['summary'] == 'edited').sum()}; "
+      f"as of version {record['version']}: {(before['summary'] == 'edited').sum()}")
 sorted({str(p.relative_to(root).parent) for p in Path(root).rglob("*.parquet")})[:4]""",
     ),
     (

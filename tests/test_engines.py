@@ -170,7 +170,12 @@ def _start_poller(engine: str, root: Path, stop: Path, out: Path) -> subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "POLARS_MAX_THREADS": "1", "RUST_BACKTRACE": "0", "PYTHONFAULTHANDLER": "1"},
+        env={
+            **os.environ,
+            "POLARS_MAX_THREADS": "1",
+            "RUST_BACKTRACE": "0",
+            "PYTHONFAULTHANDLER": "1",
+        },
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc

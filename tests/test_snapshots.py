@@ -54,11 +54,13 @@ def test_round_trip_is_exact_dtype_for_dtype(loaded, root):
     history = mf.read_snapshots(root, latest=False)
     pd.testing.assert_frame_equal(history.drop(columns="snapshot_id"), loaded, check_exact=True)
     assert set(history["snapshot_id"]) == {mf.snapshot_metadata(path)["snapshot_id"]}
-    # time travel: the version this write made, and the empty root before it
-    assert mf.snapshot_metadata(path)["version"] == int(path.stem)
-    pd.testing.assert_frame_equal(mf.read_snapshots(root, as_of=int(path.stem)), loaded)
-    before = mf.read_snapshots(root, as_of=int(path.stem) - 1)
-    assert before.empty and list(before.dtypes) == list(mf.empty_frame().dtypes)
+    # time travel: the version this write made, a new root's first (it is created holding
+    # the rows, so no empty state ever stood before them); the next write's version
+    assert mf.snapshot_metadata(path)["version"] == int(path.stem) == 0
+    pd.testing.assert_frame_equal(mf.read_snapshots(root, as_of=0), loaded)
+    mf.write_snapshot(loaded.iloc[:1].assign(summary="again"), root)
+    assert mf.read_snapshots(root)["summary"].iloc[0] == "again"
+    pd.testing.assert_frame_equal(mf.read_snapshots(root, as_of=0), loaded)
 
 
 def test_empty_frame_round_trip_creates_a_root(tmp_path):

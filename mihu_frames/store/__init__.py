@@ -30,22 +30,27 @@ How a write lands
 -----------------
 1. **Compare.** The rows are compared with the latest state (:mod:`mihu_frames.versions`): new,
    changed (tags carried, the held conversation kept), stale (an older fetch) or unchanged.
-2. **History first.** New, changed and stale versions are appended to ``versions/`` in one
-   commit, whose metadata names the write's ``snapshot_id``.
-3. **Then the latest state**, in one commit: sessions held are updated by a MERGE limited to the
-   partitions that hold them (``t.uuid = s.uuid AND t.created_month IN (…)``); new sessions are
-   inserted without reading any other partition (appended when there is nothing to update).
-   The commit carries a Delta *transaction identifier* (``txn``, app id ``mihu_frames``) whose
-   version is the ``versions/`` version it reflects. Every such commit conflicts with every
-   other one committed since it read the table, so writers are serialized optimistically: the
-   loser reads the new state and tries again (bounded, :data:`ATTEMPTS`), and a session is
-   never inserted twice.
+2. **Write the files**, of both tables at once, with pyarrow (:mod:`.files`): the new, changed
+   and stale versions for ``versions/``; for ``latest/``, a copy of each file holding a changed
+   session with its new version (copy on write: files holding no changed session are left
+   alone), and the new sessions, one file per month. Nothing is visible yet.
+3. **History first.** The ``versions/`` files are committed (an append), the commit metadata
+   naming the write's ``snapshot_id``.
+4. **Then the latest state**, in one commit (``DeltaTable.create_write_transaction``): the
+   copies added, the files they replace removed, the new files added. The commit carries a
+   Delta *transaction identifier* (``txn``, app id ``mihu_frames``) whose version is the
+   ``versions/`` version it reflects. Every such commit conflicts with every other one
+   committed since it read the table, so writers are serialized optimistically: the loser
+   removes its files, reads the new state and tries again (bounded, :data:`ATTEMPTS`), and a
+   session is never inserted twice. A new root's ``latest/`` is created by its first write,
+   holding that write's rows (a killed first write leaves no empty state to read).
 
-A process killed after step 2 leaves versions the latest state lacks: the next write (or
+A process killed after step 3 leaves versions the latest state lacks: the next write (or
 compaction) finds every ``versions/`` commit after the latest state's ``txn`` version and merges
-its rows first (merging a version twice is a no-op). Readers of ``latest/`` (this library,
-Polars ``scan_delta``, DuckDB ``delta_scan``, Spark…) only ever see committed versions of it,
-each the state before or after a write. Time travel: ``read_snapshots(root, as_of=…)``.
+its rows first (merging a version twice is a no-op); files written but never committed are
+removed by compaction once a day old. Readers of ``latest/`` (this library, Polars
+``scan_delta``, DuckDB ``delta_scan``, Spark…) only ever see committed versions of it, each the
+state before or after a write. Time travel: ``read_snapshots(root, as_of=…)``.
 
 Roots of the earlier layouts (:mod:`mihu_frames.legacy`) are read as they are and converted by
 their first write or compaction: ``versions/`` is created from every version they hold, then
@@ -54,8 +59,8 @@ their first write or compaction: ``versions/`` is created from every version the
 Where it lives
 --------------
 :mod:`.layout` (the names, schemas and shared helpers), :mod:`.recorded` (the recorded
-settings), :mod:`.opening` (what a path holds), :mod:`.tables` (the two tables and their
-metadata), :mod:`.reading` (latest state, history, time travel), :mod:`.merging` (comparing a
+settings), :mod:`.opening` (what a path holds), :mod:`.files` (data files written by pyarrow and the
+Delta actions committing them), :mod:`.tables` (the two tables and their metadata), :mod:`.reading` (latest state, history, time travel), :mod:`.merging` (comparing a
 write with the latest state), :mod:`.writing` (the write path, :class:`CommitReport`) and
 :mod:`.root` (:func:`open_root`, :class:`SnapshotRoot`, which puts them together).
 """

@@ -129,7 +129,8 @@ class Files:
         partition column). Rows are not sorted: a month's file is one row group, so sorting
         would buy no skipping, and it cost more than writing."""
         path = f"{partition}={value}/part-{uuid.uuid4()}.snappy.parquet"
-        if self.local is not None:
+        if self.local is not None:  # owner-only folders (personal data)
+            self.local.mkdir(mode=0o700, exist_ok=True)
             (self.local / f"{partition}={value}").mkdir(mode=0o700, exist_ok=True)
         try:
             with self.filesystem.open_output_stream(path) as sink:  # closed even on failure

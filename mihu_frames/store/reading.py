@@ -66,8 +66,10 @@ class Reader:
             local = self.tables.local
             if state == "legacy" and local is not None:
                 table = legacy.latest(local)
-            else:
+            else:  # versions/ alone: a new root's first write, or one a killed writer left
                 table = latest_versions(self.history(state))
+                if table.num_rows == 0:
+                    raise NotASnapshotRootError(self.tables.path, "nothing was written to it yet")
             table = ds.dataset(table).to_table(filter=where) if where is not None else table
             return table if columns is None else table.select(list(columns))
         dataset = self.tables.dataset(LATEST, self.snapshot(LATEST, as_of))
@@ -93,6 +95,10 @@ class Reader:
         """``conversation_uuid``, ``uuid``, ``updated_at``, ``fetched_at`` of the latest state of
         ``conversations`` (empty for a new root)."""
         columns = ["conversation_uuid", "uuid", "updated_at", "fetched_at"]
+        empty = pa.schema([FILE_SCHEMA.field(c) for c in columns]).empty_table()
         if state == "new" or not conversations:
-            return pa.schema([FILE_SCHEMA.field(c) for c in columns]).empty_table()
-        return self.latest(state, columns, conversations=conversations)
+            return empty
+        try:
+            return self.latest(state, columns, conversations=conversations)
+        except NotASnapshotRootError:  # nothing written yet
+            return empty

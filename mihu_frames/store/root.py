@@ -220,7 +220,8 @@ class SnapshotRoot:
         metadata = dict(metadata or {})
         converted = self.prepare(recorded or recorded_from_rows(rows, metadata))
         settings = self._settings(recorded)
-        report = self.writer.write(rows, metadata, settings, converted)
+        report = self.writer.write(rows, metadata, settings, converted, self.state == "partial")
+        self.state = "delta"
         if settings != self.recorded:
             self.writer.record_settings(settings)
             self._recorded = settings
@@ -265,6 +266,10 @@ class SnapshotRoot:
         self.tables.create(HISTORY, history_rows, settings, {"converted_from_layout": converted})
         if latest_rows is None:
             latest_rows = latest_versions(self.tables.read(HISTORY))
+            if latest_rows.num_rows == 0:  # a new root: its first write creates latest/
+                self.state, self._recorded = "partial", None
+                self.tables.private()
+                return False
         history_version = self.tables.table(HISTORY).version()
         self.tables.create(LATEST, latest_rows, settings, {"history_version": history_version})
         if self.local is not None and converted:

@@ -16,8 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from mihu_frames._version import __version__
 from mihu_frames.errors import NotASnapshotRootError, SnapshotStoreError
@@ -29,7 +31,9 @@ from mihu_frames.store.layout import (
     APP_ID,
     FILE_SCHEMA,
     HISTORY_PARTITION,
+    HISTORY_SCHEMA,
     LATEST,
+    LATEST_SCHEMA,
     LAYOUT_VERSION,
     PARTITION,
     _chmod,
@@ -150,43 +154,60 @@ class Tables:
         return _from_delta(_scan(self.dataset(name), None, where))
 
     def create(
-        self, name: str, rows: pa.Table | None, recorded: Recorded, record: dict[str, Any]
-    ) -> None:
-        """Create table ``name`` holding ``rows``, unless it exists (another writer, or a killed
-        one, made it first: theirs is kept)."""
+        self,
+        name: str,
+        rows: pa.Table | None,
+        recorded: Recorded,
+        record: dict[str, Any],
+        adds: list[AddAction] | None = None,
+    ) -> bool:
+        """Create table ``name`` holding ``rows`` (or the files ``adds`` already written to it),
+        unless it exists (another writer, or a killed one, made it first: theirs is kept).
+        Returns whether this call created it."""
         partition = PARTITION if name == LATEST else HISTORY_PARTITION
-        data = _to_delta(rows if rows is not None else FILE_SCHEMA.empty_table(), partition)
         txn = []
         if name == LATEST:
             txn = [Transaction(APP_ID, int(record["history_version"]))]
+        metadata = {
+            **_versions(),
+            "dataset": name,
+            "recorded": recorded.to_json(),
+            "durations": _DURATIONS_NOTE,
+            **record,
+        }
+        properties = CommitProperties(custom_metadata={_KEY: metadata}, app_transactions=txn)
+        storage = self.storage_options or None
         try:
-            write_deltalake(
-                self.uri_of(name),
-                data,
-                partition_by=[partition],
-                mode="error",
-                name=f"mihu_frames {name}",
-                configuration=_CONFIG,
-                storage_options=self.storage_options or None,
-                commit_properties=CommitProperties(
-                    custom_metadata={
-                        _KEY: {
-                            **_versions(),
-                            "dataset": name,
-                            "recorded": recorded.to_json(),
-                            "durations": _DURATIONS_NOTE,
-                            **record,
-                        }
-                    },
-                    app_transactions=txn,
-                ),
-            )
+            if adds is not None:
+                create_table_with_add_actions(
+                    self.uri_of(name),
+                    DeltaSchema.from_arrow(LATEST_SCHEMA if name == LATEST else HISTORY_SCHEMA),
+                    adds,
+                    mode="error",
+                    partition_by=[partition],
+                    name=f"mihu_frames {name}",
+                    configuration=_CONFIG,
+                    storage_options=storage,
+                    commit_properties=properties,
+                )
+            else:
+                write_deltalake(
+                    self.uri_of(name),
+                    _to_delta(rows if rows is not None else FILE_SCHEMA.empty_table(), partition),
+                    partition_by=[partition],
+                    mode="error",
+                    name=f"mihu_frames {name}",
+                    configuration=_CONFIG,
+                    storage_options=storage,
+                    commit_properties=properties,
+                )
         except DeltaError as error:
             if "exists" not in str(error).lower():
                 raise self.error(error) from None
-            return
+            return False
         except OSError as error:
             raise self.error(error) from None
+        return True
 
     def added(self, name: str, version: int) -> dict[str, int]:
         """The data files commit ``version`` of table ``name`` added, with their sizes."""

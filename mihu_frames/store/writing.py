@@ -33,6 +33,7 @@ from mihu_frames.store.layout import (
     HISTORY,
     HISTORY_PARTITION,
     LATEST,
+    LATEST_SCHEMA,
     PARTITION,
     _files,
     _from_delta,
@@ -141,32 +142,73 @@ class Writer:
         metadata: Mapping[str, Any],
         settings: Recorded,
         converted: bool = False,
+        first: bool = False,
     ) -> CommitReport:
         """Write ``rows`` (one row per session, :data:`SESSIONS_SCHEMA`): compare, append the
         versions to history, then commit the latest state. ``settings`` are recorded with the
         write; ``converted`` goes to the report. The files of both tables are written at once,
-        before either commit."""
-        latest = self.tables.table(LATEST)
-        rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
-        start = _next_order(latest)  # new sessions come last, in the frame's order
+        before either commit. ``first``: ``latest/`` does not exist yet (a new root), and is
+        created holding this write's rows, so a killed first write leaves no empty root."""
+        latest = None if first else self.tables.table(LATEST)
+        start = 0 if latest is None else _next_order(latest)
         order = np.arange(start, start + rows.num_rows, dtype=np.int64)
-        rows = rows.append_column(ORDER, pa.array(order))  # each file is sorted as written
+        rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
+        rows = rows.append_column(ORDER, pa.array(order))
         try:
             held, content = self.held(latest, rows)
         except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
             raise self.tables.error(error) from None
-        upserts, versions, counts = _merge(held, rows, _next_order(latest))
+        upserts, versions, counts = _merge(held, rows, start)
         report = CommitReport(
             rows_unchanged=counts["unchanged"], rows_stale=counts["stale"], converted=converted
         )
-        if not versions.num_rows:  # complete what a killed writer left, if anything
-            self.apply({}, {"recorded": settings.to_json()})
+        if not versions.num_rows:  # nothing to write: complete what a killed writer left
+            if first:
+                applied = self.tables.table(HISTORY).version()
+                self.tables.create(LATEST, None, settings, {"history_version": applied})
+            else:
+                self.apply({}, {"recorded": settings.to_json()})
             return report
         snapshot_id = new_snapshot_id()
         versions = _stamped(versions, snapshot_id)
         record = _record(versions, snapshot_id, metadata, counts)
         record["recorded"] = settings.to_json()
-        planned = Planned(latest.version(), held, _stamped(upserts, snapshot_id), content)
+        version_held = -1 if latest is None else latest.version()
+        planned = Planned(version_held, held, _stamped(upserts, snapshot_id), content)
+        added = self.write_files(versions, planned)
+        try:
+            history_version, history_sizes = self.append_history(added, record)
+        except SnapshotStoreError:
+            self.tables.files(LATEST).delete(planned.written.sizes if planned.written else [])
+            raise
+        mine = {snapshot_id: versions}
+        version: int | None = 0
+        if first and self.create_latest(planned, record, history_version, settings):
+            latest_added = self.added(planned)
+        else:
+            version, latest_added = self.apply(mine, record, None if first else planned)
+        files = {**history_sizes, **latest_added}
+        return replace(
+            report,
+            snapshot_id=snapshot_id,
+            version=version,
+            history_version=history_version,
+            # the latest state's commit; where another writer's commit or none carried
+            # these versions into it (stale ones only), the history's, holding the record
+            commit_file=(
+                self.tables.commit_file(LATEST, version)
+                if latest_added and version is not None
+                else self.tables.commit_file(HISTORY, history_version)
+            ),
+            rows_new=counts["new"],
+            rows_changed=counts["changed"],
+            files_written=tuple(files),
+            bytes_written=sum(files.values()),
+        )
+
+    def write_files(self, versions: pa.Table, planned: Planned) -> list[AddAction]:
+        """Write the files of both commits at once: ``versions`` for ``versions/`` (returned)
+        and ``planned``'s for ``latest/`` (kept in it). On failure none is left."""
         history = self.tables.files(HISTORY)
         with ThreadPoolExecutor(2) as pool:
             history_files = pool.submit(
@@ -182,30 +224,25 @@ class Writer:
                 if not latest_files.exception():
                     self.tables.files(LATEST).delete(latest_files.result().sizes)
                 raise self.tables.error(error) from None
-        try:
-            history_version, history_sizes = self.append_history(added, record)
-        except SnapshotStoreError:
-            self.tables.files(LATEST).delete(planned.written.sizes)
-            raise
-        version, latest_files_added = self.apply({snapshot_id: versions}, record, planned)
-        files = {**history_sizes, **latest_files_added}
-        return replace(
-            report,
-            snapshot_id=snapshot_id,
-            version=version,
-            history_version=history_version,
-            # the latest state's commit; where another writer's commit or none carried
-            # these versions into it (stale ones only), the history's, holding the record
-            commit_file=(
-                self.tables.commit_file(LATEST, version)
-                if latest_files_added and version is not None
-                else self.tables.commit_file(HISTORY, history_version)
-            ),
-            rows_new=counts["new"],
-            rows_changed=counts["changed"],
-            files_written=tuple(files),
-            bytes_written=sum(files.values()),
-        )
+        return added
+
+    def create_latest(
+        self, planned: Planned, record: dict[str, Any], history_version: int, settings: Recorded
+    ) -> bool:
+        """Create ``latest/`` holding the files ``planned`` wrote (a new root's first write).
+        False, and those files removed, when another writer created it first."""
+        adds = planned.written.adds if planned.written else []
+        record = {**record, "history_version": history_version}
+        if self.tables.create(LATEST, None, settings, record, adds=adds):
+            return True
+        self.tables.files(LATEST).delete(a.path for a in adds)
+        return False
+
+    def added(self, planned: Planned) -> dict[str, int]:
+        """The files ``planned``'s commit added to ``latest/`` (URIs), with their sizes."""
+        base = self.tables.uri_of(LATEST)
+        sizes = planned.written.sizes if planned.written else {}
+        return {f"{base}/{p}": n for p, n in sizes.items()}
 
     def record_settings(self, recorded: Recorded) -> None:
         """A commit of the latest state that changes no row and records ``recorded``."""
@@ -225,10 +262,15 @@ class Writer:
                 raise self.tables.error(error) from None
         logger.debug("recorded with %s: %s", self.tables.uri, recorded.describe())
 
-    def held(self, latest: DeltaTable, rows: pa.Table) -> tuple[pa.Table, dict[str, pa.Table]]:
+    def held(
+        self, latest: DeltaTable | None, rows: pa.Table
+    ) -> tuple[pa.Table, dict[str, pa.Table]]:
         """The latest state's rows of the sessions in ``rows`` (with their partition and
         :data:`FILE`), and every row of each file holding them (by path): the ``uuid`` column
-        of the whole table first, then those files only."""
+        of the whole table first, then those files only. None held without ``latest``."""
+        if latest is None:
+            empty = _from_delta(LATEST_SCHEMA.empty_table(), PARTITION)
+            return empty.append_column(FILE, pa.array([], pa.string())), {}
         files = self.tables.files(LATEST)
         dataset = files.dataset(latest)
         keys = dataset.to_table(columns=["uuid", FILE])
@@ -253,7 +295,8 @@ class Writer:
         held, upserts = planned.held, planned.upserts
         index = pc.index_in(upserts.column("uuid"), value_set=held.column("uuid"))
         is_changed = pc.is_valid(index)
-        changed = _to_delta(upserts.filter(is_changed), PARTITION)
+        data = _to_delta(upserts, PARTITION)
+        changed = data.filter(is_changed)
         homes = held.column(FILE).take(index.filter(is_changed))  # each changed row's file
 
         def copied(group: tuple[pa.Table, str]) -> tuple[pa.Table, str]:
@@ -265,11 +308,11 @@ class Writer:
 
         with ThreadPoolExecutor(WORKERS) as pool:  # copies made at once, as files are written
             parts = list(pool.map(copied, groups(changed.append_column(FILE, homes), FILE)))
-        new = _to_delta(upserts.filter(pc.invert(is_changed)), PARTITION)
+        new = data.filter(pc.invert(is_changed)) if changed.num_rows else data  # no copy
         files = self.tables.files(LATEST)
         homed = [(t, str(t.column(PARTITION)[0].as_py())) for t, _ in parts]
         adds = files.write_parts(homed, PARTITION) + files.write(new, PARTITION)
-        sizes = self.sizes(planned.version)
+        sizes = self.sizes(planned.version) if parts else {}
         removes = [
             removal(path, sizes[path], {PARTITION: value})
             for (_, path), (_, value) in zip(parts, homed, strict=True)
