@@ -59,10 +59,11 @@ their first write or compaction: ``versions/`` is created from every version the
 Where it lives
 --------------
 :mod:`.layout` (the names, schemas and shared helpers), :mod:`.recorded` (the recorded
-settings), :mod:`.opening` (what a path holds), :mod:`.files` (data files written by pyarrow and the
-Delta actions committing them), :mod:`.tables` (the two tables and their metadata), :mod:`.reading` (latest state, history, time travel), :mod:`.merging` (comparing a
-write with the latest state), :mod:`.writing` (the write path, :class:`CommitReport`) and
-:mod:`.root` (:func:`open_root`, :class:`SnapshotRoot`, which puts them together).
+settings), :mod:`.opening` (what a path holds), :mod:`.files` (data files written by pyarrow
+and the Delta actions committing them), :mod:`.tables` (the two tables and their metadata),
+:mod:`.reading` (latest state, history, time travel), :mod:`.merging` (comparing a write with
+the latest state), :mod:`.writing` (the write path, :class:`CommitReport`) and :mod:`.root`
+(:func:`open_root`, :class:`SnapshotRoot`, which puts them together).
 """
 
 from __future__ import annotations
