@@ -101,6 +101,22 @@ class Files:
             tables = pool.map(lambda f: f.to_table(schema=dataset.schema), fragments)
             return {f.path: t for f, t in zip(fragments, tables, strict=True)}
 
+    def holding(self, dataset: ds.Dataset, column: str, values: pa.ChunkedArray) -> list[str]:
+        """The files of ``dataset`` whose ``column`` holds one of ``values`` (each file's
+        column read on its own, several at once)."""
+        value_set = values.combine_chunks()
+
+        def holds(fragment: ds.Fragment) -> bool:
+            keys = fragment.to_table(columns=[column]).column(column)
+            return bool(pc.any(pc.is_in(keys, value_set=value_set)).as_py())
+
+        fragments = list(dataset.get_fragments())
+        if not fragments:
+            return []
+        with ThreadPoolExecutor(min(WORKERS, len(fragments))) as pool:
+            found = list(pool.map(holds, fragments))
+        return [f.path for f, hit in zip(fragments, found, strict=True) if hit]
+
     def write(self, rows: pa.Table, partition: str) -> list[AddAction]:
         """Write ``rows`` (a Delta table's columns, ``partition`` among them): one file per
         partition value, several at once. Returns their ``add`` actions."""

@@ -273,12 +273,11 @@ class Writer:
             return empty.append_column(FILE, pa.array([], pa.string())), {}
         files = self.tables.files(LATEST)
         dataset = files.dataset(latest)
-        keys = dataset.to_table(columns=["uuid", FILE])
-        keys = keys.filter(pc.is_in(keys.column("uuid"), value_set=rows.column("uuid")))
-        content = files.read(dataset, [str(p) for p in pc.unique(keys.column(FILE)).to_pylist()])
+        wanted = rows.column("uuid")
+        content = files.read(dataset, files.holding(dataset, "uuid", wanted))
         found = []
         for path, table in content.items():
-            rows_held = table.filter(pc.is_in(table.column("uuid"), value_set=keys.column("uuid")))
+            rows_held = table.filter(pc.is_in(table.column("uuid"), value_set=wanted))
             found.append(
                 rows_held.append_column(FILE, pa.repeat(pa.scalar(path), rows_held.num_rows))
             )
