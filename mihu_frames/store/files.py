@@ -102,20 +102,18 @@ class Files:
             return {f.path: t for f, t in zip(fragments, tables, strict=True)}
 
     def holding(self, dataset: ds.Dataset, column: str, values: pa.ChunkedArray) -> list[str]:
-        """The files of ``dataset`` whose ``column`` holds one of ``values`` (each file's
-        column read on its own, several at once)."""
-        value_set = values.combine_chunks()
-
-        def holds(fragment: ds.Fragment) -> bool:
-            keys = fragment.to_table(columns=[column]).column(column)
-            return bool(pc.any(pc.is_in(keys, value_set=value_set)).as_py())
-
+        """The files of ``dataset`` whose ``column`` holds one of ``values``: each file's
+        column read on its own (several at once), then looked up in one pass."""
         fragments = list(dataset.get_fragments())
         if not fragments:
             return []
         with ThreadPoolExecutor(min(WORKERS, len(fragments))) as pool:
-            found = list(pool.map(holds, fragments))
-        return [f.path for f, hit in zip(fragments, found, strict=True) if hit]
+            keys = list(pool.map(lambda f: f.to_table(columns=[column]).column(column), fragments))
+        together = pa.chunked_array([c for k in keys for c in k.chunks], type=keys[0].type)
+        found = np.asarray(pc.is_in(together, value_set=values).to_numpy(), dtype=bool)
+        ends = np.cumsum([len(k) for k in keys])
+        hits = [bool(found[end - len(k) : end].any()) for k, end in zip(keys, ends, strict=True)]
+        return [f.path for f, hit in zip(fragments, hits, strict=True) if hit]
 
     def write(self, rows: pa.Table, partition: str) -> list[AddAction]:
         """Write ``rows`` (a Delta table's columns, ``partition`` among them): one file per
