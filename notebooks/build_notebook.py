@@ -183,8 +183,8 @@ print(f"snapshot round trip equal: {back.equals(df)}")
 print(f"writing the same data again writes: {mf.write_snapshot(df, root=root)}")
 mf.write_snapshot(df.head(3).assign(summary="edited"), root=root)  # a later write
 before = mf.read_snapshots(root, as_of=record["version"])  # time travel
-print(f"edited now: {(mf.read_snapshots(root)['summary'] == 'edited').sum()}; "
-      f"as of version {record['version']}: {(before['summary'] == 'edited').sum()}")
+edits = [(f["summary"] == "edited").sum() for f in (mf.read_snapshots(root), before)]
+print(f"edited now: {edits[0]}; as of version {record['version']}: {edits[1]}")
 sorted({str(p.relative_to(root).parent) for p in Path(root).rglob("*.parquet")})[:4]""",
     ),
     (
