@@ -68,7 +68,7 @@ def test_every_engine_gives_the_servers_sessions(sim, make_client, tmp_path):
     assert dict(zip(table["uuid"].to_pylist(), table["updated_at"].to_pandas(), strict=True)) == (
         truth
     )
-    # pruning by time: whole months by partition; by conversation: files by their statistics
+    # pruning by time: whole months by partition; by conversation: filtered in the scan
     month = con.execute("select count(*) from latest where created_month = '2026-03'").fetchone()
     assert month[0] == sum(
         1 for s in sim.ground_truth() if pd.Timestamp(s["created_at"]).tz_convert("UTC").month == 3

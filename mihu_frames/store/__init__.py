@@ -22,7 +22,7 @@ and ``mihu_frames.recorded`` (the status/type filters the root was fetched under
 
 *Why ``created_month``:* a session's ``created_at`` does not change, so a session stays in one
 partition for good (if it ever changes, the session keeps the partition it is held in); updates
-land on recent sessions, so a daily MERGE rewrites the files of the last month or two, not the
+land on recent sessions, so a daily write copies the files of the last month or two, not the
 table; a time filter skips whole months. ``versions/`` is partitioned by the month of
 ``fetched_at``: appends land in the current month, compaction merges a month's small files.
 

@@ -68,6 +68,10 @@ class Written:
         """The paths added, with their sizes."""
         return {a.path: a.size for a in self.adds}
 
+    def at(self, base: str) -> dict[str, int]:
+        """The files added, as URIs under the table ``base``, with their sizes."""
+        return {f"{base}/{path}": size for path, size in self.sizes.items()}
+
 
 class Files:
     """The data files of the table at ``uri`` (``local``: its folder on this machine)."""

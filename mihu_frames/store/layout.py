@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -51,11 +51,6 @@ _CONFIG = {  # time travel stays possible until prune_before says otherwise
         "conversation_uuid,uuid,created_at,updated_at,fetched_at,snapshot_id,insert_order"
     ),
 }
-_SORT: list[tuple[str, Literal["ascending", "descending"]]] = [
-    ("conversation_uuid", "ascending"),
-    ("created_at", "ascending"),
-    ("uuid", "ascending"),
-]
 
 
 def _delta_schema(partition: str) -> pa.Schema:
@@ -163,10 +158,6 @@ def _from_delta(
     if keep is not None:
         fields.append(pa.field(keep, pa.string()))
     return table.select([f.name for f in fields]).cast(pa.schema(fields))
-
-
-def _sorted(table: pa.Table) -> pa.Table:
-    return table if table.num_rows < 2 else table.take(pc.sort_indices(table, _SORT))
 
 
 def _is_uri(path: str | os.PathLike[str]) -> bool:

@@ -37,7 +37,6 @@ from mihu_frames.store.layout import (
     LAYOUT_VERSION,
     PARTITION,
     _chmod,
-    _files,
     _from_delta,
     _scan,
     _store_error,
@@ -208,13 +207,6 @@ class Tables:
         except OSError as error:
             raise self.error(error) from None
         return True
-
-    def added(self, name: str, version: int) -> dict[str, int]:
-        """The data files commit ``version`` of table ``name`` added, with their sizes."""
-        after = _files(self.table(name, version))
-        before = _files(self.table(name, version - 1)) if version > 0 else {}
-        base = self.uri_of(name)
-        return {f"{base}/{p}": s for p, s in after.items() if p not in before}
 
     def commit_file(self, table: str, version: int) -> Path | str:
         """The log file of commit ``version`` of ``table`` (a URI remotely)."""

@@ -51,6 +51,8 @@ __all__ = ["CommitReport", "Writer"]
 
 logger = logging.getLogger("mihu_frames")
 
+_NONE_HELD = LATEST_SCHEMA.append(pa.field(FILE, pa.string())).empty_table()
+
 
 @dataclass
 class Planned:
@@ -184,7 +186,7 @@ class Writer:
         mine = {snapshot_id: versions}
         version: int | None = 0
         if first and self.create_latest(planned, record, history_version, settings):
-            latest_added = self.added(planned)
+            latest_added = (planned.written or Written()).at(self.tables.uri_of(LATEST))
         else:
             version, latest_added = self.apply(mine, record, None if first else planned)
         files = {**history_sizes, **latest_added}
@@ -238,12 +240,6 @@ class Writer:
         self.tables.files(LATEST).delete(a.path for a in adds)
         return False
 
-    def added(self, planned: Planned) -> dict[str, int]:
-        """The files ``planned``'s commit added to ``latest/`` (URIs), with their sizes."""
-        base = self.tables.uri_of(LATEST)
-        sizes = planned.written.sizes if planned.written else {}
-        return {f"{base}/{p}": n for p, n in sizes.items()}
-
     def record_settings(self, recorded: Recorded) -> None:
         """A commit of the latest state that changes no row and records ``recorded``."""
         record = {**_versions(), "recorded": recorded.to_json(), "settings": True}
@@ -269,8 +265,7 @@ class Writer:
         :data:`FILE`), and every row of each file holding them (by path): the ``uuid`` column
         of the whole table first, then those files only. None held without ``latest``."""
         if latest is None:
-            empty = _from_delta(LATEST_SCHEMA.empty_table(), PARTITION)
-            return empty.append_column(FILE, pa.array([], pa.string())), {}
+            return _held(_NONE_HELD), {}
         files = self.tables.files(LATEST)
         dataset = files.dataset(latest)
         wanted = rows.column("uuid")
@@ -278,15 +273,8 @@ class Writer:
         found = []
         for path, table in content.items():
             rows_held = table.filter(pc.is_in(table.column("uuid"), value_set=wanted))
-            found.append(
-                rows_held.append_column(FILE, pa.repeat(pa.scalar(path), rows_held.num_rows))
-            )
-        if not found:
-            empty = _from_delta(dataset.schema.empty_table(), PARTITION)
-            return empty.append_column(FILE, pa.array([], pa.string())), content
-        together = pa.concat_tables(found)
-        held = _from_delta(together.drop_columns([FILE]), PARTITION)
-        return held.append_column(FILE, together.column(FILE)), content
+            found.append(rows_held.append_column(FILE, pa.repeat(pa.scalar(path), len(rows_held))))
+        return _held(pa.concat_tables(found) if found else _NONE_HELD), content
 
     def prepare(self, planned: Planned) -> Written:
         """Write the files of ``planned``'s commit: each file holding a changed session copied
@@ -344,8 +332,7 @@ class Writer:
             raise self.tables.error(error) from None
         table.update_incremental()
         version = table.version()
-        base = self.tables.uri_of(HISTORY)
-        return version, {f"{base}/{a.path}": a.size for a in added}
+        return version, Written(added).at(self.tables.uri_of(HISTORY))
 
     def pending(self, applied: int) -> tuple[int, dict[str, list[str]]]:
         """The current ``versions/`` version, and the writes after ``applied`` (snapshot id:
@@ -433,8 +420,7 @@ class Writer:
             if not keep and planned is not None and planned.written is not None:
                 files.delete(planned.written.sizes)
         latest.update_incremental()
-        base = self.tables.uri_of(LATEST)
-        return latest.version(), {f"{base}/{p}": n for p, n in written.sizes.items()}
+        return latest.version(), written.at(self.tables.uri_of(LATEST))
 
     def plan(
         self,
@@ -458,6 +444,13 @@ class Writer:
         held, content = self.held(latest, incoming)
         upserts, _, _ = _merge(held, incoming, _next_order(latest))
         return Planned(latest.version(), held, upserts, content)
+
+
+def _held(rows: pa.Table) -> pa.Table:
+    """Rows read from ``latest/`` with their :data:`FILE` as held rows: :data:`FILE_SCHEMA`,
+    their partition, then :data:`FILE`."""
+    held = _from_delta(rows.drop_columns([FILE]), PARTITION)
+    return held.append_column(FILE, rows.column(FILE))
 
 
 def _stamped(table: pa.Table, snapshot_id: str) -> pa.Table:
