@@ -89,16 +89,7 @@ def sessions(n: int, seed: int, start: int = 0) -> pa.Table:
         "status": pa.nulls(n, pa.string()),
         "type": pa.nulls(n, pa.string()),
     }
-    for name in (
-        "started_at",
-        "created_at",
-        "last_activity_at",
-        "ended_at",
-        "evaluated_at",
-        "summary_generated_at",
-        "updated_at",
-        "fetched_at",
-    ):
+    for name in (f.name for f in SESSIONS_SCHEMA if pa.types.is_timestamp(f.type)):
         offset = {
             "ended_at": length,
             "evaluated_at": length + 60_000_000,
