@@ -148,8 +148,8 @@ def _fetch_parser(commands: Any) -> None:
         "fetch",
         help="load conversations' sessions and write them to a snapshot root",
         description="Load every session of the given conversations and write them to the "
-        "snapshot root: ROOT/sessions/ holds the latest state of every session, "
-        "ROOT/history/ every version fetched (both plain Parquet; see the README).",
+        "snapshot root: ROOT/latest/ holds the latest state of every session, "
+        "ROOT/versions/ the versions it replaced (both Delta Lake tables; see the README).",
     )
     fetch.epilog = TOKEN_NOTE
     fetch.add_argument("conversations", nargs="*", metavar="CONVERSATION", help="UUIDs")

@@ -1,13 +1,16 @@
 """Compaction: fewer, larger files in both tables of a root, every distinct version kept.
 
-Every write adds a file or two to ``versions/`` and rewrites a few in ``latest/``; hourly syncs
-make many small files. :func:`compact_snapshots`:
+Every write that changes sessions adds a file or two to ``versions/`` (the versions it
+replaced) and rewrites a few in ``latest/``; hourly syncs make many small files.
+:func:`compact_snapshots`:
 
 - runs Delta's ``optimize.compact()`` on both tables: the small files of each partition are
   rewritten as one, in a commit that changes no row (readers, and time travel to earlier
   versions, are unaffected: the files replaced stay until ``prune_before`` vacuums them);
 - **collapses identical re-fetches** into the first fetch: a version identical to the one
-  before it of the same session (roots of earlier releases wrote them) is dropped;
+  before it of the same session (roots of earlier releases wrote them) is dropped, and a copy
+  in ``versions/`` of a version ``latest/`` holds (a killed writer's) too; the latest state's
+  versions are read beside ``versions/`` and never dropped;
 - **carries tags**: a version without ``status``/``type`` gets the tag of the version before it,
   as the latest state holds it;
 - drops nothing else unless asked: ``prune_before=`` drops the versions superseded before that
@@ -39,6 +42,7 @@ from mihu_frames.errors import SnapshotStoreError
 from mihu_frames.options import instant
 from mihu_frames.store import (
     ATTEMPTS,
+    FILE_SCHEMA,
     HISTORY,
     HISTORY_PARTITION,
     LATEST,
@@ -48,8 +52,12 @@ from mihu_frames.store import (
     _to_delta,
     open_root,
 )
+from mihu_frames.store.layout import COMPLETE_BEFORE
+from mihu_frames.store.reading import same_versions
+from mihu_frames.store.recorded import Recorded
 from mihu_frames.versions import (
     CONTENT,
+    SNAPSHOT_ID,
     TAGS,
     content_hashes,
     fill_tags,
@@ -158,8 +166,8 @@ def compact_snapshots(
     """Compact both tables of a root into fewer files, keeping every distinct version.
 
     Identical re-fetches are collapsed into their first fetch; nothing else is dropped unless
-    ``prune_before`` is given. A root of an earlier release is converted first, and a write a
-    killed process left half done is completed. See the module documentation.
+    ``prune_before`` is given. A root of an earlier release is converted first, and copies a
+    killed or beaten writer left in ``versions/`` are removed. See the module documentation.
 
     Parameters
     ----------
@@ -193,7 +201,6 @@ def compact_snapshots(
     store = open_root(root, storage_options=storage_options)
     converted = store.prepare()
     try:
-        store._apply({}, {})  # complete what a killed writer left
         before = _files(store.table(HISTORY))
         latest_before = len(_files(store.table(LATEST)))
         counts = _rewrite_history(store, cutoff)
@@ -274,20 +281,48 @@ def _optimize(store: SnapshotRoot, name: str) -> None:
 
 def _rewrite_history(store: SnapshotRoot, cutoff: datetime | None) -> dict[str, int]:
     """Drop identical re-fetches (and, with ``cutoff``, superseded versions), fill tags: the
-    months affected rewritten in one overwrite. Retried when a write commits meanwhile."""
+    months of ``versions/`` affected rewritten in one overwrite. The latest state is read
+    beside it (its versions come last, and are never dropped) and left as it is. Retried
+    when a write commits meanwhile."""
     for attempt in range(ATTEMPTS):
         table = store.table(HISTORY)
-        history = store._read(HISTORY)
-        drop, filled, ordered, order, counts = _decide(history, cutoff)
-        if not (drop.any() or filled.any()):
+        history = store._read(HISTORY).cast(FILE_SCHEMA)
+        current = FILE_SCHEMA.empty_table()
+        if history.num_rows:
+            uuids = pc.unique(history.column("uuid"))
+            current = store._read(LATEST, pc.field("uuid").isin(uuids)).cast(FILE_SCHEMA)
+        # A version in both tables is one version: the copy in versions/ goes, unless it is
+        # one the root records as held there (converted roots: kept as written, standing for
+        # the current version).
+        copy = same_versions(history, current)
+        rest = store.table(LATEST).count() - current.num_rows  # versions the step did not read
+        complete = (store.recorded or Recorded()).extra.get(COMPLETE_BEFORE)
+        if complete is not None:
+            ids = history.column(SNAPSHOT_ID).to_numpy(zero_copy_only=False)
+            standing = copy & np.array([i is None or i <= str(complete) for i in ids], bool)
+            current = current.filter(pa.array(~same_versions(current, history.filter(standing))))
+            copy &= ~standing
+        else:
+            standing = np.zeros(history.num_rows, bool)
+        kept = history.filter(pa.array(~copy))
+        both = pa.concat_tables([kept, current])
+        is_current = np.r_[np.zeros(kept.num_rows, bool), np.ones(current.num_rows, bool)]
+        fixed = is_current | np.r_[standing[~copy], np.zeros(current.num_rows, bool)]
+        drop, filled, ordered, order, counts = _decide(both, cutoff, fixed, ~is_current)
+        counts["rows_before"] += rest
+        counts["rows_after"] += rest
+        if not (drop.any() or filled.any() or copy.any()):
             return counts
-        fixed = history.take(pa.array(order))
+        fixed = both.take(pa.array(order))
         for name in TAGS:
             index = fixed.schema.get_field_index(name)
             fixed = fixed.set_column(index, name, ordered.column(name))
+        mine = ~is_current[order]
         months = _to_delta(fixed, HISTORY_PARTITION).column(HISTORY_PARTITION)
-        touched = pc.unique(months.filter(pa.array(drop | filled))).to_pylist()
-        keep = pc.and_(pa.array(~drop), pc.is_in(months, value_set=pa.array(touched)))
+        copied = _to_delta(history.filter(pa.array(copy)), HISTORY_PARTITION)
+        months_hit = months.filter(pa.array((drop | filled) & mine)).to_pylist()
+        touched = sorted({str(m) for m in months_hit + copied[HISTORY_PARTITION].to_pylist()})
+        keep = pc.and_(pa.array(~drop & mine), pc.is_in(months, value_set=pa.array(touched)))
         data = _to_delta(fixed.filter(keep), HISTORY_PARTITION)
         listed = ", ".join(f"'{m}'" for m in touched)
         try:
@@ -308,12 +343,14 @@ def _rewrite_history(store: SnapshotRoot, cutoff: datetime | None) -> dict[str, 
 
 
 def _decide(
-    history: pa.Table, cutoff: datetime | None
+    history: pa.Table, cutoff: datetime | None, fixed: np.ndarray, rewritten: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, pa.Table, np.ndarray, dict[str, int]]:
-    """Over the whole history, in version order: which versions go (identical to the one
-    before, or superseded before ``cutoff``) and which get a tag carried."""
+    """Over every version, in version order: which go (identical to the one before, or
+    superseded before ``cutoff``; never those ``fixed``: the latest state's) and which of
+    those ``rewritten`` (``versions/``'s) get a tag carried."""
     n = history.num_rows
     order, starts = version_order(history)
+    current = fixed[order]
     ordered = fill_tags(history.take(pa.array(order)), starts)
     filled = np.zeros(n, dtype=bool)
     for name in TAGS:
@@ -323,12 +360,17 @@ def _decide(
         )
     hashes = content_hashes(ordered, CONTENT)
     candidate = np.r_[False, (hashes[1:] == hashes[:-1]) & ~starts[1:]] if n else np.zeros(0, bool)
-    collapsed = np.zeros(n, dtype=bool)
+    same = np.zeros(n, dtype=bool)  # identical to the version before it
     at = np.flatnonzero(candidate)
     if len(at):
         this = ordered.take(pa.array(at, pa.int64()))
         previous = ordered.take(pa.array(at - 1, pa.int64()))
-        collapsed[at] = same_content(this, previous)
+        same[at] = same_content(this, previous)
+    # a run of identical versions keeps its first, or the latest state's where it holds one
+    run = np.cumsum(~same) - 1
+    held_run = np.zeros(int(run[-1]) + 1 if n else 0, dtype=bool)
+    held_run[run[current]] = True
+    collapsed = np.where(held_run[run], ~current, same) if n else same
     pruned = np.zeros(n, dtype=bool)
     if cutoff is not None and n:
         null_last = pa.scalar(np.iinfo(np.int64).max, pa.int64())
@@ -336,10 +378,12 @@ def _decide(
         bound = int(cutoff.timestamp() * 1_000_000)
         kept = np.flatnonzero(~collapsed)
         group = np.cumsum(starts)
-        current, following = kept[:-1], kept[1:]
-        superseded = (group[current] == group[following]) & (fetched[following] < bound)
-        pruned[current[superseded]] = True
+        earlier, following = kept[:-1], kept[1:]
+        superseded = (group[earlier] == group[following]) & (fetched[following] < bound)
+        pruned[earlier[superseded]] = True
+        pruned &= ~current
     drop = collapsed | pruned
+    filled &= rewritten[order]
     counts: dict[str, Any] = {
         "rows_before": n,
         "rows_after": n - int(drop.sum()),

@@ -6,7 +6,8 @@ Delta Lake tables, written with ``deltalake`` (delta-rs):
 - ``root/latest/``: the **latest state**, one row per session, partitioned by ``created_month``.
   ``read_snapshots(root)``, Polars (``pl.scan_delta("root/latest")``), DuckDB
   (``delta_scan('root/latest')``), Spark, Trino and Athena read one committed version whole.
-- ``root/versions/``: **every version** ever written, append-only, with ``snapshot_id``
+- ``root/versions/``: the **versions the latest state replaced** (and stale ones), with
+  ``snapshot_id``; every version is the two together, each once
   (``read_snapshots(root, latest=False)``).
 
 Rules a write follows (:func:`write_snapshot`, and the storage step of a sync):
@@ -14,9 +15,10 @@ Rules a write follows (:func:`write_snapshot`, and the storage step of a sync):
 - **What changes.** Rows are compared with the latest state (:mod:`mihu_frames.versions`): a
   row identical to the version held (``fetched_at`` aside) is not written again, so writing the
   same data twice adds nothing; an untagged row keeps the ``status``/``type`` held.
-- **Atomic.** The versions are appended to ``versions/`` in one commit, then the latest state
-  is merged in one commit; a reader sees the state before or after, never a mix, and a write a
-  killed process left between the two is completed by the next one.
+- **Atomic.** The versions a write replaces are copied to ``versions/`` in one commit, then
+  the latest state changes in one commit; a reader sees the state before or after, never a mix
+  (a write killed between the two leaves the state before: its copies are versions the latest
+  state still holds, read once).
 - **Metadata.** Each commit records (``mihu_frames`` in its commit info) the library and schema
   versions, snapshot id, fetch and write times, base URL (never the token), filters and counts.
 - **Owner-only** on a local disk: files ``0600``, folders ``0700`` (contacts are personal data).
@@ -135,7 +137,7 @@ def write_snapshot(
         ``root`` is a file, or a non-empty folder that is not a snapshot root.
     SnapshotStoreError
         The storage failed or refused (credentials, a missing bucket, a full disk); the root is
-        as it was, or the next write completes this one.
+        as it was (write it again).
     ValueError
         ``df`` is not a sessions frame (a column missing, or one it does not know: a snapshot
         would drop it), a timestamp column is time-zone-naive or finer than microseconds (the

@@ -21,10 +21,10 @@ what changed, not to what exists:
    after the first page whose oldest ``updated_at`` is before ``held - overlap``.
 3. **Store** (:meth:`mihu_frames.store.SnapshotRoot.commit`), once every page is in: rows
    fetched are compared with the latest state: *new* (never held), *changed* (other content; an
-   untagged row keeps the tag held), or unchanged (not written). The changed and new rows are
-   appended to the root's history, then merged into the latest state in one commit (only the
-   partitions holding them are rewritten): the cost follows what changed. An exception before
-   the commits writes nothing; a process killed between them is completed by the next write.
+   untagged row keeps the tag held), or unchanged (not written). The versions the changed rows
+   replace are copied to the root's history, then the latest state takes the changed and new
+   rows in one commit (only the files holding a changed session are rewritten): the cost
+   follows what changed. An exception or a killed process leaves the latest state as it was.
    Then the latest state of the requested conversations is returned, with what the write did
    (and the version it produced) in ``df.attrs["mihu_frames"]``.
 

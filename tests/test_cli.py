@@ -253,7 +253,7 @@ def test_sync_twice_then_compact(fresh_sim, tmp_path):
     history = mf.read_snapshots(root, latest=False)
     compact = _run("compact", root)
     assert compact.returncode == 0, compact.stderr
-    assert "compacted 2 history files into 1" in compact.stdout
+    assert "compacted 1 history files into 1" in compact.stdout  # the first sync superseded none
     assert f"version {DeltaTable(Path(root) / 'latest').version()}" in compact.stdout
     assert f"kept {len(history):,} versions; dropped 0 identical re-fetches" in compact.stdout
     pd.testing.assert_frame_equal(

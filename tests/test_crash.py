@@ -4,7 +4,7 @@ caches.
 Child processes run ``sys.executable -c ...`` and are killed with ``SIGKILL`` in the middle of
 ``write_snapshot``, of a compaction, of a sync and of a cached load. Afterwards the root holds a
 committed state (every earlier write whole, the killed one whole or absent: never a mix, for
-mihu_frames, pyarrow, DuckDB and Polars), and the next run completes what the killed one left.
+mihu_frames, pyarrow, DuckDB and Polars), and the next run writes on top of what it left.
 Two processes writing or syncing into one root at once both land, with no session twice. The
 data files a killed writer left uncommitted (personal data) are removed by compaction once a
 day old. A corrupted or locked cache file gives a clear error or is rebuilt: never a traceback
@@ -107,8 +107,11 @@ def assert_a_committed_state(root: Path) -> pd.DataFrame:
     con.register("latest", dataset)
     counts = con.execute("select count(*), count(distinct uuid) from latest")
     assert counts.fetchone() == (len(latest), len(latest))
-    history = pl.scan_delta(str(root / "versions")).select(pl.len()).collect().item()
-    assert history == len(df)
+    # every version, as another engine reads it: versions/ and latest/, each version once
+    superseded = pl.scan_delta(str(root / "versions")).drop("fetched_month")
+    current = pl.scan_delta(str(root / "latest")).drop("created_month")
+    every = pl.concat([superseded, current]).unique(["uuid", "snapshot_id", "fetched_at"])
+    assert every.select(pl.len()).collect().item() == len(df)
     return df
 
 
@@ -167,28 +170,33 @@ def test_kill_during_write_snapshot_leaves_the_state_before_or_after(tmp_path, d
         read_until(child, lambda s, starting=starting: s == starting, 60)
         time.sleep(delay)
         kill9(child)
+        killed = first + 2
+        assert child.stdout is not None
+        for line in child.stdout.read().splitlines():  # what it said before it died
+            if line.startswith("done "):  # writes finish faster than the delay, under load
+                _, number, sid = line.split(" ", 2)
+                whole[sid] = int(number)
+            elif line.startswith("start "):
+                killed = int(line.split()[1])
 
         df = assert_a_committed_state(root)
         numbers = _snapshot_numbers(df)
         # every completed write is there, whole; besides, at most the one killed, whole
         assert set(whole) <= set(numbers)
         extra = set(numbers) - set(whole)
-        assert len(extra) <= 1 and all(numbers[s] == {first + 2} for s in extra)
-        whole.update({s: first + 2 for s in extra})
+        assert len(extra) <= 1 and all(numbers[s] == {killed} for s in extra)
+        whole.update({s: killed for s in extra})
         for sid, i in whole.items():
             assert numbers[sid] == {i}
             assert (df["snapshot_id"] == sid).sum() == ROWS
-        # the latest state holds every completed write whole; the killed one whole or not at
-        # all (its versions may be in history before it: the next run completes it)
+        # the latest state holds every completed write whole; the killed one whole or not at all
         latest = _numbers(mf.read_snapshots(root, columns=["uuid"])["uuid"])
         assert set(latest.values()) <= {ROWS}
-        assert set(whole.values()) - {first + 2} <= set(latest)
-        print(
-            f"\nround {round_}: killed {delay}s into a write; in history: {bool(extra)}, "
-            f"in the latest state: {first + 2 in latest}"
-        )
+        assert set(whole.values()) - {killed} <= set(latest)
+        assert (killed in latest) == bool(extra)
+        print(f"\nround {round_}: killed {delay}s into a write; it landed: {killed in latest}")
 
-    # the next run completes the killed write if it must, and writes its own
+    # the next run writes its own
     edit = mf.read_snapshots(root).head(10).assign(summary="the next run")
     path = mf.write_snapshot(edit, root)
     assert mf.snapshot_metadata(path)["rows"] == 10
@@ -245,7 +253,8 @@ def test_kill_during_a_compaction_leaves_the_state_before_or_after(tmp_path, del
     pd.testing.assert_frame_equal(mf.read_snapshots(root), latest)
     mf.compact_snapshots(root)  # the next one finishes the work
     pd.testing.assert_frame_equal(mf.read_snapshots(root), latest)
-    assert len(DeltaTable(root / "versions").file_uris()) == 1
+    assert len(DeltaTable(root / "latest").file_uris()) == 1  # six writes, one month
+    assert DeltaTable(root / "versions").file_uris() == []  # new sessions: nothing superseded
 
 
 def test_two_processes_writing_into_one_root_both_land(tmp_path):

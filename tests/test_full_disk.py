@@ -210,14 +210,16 @@ def test_a_failed_write_leaves_no_file_open_and_none_behind(sim, make_client, di
 
 
 def test_a_sync_that_fills_the_disk_between_its_two_commits(sim, make_client, disk, tmp_path):
-    """History commits, the latest state does not: it reads as before, and the next sync
-    completes the write without a version twice. The space that gives this is found by
-    bisection, each try on a fresh copy of the root."""
+    """History commits (the versions the sync supersedes, copied), the latest state does not:
+    both read as before (each copy is a version the latest state still holds), and the next
+    sync lands without a version twice. The space that gives this is found by bisection, each
+    try on a fresh copy of the root."""
     root = disk / "root"
     client = make_client(sim)
     _sync(root, sim, client)
     before = mf.read_snapshots(root)
-    writes_before = set(mf.read_snapshots(root, latest=False)["snapshot_id"])
+    history_before = mf.read_snapshots(root, latest=False)
+    writes_before, history_rows = set(history_before["snapshot_id"]), len(history_before)
     versions = latest_version, history_version = _versions(root)
     pristine = tmp_path / "pristine"
     shutil.copytree(root, pristine)
@@ -256,8 +258,8 @@ def test_a_sync_that_fills_the_disk_between_its_two_commits(sim, make_client, di
     _assert_disk_full(outcome[2], root)
     pd.testing.assert_frame_equal(mf.read_snapshots(root), before)
     _assert_readers_see(root, _state(before))
-    pending = set(mf.read_snapshots(root, latest=False)["snapshot_id"]) - writes_before
-    assert len(pending) == 1  # kept in history for the next write
+    history = mf.read_snapshots(root, latest=False)
+    assert set(history["snapshot_id"]) == writes_before and len(history) == history_rows
     _assert_each_version_once(root)
 
     df = _sync(root, sim, client)  # the filler is gone

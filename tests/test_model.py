@@ -728,8 +728,9 @@ class LibraryModel(RuleBasedStateMachine):
     @rule(delay=st.floats(0.2, 1.6))
     def killed_sync(self, delay: float) -> None:
         """A sync of every conversation killed (SIGKILL) at a random moment in another process:
-        the root reads as it was before or as it is after a sync completes, never a mix; the
-        next sync (here, in this process) completes the work."""
+        the root reads as it was before or as it is after a sync completes, never a mix, its
+        history each version once (a version copied to versions/ before the kill is read once);
+        the next sync (here, in this process) lands on top of it."""
 
         def state() -> dict[str, dict[str, Any]] | None:
             try:
@@ -756,6 +757,10 @@ class LibraryModel(RuleBasedStateMachine):
             child.wait()
         note(f"killed sync: exit {child.returncode} after {delay:.2f} s")
         between = state()
+        if between is not None:
+            history = mf.read_snapshots(self.sync_root, latest=False)
+            assert not history.duplicated(["uuid", "snapshot_id", "fetched_at"]).any()
+            assert set(between) <= set(history["uuid"])
         ids = list(self.sim.conversation_uuids)
         self.run_sync("none", "named", False, ids, ids, after_a_kill=True)
         after = state()

@@ -89,13 +89,21 @@ def test_sync_read_time_travel_and_compact_on_s3(s3, caplog):
         assert attrs["version"] > version
         assert attrs["snapshot"].startswith(f"{root}/latest/_delta_log/")
         truth = sorted(sim.ground_truth(), key=lambda s: s["uuid"])
+        # a third sync: the versions it supersedes go to a second file of versions/' month
+        third = mf.sync_snapshots(root, convs[2:], storage_options=options, **sync)
+        assert third.attrs["mihu_frames"]["rows_changed"] == 0
+        again = sim.touch_sessions(convs[1], 4)
+        fourth = mf.sync_snapshots(root, convs, storage_options=options, **sync)
+        assert fourth.attrs["mihu_frames"]["rows_changed"] == len(again)
+        truth = sorted(sim.ground_truth(), key=lambda s: s["uuid"])
+        second = fourth
     latest = mf.read_snapshots(root, storage_options=options)
     assert_matches_truth(_by_uuid(latest), truth)
     pd.testing.assert_frame_equal(latest, second)
     before = mf.read_snapshots(root, as_of=version, storage_options=options)
     pd.testing.assert_frame_equal(before, first)
     history = mf.read_snapshots(root, latest=False, storage_options=options)
-    assert len(history) == len(latest) + len(touched)
+    assert len(history) == len(latest) + len(touched) + len(again)
     meta = mf.snapshot_metadata(attrs["snapshot"], storage_options=options)
     assert meta["rows_changed"] == len(touched) and meta["version"] == attrs["version"]
 

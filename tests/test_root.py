@@ -25,11 +25,12 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 import mihu_frames as mf
 from mihu_frames.schema import COLUMNS, from_pandas
-from mihu_frames.store import Recorded, open_root, writing
+from mihu_frames.store import COMPLETE_BEFORE, LAYOUT_VERSION, Recorded, open_root, writing
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = REPO / "tests" / "data" / "old_root"
 LAYOUT2 = REPO / "tests" / "data" / "layout2_root"
+LAYOUT3 = REPO / "tests" / "data" / "layout3_root"
 
 
 @pytest.fixture
@@ -45,6 +46,15 @@ def layout2_root(tmp_path: Path) -> Path:
     """A copy of a root of layout 2, as b1dae31 wrote it (see tests/data/layout2_root/)."""
     root = tmp_path / "layout2"
     shutil.copytree(LAYOUT2 / "snapshots", root)
+    return root
+
+
+@pytest.fixture
+def layout3_root(tmp_path: Path) -> Path:
+    """A copy of a root of layout 3, as 306fc84 wrote it (see tests/data/layout3_root/):
+    ``versions/`` holds every version, the current ones too."""
+    root = tmp_path / "layout3"
+    shutil.copytree(LAYOUT3 / "snapshots", root)
     return root
 
 
@@ -298,6 +308,53 @@ def test_a_sync_of_an_old_root_uses_and_enforces_the_filters_it_was_fetched_unde
     assert open_root(old_root).state == "legacy"  # and nothing converted
 
 
+def _rows_on_disk(root: Path, name: str) -> int:
+    return DeltaTable(root / name).to_pyarrow_dataset().count_rows()
+
+
+def _changed(df: pd.DataFrame, summary: str, seconds: int) -> pd.DataFrame:
+    changed = df.assign(summary=summary)
+    changed["fetched_at"] = changed["fetched_at"] + pd.Timedelta(seconds=seconds)
+    return changed
+
+
+def test_a_layout3_root_reads_and_writes_each_version_once(layout3_root):
+    """The release before kept every version in versions/, the current ones too: read, each is
+    one version; written, the versions it holds are not copied there again; compacted, none is
+    lost; the versions this release writes are copied when they are replaced."""
+    root = layout3_root
+    latest_expected = pq.read_table(LAYOUT3 / "expected_latest.parquet").to_pandas()
+    history_expected = pq.read_table(LAYOUT3 / "expected_history.parquet").to_pandas()
+    assert _rows_on_disk(root, "versions") == len(history_expected)  # the copies are there
+    _same_frames(mf.read_snapshots(root), latest_expected)
+    _same_frames(mf.read_snapshots(root, latest=False), history_expected)
+
+    first = _changed(mf.read_snapshots(root).head(4), "changed by this release", 5)
+    mf.write_snapshot(first, root)
+    assert COMPLETE_BEFORE in recorded(root)  # what versions/ held when it was converted
+    assert _rows_on_disk(root, "versions") == len(history_expected)  # nothing copied again
+    history = mf.read_snapshots(root, latest=False)
+    assert len(history) == len(history_expected) + 4
+    assert not history.duplicated(["uuid", "snapshot_id", "fetched_at"]).any()
+
+    report = mf.compact_snapshots(root)
+    assert report.rows_before == report.rows_after == len(history)
+    assert report.versions_collapsed == report.versions_pruned == 0
+    _same_frames(mf.read_snapshots(root, latest=False), history)
+
+    second = _changed(first, "changed again", 10)
+    mf.write_snapshot(second, root)  # the versions this release wrote: copied now
+    assert _rows_on_disk(root, "versions") == len(history_expected) + 4
+    again = mf.read_snapshots(root, latest=False)
+    assert len(again) == len(history) + 4
+    assert not again.duplicated(["uuid", "snapshot_id", "fetched_at"]).any()
+    per_session = again[again["uuid"].isin(first["uuid"])].groupby("uuid")["summary"].last()
+    assert set(per_session) == {"changed again"}
+    latest = mf.read_snapshots(root).set_index("uuid")
+    assert list(latest.loc[list(first["uuid"]), "summary"]) == ["changed again"] * 4
+    assert len(latest) == len(latest_expected)
+
+
 # --------------------------------------------------------------------------- recorded settings
 
 
@@ -313,7 +370,7 @@ def test_the_recorded_settings_keep_what_they_do_not_know_and_newer_layouts_are_
     mf.write_snapshot(frame, root)
     assert recorded(root) == {"status": ["active"], "type": None, "conversations": None}
     settings = {**recorded(root), "from_a_newer_release": {"kept": True}}
-    _commit_nothing(root, {"layout_version": 3, "recorded": settings})
+    _commit_nothing(root, {"layout_version": LAYOUT_VERSION, "recorded": settings})
     store = open_root(root)
     assert store.recorded is not None
     assert store.recorded.extra == {"from_a_newer_release": {"kept": True}}
@@ -322,7 +379,8 @@ def test_the_recorded_settings_keep_what_they_do_not_know_and_newer_layouts_are_
     assert rewritten["from_a_newer_release"] == {"kept": True}
     assert rewritten["status"] == ["active", "completed", "timed_out"]
 
-    _commit_nothing(root, {"layout_version": 4, "recorded": rewritten})  # a newer release
+    newer = {"layout_version": LAYOUT_VERSION + 1, "recorded": rewritten}
+    _commit_nothing(root, newer)  # a newer release
     with pytest.raises(ValueError, match="upgrade mihu_frames"):
         mf.read_snapshots(root)
 
@@ -379,14 +437,12 @@ _KILLED_WRITER = textwrap.dedent(
     from mihu_frames.store import writing
 
     root = sys.argv[1]
-    real_apply = writing.Writer.apply
 
-    def die_before_the_latest_state(self, mine, *args):
-        if mine:  # the versions are in history, the latest state not merged yet
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_apply(self, mine, *args)
+    def die_before_the_latest_state(self, *args):
+        # the versions it supersedes are in versions/, the latest state not committed yet
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    writing.Writer.apply = die_before_the_latest_state
+    writing.Writer.commit_latest = die_before_the_latest_state
     df = mf.read_snapshots(root)
     df["summary"] = "written by a process killed half way"
     df["updated_at"] = df["updated_at"] + pd.Timedelta(seconds=1)
@@ -397,13 +453,14 @@ _KILLED_WRITER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("next_run", ["write_snapshot", "compact_snapshots", "sync"])
-def test_a_write_killed_between_history_and_latest_state_is_completed_by_the_next_run(
+def test_a_write_killed_between_history_and_latest_state_leaves_the_state_before(
     sim, make_client, tmp_path, next_run
 ):
     root = tmp_path / "root"
     df = make_client(sim).sessions(sim.conversation_uuids[5:7])
     mf.write_snapshot(df, root)
     version = DeltaTable(root / "latest").version()
+    history_version = DeltaTable(root / "versions").version()
     child = subprocess.run(
         [sys.executable, "-c", _KILLED_WRITER, str(root)],
         capture_output=True,
@@ -412,24 +469,36 @@ def test_a_write_killed_between_history_and_latest_state_is_completed_by_the_nex
         cwd=REPO,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    killed = DeltaTable(root / "versions").version()  # the killed write's versions
-    history = mf.read_snapshots(root, latest=False)
-    assert (history["summary"] == "written by a process killed half way").sum() == len(df)
-    pd.testing.assert_frame_equal(mf.read_snapshots(root), df)  # the state before, whole
+    # it copied the versions it was replacing to versions/, then died: read, each is one version
+    assert DeltaTable(root / "versions").version() == history_version + 1
+    assert DeltaTable(root / "versions").to_pyarrow_dataset().count_rows() == len(df)
     assert DeltaTable(root / "latest").version() == version
+    pd.testing.assert_frame_equal(mf.read_snapshots(root), df)  # the state before, whole
+    history = mf.read_snapshots(root, latest=False)
+    pd.testing.assert_frame_equal(history.drop(columns="snapshot_id"), df)
 
     if next_run == "write_snapshot":
-        assert mf.write_snapshot(df.head(0), root) is None
+        changed = df.head(3).copy()
+        changed["summary"] = "the next write"
+        changed["fetched_at"] = changed["fetched_at"] + pd.Timedelta(seconds=2)
+        mf.write_snapshot(changed, root)
+        expected = pd.concat([df, changed], ignore_index=True)
     elif next_run == "compact_snapshots":
-        mf.compact_snapshots(root)
+        report = mf.compact_snapshots(root)
+        assert (report.rows_before, report.rows_after) == (len(df), len(df))
+        assert DeltaTable(root / "versions").to_pyarrow_dataset().count_rows() == 0
+        expected = df
     else:
         client = make_client(sim)
         mf.sync_snapshots(root, sim.conversation_uuids[5:7], client=client)
+        expected = df
     latest = mf.read_snapshots(root)
-    assert (latest["summary"] == "written by a process killed half way").all()
+    assert not (latest["summary"] == "written by a process killed half way").any()
     assert list(latest["uuid"]) == list(df["uuid"])
-    assert DeltaTable(root / "latest").transaction_version("mihu_frames") >= killed
-    assert mf.write_snapshot(df.head(0), root) is None  # nothing left to complete
+    history = mf.read_snapshots(root, latest=False)
+    assert len(history) == len(expected)  # each version once
+    assert set(history["summary"]) == set(expected["summary"])
+    assert mf.write_snapshot(df.head(0), root) is None
 
 
 def test_a_write_that_cannot_read_the_latest_state_writes_nothing(sim, make_client, tmp_path):
@@ -473,15 +542,18 @@ def test_a_commit_in_conflict_is_tried_again_on_the_new_state(
     mine = df.iloc[55:80].assign(summary="mine")
     mine["fetched_at"] = mine["fetched_at"] + pd.Timedelta(seconds=2)
     report = open_root(root).commit(from_pandas(mine))
-    # the other writer found our versions in history and merged them with its own; our
-    # commit conflicted, and the retry found nothing left to do
+    # our commit conflicted with the other writer's; the retry compared our rows with its
+    # state: five of ours are now changes of its sessions, fetched later than its versions
     assert calls == [1]
     latest = mf.read_snapshots(root).set_index("uuid")
     assert latest.index.is_unique and len(latest) == 80
     assert (latest.loc[df["uuid"].iloc[40:55], "summary"] == "the other writer").all()
     assert (latest.loc[df["uuid"].iloc[55:80], "summary"] == "mine").all()  # fetched later
-    assert report.rows_new == 25 and report.rows_changed == 0
+    assert report.rows_new == 20 and report.rows_changed == 5
     assert report.version == DeltaTable(root / "latest").version()
+    history = mf.read_snapshots(root, latest=False)
+    assert not history.duplicated(["uuid", "snapshot_id"]).any()
+    assert len(history) == 80 + 10 + 5  # 40-49 and 55-59 superseded, each version once
 
 
 @pytest.mark.parametrize("conflicts", [2, 3])
@@ -513,6 +585,7 @@ def test_conflicts_are_retried_and_one_that_never_ends_is_a_clear_error(
         mf.write_snapshot(df.iloc[10:20], root)
     assert str(root) in str(caught.value)
     assert len(mf.read_snapshots(root)) == 10  # the state before
+    assert len(mf.read_snapshots(root, latest=False)) == 10  # nothing of it in history either
     monkeypatch.setattr(writing, "_to_delta", real_to_delta)
-    assert mf.write_snapshot(df.head(0), root) is None  # completes the versions in history
+    mf.write_snapshot(df.iloc[10:20], root)  # written again, it lands
     pd.testing.assert_frame_equal(mf.read_snapshots(root), df.iloc[:20].reset_index(drop=True))

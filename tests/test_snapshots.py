@@ -126,7 +126,7 @@ def test_metadata_records_the_write_and_never_the_token(sim, loaded, root):
     path = mf.write_snapshot(loaded, root, metadata={"note": "daily"})
     meta = mf.snapshot_metadata(path)
     assert meta["schema_version"] == 1 and meta["library_version"] == mf.__version__
-    assert meta["layout_version"] == 3 and meta["version"] == int(path.stem)
+    assert meta["layout_version"] == 4 and meta["version"] == int(path.stem)
     assert meta["base_url"] == sim.base_url and meta["pii"] == "kept"
     assert meta["filters"]["status"] == ["active", "completed", "timed_out"]
     assert meta["rows"] == len(loaded) and meta["conversations"] == 5
@@ -134,17 +134,22 @@ def test_metadata_records_the_write_and_never_the_token(sim, loaded, root):
     assert meta["fetched_at"] == loaded["fetched_at"].max().isoformat()
     assert meta["note"] == "daily"
     assert mf.snapshot_metadata(root) == meta  # a root: its newest commit
-    # the history table's commit carries the same record
+    assert meta["history_version"] == 0  # it superseded nothing: versions/ as created
+    # a write that supersedes versions: the history table's commit carries the same record
+    changed = loaded.head(3).assign(summary="changed")
+    changed["fetched_at"] = changed["fetched_at"] + pd.Timedelta(seconds=1)
+    second = mf.snapshot_metadata(mf.write_snapshot(changed, root, metadata={"note": "again"}))
     (appended,) = [
         c for c in DeltaTable(root / "versions").history() if c.get("mihu_frames", {}).get("rows")
     ]
-    assert appended["mihu_frames"]["snapshot_id"] == meta["snapshot_id"]
-    assert meta["history_version"] == appended["version"]
+    assert appended["mihu_frames"]["snapshot_id"] == second["snapshot_id"]
+    assert appended["mihu_frames"]["note"] == "again" and appended["mihu_frames"]["rows"] == 3
+    assert second["history_version"] == appended["version"]
     for file in root.rglob("*"):
         if file.is_file():
             assert sim.token.encode() not in file.read_bytes()
     created = mf.snapshot_metadata(root / "latest" / "_delta_log" / f"{0:020d}.json")
-    assert created["layout_version"] == 3 and created["table"] == "latest"
+    assert created["layout_version"] == 4 and created["table"] == "latest"
     assert created["durations"].startswith("int64 microseconds: duration, time_to_evaluation")
     assert recorded(root) == {
         "status": ["active", "completed", "timed_out"],
@@ -194,8 +199,12 @@ def test_every_engine_reads_the_latest_state_one_row_per_session(sim, loaded, ro
     assert (by_uuid.loc[truth.index, "updated_at"] == truth["updated_at"]).all()
     table = DeltaTable(root / "latest").to_pyarrow_dataset().to_table(columns=["uuid", "summary"])
     assert table.num_rows == len(loaded) and len(table.column("uuid").unique()) == len(loaded)
-    history = pl.scan_delta(str(root / "versions")).select(pl.len()).collect().item()
-    assert history == len(loaded) + 40 + 10
+    # every version: the superseded ones in versions/, the current ones in latest/
+    superseded = pl.scan_delta(str(root / "versions")).drop("fetched_month")
+    current = pl.scan_delta(str(root / "latest")).drop("created_month")
+    assert superseded.select(pl.len()).collect().item() == 40 + 10
+    every = pl.concat([superseded, current]).unique(["uuid", "snapshot_id", "fetched_at"])
+    assert every.select(pl.len()).collect().item() == len(loaded) + 40 + 10
 
 
 def test_latest_state_and_history_across_writes(sim, make_client, root):

@@ -1,6 +1,6 @@
 """A snapshot root: two Delta Lake tables, written with ``deltalake`` (delta-rs).
 
-Layout (version 3)
+Layout (version 4)
 ------------------
 ::
 
@@ -8,17 +8,20 @@ Layout (version 3)
     ├── latest/                             LATEST STATE: one row per session, merged by uuid
     │   ├── _delta_log/00000000000000000000.json …    the commits (each one atomic)
     │   └── created_month=2026-11/part-….parquet       (created_month=none: no created_at)
-    └── versions/                           EVERY VERSION of every session, append-only
+    └── versions/                           THE VERSIONS latest/ REPLACED, append-only
         ├── _delta_log/…
         └── fetched_month=2026-11/part-….parquet
 
 Both tables hold the sessions frame plus ``snapshot_id`` (the write that stored the row) and
-``insert_order`` (the order the session was first written in: reads return rows in it).
+``insert_order`` (the order the session was first written in: reads return rows in it). Every
+version is in one of them, written once: the current one in ``latest/``, the ones it replaced
+(and stale ones) in ``versions/``; the history is the two, each version once (a version is
+``uuid``, ``snapshot_id`` and ``fetched_at``: a copy in both is read once).
 Durations (``duration``, ``time_to_evaluation``, ``time_to_summary``, ``idle_before_end``) are
-``int64`` **microseconds** (Delta has no duration type; the table property
-``mihu_frames.durations`` says so); :func:`mihu_frames.read_snapshots` restores
-``timedelta64[us]``. The table properties of ``latest/`` also hold ``mihu_frames.layout`` (3)
-and ``mihu_frames.recorded`` (the status/type filters the root was fetched under, JSON).
+``int64`` **microseconds** (Delta has no duration type; each commit's record says so under
+``durations``); :func:`mihu_frames.read_snapshots` restores ``timedelta64[us]``. The commit
+records of ``latest/`` also hold the layout version and ``recorded`` (the status/type filters
+the root was fetched under; delta-rs refuses table properties of its own).
 
 *Why ``created_month``:* a session's ``created_at`` does not change, so a session stays in one
 partition for good (if it ever changes, the session keeps the partition it is held in); updates
@@ -30,31 +33,34 @@ How a write lands
 -----------------
 1. **Compare.** The rows are compared with the latest state (:mod:`mihu_frames.versions`): new,
    changed (tags carried, the held conversation kept), stale (an older fetch) or unchanged.
-2. **Write the files**, of both tables at once, with pyarrow (:mod:`.files`): the new, changed
-   and stale versions for ``versions/``; for ``latest/``, a copy of each file holding a changed
-   session with its new version (copy on write: files holding no changed session are left
-   alone), and the new sessions, one file per month. Nothing is visible yet.
-3. **History first.** The ``versions/`` files are committed (an append), the commit metadata
-   naming the write's ``snapshot_id``.
+2. **Write the files**, of both tables at once, with pyarrow (:mod:`.files`): for
+   ``versions/``, the held versions the changed sessions replace and the stale versions; for
+   ``latest/``, the rows of the files holding a changed session with their new versions and
+   the new sessions, one file per month (copy on write: files holding no changed session are
+   left alone). Nothing is visible yet.
+3. **Replaced versions first.** The ``versions/`` files are committed (a blind append), the
+   commit metadata naming the write's ``snapshot_id``. New sessions alone skip it.
 4. **Then the latest state**, in one commit (``DeltaTable.create_write_transaction``): the
    copies added, the files they replace removed, the new files added. The commit carries a
-   Delta *transaction identifier* (``txn``, app id ``mihu_frames``) whose version is the
-   ``versions/`` version it reflects. Every such commit conflicts with every other one
-   committed since it read the table, so writers are serialized optimistically: the loser
-   removes its files, reads the new state and tries again (bounded, :data:`ATTEMPTS`), and a
-   session is never inserted twice. A new root's ``latest/`` is created by its first write,
-   holding that write's rows (a killed first write leaves no empty state to read).
+   Delta *transaction identifier* (``txn``, app id ``mihu_frames``): every such commit
+   conflicts with every other one committed since it read the table, so writers are serialized
+   optimistically: the loser removes its files, compares with the new state and tries again
+   from step 1 (bounded, :data:`ATTEMPTS`), and a session is never inserted twice. A new root's
+   ``latest/`` is created by its first write, holding that write's rows (a killed first write
+   leaves no empty state to read).
 
-A process killed after step 3 leaves versions the latest state lacks: the next write (or
-compaction) finds every ``versions/`` commit after the latest state's ``txn`` version and merges
-its rows first (merging a version twice is a no-op); files written but never committed are
-removed by compaction once a day old. Readers of ``latest/`` (this library, Polars
+A process killed before step 4 leaves the state before: at most copies in ``versions/`` of
+versions the latest state still holds (read once; compaction removes them) and files no commit
+references (removed by compaction once a day old). Readers of ``latest/`` (this library, Polars
 ``scan_delta``, DuckDB ``delta_scan``, Spark…) only ever see committed versions of it, each the
-state before or after a write. Time travel: ``read_snapshots(root, as_of=…)``.
+state before or after a write. Time travel: ``read_snapshots(root, as_of=…)``; the history as
+of an instant is both tables as of it (a version leaves ``latest/`` only once in ``versions/``).
 
 Roots of the earlier layouts (:mod:`mihu_frames.legacy`) are read as they are and converted by
 their first write or compaction: ``versions/`` is created from every version they hold, then
-``latest/`` from their latest state, then their files are removed.
+``latest/`` from their latest state, then their files are removed. Such roots, and roots of
+layout 3 (whose ``versions/`` held every version), record the newest version ``versions/``
+held (:data:`COMPLETE_BEFORE`): those are not copied there again when they are replaced.
 
 Where it lives
 --------------
@@ -71,6 +77,7 @@ from __future__ import annotations
 from mihu_frames.store.layout import (
     APP_ID,
     ATTEMPTS,
+    COMPLETE_BEFORE,
     DURATIONS,
     FILE_SCHEMA,
     HISTORY,
@@ -96,6 +103,7 @@ from mihu_frames.store.writing import CommitReport
 __all__ = [
     "APP_ID",
     "ATTEMPTS",
+    "COMPLETE_BEFORE",
     "DURATIONS",
     "FILE_SCHEMA",
     "HISTORY",

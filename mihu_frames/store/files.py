@@ -12,7 +12,9 @@ actions for the files replaced. The commit, its conflict checks and the log stay
 
 :class:`Files` is one table's file system (pyarrow's own for a local root: faster than
 delta-rs's handler, whose threads can abort the interpreter at exit when a dataset outlives
-it) and what is written to it.
+it), the files holding given sessions (:meth:`Files.holding`, :func:`is_in`: a 64-bit key per
+canonical uuid, read from the Arrow buffers, before any string is compared) and what is
+written to it (dictionary encoding only for the string columns that repeat).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -39,16 +42,34 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from mihu_frames.store.layout import _CONFIG
 
-__all__ = ["FILE", "STATS_COLUMNS", "WORKERS", "Files", "Written", "groups", "removal"]
+__all__ = ["STATS_COLUMNS", "WORKERS", "Files", "Holding", "Written", "groups", "is_in", "removal"]
 
-#: The column a held row's data file is read into (its path in the table).
-FILE = "__filename"
 #: The columns whose minimum, maximum and null count each ``add`` action records.
 STATS_COLUMNS = tuple(_CONFIG["delta.dataSkippingStatsColumns"].split(","))
 #: Files encoded at once.
 WORKERS = 4
 _RUNS_PER_VALUE = 64  # more runs than this per value: regroup the rows (see groups)
 _MS = 1000  # microseconds in a millisecond: Delta's statistics hold timestamps in ms
+
+
+@dataclass
+class Holding:
+    """Files found holding values (:meth:`Files.holding`): their fragments, in the dataset's
+    order, each one's row count and first value (to check the order of a scan of them)."""
+
+    fragments: list[ds.FileFragment] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    firsts: list[Any] = field(default_factory=list)
+    found: list[np.ndarray] = field(default_factory=list)
+
+    def positions(self) -> np.ndarray:
+        """Where the values looked for are in the files' rows, the files one after another."""
+        return np.flatnonzero(np.concatenate(self.found)) if self.found else np.zeros(0, int)
+
+    @property
+    def paths(self) -> list[str]:
+        """The files' paths in the table."""
+        return [f.path for f in self.fragments]
 
 
 @dataclass
@@ -94,30 +115,47 @@ class Files:
             return table.to_pyarrow_dataset()
         return table.to_pyarrow_dataset(filesystem=self.filesystem)
 
-    def read(self, dataset: ds.Dataset, paths: Iterable[str]) -> dict[str, pa.Table]:
-        """Every row of each of the files ``paths`` of ``dataset`` (partition column
-        included), several read at once."""
-        wanted = set(paths)
-        fragments = [f for f in dataset.get_fragments() if f.path in wanted]
-        if not fragments:
-            return {}
-        with ThreadPoolExecutor(min(WORKERS, len(fragments))) as pool:
-            tables = pool.map(lambda f: f.to_table(schema=dataset.schema), fragments)
-            return {f.path: t for f, t in zip(fragments, tables, strict=True)}
-
-    def holding(self, dataset: ds.Dataset, column: str, values: pa.ChunkedArray) -> list[str]:
+    def holding(self, dataset: ds.Dataset, column: str, values: pa.ChunkedArray) -> Holding:
         """The files of ``dataset`` whose ``column`` holds one of ``values``: each file's
-        column read on its own (several at once), then looked up in one pass."""
+        column read on its own (several at once), then looked up in one pass (:func:`is_in`)."""
         fragments = list(dataset.get_fragments())
         if not fragments:
-            return []
+            return Holding()
         with ThreadPoolExecutor(min(WORKERS, len(fragments))) as pool:
-            keys = list(pool.map(lambda f: f.to_table(columns=[column]).column(column), fragments))
-        together = pa.chunked_array([c for k in keys for c in k.chunks], type=keys[0].type)
-        found = np.asarray(pc.is_in(together, value_set=values).to_numpy(), dtype=bool)
-        ends = np.cumsum([len(k) for k in keys])
-        hits = [bool(found[end - len(k) : end].any()) for k, end in zip(keys, ends, strict=True)]
-        return [f.path for f, hit in zip(fragments, hits, strict=True) if hit]
+            keys = list(
+                pool.map(lambda f: _keyed(f.to_table(columns=[column]).column(column)), fragments)
+            )
+        found = is_in(keys, _keyed(values))
+        ends = np.cumsum([len(k[0]) for k in keys])
+        holding = Holding()
+        for fragment, (values_read, _), end in zip(fragments, keys, ends, strict=True):
+            mine = found[end - len(values_read) : end]
+            if mine.any():
+                holding.fragments.append(fragment)
+                holding.firsts.append(values_read[0].as_py())
+                holding.rows.append(len(values_read))
+                holding.found.append(mine)
+        return holding
+
+    def read(
+        self, dataset: ds.Dataset, holding: Holding, column: str
+    ) -> tuple[pa.Table, np.ndarray]:
+        """Every row of the files ``holding`` names (partition column included), in one scan
+        of them (decoded by Arrow's own threads), and the index of each row's file in it."""
+        if not holding.fragments:
+            return dataset.schema.empty_table(), np.zeros(0, np.int64)
+        fragments = cast("list[ds.Fragment]", holding.fragments)
+        file_format = cast("ds.FileSystemDataset", dataset).format
+        chosen = ds.FileSystemDataset(fragments, dataset.schema, file_format, self.filesystem)
+        table = chosen.to_table()
+        starts = np.r_[0, np.cumsum(holding.rows)[:-1]]
+        if (
+            table.num_rows != sum(holding.rows)
+            or [table.column(column)[int(i)].as_py() for i in starts] != holding.firsts
+        ):  # not in the files' order: read them one by one
+            parts = [f.to_table(schema=dataset.schema) for f in holding.fragments]
+            table = pa.concat_tables(parts)
+        return table, np.repeat(np.arange(len(holding.rows)), holding.rows)
 
     def write(self, rows: pa.Table, partition: str) -> list[AddAction]:
         """Write ``rows`` (a Delta table's columns, ``partition`` among them): one file per
@@ -152,7 +190,15 @@ class Files:
             (self.local / f"{partition}={value}").mkdir(mode=0o700, exist_ok=True)
         try:
             with self.filesystem.open_output_stream(path) as sink:  # closed even on failure
-                pq.write_table(rows, sink, compression="snappy")
+                encoded: Any = _dictionary(rows.schema)  # the stubs take a bool only
+                bounded: Any = [n for n in rows.schema.names if n not in _NO_STATISTICS]
+                pq.write_table(
+                    rows,
+                    sink,
+                    compression="snappy",
+                    use_dictionary=encoded,
+                    write_statistics=bounded,
+                )
                 size = sink.tell()
         except BaseException:  # a full disk, an interrupt: no partial file left behind
             self.delete([path])
@@ -207,6 +253,17 @@ def removal(path: str, size: int, partition_values: dict[str, str | None]) -> Re
     )
 
 
+def _dictionary(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary encoding: strings that repeat (not ``uuid`` or ``summary``,
+    nearly unique, nor timestamps). Trying a dictionary on every column cost a third of the
+    writing time."""
+    return [
+        f.name
+        for f in schema
+        if f.name not in _UNIQUE and (pa.types.is_string(f.type) or pa.types.is_list(f.type))
+    ]
+
+
 def _stats(rows: pa.Table) -> str:
     """A data file's statistics as Delta records them: rows, and for :data:`STATS_COLUMNS`
     the minimum, maximum (timestamps widened to whole milliseconds, so no row falls outside)
@@ -239,3 +296,69 @@ def _iso(ms: int) -> str:
     seconds, millis = divmod(ms, 1000)
     moment = time.gmtime(seconds)
     return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{millis:03d}Z"
+
+
+_Keyed = tuple[pa.ChunkedArray, "np.ndarray | None"]
+_UUID_LENGTH = 36
+_UNIQUE = ("uuid", "summary")
+#: Columns no reader filters on by range: no Parquet statistics (their minimum and maximum of
+#: long texts cost a sixth of the writing time).
+_NO_STATISTICS = frozenset(
+    {"summary", "extra", "task_uuids", "contact_name", "contact_surname"}
+    | {"contact_phone_number", "contact_email"}
+)
+_BITMAP_BITS = 27
+_BITMAP = 1 << _BITMAP_BITS
+
+
+def _keyed(values: pa.ChunkedArray | pa.Array) -> _Keyed:
+    """``values`` with a 64-bit key of each, when every value is a string of a canonical
+    UUID's length (None otherwise): its bytes 0-7 and 9-16 (16 hex digits) folded, read
+    straight from the Arrow buffers (no per-value Python)."""
+    chunked = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    parts = []
+    for chunk in chunked.chunks:
+        if chunk.null_count or not pa.types.is_string(chunk.type):
+            return chunked, None
+        buffers = cast("list[Any]", chunk.buffers())  # a string array: validity, offsets, data
+        offsets = np.frombuffer(buffers[1], dtype=np.int32)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        if not (np.diff(offsets) == _UUID_LENGTH).all():
+            return chunked, None
+        data = np.frombuffer(buffers[2], dtype=np.uint8)
+        rows = data[offsets[0] : offsets[-1]].reshape(-1, _UUID_LENGTH)
+        head = np.ascontiguousarray(rows[:, 0:8]).view(np.uint64).ravel()
+        tail = np.ascontiguousarray(rows[:, 9:17]).view(np.uint64).ravel()
+        parts.append(head ^ (tail * np.uint64(0x9E3779B97F4A7C15)))
+    return chunked, np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def is_in(haystacks: list[_Keyed], needles: _Keyed) -> np.ndarray:
+    """For every value of ``haystacks`` (in order): is it one of ``needles``? Keyed values
+    are matched by key in a hash table of the needles' keys first, and only those whose key
+    matches are compared as strings: 9,000,000 uuids against 1,000,000 in a fraction of the
+    time of a hash set of strings."""
+    together = pa.chunked_array(
+        [c for values, _ in haystacks for c in values.chunks], type=needles[0].type
+    )
+    keys = [k for _, k in haystacks]
+    if needles[1] is None or any(k is None for k in keys):
+        return np.asarray(pc.is_in(together, value_set=needles[0]).to_numpy(), dtype=bool)
+    haystack = np.concatenate(cast("list[np.ndarray]", keys))
+    # a bitmap of the needles' keys first (2**27 bits: about 1% false hits for a million),
+    # then a hash table for the few keys it lets through
+    bitmap = np.zeros(_BITMAP >> 3, dtype=np.uint8)
+    slots = needles[1] >> np.uint64(64 - _BITMAP_BITS)
+    np.bitwise_or.at(
+        bitmap, slots >> np.uint64(3), np.uint8(1) << (slots & np.uint64(7)).astype(np.uint8)
+    )
+    probes = haystack >> np.uint64(64 - _BITMAP_BITS)
+    maybe = np.flatnonzero(
+        (bitmap[probes >> np.uint64(3)] >> (probes & np.uint64(7)).astype(np.uint8)) & 1
+    )
+    at = maybe[np.asarray(pd.Index(haystack[maybe]).isin(needles[1]))]
+    found = np.zeros(len(together), dtype=bool)
+    if len(at):
+        exact = pc.is_in(together.take(at), value_set=needles[0])
+        found[at] = np.asarray(exact.to_numpy(zero_copy_only=False), dtype=bool)
+    return found

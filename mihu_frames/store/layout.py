@@ -30,14 +30,21 @@ from mihu_frames._version import __version__
 from mihu_frames.errors import SnapshotStoreError
 from mihu_frames.schema import SCHEMA_VERSION, SESSIONS_SCHEMA, TIMESTAMP_TYPE
 
-LAYOUT_VERSION = 3
+#: 4: ``versions/`` holds the superseded versions, ``latest/`` the current ones (3: both held
+#: every version; such a root is read and written as it is, see :data:`COMPLETE_BEFORE`).
+LAYOUT_VERSION = 4
 LATEST = "latest"
 HISTORY = "versions"
 PARTITION = "created_month"
 HISTORY_PARTITION = "fetched_month"
 NO_MONTH = "none"
-#: The Delta transaction identifier whose version is the ``versions/`` version applied.
+#: The Delta transaction identifier every commit of the latest state carries: two such commits
+#: made from one version conflict (writers are serialized optimistically).
 APP_ID = "mihu_frames"
+#: Recorded with a root converted from an earlier layout (or from layout 3): ``versions/``
+#: holds every version whose ``snapshot_id`` sorts before this one, the current ones too, so a
+#: write does not copy those again when it supersedes them.
+COMPLETE_BEFORE = "versions_complete_before"
 #: Commits of the latest state tried before a conflict is an error.
 ATTEMPTS = 30
 FILE_SCHEMA = legacy.FILE_SCHEMA

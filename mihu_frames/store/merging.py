@@ -1,14 +1,16 @@
 """Comparing the rows of a write with the latest state, and the metadata a write records.
 
 :func:`_merge` tells, for the rows of a write and the rows held of those sessions, what goes to
-the latest state and what to history (the rules are :mod:`mihu_frames.versions`'s);
-:func:`_next_order` the place of the next new session; :func:`_record` a write's commit metadata.
+the latest state and what to ``versions/`` (:class:`Merged`; the rules are
+:mod:`mihu_frames.versions`'s); :func:`_next_order` the place of the next new session;
+:func:`_record` a write's commit metadata.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,17 +60,35 @@ def _next_order(latest: DeltaTable) -> int:
     return 0 if largest is None else int(largest) + 1
 
 
-def _merge(
-    held: pa.Table, incoming: pa.Table, next_order: int
-) -> tuple[pa.Table, pa.Table, dict[str, int]]:
-    """Compare ``incoming`` (one row per session, :data:`FILE_SCHEMA`) with the ``held`` rows
-    of those sessions (with their partition).
+@dataclass(frozen=True)
+class Merged:
+    """What a write does, compared with the latest state (:func:`_merge`).
 
-    Returns the rows to write to the latest state (new and changed sessions, with their
-    partition: the held one for a held session), the versions to add to history (new,
-    changed and stale, tags carried, the held conversation kept) and the counts. See
-    :mod:`mihu_frames.versions` for the rules.
+    Attributes
+    ----------
+    upserts : pa.Table
+        The rows for the latest state: new and changed sessions, with their partition (the
+        held one for a held session).
+    history : pa.Table
+        The rows for ``versions/`` (:data:`FILE_SCHEMA`): the held versions the changed ones
+        supersede, and the stale versions (an older fetch written late).
+    versions : pa.Table
+        The write's own versions: new, changed and stale (tags carried, the held conversation
+        kept).
+    counts : dict of str to int
+        ``new``, ``changed``, ``unchanged``, ``stale``.
     """
+
+    upserts: pa.Table
+    history: pa.Table
+    versions: pa.Table
+    counts: dict[str, int]
+
+
+def _merge(held: pa.Table, incoming: pa.Table, next_order: int) -> Merged:
+    """Compare ``incoming`` (one row per session, :data:`FILE_SCHEMA`) with the ``held`` rows
+    of those sessions (with their partition): what goes to the latest state, what to
+    ``versions/``. See :mod:`mihu_frames.versions` for the rules."""
     incoming = incoming.cast(FILE_SCHEMA)
     if held.num_rows == 0:  # a first write, or only new sessions: every row is new
         return _all_new(incoming, next_order)
@@ -101,23 +121,29 @@ def _merge(
             new.append_column(PARTITION, _months(new.column("created_at"))),
         ]
     )
-    versions = pa.concat_tables([new, changed, stale])
+    superseded = before.filter(changed_mask).select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
     counts = {
         "new": new.num_rows,
         "changed": changed.num_rows,
         "unchanged": int(same.sum()),
         "stale": stale.num_rows,
     }
-    return upserts, versions, counts
+    return Merged(
+        upserts,
+        pa.concat_tables([superseded, stale]),
+        pa.concat_tables([new, changed, stale]),
+        counts,
+    )
 
 
-def _all_new(incoming: pa.Table, next_order: int) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+def _all_new(incoming: pa.Table, next_order: int) -> Merged:
     """:func:`_merge` of rows none of which is held."""
     order = pa.array(np.arange(next_order, next_order + incoming.num_rows, dtype=np.int64))
     filled = pc.coalesce(incoming.column(ORDER).combine_chunks(), order)
     new = incoming.set_column(incoming.schema.get_field_index(ORDER), ORDER, filled)
     counts = {"new": new.num_rows, "changed": 0, "unchanged": 0, "stale": 0}
-    return new.append_column(PARTITION, _months(new.column("created_at"))), new, counts
+    upserts = new.append_column(PARTITION, _months(new.column("created_at")))
+    return Merged(upserts, FILE_SCHEMA.empty_table(), new, counts)
 
 
 def _not_older(a: pa.Table, b: pa.Table) -> np.ndarray:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
@@ -19,9 +21,12 @@ from mihu_frames import legacy
 from mihu_frames.errors import NotASnapshotRootError
 from mihu_frames.store.layout import FILE_SCHEMA, HISTORY, LATEST, _from_delta, _scan, _where
 from mihu_frames.store.tables import Tables
-from mihu_frames.versions import latest_versions
+from mihu_frames.versions import SNAPSHOT_ID, latest_versions
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "same_versions"]
+
+#: What tells one version from another: a copy of a version (in both tables) is the same.
+_KEYS = ("uuid", SNAPSHOT_ID, "fetched_at")
 
 
 class Reader:
@@ -82,14 +87,26 @@ class Reader:
         where: Any = None,
         as_of: datetime | None = None,
     ) -> pa.Table:
-        """Every version (see :meth:`mihu_frames.store.SnapshotRoot.read_history`)."""
+        """Every version (see :meth:`mihu_frames.store.SnapshotRoot.read_history`): the
+        superseded ones in ``versions/`` and the latest state, each version once."""
         local = self.tables.local
         if state == "legacy" and local is not None:
             return legacy.history(local, None if columns is None else list(columns), where)
         if state == "new":
             raise NotASnapshotRootError(self.tables.path, "nothing was written to it yet")
+        read = None if columns is None else list(dict.fromkeys([*columns, *_KEYS]))
         dataset = self.tables.dataset(HISTORY, self.snapshot(HISTORY, as_of))
-        return _from_delta(_scan(dataset, columns, where), columns=columns)
+        superseded = _distinct(_from_delta(_scan(dataset, read, where), columns=read))
+        if state == "delta":
+            try:
+                latest = self.tables.dataset(LATEST, self.snapshot(LATEST, as_of))
+            except ValueError:  # no latest state yet at that instant
+                pass
+            else:
+                current = _from_delta(_scan(latest, read, where), columns=read)
+                current = current.filter(pa.array(~same_versions(current, superseded)))
+                superseded = pa.concat_tables([superseded, current])
+        return superseded if columns is None else superseded.select(list(columns))
 
     def held_keys(self, state: str, conversations: Sequence[str]) -> pa.Table:
         """``conversation_uuid``, ``uuid``, ``updated_at``, ``fetched_at`` of the latest state of
@@ -102,3 +119,45 @@ class Reader:
             return self.latest(state, columns, conversations=conversations)
         except NotASnapshotRootError:  # nothing written yet
             return empty
+
+
+def same_versions(rows: pa.Table, others: pa.Table) -> np.ndarray:
+    """Which of ``rows`` are versions ``others`` holds too (the same :data:`_KEYS`).
+
+    A version is copied to ``versions/`` before the latest state replaces it, so a write
+    killed or beaten between the two leaves it in both tables (and roots converted from earlier
+    layouts, or written by the release before, keep every version in ``versions/``): read, it
+    is one version, the copy in ``versions/`` (the version as it was written)."""
+    found = np.zeros(rows.num_rows, dtype=bool)
+    if not rows.num_rows or not others.num_rows:
+        return found
+    held = pc.is_in(rows.column("uuid"), value_set=others.column("uuid").unique())
+    candidates = np.flatnonzero(np.asarray(held.to_numpy(zero_copy_only=False), dtype=bool))
+    if not len(candidates):
+        return found
+    mine = _key_table(rows.take(candidates))
+    mine = mine.append_column("row", pa.array(candidates))
+    matched = mine.join(_key_table(others), keys=list(_KEYS), join_type="left semi")
+    found[np.asarray(matched.column("row"))] = True
+    return found
+
+
+def _distinct(rows: pa.Table) -> pa.Table:
+    """``rows`` with each version once (a write killed or beaten after copying a version to
+    ``versions/`` copies it again when it is superseded: the copies are identical)."""
+    if rows.num_rows < 2:
+        return rows
+    keys = _key_table(rows).append_column("row", pa.array(np.arange(rows.num_rows)))
+    first = keys.group_by(list(_KEYS), use_threads=False).aggregate([("row", "min")])
+    if first.num_rows == rows.num_rows:
+        return rows
+    return rows.take(np.sort(np.asarray(first.column("row_min"))))
+
+
+def _key_table(rows: pa.Table) -> pa.Table:
+    """The :data:`_KEYS` of ``rows``, nulls as values (a join matches no null)."""
+    sid = pc.fill_null(rows.column(SNAPSHOT_ID), pa.scalar("", pa.string()))
+    low = pa.scalar(-(2**63), pa.int64())
+    fetched = pc.fill_null(rows.column("fetched_at").cast(pa.int64()), low)
+    columns = [rows.column("uuid"), cast("pa.ChunkedArray", sid), cast("pa.ChunkedArray", fetched)]
+    return pa.Table.from_arrays(columns, names=list(_KEYS))

@@ -19,13 +19,13 @@ from deltalake import DeltaTable
 from mihu_frames import legacy
 from mihu_frames._files import private_dirs
 from mihu_frames.schema import SESSIONS_SCHEMA
-from mihu_frames.store.layout import HISTORY, LATEST, _is_uri
+from mihu_frames.store.layout import COMPLETE_BEFORE, HISTORY, LATEST, _is_uri
 from mihu_frames.store.opening import local_state, remote_state
 from mihu_frames.store.reading import Reader
 from mihu_frames.store.recorded import Recorded, recorded_from_rows
 from mihu_frames.store.tables import Tables
-from mihu_frames.store.writing import CommitReport, Planned, Writer
-from mihu_frames.versions import latest_versions
+from mihu_frames.store.writing import CommitReport, Writer
+from mihu_frames.versions import SNAPSHOT_ID, latest_versions
 
 __all__ = ["SnapshotRoot", "open_root"]
 
@@ -62,9 +62,10 @@ def open_root(
 class SnapshotRoot:
     """One snapshot root: read its latest state and history, write to it, compact it.
 
-    Built by :func:`open_root`. ``state`` is ``"delta"`` (layout 3), ``"partial"`` (``versions/``
-    without ``latest/``: a new root or a conversion that a killed process left; completed by
-    the next write), ``"legacy"`` (an earlier layout) or ``"new"`` (missing or empty).
+    Built by :func:`open_root`. ``state`` is ``"delta"`` (layout 3 or 4), ``"partial"``
+    (``versions/`` without ``latest/``: a new root or a conversion that a killed process left;
+    completed by the next write), ``"legacy"`` (an earlier layout) or ``"new"`` (missing or
+    empty).
     ``tables``, ``reader`` and ``writer`` are its parts.
     """
 
@@ -204,8 +205,8 @@ class SnapshotRoot:
         """Write ``rows`` (in :data:`SESSIONS_SCHEMA`) to the root: the storage step of a write.
 
         Creates, converts or completes the root first (:meth:`prepare`), compares ``rows`` with
-        the latest state, appends the new, changed and stale versions to ``versions/``, then
-        merges the latest state (see the module docstring). ``recorded`` is recorded with the
+        the latest state, appends the versions it replaces (and stale ones) to ``versions/``,
+        then commits the latest state (see the module docstring). ``recorded`` is recorded with the
         root (a new root records the filters the rows were fetched under).
 
         Examples
@@ -253,6 +254,7 @@ class SnapshotRoot:
         if self.state == "delta":
             if self.local is not None and legacy.layout(self.local) is not None:
                 legacy.remove(self.local)  # a conversion killed after its commits
+            self._complete_before()
             return False
         converted = self.state == "legacy" or (
             self.local is not None and legacy.layout(self.local) is not None
@@ -270,6 +272,7 @@ class SnapshotRoot:
                 self.state, self._recorded = "partial", None
                 self.tables.private()
                 return False
+        settings = self._completed(settings)  # versions/ holds every version written so far
         history_version = self.tables.table(HISTORY).version()
         self.tables.create(LATEST, latest_rows, settings, {"history_version": history_version})
         if self.local is not None and converted:
@@ -278,6 +281,25 @@ class SnapshotRoot:
         self.state, self._recorded = "delta", None
         self.tables.private()
         return converted
+
+    def _complete_before(self) -> None:
+        """A root of layout 3 (``versions/`` held every version) records, once, that the
+        versions written so far are all in ``versions/`` (:data:`COMPLETE_BEFORE`)."""
+        held = self.recorded or Recorded()
+        if COMPLETE_BEFORE in held.extra:
+            return
+        latest = self.tables.table(LATEST)
+        if self.tables.record(LATEST, latest.version()).get("layout_version", 3) >= 4:
+            return
+        self.writer.record_settings(self._completed(held))
+        self._recorded = None
+
+    def _completed(self, settings: Recorded) -> Recorded:
+        """``settings`` recording the newest version ``versions/`` holds (it holds every
+        version written until then, :data:`COMPLETE_BEFORE`)."""
+        newest = pc.max(self.tables.read(HISTORY, columns=[SNAPSHOT_ID]).column(SNAPSHOT_ID))
+        value = newest.as_py() or ""
+        return replace(settings, extra={**settings.extra, COMPLETE_BEFORE: value})
 
     def _settings(self, recorded: Recorded | None) -> Recorded:
         """What the root records after this write: ``recorded`` (settings it does not know
@@ -288,15 +310,6 @@ class SnapshotRoot:
         return replace(recorded, extra={**held.extra, **recorded.extra})
 
     # ----------------------------------------------------------------------- for compaction
-
-    def _apply(
-        self,
-        mine: Mapping[str, pa.Table],
-        record: Mapping[str, Any],
-        planned: Planned | None = None,
-    ) -> tuple[int | None, dict[str, int]]:
-        """:meth:`Writer.apply` (compaction completes a killed write with it)."""
-        return self.writer.apply(mine, record, planned)
 
     def _read(self, name: str, where: Any = None) -> pa.Table:
         """:meth:`Tables.read`."""

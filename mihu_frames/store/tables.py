@@ -148,9 +148,10 @@ class Tables:
                 return info
         return {}
 
-    def read(self, name: str, where: Any = None) -> pa.Table:
-        """Every row of table ``name`` (in :data:`FILE_SCHEMA`) that ``where`` keeps."""
-        return _from_delta(_scan(self.dataset(name), None, where))
+    def read(self, name: str, where: Any = None, columns: list[str] | None = None) -> pa.Table:
+        """Every row of table ``name`` (in :data:`FILE_SCHEMA`, or ``columns``) that ``where``
+        keeps."""
+        return _from_delta(_scan(self.dataset(name), columns, where), columns=columns)
 
     def create(
         self,

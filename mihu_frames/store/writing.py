@@ -1,10 +1,10 @@
-"""The write path of a snapshot root: history first, then one commit of the latest state.
+"""The write path of a snapshot root: superseded versions first, then the latest state.
 
 :class:`Writer` compares a write's rows with the latest state (:mod:`.merging`), appends the
-new, changed and stale versions to ``versions/``, then merges every write ``versions/`` holds
-that the latest state lacks into ``latest/``, in one commit carrying the ``versions/`` version
-it reflects (retried on conflict, :data:`~mihu_frames.store.layout.ATTEMPTS`). The rules are in
-the docstring of :mod:`mihu_frames.store`; :class:`CommitReport` is what a write did.
+versions its changes supersede (and stale ones) to ``versions/``, then commits the latest state
+in one commit, made again on the new state when another writer committed first (bounded,
+:data:`~mihu_frames.store.layout.ATTEMPTS`). The rules are in the docstring of
+:mod:`mihu_frames.store`; :class:`CommitReport` is what a write did.
 """
 
 from __future__ import annotations
@@ -14,21 +14,23 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
 from mihu_frames.errors import SnapshotStoreError
-from mihu_frames.store.files import FILE, WORKERS, Written, groups, removal
+from mihu_frames.store.files import WORKERS, Holding, Written, groups, removal
 from mihu_frames.store.layout import (
     _KEY,
     APP_ID,
     ATTEMPTS,
+    COMPLETE_BEFORE,
     FILE_SCHEMA,
     HISTORY,
     HISTORY_PARTITION,
@@ -42,42 +44,56 @@ from mihu_frames.store.layout import (
     _versions,
     new_snapshot_id,
 )
-from mihu_frames.store.merging import _merge, _next_order, _record
+from mihu_frames.store.merging import Merged, _merge, _next_order, _record
 from mihu_frames.store.recorded import Recorded
 from mihu_frames.store.tables import Tables
-from mihu_frames.versions import ORDER, SNAPSHOT_ID, latest_versions
+from mihu_frames.versions import ORDER, SNAPSHOT_ID
 
 __all__ = ["CommitReport", "Writer"]
 
 logger = logging.getLogger("mihu_frames")
 
-_NONE_HELD = LATEST_SCHEMA.append(pa.field(FILE, pa.string())).empty_table()
+#: The column a held row carries the index of its file in (in :attr:`Planned.holding`).
+FILE = "__file"
+_KEEP = "__keep"  # a row of a file copied on write that the copy keeps
 
 
 @dataclass
 class Planned:
-    """What a commit of the latest state will do, as planned against one of its versions.
+    """A write as planned against one version of the latest state.
 
     Attributes
     ----------
     version : int
-        The version of ``latest/`` compared with.
+        The version of ``latest/`` compared with (-1: none yet).
     held : pa.Table
-        Its rows of the sessions written (with their partition and :data:`FILE`).
-    upserts : pa.Table
-        The rows to write (new and changed sessions, with their partition).
-    content : dict of str to pa.Table
-        Every row of each file holding ``held`` (the Delta table's columns), by its path: the
-        files a changed session is copied out of.
+        Its rows of the sessions written (with their partition, and in :data:`FILE` their
+        position in ``content``).
+    content : pa.Table
+        Every row of the files holding ``held`` (the Delta table's columns): the files a
+        changed session is copied out of.
+    homes : np.ndarray
+        The index of each row of ``content``'s file in ``holding``.
+    holding : Holding
+        Those files.
+    merged : Merged
+        What goes to each table.
     written : Written or None
-        The files already written for it (None: not yet).
+        The files of ``latest/`` already written for it (None: not yet).
     """
 
     version: int
     held: pa.Table
-    upserts: pa.Table
-    content: dict[str, pa.Table]
+    content: pa.Table
+    homes: np.ndarray
+    holding: Holding
+    merged: Merged
     written: Written | None = None
+
+    @property
+    def upserts(self) -> pa.Table:
+        """The rows for the latest state."""
+        return self.merged.upserts
 
 
 @dataclass(frozen=True)
@@ -91,9 +107,11 @@ class CommitReport:
     version : int or None
         The version of ``latest/`` this write committed (``read_snapshots(as_of=version)``).
     history_version : int or None
-        The version of ``versions/`` that holds this write's versions.
+        The version of ``versions/`` that holds the versions this write superseded (None: it
+        superseded none).
     commit_file : Path or str or None
-        The commit of ``latest/`` (``latest/_delta_log/<version>.json``; a URI remotely).
+        The commit of ``latest/`` (``latest/_delta_log/<version>.json``; a URI remotely), or of
+        ``versions/`` for a write of stale versions only.
     rows_new, rows_changed, rows_unchanged, rows_stale : int
         Sessions not held; held with other content (replaced); identical to the version held
         (not written); other content but fetched before the version held (history only).
@@ -132,7 +150,7 @@ class CommitReport:
 
 
 class Writer:
-    """Writes to the root whose tables are ``tables`` (which exist: see
+    """Writes to the root whose tables are ``tables`` (``versions/`` exists: see
     :meth:`mihu_frames.store.SnapshotRoot.prepare`)."""
 
     def __init__(self, tables: Tables) -> None:
@@ -146,75 +164,90 @@ class Writer:
         converted: bool = False,
         first: bool = False,
     ) -> CommitReport:
-        """Write ``rows`` (one row per session, :data:`SESSIONS_SCHEMA`): compare, append the
-        versions to history, then commit the latest state. ``settings`` are recorded with the
-        write; ``converted`` goes to the report. The files of both tables are written at once,
-        before either commit. ``first``: ``latest/`` does not exist yet (a new root), and is
-        created holding this write's rows, so a killed first write leaves no empty root."""
-        latest = None if first else self.tables.table(LATEST)
-        start = 0 if latest is None else _next_order(latest)
-        order = np.arange(start, start + rows.num_rows, dtype=np.int64)
-        rows = rows.append_column(SNAPSHOT_ID, pa.nulls(rows.num_rows, pa.string()))
-        rows = rows.append_column(ORDER, pa.array(order))
-        try:
-            held, content = self.held(latest, rows)
-        except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
-            raise self.tables.error(error) from None
-        upserts, versions, counts = _merge(held, rows, start)
-        report = CommitReport(
-            rows_unchanged=counts["unchanged"], rows_stale=counts["stale"], converted=converted
-        )
-        if not versions.num_rows:  # nothing to write: complete what a killed writer left
-            if first:
-                applied = self.tables.table(HISTORY).version()
-                self.tables.create(LATEST, None, settings, {"history_version": applied})
-            else:
-                self.apply({}, {"recorded": settings.to_json()})
-            return report
+        """Write ``rows`` (one row per session, :data:`SESSIONS_SCHEMA`): compare them with the
+        latest state, append the versions they supersede (and stale ones) to ``versions/``,
+        then commit the latest state; on a conflict with another writer, again on the new
+        state (bounded, :data:`ATTEMPTS`). ``settings`` are recorded with the write;
+        ``converted`` goes to the report. ``first``: ``latest/`` does not exist yet (a new
+        root), and is created holding this write's rows."""
         snapshot_id = new_snapshot_id()
-        versions = _stamped(versions, snapshot_id)
-        record = _record(versions, snapshot_id, metadata, counts)
-        record["recorded"] = settings.to_json()
-        version_held = -1 if latest is None else latest.version()
-        planned = Planned(version_held, held, _stamped(upserts, snapshot_id), content)
-        added = self.write_files(versions, planned)
-        try:
-            history_version, history_sizes = self.append_history(added, record)
-        except SnapshotStoreError:
-            self.tables.files(LATEST).delete(planned.written.sizes if planned.written else [])
-            raise
-        mine = {snapshot_id: versions}
-        version: int | None = 0
-        if first and self.create_latest(planned, record, history_version, settings):
-            latest_added = (planned.written or Written()).at(self.tables.uri_of(LATEST))
-        else:
-            version, latest_added = self.apply(mine, record, None if first else planned)
-        files = {**history_sizes, **latest_added}
-        return replace(
-            report,
-            snapshot_id=snapshot_id,
-            version=version,
-            history_version=history_version,
-            # the latest state's commit; where another writer's commit or none carried
-            # these versions into it (stale ones only), the history's, holding the record
-            commit_file=(
-                self.tables.commit_file(LATEST, version)
-                if latest_added and version is not None
-                else self.tables.commit_file(HISTORY, history_version)
-            ),
-            rows_new=counts["new"],
-            rows_changed=counts["changed"],
-            files_written=tuple(files),
-            bytes_written=sum(files.values()),
+        n = rows.num_rows
+        rows = rows.append_column(SNAPSHOT_ID, pa.repeat(pa.scalar(snapshot_id), n))
+        rows = rows.append_column(ORDER, pa.nulls(n, pa.int64()))
+        appended: list[pa.Array] = []  # the keys of the versions appended to history so far
+        history: tuple[int | None, dict[str, int]] = (None, {})
+        for attempt in range(ATTEMPTS):
+            latest = None if first else self.tables.table(LATEST)
+            planned = self.plan(latest, rows)
+            merged = planned.merged
+            report = CommitReport(
+                rows_new=merged.counts["new"],
+                rows_changed=merged.counts["changed"],
+                rows_unchanged=merged.counts["unchanged"],
+                rows_stale=merged.counts["stale"],
+                converted=converted,
+            )
+            superseded = _not_in(merged.history, appended, settings.extra.get(COMPLETE_BEFORE))
+            if not (merged.upserts.num_rows or superseded.num_rows):
+                if first:  # an empty first write: an empty latest state
+                    applied = self.tables.table(HISTORY).version()
+                    self.tables.create(LATEST, None, settings, {"history_version": applied})
+                return _ended(report, history, snapshot_id if history[0] is not None else None)
+            record = _record(merged.versions, snapshot_id, metadata, merged.counts)
+            record["recorded"] = settings.to_json()
+            added = self.write_files(superseded, planned)
+            if added:
+                try:
+                    history = self.append_history(added, record)
+                except SnapshotStoreError:
+                    self.tables.files(LATEST).delete((planned.written or Written()).sizes)
+                    raise
+                appended.append(_keys(superseded))
+            if not merged.upserts.num_rows:  # stale versions only: history holds them
+                return _ended(report, history, snapshot_id, self.tables)
+            if first:
+                if self.create_latest(planned, record, settings):
+                    written = (planned.written or Written()).at(self.tables.uri_of(LATEST))
+                    return _ended(report, history, snapshot_id, self.tables, (0, written))
+                first = False  # another writer created it first: compare with theirs
+            else:
+                assert latest is not None
+                outcome = self.commit_latest(latest, planned, record, history[0])
+                if outcome is not None:
+                    return _ended(report, history, snapshot_id, self.tables, outcome)
+            _pause(attempt)
+        raise SnapshotStoreError(
+            f"the snapshot root {self.tables.uri}: the latest state stayed in conflict with "
+            f"other writers for {ATTEMPTS} attempts; nothing of this write is in it"
         )
 
-    def write_files(self, versions: pa.Table, planned: Planned) -> list[AddAction]:
-        """Write the files of both commits at once: ``versions`` for ``versions/`` (returned)
+    def plan(self, latest: DeltaTable | None, rows: pa.Table) -> Planned:
+        """Compare ``rows`` with ``latest`` (None: a new root): the ``uuid`` column of the
+        whole table first, then every row of the files holding one of them."""
+        start = 0 if latest is None else _next_order(latest)
+        if latest is None:
+            empty = _from_delta(LATEST_SCHEMA.empty_table(), PARTITION)
+            held = empty.append_column(FILE, pa.array([], pa.int64()))
+            nothing = (LATEST_SCHEMA.empty_table(), np.zeros(0, np.int64), Holding())
+            return Planned(-1, held, *nothing, _merge(held, rows, start))
+        files = self.tables.files(LATEST)
+        try:
+            dataset = files.dataset(latest)
+            holding = files.holding(dataset, "uuid", rows.column("uuid"))
+            content, homes = files.read(dataset, holding, "uuid")
+        except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
+            raise self.tables.error(error) from None
+        mine = holding.positions()  # the rows of content holding a session written
+        held = _from_delta(content.take(mine), PARTITION).append_column(FILE, pa.array(mine))
+        return Planned(latest.version(), held, content, homes, holding, _merge(held, rows, start))
+
+    def write_files(self, history: pa.Table, planned: Planned) -> list[AddAction]:
+        """Write the files of both commits at once: ``history`` for ``versions/`` (returned)
         and ``planned``'s for ``latest/`` (kept in it). On failure none is left."""
-        history = self.tables.files(HISTORY)
+        files = self.tables.files(HISTORY)
         with ThreadPoolExecutor(2) as pool:
             history_files = pool.submit(
-                history.write, _to_delta(versions, HISTORY_PARTITION), HISTORY_PARTITION
+                files.write, _to_delta(history, HISTORY_PARTITION), HISTORY_PARTITION
             )
             latest_files = pool.submit(self.prepare, planned)
             try:
@@ -222,19 +255,17 @@ class Writer:
                 planned.written = latest_files.result()
             except (DeltaError, OSError, pa.ArrowException) as error:
                 if not history_files.exception():
-                    history.delete(a.path for a in history_files.result())
+                    files.delete(a.path for a in history_files.result())
                 if not latest_files.exception():
                     self.tables.files(LATEST).delete(latest_files.result().sizes)
                 raise self.tables.error(error) from None
         return added
 
-    def create_latest(
-        self, planned: Planned, record: dict[str, Any], history_version: int, settings: Recorded
-    ) -> bool:
+    def create_latest(self, planned: Planned, record: dict[str, Any], settings: Recorded) -> bool:
         """Create ``latest/`` holding the files ``planned`` wrote (a new root's first write).
         False, and those files removed, when another writer created it first."""
         adds = planned.written.adds if planned.written else []
-        record = {**record, "history_version": history_version}
+        record = {**record, "history_version": self.tables.table(HISTORY).version()}
         if self.tables.create(LATEST, None, settings, record, adds=adds):
             return True
         self.tables.files(LATEST).delete(a.path for a in adds)
@@ -258,52 +289,47 @@ class Writer:
                 raise self.tables.error(error) from None
         logger.debug("recorded with %s: %s", self.tables.uri, recorded.describe())
 
-    def held(
-        self, latest: DeltaTable | None, rows: pa.Table
-    ) -> tuple[pa.Table, dict[str, pa.Table]]:
-        """The latest state's rows of the sessions in ``rows`` (with their partition and
-        :data:`FILE`), and every row of each file holding them (by path): the ``uuid`` column
-        of the whole table first, then those files only. None held without ``latest``."""
-        if latest is None:
-            return _held(_NONE_HELD), {}
-        files = self.tables.files(LATEST)
-        dataset = files.dataset(latest)
-        wanted = rows.column("uuid")
-        content = files.read(dataset, files.holding(dataset, "uuid", wanted))
-        found = []
-        for path, table in content.items():
-            rows_held = table.filter(pc.is_in(table.column("uuid"), value_set=wanted))
-            found.append(rows_held.append_column(FILE, pa.repeat(pa.scalar(path), len(rows_held))))
-        return _held(pa.concat_tables(found) if found else _NONE_HELD), content
-
     def prepare(self, planned: Planned) -> Written:
-        """Write the files of ``planned``'s commit: each file holding a changed session copied
-        with its new version, and the new sessions, one file per month. Nothing is committed."""
+        """Write the files of ``planned``'s commit: the rows of the files holding a changed
+        session with its new version (copy on write: the other files are left alone), one
+        file per month, and the new sessions. Nothing is committed."""
         held, upserts = planned.held, planned.upserts
+        if not upserts.num_rows:
+            return Written()
         index = pc.index_in(upserts.column("uuid"), value_set=held.column("uuid"))
         is_changed = pc.is_valid(index)
         data = _to_delta(upserts, PARTITION)
-        changed = data.filter(is_changed)
-        homes = held.column(FILE).take(index.filter(is_changed))  # each changed row's file
-
-        def copied(group: tuple[pa.Table, str]) -> tuple[pa.Table, str]:
-            rows, path = group
-            copy = planned.content[path]
-            copy = copy.filter(pc.invert(pc.is_in(copy.column("uuid"), rows.column("uuid"))))
-            copy = copy.select(changed.column_names).cast(changed.schema)
-            return pa.concat_tables([copy, rows.drop_columns([FILE])]), path
-
-        with ThreadPoolExecutor(WORKERS) as pool:  # copies made at once, as files are written
-            parts = list(pool.map(copied, groups(changed.append_column(FILE, homes), FILE)))
-        new = data.filter(pc.invert(is_changed)) if changed.num_rows else data  # no copy
         files = self.tables.files(LATEST)
-        homed = [(t, str(t.column(PARTITION)[0].as_py())) for t, _ in parts]
-        adds = files.write_parts(homed, PARTITION) + files.write(new, PARTITION)
-        sizes = self.sizes(planned.version) if parts else {}
-        removes = [
-            removal(path, sizes[path], {PARTITION: value})
-            for (_, path), (_, value) in zip(parts, homed, strict=True)
-        ]
+        if not pc.any(is_changed).as_py():
+            return Written(files.write(data, PARTITION))
+        replaced = np.asarray(held.column(FILE).take(index.filter(is_changed)))  # in content
+        touched = np.unique(planned.homes[replaced])
+        keep = np.isin(planned.homes, touched)
+        keep[replaced] = False
+        content = planned.content.select(data.column_names).cast(data.schema)
+        by_month: dict[str, list[pa.Table]] = {}
+        for rows, month in groups(content.append_column(_KEEP, pa.array(keep)), PARTITION):
+            by_month.setdefault(month, []).append(rows)
+        for rows, month in groups(data, PARTITION):
+            by_month.setdefault(month, []).append(rows)
+
+        def kept(item: tuple[str, list[pa.Table]]) -> tuple[pa.Table, str]:
+            month, tables = item
+            tables = [
+                t.filter(t.column(_KEEP)).drop_columns([_KEEP]) if _KEEP in t.column_names else t
+                for t in tables
+            ]
+            return pa.concat_tables(tables), month
+
+        with ThreadPoolExecutor(WORKERS) as pool:  # the copies made at once, a month each
+            parts = [p for p in pool.map(kept, by_month.items()) if p[0].num_rows]
+        adds = files.write_parts(parts, PARTITION)
+        sizes = self.sizes(planned.version)
+        removes = []
+        for i in touched.tolist():
+            fragment = planned.holding.fragments[i]
+            value = ds.get_partition_keys(fragment.partition_expression).get(PARTITION)
+            removes.append(removal(fragment.path, sizes[fragment.path], {PARTITION: value}))
         return Written(adds, removes)
 
     def sizes(self, version: int) -> dict[str, int]:
@@ -314,8 +340,6 @@ class Writer:
         self, added: list[AddAction], record: dict[str, Any]
     ) -> tuple[int, dict[str, int]]:
         """Commit the files ``added`` to ``versions/`` (a blind append: it never conflicts)."""
-        months = sorted({str(a.partition_values[HISTORY_PARTITION]) for a in added})
-        record = {**record, "months": months}
         table = self.tables.table(HISTORY)
         try:
             table.create_write_transaction(
@@ -334,123 +358,90 @@ class Writer:
         version = table.version()
         return version, Written(added).at(self.tables.uri_of(HISTORY))
 
-    def pending(self, applied: int) -> tuple[int, dict[str, list[str]]]:
-        """The current ``versions/`` version, and the writes after ``applied`` (snapshot id:
-        its months), oldest first."""
-        current = self.tables.table(HISTORY).version()
-        pending: dict[str, list[str]] = {}
-        for version in range(applied + 1, current + 1):
-            info = self.tables.commit_info(HISTORY, version).get(_KEY) or {}
-            for snapshot_id in info.get("snapshot_ids") or [info.get("snapshot_id")]:
-                if snapshot_id:
-                    pending[snapshot_id] = list(info.get("months") or [])
-        return current, pending
-
-    def apply(
+    def commit_latest(
         self,
-        mine: Mapping[str, pa.Table],
+        latest: DeltaTable,
+        planned: Planned,
         record: Mapping[str, Any],
-        planned: Planned | None = None,
-    ) -> tuple[int | None, dict[str, int]]:
-        """Merge every write appended to ``versions/`` that the latest state lacks (``mine``
-        is at hand, the others are read back) into ``latest/``, in one commit carrying the
-        ``versions/`` version it reflects. Retried on conflict. ``planned``: the commit the
-        caller planned (and whose files it wrote): used as it is when the latest state is
-        still the version it compared with and ``mine`` is all there is to merge.
-        Returns the version committed (None when there was nothing to change) and the files it
-        added."""
-        for attempt in range(ATTEMPTS):
-            outcome = self._attempt(mine, record, planned)
-            if outcome is not None:
-                return outcome
-            planned = None
-            _pause(attempt)
-        raise SnapshotStoreError(
-            f"the snapshot root {self.tables.uri}: the latest state stayed in conflict with "
-            f"other writers for {ATTEMPTS} attempts; its versions are in {HISTORY}/ and the "
-            "next write completes them"
-        )
-
-    def _attempt(
-        self, mine: Mapping[str, pa.Table], record: Mapping[str, Any], planned: Planned | None
-    ) -> tuple[int | None, dict[str, int]] | None:
-        """One attempt of :meth:`apply`: None when another writer committed first (the files
-        written for it are removed)."""
+        history_version: int | None,
+    ) -> tuple[int, dict[str, int]] | None:
+        """Commit ``planned``'s files to ``latest`` (the version it was planned against):
+        its version and the files it added, or None when another writer committed since (the
+        files are then removed). The commit carries a ``txn`` of :data:`APP_ID`, so any two
+        commits of the latest state made from one version conflict."""
         files = self.tables.files(LATEST)
-        keep = False  # the files of a commit that landed, or that may have (an error in it)
+        written = planned.written or Written()
+        current = history_version if history_version is not None else -1
+        properties = CommitProperties(
+            custom_metadata={_KEY: {**record, "history_version": history_version}},
+            app_transactions=[Transaction(APP_ID, max(current, planned.version + 1))],
+            max_commit_retries=0,
+        )
         try:
-            latest = self.tables.table(LATEST)
-            applied = latest.transaction_version(APP_ID)
-            current, pending = self.pending(-1 if applied is None else int(applied))
-            done = latest.version() if mine else None  # ours applied by another writer
-            if not pending:
-                return done, {}
-            others = [s for s in pending if s not in mine]
-            if planned is not None and planned.version != latest.version():
-                return None  # another writer committed since it was planned: a conflict
-            if planned is None or others:
-                if planned is not None and planned.written is not None:
-                    files.delete(planned.written.sizes)
-                tables = [t for s, t in mine.items() if s in pending]
-                planned = self.plan(latest, tables, others, pending)
-            if planned.upserts.num_rows == 0:  # stale versions only: history holds them
-                return done, {}
-            written = planned.written = planned.written or self.prepare(planned)
-            properties = CommitProperties(
-                custom_metadata={_KEY: {**record, "history_version": current}},
-                app_transactions=[Transaction(APP_ID, current)],
-                max_commit_retries=0,
+            latest.create_write_transaction(
+                written.actions,
+                mode="append",
+                schema=latest.schema(),
+                partition_by=[PARTITION],
+                commit_properties=properties,
             )
-            try:
-                keep = True
-                latest.create_write_transaction(
-                    written.actions,
-                    mode="append",
-                    schema=latest.schema(),
-                    partition_by=[PARTITION],
-                    commit_properties=properties,
-                )
-            except CommitFailedError as error:
-                logger.debug("%s: commit in conflict (%s)", self.tables.uri, error)
-                keep = False
-                return None
+        except CommitFailedError as error:
+            logger.debug("%s: commit in conflict (%s)", self.tables.uri, error)
+            files.delete(written.sizes)
+            return None
         except (DeltaError, OSError, pa.ArrowException) as error:
+            # kept: the commit may have landed on object storage; compaction removes strays
             raise self.tables.error(error) from None
-        finally:  # files written for a commit that did not happen
-            if not keep and planned is not None and planned.written is not None:
-                files.delete(planned.written.sizes)
         latest.update_incremental()
         return latest.version(), written.at(self.tables.uri_of(LATEST))
 
-    def plan(
-        self,
-        latest: DeltaTable,
-        tables: list[pa.Table],
-        others: list[str],
-        pending: Mapping[str, list[str]],
-    ) -> Planned:
-        """The commit for the versions at hand (``tables``) and those of the writes
-        ``others``, read back from ``versions/``."""
-        if others:
-            months = sorted({m for s in others for m in pending[s]})
-            where = pc.field(SNAPSHOT_ID).isin(others)
-            if months:
-                where = pc.field(HISTORY_PARTITION).isin(months) & where
-            tables = [*tables, self.tables.read(HISTORY, where)]
-            logger.info(
-                "%s: completing %d earlier write(s): %s", self.tables.uri, len(others), others
-            )
-        incoming = latest_versions(pa.concat_tables([t.cast(FILE_SCHEMA) for t in tables]))
-        held, content = self.held(latest, incoming)
-        upserts, _, _ = _merge(held, incoming, _next_order(latest))
-        return Planned(latest.version(), held, upserts, content)
+
+def _ended(
+    report: CommitReport,
+    history: tuple[int | None, dict[str, int]],
+    snapshot_id: str | None,
+    tables: Tables | None = None,
+    latest: tuple[int, dict[str, int]] | None = None,
+) -> CommitReport:
+    """``report`` completed with what was committed: ``history`` (the ``versions/`` version
+    and files) and ``latest`` (the ``latest/`` version and files)."""
+    history_version, history_files = history
+    files = {**history_files, **(latest[1] if latest else {})}
+    commit_file = None
+    if tables is not None and latest is not None:
+        commit_file = tables.commit_file(LATEST, latest[0])
+    elif tables is not None and history_version is not None:
+        commit_file = tables.commit_file(HISTORY, history_version)
+    return replace(
+        report,
+        snapshot_id=snapshot_id,
+        version=latest[0] if latest else None,
+        history_version=history_version,
+        commit_file=commit_file,
+        files_written=tuple(files),
+        bytes_written=sum(files.values()),
+    )
 
 
-def _held(rows: pa.Table) -> pa.Table:
-    """Rows read from ``latest/`` with their :data:`FILE` as held rows: :data:`FILE_SCHEMA`,
-    their partition, then :data:`FILE`."""
-    held = _from_delta(rows.drop_columns([FILE]), PARTITION)
-    return held.append_column(FILE, rows.column(FILE))
+def _keys(rows: pa.Table) -> pa.Array:
+    """One string per version: its ``uuid`` and ``snapshot_id``."""
+    sid = pc.fill_null(rows.column(SNAPSHOT_ID), pa.scalar("", pa.string()))
+    sep = pa.scalar("\x1f", pa.string())
+    joined = pc.binary_join_element_wise(rows.column("uuid"), sid, sep)  # type: ignore[call-overload]
+    return cast("pa.ChunkedArray", joined).combine_chunks()
+
+
+def _not_in(rows: pa.Table, appended: list[pa.Array], complete_before: str | None) -> pa.Table:
+    """``rows`` but the versions ``versions/`` holds already: those whose keys are in
+    ``appended`` (an earlier attempt's), and those written up to ``complete_before``."""
+    if complete_before is not None and rows.num_rows:
+        written = pc.fill_null(rows.column(SNAPSHOT_ID), pa.scalar("", pa.string()))
+        later = pc.greater(written, pa.scalar(str(complete_before)))
+        rows = rows.filter(cast("pa.BooleanArray", later))
+    if not appended or not rows.num_rows:
+        return rows
+    done = pa.concat_arrays(appended)
+    return rows.filter(pc.invert(pc.is_in(_keys(rows), value_set=done)))
 
 
 def _stamped(table: pa.Table, snapshot_id: str) -> pa.Table:
