@@ -168,8 +168,9 @@ tasks.head()""",
 
 A snapshot root holds two Delta Lake tables: `latest/` is the latest state, exactly one row
 per session, partitioned by the month a session was created; `versions/` keeps the versions
-it replaced, so every version ever fetched is kept, each row written once. Each write is one atomic commit, so every reader sees a whole state, and earlier
-states stay readable (`as_of=`). Files are owner-only because contacts are personal data. Any
+it replaced, so every version ever fetched is kept, each row written once. Each write is one
+atomic commit, so every reader sees a whole state, and earlier states stay readable
+(`as_of=`). Files are owner-only because contacts are personal data. Any
 Delta reader takes `latest/` as it is: no de-duplication of your own.""",
     ),
     (
