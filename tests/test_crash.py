@@ -170,12 +170,13 @@ def test_kill_during_write_snapshot_leaves_the_state_before_or_after(tmp_path, d
         read_until(child, lambda s, starting=starting: s == starting, 60)
         time.sleep(delay)
         kill9(child)
-        killed = first + 2
+        killed: int | None = first + 2  # the write it was in when it died (None: between two)
         assert child.stdout is not None
         for line in child.stdout.read().splitlines():  # what it said before it died
             if line.startswith("done "):  # writes finish faster than the delay, under load
                 _, number, sid = line.split(" ", 2)
                 whole[sid] = int(number)
+                killed = None
             elif line.startswith("start "):
                 killed = int(line.split()[1])
 
@@ -193,7 +194,7 @@ def test_kill_during_write_snapshot_leaves_the_state_before_or_after(tmp_path, d
         latest = _numbers(mf.read_snapshots(root, columns=["uuid"])["uuid"])
         assert set(latest.values()) <= {ROWS}
         assert set(whole.values()) - {killed} <= set(latest)
-        assert (killed in latest) == bool(extra)
+        assert (killed is not None and killed in latest) == bool(extra)
         print(f"\nround {round_}: killed {delay}s into a write; it landed: {killed in latest}")
 
     # the next run writes its own
