@@ -42,8 +42,10 @@ NO_MONTH = "none"
 #: made from one version conflict (writers are serialized optimistically).
 APP_ID = "mihu_frames"
 #: Recorded with a root converted from an earlier layout (or from layout 3): ``versions/``
-#: holds every version whose ``snapshot_id`` sorts before this one, the current ones too, so a
-#: write does not copy those again when it supersedes them.
+#: holds every version whose ``snapshot_id`` sorts at or before this one, the current ones too,
+#: so a write does not copy those again when it supersedes them. Snapshot ids begin with the
+#: writer's clock: a writer whose clock runs behind by more than the root's age since then
+#: would take its own new versions for such ones (and not copy them when replacing them).
 COMPLETE_BEFORE = "versions_complete_before"
 #: Commits of the latest state tried before a conflict is an error.
 ATTEMPTS = 30
