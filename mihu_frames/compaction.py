@@ -8,9 +8,10 @@ replaced) and rewrites a few in ``latest/``; hourly syncs make many small files.
   rewritten as one, in a commit that changes no row (readers, and time travel to earlier
   versions, are unaffected: the files replaced stay until ``prune_before`` vacuums them);
 - **collapses identical re-fetches** into the first fetch: a version identical to the one
-  before it of the same session (roots of earlier releases wrote them) is dropped, and a copy
-  in ``versions/`` of a version ``latest/`` holds (a killed writer's) too; the latest state's
-  versions are read beside ``versions/`` and never dropped;
+  before it of the same session (roots of earlier releases wrote them) is dropped, and of two
+  copies of one version in ``versions/`` one; the latest state's versions are read beside
+  ``versions/`` and never dropped, nor is a copy of one in ``versions/`` (a writer replacing
+  that version relies on it);
 - **carries tags**: a version without ``status``/``type`` gets the tag of the version before it,
   as the latest state holds it;
 - drops nothing else unless asked: ``prune_before=`` drops the versions superseded before that
@@ -52,12 +53,10 @@ from mihu_frames.store import (
     _to_delta,
     open_root,
 )
-from mihu_frames.store.layout import COMPLETE_BEFORE
-from mihu_frames.store.reading import same_versions
-from mihu_frames.store.recorded import Recorded
+from mihu_frames.store.layout import _versions
+from mihu_frames.store.reading import repeated, same_versions
 from mihu_frames.versions import (
     CONTENT,
-    SNAPSHOT_ID,
     TAGS,
     content_hashes,
     fill_tags,
@@ -166,8 +165,9 @@ def compact_snapshots(
     """Compact both tables of a root into fewer files, keeping every distinct version.
 
     Identical re-fetches are collapsed into their first fetch; nothing else is dropped unless
-    ``prune_before`` is given. A root of an earlier release is converted first, and copies a
-    killed or beaten writer left in ``versions/`` are removed. See the module documentation.
+    ``prune_before`` is given. A root of an earlier release is converted first; of two copies
+    of a version in ``versions/`` (writers killed or beaten) one is kept. See the module
+    documentation.
 
     Parameters
     ----------
@@ -269,7 +269,11 @@ def _optimize(store: SnapshotRoot, name: str) -> None:
     for attempt in range(ATTEMPTS):
         try:
             settings = store.recorded
-            record = {"compaction": True, "recorded": settings and settings.to_json()}
+            record = {
+                **_versions(),
+                "compaction": True,
+                "recorded": settings and settings.to_json(),
+            }
             store.table(name).optimize.compact(
                 commit_properties=CommitProperties(custom_metadata={"mihu_frames": record})
             )
@@ -291,39 +295,36 @@ def _rewrite_history(store: SnapshotRoot, cutoff: datetime | None) -> dict[str, 
         if history.num_rows:
             uuids = pc.unique(history.column("uuid"))
             current = store._read(LATEST, pc.field("uuid").isin(uuids)).cast(FILE_SCHEMA)
-        # A version in both tables is one version: the copy in versions/ goes, unless it is
-        # one the root records as held there (converted roots: kept as written, standing for
-        # the current version).
+        # A version copied twice to versions/ (a writer killed or beaten, then another) keeps
+        # one copy. A copy of a version latest/ holds stands for it and is never dropped: a
+        # writer may be about to replace that version, its copy being the one it relies on.
+        twice = repeated(history)
+        removed = _to_delta(history.filter(pa.array(twice)), HISTORY_PARTITION)
+        history = history.filter(pa.array(~twice))
         copy = same_versions(history, current)
         rest = store.table(LATEST).count() - current.num_rows  # versions the step did not read
-        complete = (store.recorded or Recorded()).extra.get(COMPLETE_BEFORE)
-        if complete is not None:
-            ids = history.column(SNAPSHOT_ID).to_numpy(zero_copy_only=False)
-            standing = copy & np.array([i is None or i <= str(complete) for i in ids], bool)
-            current = current.filter(pa.array(~same_versions(current, history.filter(standing))))
-            copy &= ~standing
-        else:
-            standing = np.zeros(history.num_rows, bool)
-        kept = history.filter(pa.array(~copy))
-        both = pa.concat_tables([kept, current])
-        is_current = np.r_[np.zeros(kept.num_rows, bool), np.ones(current.num_rows, bool)]
-        fixed = is_current | np.r_[standing[~copy], np.zeros(current.num_rows, bool)]
+        current = current.filter(pa.array(~same_versions(current, history.filter(pa.array(copy)))))
+        both = pa.concat_tables([history, current])
+        is_current = np.r_[np.zeros(history.num_rows, bool), np.ones(current.num_rows, bool)]
+        fixed = is_current | np.r_[copy, np.zeros(current.num_rows, bool)]
         drop, filled, ordered, order, counts = _decide(both, cutoff, fixed, ~is_current)
         counts["rows_before"] += rest
         counts["rows_after"] += rest
-        if not (drop.any() or filled.any() or copy.any()):
+        if not (drop.any() or filled.any() or twice.any()):
             return counts
-        fixed = both.take(pa.array(order))
+        fixed_rows = both.take(pa.array(order))
         for name in TAGS:
-            index = fixed.schema.get_field_index(name)
-            fixed = fixed.set_column(index, name, ordered.column(name))
+            index = fixed_rows.schema.get_field_index(name)
+            fixed_rows = fixed_rows.set_column(index, name, ordered.column(name))
         mine = ~is_current[order]
-        months = _to_delta(fixed, HISTORY_PARTITION).column(HISTORY_PARTITION)
-        copied = _to_delta(history.filter(pa.array(copy)), HISTORY_PARTITION)
+        months = _to_delta(fixed_rows, HISTORY_PARTITION).column(HISTORY_PARTITION)
+        removed = _to_delta(
+            store._read(HISTORY).cast(FILE_SCHEMA).filter(pa.array(twice)), HISTORY_PARTITION
+        )
         months_hit = months.filter(pa.array((drop | filled) & mine)).to_pylist()
-        touched = sorted({str(m) for m in months_hit + copied[HISTORY_PARTITION].to_pylist()})
+        touched = sorted({str(m) for m in months_hit + removed[HISTORY_PARTITION].to_pylist()})
         keep = pc.and_(pa.array(~drop & mine), pc.is_in(months, value_set=pa.array(touched)))
-        data = _to_delta(fixed.filter(keep), HISTORY_PARTITION)
+        data = _to_delta(fixed_rows.filter(keep), HISTORY_PARTITION)
         listed = ", ".join(f"'{m}'" for m in touched)
         try:
             write_deltalake(
@@ -333,7 +334,7 @@ def _rewrite_history(store: SnapshotRoot, cutoff: datetime | None) -> dict[str, 
                 predicate=f"{HISTORY_PARTITION} IN ({listed})",
                 partition_by=[HISTORY_PARTITION],
                 commit_properties=CommitProperties(
-                    custom_metadata={"mihu_frames": {"compaction": counts}}
+                    custom_metadata={"mihu_frames": {**_versions(), "compaction": counts}}
                 ),
             )
             return counts

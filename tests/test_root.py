@@ -486,7 +486,8 @@ def test_a_write_killed_between_history_and_latest_state_leaves_the_state_before
     elif next_run == "compact_snapshots":
         report = mf.compact_snapshots(root)
         assert (report.rows_before, report.rows_after) == (len(df), len(df))
-        assert DeltaTable(root / "versions").to_pyarrow_dataset().count_rows() == 0
+        # the copies stand for the current versions: a writer may be about to replace them
+        assert DeltaTable(root / "versions").to_pyarrow_dataset().count_rows() == len(df)
         expected = df
     else:
         client = make_client(sim)

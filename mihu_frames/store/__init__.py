@@ -50,7 +50,7 @@ How a write lands
    leaves no empty state to read).
 
 A process killed before step 4 leaves the state before: at most copies in ``versions/`` of
-versions the latest state still holds (read once; compaction removes them) and files no commit
+versions the latest state still holds (read once; compaction keeps one) and files no commit
 references (removed by compaction once a day old). Readers of ``latest/`` (this library, Polars
 ``scan_delta``, DuckDB ``delta_scan``, Spark…) only ever see committed versions of it, each the
 state before or after a write. Time travel: ``read_snapshots(root, as_of=…)``; the history as

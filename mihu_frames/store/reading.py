@@ -23,7 +23,7 @@ from mihu_frames.store.layout import FILE_SCHEMA, HISTORY, LATEST, _from_delta, 
 from mihu_frames.store.tables import Tables
 from mihu_frames.versions import SNAPSHOT_ID, latest_versions
 
-__all__ = ["Reader", "same_versions"]
+__all__ = ["Reader", "repeated", "same_versions"]
 
 #: What tells one version from another: a copy of a version (in both tables) is the same.
 _KEYS = ("uuid", SNAPSHOT_ID, "fetched_at")
@@ -95,17 +95,19 @@ class Reader:
         if state == "new":
             raise NotASnapshotRootError(self.tables.path, "nothing was written to it yet")
         read = None if columns is None else list(dict.fromkeys([*columns, *_KEYS]))
-        dataset = self.tables.dataset(HISTORY, self.snapshot(HISTORY, as_of))
-        superseded = _distinct(_from_delta(_scan(dataset, read, where), columns=read))
-        if state == "delta":
+        current = None
+        if state == "delta":  # latest/ first: a version leaves it only once in versions/
             try:
                 latest = self.tables.dataset(LATEST, self.snapshot(LATEST, as_of))
             except ValueError:  # no latest state yet at that instant
                 pass
             else:
                 current = _from_delta(_scan(latest, read, where), columns=read)
-                current = current.filter(pa.array(~same_versions(current, superseded)))
-                superseded = pa.concat_tables([superseded, current])
+        dataset = self.tables.dataset(HISTORY, self.snapshot(HISTORY, as_of))
+        superseded = _distinct(_from_delta(_scan(dataset, read, where), columns=read))
+        if current is not None:
+            current = current.filter(pa.array(~same_versions(current, superseded)))
+            superseded = pa.concat_tables([superseded, current])
         return superseded if columns is None else superseded.select(list(columns))
 
     def held_keys(self, state: str, conversations: Sequence[str]) -> pa.Table:
@@ -145,13 +147,21 @@ def same_versions(rows: pa.Table, others: pa.Table) -> np.ndarray:
 def _distinct(rows: pa.Table) -> pa.Table:
     """``rows`` with each version once (a write killed or beaten after copying a version to
     ``versions/`` copies it again when it is superseded: the copies are identical)."""
+    again = repeated(rows)
+    return rows.filter(pa.array(~again)) if again.any() else rows
+
+
+def repeated(rows: pa.Table) -> np.ndarray:
+    """Which of ``rows`` repeat a version an earlier row holds (the same :data:`_KEYS`)."""
+    found = np.zeros(rows.num_rows, dtype=bool)
     if rows.num_rows < 2:
-        return rows
+        return found
     keys = _key_table(rows).append_column("row", pa.array(np.arange(rows.num_rows)))
     first = keys.group_by(list(_KEYS), use_threads=False).aggregate([("row", "min")])
-    if first.num_rows == rows.num_rows:
-        return rows
-    return rows.take(np.sort(np.asarray(first.column("row_min"))))
+    if first.num_rows < rows.num_rows:
+        found[:] = True
+        found[np.asarray(first.column("row_min"))] = False
+    return found
 
 
 def _key_table(rows: pa.Table) -> pa.Table:

@@ -19,7 +19,15 @@ from deltalake import DeltaTable
 from mihu_frames import legacy
 from mihu_frames._files import private_dirs
 from mihu_frames.schema import SESSIONS_SCHEMA
-from mihu_frames.store.layout import COMPLETE_BEFORE, HISTORY, LATEST, _is_uri
+from mihu_frames.store.layout import (
+    _KEY,
+    APP_ID,
+    COMPLETE_BEFORE,
+    FILE_SCHEMA,
+    HISTORY,
+    LATEST,
+    _is_uri,
+)
 from mihu_frames.store.opening import local_state, remote_state
 from mihu_frames.store.reading import Reader
 from mihu_frames.store.recorded import Recorded, recorded_from_rows
@@ -289,10 +297,31 @@ class SnapshotRoot:
         if COMPLETE_BEFORE in held.extra:
             return
         latest = self.tables.table(LATEST)
-        if self.tables.record(LATEST, latest.version()).get("layout_version", 3) >= 4:
+        layout = self.tables.layout(LATEST, latest.version())
+        if layout is None or layout >= 4:
             return
-        self.writer.record_settings(self._completed(held))
+        pending = self._pending(latest)
+        settings = self._completed(held)
+        self.writer.record_settings(settings)
         self._recorded = None
+        if pending.num_rows:  # a write layout 3 left half done: its next write completed it
+            logger.info("%s: completing %d version(s) of layout 3", self.uri, pending.num_rows)
+            self.writer.write(pending, {"completed": True}, settings)
+
+    def _pending(self, latest: DeltaTable) -> pa.Table:
+        """The latest versions of the writes a layout-3 root holds in ``versions/`` and not in
+        ``latest/`` (a writer killed between the two; that layout's next write merged them):
+        every ``versions/`` commit after the one ``latest/``'s ``txn`` names."""
+        applied = latest.transaction_version(APP_ID)
+        current = self.tables.table(HISTORY).version()
+        ids: list[str] = []
+        for version in range(-1 if applied is None else int(applied) + 1, current + 1):
+            info = self.tables.commit_info(HISTORY, version).get(_KEY) or {}
+            ids += [i for i in info.get("snapshot_ids") or [info.get("snapshot_id")] if i]
+        if applied is None or not ids:
+            return FILE_SCHEMA.empty_table()
+        rows = latest_versions(self.tables.read(HISTORY, pc.field(SNAPSHOT_ID).isin(ids)))
+        return rows.select([*SESSIONS_SCHEMA.names, SNAPSHOT_ID])
 
     def _completed(self, settings: Recorded) -> Recorded:
         """``settings`` recording the newest version ``versions/`` holds (it holds every

@@ -148,6 +148,15 @@ class Tables:
                 return info
         return {}
 
+    def layout(self, name: str, version: int) -> int | None:
+        """The layout version of the newest commit of ``name`` at or before ``version`` that
+        names one (compactions of earlier releases, other tools' commits name none)."""
+        for at in range(version, max(-1, version - 100), -1):
+            info = self.commit_info(name, at).get(_KEY)
+            if isinstance(info, dict) and isinstance(info.get("layout_version"), int):
+                return int(info["layout_version"])
+        return None
+
     def read(self, name: str, where: Any = None, columns: list[str] | None = None) -> pa.Table:
         """Every row of table ``name`` (in :data:`FILE_SCHEMA`, or ``columns``) that ``where``
         keeps."""

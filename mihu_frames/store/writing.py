@@ -171,9 +171,7 @@ class Writer:
         ``converted`` goes to the report. ``first``: ``latest/`` does not exist yet (a new
         root), and is created holding this write's rows."""
         snapshot_id = new_snapshot_id()
-        n = rows.num_rows
-        rows = rows.append_column(SNAPSHOT_ID, pa.repeat(pa.scalar(snapshot_id), n))
-        rows = rows.append_column(ORDER, pa.nulls(n, pa.int64()))
+        rows = _stamped(rows, snapshot_id)
         appended: list[pa.Array] = []  # the keys of the versions appended to history so far
         history: tuple[int | None, dict[str, int]] = (None, {})
         for attempt in range(ATTEMPTS):
@@ -202,7 +200,7 @@ class Writer:
                 except SnapshotStoreError:
                     self.tables.files(LATEST).delete((planned.written or Written()).sizes)
                     raise
-                appended.append(_keys(superseded))
+                appended.append(_own_keys(superseded, snapshot_id))
             if not merged.upserts.num_rows:  # stale versions only: history holds them
                 return _ended(report, history, snapshot_id, self.tables)
             if first:
@@ -218,7 +216,7 @@ class Writer:
             _pause(attempt)
         raise SnapshotStoreError(
             f"the snapshot root {self.tables.uri}: the latest state stayed in conflict with "
-            f"other writers for {ATTEMPTS} attempts; nothing of this write is in it"
+            f"other writers for {ATTEMPTS} attempts; this write is not in it (write it again)"
         )
 
     def plan(self, latest: DeltaTable | None, rows: pa.Table) -> Planned:
@@ -444,10 +442,18 @@ def _not_in(rows: pa.Table, appended: list[pa.Array], complete_before: str | Non
     return rows.filter(pc.invert(pc.is_in(_keys(rows), value_set=done)))
 
 
-def _stamped(table: pa.Table, snapshot_id: str) -> pa.Table:
-    """``table`` with ``snapshot_id`` in its :data:`SNAPSHOT_ID` column."""
-    return table.set_column(
-        table.schema.get_field_index(SNAPSHOT_ID),
-        SNAPSHOT_ID,
-        pa.repeat(pa.scalar(snapshot_id, pa.string()), table.num_rows),
-    )
+def _stamped(rows: pa.Table, snapshot_id: str) -> pa.Table:
+    """``rows`` with :data:`SNAPSHOT_ID` (``snapshot_id``, unless they carry the ids of the
+    writes that fetched them) and :data:`ORDER` (set when they are compared)."""
+    n = rows.num_rows
+    if SNAPSHOT_ID not in rows.column_names:
+        rows = rows.append_column(SNAPSHOT_ID, pa.repeat(pa.scalar(snapshot_id), n))
+    return rows.append_column(ORDER, pa.nulls(n, pa.int64()))
+
+
+def _own_keys(rows: pa.Table, snapshot_id: str) -> pa.Array:
+    """The keys of the rows of this write (its stale versions): not copied twice. The versions
+    it replaces are copied again on every attempt: compaction may have dropped a copy of a
+    version that was current until then."""
+    ours = pc.equal(rows.column(SNAPSHOT_ID), pa.scalar(snapshot_id, pa.string()))
+    return _keys(rows.filter(ours))
