@@ -345,6 +345,9 @@ def test_a_layout3_root_reads_and_writes_each_version_once(layout3_root):
     second = _changed(first, "changed again", 10)
     mf.write_snapshot(second, root)  # the versions this release wrote: copied now
     assert _rows_on_disk(root, "versions") == len(history_expected) + 4
+    # another writer of this release, upgrading the root now, would record the same
+    again = open_root(root)._completed(Recorded(), earlier=True).extra[COMPLETE_BEFORE]
+    assert again == recorded(root)[COMPLETE_BEFORE]
     again = mf.read_snapshots(root, latest=False)
     assert len(again) == len(history) + 4
     assert not again.duplicated(["uuid", "snapshot_id", "fetched_at"]).any()

@@ -301,7 +301,7 @@ class SnapshotRoot:
         if layout is None or layout >= 4:
             return
         pending = self._pending(latest)
-        settings = self._completed(held)
+        settings = self._completed(held, earlier=True)
         self.writer.record_settings(settings)
         self._recorded = None
         if pending.num_rows:  # a write layout 3 left half done: its next write completed it
@@ -323,10 +323,19 @@ class SnapshotRoot:
         rows = latest_versions(self.tables.read(HISTORY, pc.field(SNAPSHOT_ID).isin(ids)))
         return rows.select([*SESSIONS_SCHEMA.names, SNAPSHOT_ID])
 
-    def _completed(self, settings: Recorded) -> Recorded:
+    def _completed(self, settings: Recorded, earlier: bool = False) -> Recorded:
         """``settings`` recording the newest version ``versions/`` holds (it holds every
-        version written until then, :data:`COMPLETE_BEFORE`)."""
-        newest = pc.max(self.tables.read(HISTORY, columns=[SNAPSHOT_ID]).column(SNAPSHOT_ID))
+        version written until then, :data:`COMPLETE_BEFORE`). ``earlier``: as the newest commit
+        of an earlier layout left it, so that every writer of this release computes the same
+        value, whatever another one appended since."""
+        table = self.tables.table(HISTORY)
+        version = table.version()
+        if earlier:
+            while version > 0 and (self.tables.layout_of(HISTORY, version) or 0) >= 4:
+                version -= 1
+            table = self.tables.table(HISTORY, version)
+        dataset = self.tables.dataset(HISTORY, table)
+        newest = pc.max(dataset.to_table(columns=[SNAPSHOT_ID]).column(SNAPSHOT_ID))
         value = newest.as_py() or ""
         return replace(settings, extra={**settings.extra, COMPLETE_BEFORE: value})
 

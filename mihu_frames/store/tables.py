@@ -152,10 +152,16 @@ class Tables:
         """The layout version of the newest commit of ``name`` at or before ``version`` that
         names one (compactions of earlier releases, other tools' commits name none)."""
         for at in range(version, max(-1, version - 100), -1):
-            info = self.commit_info(name, at).get(_KEY)
-            if isinstance(info, dict) and isinstance(info.get("layout_version"), int):
-                return int(info["layout_version"])
+            found = self.layout_of(name, at)
+            if found is not None:
+                return found
         return None
+
+    def layout_of(self, name: str, version: int) -> int | None:
+        """The layout version commit ``version`` of ``name`` names (None: it names none)."""
+        info = self.commit_info(name, version).get(_KEY)
+        found = info.get("layout_version") if isinstance(info, dict) else None
+        return found if isinstance(found, int) else None
 
     def read(self, name: str, where: Any = None, columns: list[str] | None = None) -> pa.Table:
         """Every row of table ``name`` (in :data:`FILE_SCHEMA`, or ``columns``) that ``where``
