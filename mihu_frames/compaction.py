@@ -318,9 +318,6 @@ def _rewrite_history(store: SnapshotRoot, cutoff: datetime | None) -> dict[str, 
             fixed_rows = fixed_rows.set_column(index, name, ordered.column(name))
         mine = ~is_current[order]
         months = _to_delta(fixed_rows, HISTORY_PARTITION).column(HISTORY_PARTITION)
-        removed = _to_delta(
-            store._read(HISTORY).cast(FILE_SCHEMA).filter(pa.array(twice)), HISTORY_PARTITION
-        )
         months_hit = months.filter(pa.array((drop | filled) & mine)).to_pylist()
         touched = sorted({str(m) for m in months_hit + removed[HISTORY_PARTITION].to_pylist()})
         keep = pc.and_(pa.array(~drop & mine), pc.is_in(months, value_set=pa.array(touched)))

@@ -66,10 +66,9 @@ class Holding:
         """Where the values looked for are in the files' rows, the files one after another."""
         return np.flatnonzero(np.concatenate(self.found)) if self.found else np.zeros(0, int)
 
-    @property
-    def paths(self) -> list[str]:
-        """The files' paths in the table."""
-        return [f.path for f in self.fragments]
+    def homes(self) -> np.ndarray:
+        """For each of the files' rows (one file after another), the index of its file."""
+        return np.repeat(np.arange(len(self.rows)), self.rows)
 
 
 @dataclass
@@ -137,13 +136,11 @@ class Files:
                 holding.found.append(mine)
         return holding
 
-    def read(
-        self, dataset: ds.Dataset, holding: Holding, column: str
-    ) -> tuple[pa.Table, np.ndarray]:
-        """Every row of the files ``holding`` names (partition column included), in one scan
-        of them (decoded by Arrow's own threads), and the index of each row's file in it."""
+    def read(self, dataset: ds.Dataset, holding: Holding, column: str) -> pa.Table:
+        """Every row of the files ``holding`` names (partition column included), one file
+        after another, in one scan of them (decoded by Arrow's own threads)."""
         if not holding.fragments:
-            return dataset.schema.empty_table(), np.zeros(0, np.int64)
+            return dataset.schema.empty_table()
         fragments = cast("list[ds.Fragment]", holding.fragments)
         file_format = cast("ds.FileSystemDataset", dataset).format
         chosen = ds.FileSystemDataset(fragments, dataset.schema, file_format, self.filesystem)
@@ -155,7 +152,7 @@ class Files:
         ):  # not in the files' order: read them one by one
             parts = [f.to_table(schema=dataset.schema) for f in holding.fragments]
             table = pa.concat_tables(parts)
-        return table, np.repeat(np.arange(len(holding.rows)), holding.rows)
+        return table
 
     def write(self, rows: pa.Table, partition: str) -> list[AddAction]:
         """Write ``rows`` (a Delta table's columns, ``partition`` among them): one file per

@@ -85,6 +85,7 @@ class SnapshotRoot:
         self.writer = Writer(self.tables)
         self.state = state
         self._recorded: Recorded | None = None
+        self._record: dict[str, Any] = {}  # the commit record the settings were read from
 
     @property
     def uri(self) -> str:
@@ -136,10 +137,8 @@ class SnapshotRoot:
                 data = legacy.recorded(self.local)
             elif self.state in ("delta", "partial"):
                 name = LATEST if self.state == "delta" else HISTORY
-                data = (
-                    self.tables.record(name, self.tables.table(name).version()).get("recorded")
-                    or {}
-                )
+                self._record = self.tables.record(name, self.tables.table(name).version())
+                data = self._record.get("recorded") or {}
             self._recorded = None if data is None else Recorded.from_json(data)
         return self._recorded
 
@@ -294,8 +293,9 @@ class SnapshotRoot:
         """A root of layout 3 (``versions/`` held every version) records, once, that the
         versions written so far are all in ``versions/`` (:data:`COMPLETE_BEFORE`)."""
         held = self.recorded or Recorded()
-        if COMPLETE_BEFORE in held.extra:
-            return
+        named = self._record.get("layout_version")
+        if COMPLETE_BEFORE in held.extra or (isinstance(named, int) and named >= 4):
+            return  # the newest record, read for the settings, names this layout: no more I/O
         latest = self.tables.table(LATEST)
         layout = self.tables.layout(LATEST, latest.version())
         if layout is None or layout >= 4:

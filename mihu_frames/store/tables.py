@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,26 +143,29 @@ class Tables:
     def record(self, name: str, version: int) -> dict[str, Any]:
         """The ``mihu_frames`` record of the newest commit of ``name`` at or before ``version``
         that has one (a commit another tool made has none)."""
-        for at in range(version, max(-1, version - 100), -1):
-            info = self.commit_info(name, at).get(_KEY)
-            if isinstance(info, dict) and "recorded" in info:
-                return info
-        return {}
+        return self._newest(name, version, lambda info: "recorded" in info)
 
     def layout(self, name: str, version: int) -> int | None:
         """The layout version of the newest commit of ``name`` at or before ``version`` that
         names one (compactions of earlier releases, other tools' commits name none)."""
-        for at in range(version, max(-1, version - 100), -1):
-            found = self.layout_of(name, at)
-            if found is not None:
-                return found
-        return None
+        found = self._newest(name, version, lambda info: _layout(info) is not None)
+        return _layout(found)
 
     def layout_of(self, name: str, version: int) -> int | None:
         """The layout version commit ``version`` of ``name`` names (None: it names none)."""
         info = self.commit_info(name, version).get(_KEY)
-        found = info.get("layout_version") if isinstance(info, dict) else None
-        return found if isinstance(found, int) else None
+        return _layout(info) if isinstance(info, dict) else None
+
+    def _newest(
+        self, name: str, version: int, wanted: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        """The ``mihu_frames`` record of the newest commit of ``name`` at or before
+        ``version`` (of the last 100) that is ``wanted``; empty if none."""
+        for at in range(version, max(-1, version - 100), -1):
+            info = self.commit_info(name, at).get(_KEY)
+            if isinstance(info, dict) and wanted(info):
+                return info
+        return {}
 
     def read(self, name: str, where: Any = None, columns: list[str] | None = None) -> pa.Table:
         """Every row of table ``name`` (in :data:`FILE_SCHEMA`, or ``columns``) that ``where``
@@ -241,3 +245,9 @@ class Tables:
                 _chmod(os.path.join(folder, name), 0o700)
             for name in files:
                 _chmod(os.path.join(folder, name), 0o600)
+
+
+def _layout(record: dict[str, Any]) -> int | None:
+    """The layout version a commit record names (None: it names none)."""
+    found = record.get("layout_version")
+    return found if isinstance(found, int) else None

@@ -45,6 +45,7 @@ from mihu_frames.store.layout import (
     new_snapshot_id,
 )
 from mihu_frames.store.merging import Merged, _merge, _next_order, _record
+from mihu_frames.store.reading import same_versions
 from mihu_frames.store.recorded import Recorded
 from mihu_frames.store.tables import Tables
 from mihu_frames.versions import ORDER, SNAPSHOT_ID
@@ -64,16 +65,14 @@ class Planned:
 
     Attributes
     ----------
-    version : int
-        The version of ``latest/`` compared with (-1: none yet).
+    table : DeltaTable or None
+        The version of ``latest/`` compared with (None: none yet).
     held : pa.Table
         Its rows of the sessions written (with their partition, and in :data:`FILE` their
         position in ``content``).
     content : pa.Table
         Every row of the files holding ``held`` (the Delta table's columns): the files a
         changed session is copied out of.
-    homes : np.ndarray
-        The index of each row of ``content``'s file in ``holding``.
     holding : Holding
         Those files.
     merged : Merged
@@ -82,13 +81,17 @@ class Planned:
         The files of ``latest/`` already written for it (None: not yet).
     """
 
-    version: int
+    table: DeltaTable | None
     held: pa.Table
     content: pa.Table
-    homes: np.ndarray
     holding: Holding
     merged: Merged
     written: Written | None = None
+
+    @property
+    def version(self) -> int:
+        """The version of ``latest/`` compared with (-1: none yet)."""
+        return -1 if self.table is None else self.table.version()
 
     @property
     def upserts(self) -> pa.Table:
@@ -172,7 +175,7 @@ class Writer:
         root), and is created holding this write's rows."""
         snapshot_id = new_snapshot_id()
         rows = _stamped(rows, snapshot_id)
-        appended: list[pa.Array] = []  # the keys of the versions appended to history so far
+        appended: list[pa.Table] = []  # this write's own (stale) versions copied so far
         history: tuple[int | None, dict[str, int]] = (None, {})
         for attempt in range(ATTEMPTS):
             latest = None if first else self.tables.table(LATEST)
@@ -200,7 +203,7 @@ class Writer:
                 except SnapshotStoreError:
                     self.tables.files(LATEST).delete((planned.written or Written()).sizes)
                     raise
-                appended.append(_own_keys(superseded, snapshot_id))
+                appended.append(_own(superseded, snapshot_id))
             if not merged.upserts.num_rows:  # stale versions only: history holds them
                 return _ended(report, history, snapshot_id, self.tables)
             if first:
@@ -226,18 +229,18 @@ class Writer:
         if latest is None:
             empty = _from_delta(LATEST_SCHEMA.empty_table(), PARTITION)
             held = empty.append_column(FILE, pa.array([], pa.int64()))
-            nothing = (LATEST_SCHEMA.empty_table(), np.zeros(0, np.int64), Holding())
-            return Planned(-1, held, *nothing, _merge(held, rows, start))
+            nothing = (LATEST_SCHEMA.empty_table(), Holding())
+            return Planned(None, held, *nothing, _merge(held, rows, start))
         files = self.tables.files(LATEST)
         try:
             dataset = files.dataset(latest)
             holding = files.holding(dataset, "uuid", rows.column("uuid"))
-            content, homes = files.read(dataset, holding, "uuid")
+            content = files.read(dataset, holding, "uuid")
         except (pa.ArrowException, OSError) as error:  # a damaged file: nothing written
             raise self.tables.error(error) from None
         mine = holding.positions()  # the rows of content holding a session written
         held = _from_delta(content.take(mine), PARTITION).append_column(FILE, pa.array(mine))
-        return Planned(latest.version(), held, content, homes, holding, _merge(held, rows, start))
+        return Planned(latest, held, content, holding, _merge(held, rows, start))
 
     def write_files(self, history: pa.Table, planned: Planned) -> list[AddAction]:
         """Write the files of both commits at once: ``history`` for ``versions/`` (returned)
@@ -301,8 +304,9 @@ class Writer:
         if not pc.any(is_changed).as_py():
             return Written(files.write(data, PARTITION))
         replaced = np.asarray(held.column(FILE).take(index.filter(is_changed)))  # in content
-        touched = np.unique(planned.homes[replaced])
-        keep = np.isin(planned.homes, touched)
+        homes = planned.holding.homes()
+        touched = np.unique(homes[replaced])
+        keep = np.isin(homes, touched)
         keep[replaced] = False
         content = planned.content.select(data.column_names).cast(data.schema)
         by_month: dict[str, list[pa.Table]] = {}
@@ -322,17 +326,13 @@ class Writer:
         with ThreadPoolExecutor(WORKERS) as pool:  # the copies made at once, a month each
             parts = [p for p in pool.map(kept, by_month.items()) if p[0].num_rows]
         adds = files.write_parts(parts, PARTITION)
-        sizes = self.sizes(planned.version)
+        sizes = _files(planned.table) if planned.table is not None else {}
         removes = []
         for i in touched.tolist():
             fragment = planned.holding.fragments[i]
             value = ds.get_partition_keys(fragment.partition_expression).get(PARTITION)
             removes.append(removal(fragment.path, sizes[fragment.path], {PARTITION: value}))
         return Written(adds, removes)
-
-    def sizes(self, version: int) -> dict[str, int]:
-        """The data files of ``latest/`` at ``version``, with their sizes."""
-        return _files(self.tables.table(LATEST, version))
 
     def append_history(
         self, added: list[AddAction], record: dict[str, Any]
@@ -421,25 +421,16 @@ def _ended(
     )
 
 
-def _keys(rows: pa.Table) -> pa.Array:
-    """One string per version: its ``uuid`` and ``snapshot_id``."""
-    sid = pc.fill_null(rows.column(SNAPSHOT_ID), pa.scalar("", pa.string()))
-    sep = pa.scalar("\x1f", pa.string())
-    joined = pc.binary_join_element_wise(rows.column("uuid"), sid, sep)  # type: ignore[call-overload]
-    return cast("pa.ChunkedArray", joined).combine_chunks()
-
-
-def _not_in(rows: pa.Table, appended: list[pa.Array], complete_before: str | None) -> pa.Table:
-    """``rows`` but the versions ``versions/`` holds already: those whose keys are in
-    ``appended`` (an earlier attempt's), and those written up to ``complete_before``."""
+def _not_in(rows: pa.Table, appended: list[pa.Table], complete_before: str | None) -> pa.Table:
+    """``rows`` but the versions ``versions/`` holds already: those ``appended`` (an earlier
+    attempt's), and those written up to ``complete_before``."""
     if complete_before is not None and rows.num_rows:
         written = pc.fill_null(rows.column(SNAPSHOT_ID), pa.scalar("", pa.string()))
         later = pc.greater(written, pa.scalar(str(complete_before)))
         rows = rows.filter(cast("pa.BooleanArray", later))
     if not appended or not rows.num_rows:
         return rows
-    done = pa.concat_arrays(appended)
-    return rows.filter(pc.invert(pc.is_in(_keys(rows), value_set=done)))
+    return rows.filter(pa.array(~same_versions(rows, pa.concat_tables(appended))))
 
 
 def _stamped(rows: pa.Table, snapshot_id: str) -> pa.Table:
@@ -451,9 +442,8 @@ def _stamped(rows: pa.Table, snapshot_id: str) -> pa.Table:
     return rows.append_column(ORDER, pa.nulls(n, pa.int64()))
 
 
-def _own_keys(rows: pa.Table, snapshot_id: str) -> pa.Array:
-    """The keys of the rows of this write (its stale versions): not copied twice. The versions
-    it replaces are copied again on every attempt: compaction may have dropped a copy of a
-    version that was current until then."""
-    ours = pc.equal(rows.column(SNAPSHOT_ID), pa.scalar(snapshot_id, pa.string()))
-    return _keys(rows.filter(ours))
+def _own(rows: pa.Table, snapshot_id: str) -> pa.Table:
+    """The rows of this write (its stale versions): not copied twice. The versions it replaces
+    are copied again on every attempt: compaction may have dropped a copy of a version that
+    was current until then."""
+    return rows.filter(pc.equal(rows.column(SNAPSHOT_ID), pa.scalar(snapshot_id, pa.string())))
